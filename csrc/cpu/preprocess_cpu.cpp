@@ -1,0 +1,252 @@
+// CPU kernel of emclassify::preprocess: crop / mask / resize / normalise fused.
+//
+// Per image: one statistics pass over the region (shifted sums in double, so
+// uint16 data with a small spread keeps its precision), then a separable
+// antialiased triangle-filter resize of the centred values (x - shift), the
+// horizontal pass into a small per-image buffer, the vertical pass writing each
+// output pixel once, scaled. Images are processed in parallel.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace emclassify {
+namespace {
+
+constexpr double kEps = 1e-6;
+
+enum class Mode { Surround, Crop, Mask };
+enum class Norm { ZScore, MinMax, Fixed };
+
+Mode parse_mode(const std::string& s) {
+  if (s == "surround") return Mode::Surround;
+  if (s == "crop") return Mode::Crop;
+  if (s == "mask") return Mode::Mask;
+  TORCH_CHECK(false, "emclassify::preprocess: unknown mode '", s, "'");
+}
+
+Norm parse_norm(const std::string& s) {
+  if (s == "zscore") return Norm::ZScore;
+  if (s == "minmax") return Norm::MinMax;
+  if (s == "fixed") return Norm::Fixed;
+  TORCH_CHECK(false, "emclassify::preprocess: unknown normalisation '", s, "'");
+}
+
+// Sparse rows of the (n_out x n_in) triangle-filter matrix of emclassify.preprocess.resize_weights.
+struct FilterBank {
+  std::vector<int64_t> start, count;
+  std::vector<float> weights;  // row o: weights[o * stride .. o * stride + count[o])
+  int64_t stride = 0;
+
+  FilterBank(int64_t n_in, int64_t n_out) : start(n_out), count(n_out) {
+    const double scale = static_cast<double>(n_in) / static_cast<double>(n_out);
+    const double support = std::max(1.0, scale);
+    stride = static_cast<int64_t>(std::ceil(2.0 * support)) + 2;
+    weights.assign(n_out * stride, 0.f);
+    std::vector<double> tmp(stride);
+    for (int64_t o = 0; o < n_out; ++o) {
+      const double centre = (static_cast<double>(o) + 0.5) * scale;
+      int64_t lo = std::max<int64_t>(0, static_cast<int64_t>(std::floor(centre - support - 0.5)));
+      int64_t hi = std::min<int64_t>(n_in, static_cast<int64_t>(std::ceil(centre + support + 0.5)));
+      double sum = 0.0;
+      int64_t first = -1, n = 0;
+      for (int64_t i = lo; i < hi; ++i) {
+        const double w = 1.0 - std::abs(static_cast<double>(i) + 0.5 - centre) / support;
+        if (w <= 0.0) continue;
+        if (first < 0) first = i;
+        tmp[i - first] = w;  // contiguous: positive weights form one run
+        n = i - first + 1;
+        sum += w;
+      }
+      start[o] = first;
+      count[o] = n;
+      for (int64_t k = 0; k < n; ++k) weights[o * stride + k] = static_cast<float>(tmp[k] / sum);
+    }
+  }
+};
+
+struct Region {
+  int64_t y0, y1, x0, x1;
+};
+
+template <typename T>
+void preprocess_one(const T* img, const bool* mask, int64_t H, int64_t W, Mode mode, int64_t size,
+                    int64_t margin, Norm norm, double fixed_mean, double fixed_std, float* out) {
+  // --- region ---------------------------------------------------------------
+  bool has_mask = false;
+  Region r{0, H, 0, W};
+  if (mode != Mode::Surround) {
+    if (mask != nullptr) {
+      int64_t y0 = H, y1 = -1, x0 = W, x1 = -1;
+      for (int64_t y = 0; y < H; ++y) {
+        const bool* row = mask + y * W;
+        for (int64_t x = 0; x < W; ++x) {
+          if (row[x]) {
+            y0 = std::min(y0, y);
+            y1 = std::max(y1, y);
+            x0 = std::min(x0, x);
+            x1 = std::max(x1, x);
+          }
+        }
+      }
+      has_mask = y1 >= 0;
+      if (has_mask) r = Region{y0, y1 + 1, x0, x1 + 1};
+    }
+    if (!has_mask) {
+      const int64_t my = std::min(margin, (H - 1) / 2), mx = std::min(margin, (W - 1) / 2);
+      r = Region{my, H - my, mx, W - mx};
+    }
+  }
+  const bool substitute = mode == Mode::Mask && has_mask;
+
+  // --- background (mask mode): mean of the pixels outside the mask ------------
+  double bg = 0.0;
+  if (substitute) {
+    double s_out = 0.0, s_all = 0.0;
+    int64_t n_out = 0;
+    for (int64_t i = 0; i < H * W; ++i) {
+      const double v = static_cast<double>(img[i]);
+      s_all += v;
+      if (!mask[i]) {
+        s_out += v;
+        ++n_out;
+      }
+    }
+    bg = n_out > 0 ? s_out / static_cast<double>(n_out) : s_all / static_cast<double>(H * W);
+  }
+  auto value = [&](int64_t y, int64_t x) -> double {
+    const int64_t i = y * W + x;
+    return (substitute && !mask[i]) ? bg : static_cast<double>(img[i]);
+  };
+
+  // --- one statistics pass (shifted sums: stable for large means) -------------
+  const int64_t rh = r.y1 - r.y0, rw = r.x1 - r.x0, n = rh * rw;
+  const double k = value(r.y0, r.x0);
+  double s1 = 0.0, s2 = 0.0, lo = std::numeric_limits<double>::infinity(), hi = -lo;
+  for (int64_t y = r.y0; y < r.y1; ++y) {
+    for (int64_t x = r.x0; x < r.x1; ++x) {
+      const double v = value(y, x);
+      const double d = v - k;
+      s1 += d;
+      s2 += d * d;
+      lo = std::min(lo, v);
+      hi = std::max(hi, v);
+    }
+  }
+  const double mean = k + s1 / static_cast<double>(n);
+  double shift, scale;
+  if (norm == Norm::ZScore) {
+    const double var = std::max(0.0, s2 / static_cast<double>(n) - (s1 / n) * (s1 / n));
+    shift = mean;
+    scale = 1.0 / std::max(std::sqrt(var), kEps);
+  } else if (norm == Norm::MinMax) {
+    shift = lo;
+    scale = 1.0 / std::max(hi - lo, kEps);
+  } else {
+    shift = fixed_mean;
+    scale = 1.0 / fixed_std;
+  }
+
+  // --- aspect-kept target shape and padding ----------------------------------
+  const int64_t longer = std::max(rh, rw);
+  const int64_t oh = std::max<int64_t>(
+      1, static_cast<int64_t>(std::floor(static_cast<double>(rh) * size / longer + 0.5)));
+  const int64_t ow = std::max<int64_t>(
+      1, static_cast<int64_t>(std::floor(static_cast<double>(rw) * size / longer + 0.5)));
+  const int64_t top = (size - oh) / 2, left = (size - ow) / 2;
+  const float pad = static_cast<float>((mean - shift) * scale);
+  std::fill(out, out + size * size, pad);
+
+  // --- separable resize of (x - shift), then scale ----------------------------
+  const FilterBank fy(rh, oh), fx(rw, ow);
+  std::vector<float> centred(rw), tmp(rh * ow);
+  for (int64_t y = 0; y < rh; ++y) {
+    for (int64_t x = 0; x < rw; ++x) centred[x] = static_cast<float>(value(r.y0 + y, r.x0 + x) - shift);
+    float* trow = tmp.data() + y * ow;
+    for (int64_t p = 0; p < ow; ++p) {
+      const float* w = fx.weights.data() + p * fx.stride;
+      const float* src = centred.data() + fx.start[p];
+      float acc = 0.f;
+      for (int64_t j = 0; j < fx.count[p]; ++j) acc += w[j] * src[j];
+      trow[p] = acc;
+    }
+  }
+  const float fscale = static_cast<float>(scale);
+  std::vector<float> acc(ow);
+  for (int64_t o = 0; o < oh; ++o) {
+    std::fill(acc.begin(), acc.end(), 0.f);
+    const float* w = fy.weights.data() + o * fy.stride;
+    for (int64_t i = 0; i < fy.count[o]; ++i) {
+      const float wi = w[i];
+      const float* trow = tmp.data() + (fy.start[o] + i) * ow;
+      for (int64_t p = 0; p < ow; ++p) acc[p] += wi * trow[p];
+    }
+    float* orow = out + (top + o) * size + left;
+    for (int64_t p = 0; p < ow; ++p) orow[p] = acc[p] * fscale;
+  }
+}
+
+at::Tensor preprocess_cpu(at::TensorList images, const c10::List<std::optional<at::Tensor>>& masks,
+                          c10::string_view mode_s, int64_t size, int64_t margin, c10::string_view norm_s,
+                          double mean, double std_) {
+  const Mode mode = parse_mode(std::string(mode_s));
+  const Norm norm = parse_norm(std::string(norm_s));
+  const int64_t N = static_cast<int64_t>(images.size());
+  TORCH_CHECK(size >= 1, "emclassify::preprocess: size must be >= 1");
+  TORCH_CHECK(margin >= 0, "emclassify::preprocess: margin must be >= 0");
+  TORCH_CHECK(norm != Norm::Fixed || std_ > 0.0, "emclassify::preprocess: fixed std must be > 0");
+  TORCH_CHECK(masks.size() == 0 || static_cast<int64_t>(masks.size()) == N,
+              "emclassify::preprocess: got ", N, " images but ", masks.size(), " masks");
+
+  std::vector<at::Tensor> imgs(N), msks(N);
+  for (int64_t i = 0; i < N; ++i) {
+    const at::Tensor& t = images[i];
+    TORCH_CHECK(t.dim() == 2 && t.numel() > 0, "emclassify::preprocess: image ", i,
+                " must be a non-empty 2-D tensor, got shape ", t.sizes());
+    TORCH_CHECK(t.scalar_type() == at::kByte || t.scalar_type() == at::kUInt16 || t.scalar_type() == at::kFloat,
+                "emclassify::preprocess: image ", i, " has dtype ", t.scalar_type(),
+                "; expected uint8, uint16 or float32");
+    imgs[i] = t.contiguous();
+    if (masks.size() > 0) {
+      const std::optional<at::Tensor> m = masks.get(i);
+      if (m.has_value() && m->defined()) {
+        TORCH_CHECK(m->sizes() == t.sizes(), "emclassify::preprocess: mask ", i, " has shape ", m->sizes(),
+                    " but its image has ", t.sizes());
+        msks[i] = m->to(at::kBool).contiguous();
+      }
+    }
+  }
+  at::Tensor out = at::empty({N, 1, size, size}, at::TensorOptions().dtype(at::kFloat));
+  float* out_ptr = out.data_ptr<float>();
+  at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const at::Tensor& t = imgs[i];
+      const bool* mp = msks[i].defined() ? msks[i].data_ptr<bool>() : nullptr;
+      float* o = out_ptr + i * size * size;
+      const int64_t H = t.size(0), W = t.size(1);
+      switch (t.scalar_type()) {
+        case at::kByte:
+          preprocess_one(t.data_ptr<uint8_t>(), mp, H, W, mode, size, margin, norm, mean, std_, o);
+          break;
+        case at::kUInt16:
+          preprocess_one(reinterpret_cast<const uint16_t*>(t.data_ptr()), mp, H, W, mode, size, margin, norm,
+                         mean, std_, o);
+          break;
+        default:
+          preprocess_one(t.data_ptr<float>(), mp, H, W, mode, size, margin, norm, mean, std_, o);
+      }
+    }
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(emclassify, CPU, m) { m.impl("preprocess", &preprocess_cpu); }
+
+}  // namespace emclassify

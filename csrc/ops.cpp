@@ -1,0 +1,29 @@
+// Operator declarations for the emclassify native library.
+//
+// Every op is declared once here; CPU kernels live in csrc/cpu/, CUDA kernels in
+// csrc/cuda/ (raw-pointer .cu files) with their dispatcher glue in .cpp files.
+// The pure-PyTorch reference of each op is in emclassify/ (see emclassify/ops.py),
+// which is both the fallback when this library is absent and the test oracle.
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// Importing emclassify._C loads this shared library, whose static initialisers
+// register the ops below with the dispatcher; the module itself has no members.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {
+      PyModuleDef_HEAD_INIT, "_C", "emclassify native ops (registered in torch.ops.emclassify)", -1, nullptr,
+  };
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(emclassify, m) {
+  // Ragged batch of 2-D images (uint8 | uint16 | float32), optional masks
+  // (bool | uint8, same shape, nonzero = particle) -> float32 N x 1 x size x size.
+  // mode: "surround" | "crop" | "mask"; normalize: "zscore" | "minmax" | "fixed".
+  // Semantics: emclassify/preprocess.py (the reference).
+  m.def(
+      "preprocess(Tensor[] images, Tensor?[] masks, str mode, int size, int margin, "
+      "str normalize, float mean, float std) -> Tensor");
+}

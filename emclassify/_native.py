@@ -1,0 +1,82 @@
+"""Finding and loading the native library ``emclassify._C``.
+
+The library registers ``torch.ops.emclassify.*``. When it is missing or fails
+to load, every op falls back to its pure-PyTorch reference, with one
+:class:`EmclassifyNativeWarning`. ``EMCLASSIFY_NATIVE=0`` forces the reference
+(for comparison and diagnosis) without a warning.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from typing import Optional, Tuple
+
+
+class EmclassifyNativeWarning(RuntimeWarning):
+    """The native library could not be used; the pure-PyTorch reference runs instead."""
+
+
+def native_disabled_by_env() -> bool:
+    return os.environ.get("EMCLASSIFY_NATIVE", "1").strip().lower() in {"0", "false", "no", "off"}
+
+
+@functools.lru_cache(maxsize=None)
+def _load() -> Tuple[bool, str]:
+    try:
+        from . import _C  # noqa: F401  (importing registers the ops)
+    except Exception as exc:  # noqa: BLE001 - ImportError, OSError (undefined symbol, wrong torch) ...
+        return False, f"{type(exc).__name__}: {exc}"
+    import torch
+
+    if not hasattr(torch.ops.emclassify, "preprocess"):
+        return False, "emclassify._C loaded but registered no ops"
+    return True, ""
+
+
+_warned = False
+
+
+def native_available() -> bool:
+    """True when the native ops are loaded and not disabled by ``EMCLASSIFY_NATIVE=0``."""
+    global _warned
+    if native_disabled_by_env():
+        return False
+    ok, reason = _load()
+    if not ok and not _warned:
+        _warned = True
+        warnings.warn(
+            f"emclassify native library unavailable ({reason}); using the pure-PyTorch "
+            "reference ops (same predictions, slower). Reinstall with "
+            "'pip install --no-build-isolation -e .' to build it.",
+            EmclassifyNativeWarning,
+            stacklevel=3,
+        )
+    return ok
+
+
+def native_cuda_built() -> bool:
+    """True when the loaded library has CUDA kernels."""
+    if not _load()[0]:
+        return False
+    import torch
+
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key("emclassify::preprocess", "CUDA")
+    except Exception:  # noqa: BLE001 - private API; absence means "don't know" -> no
+        return False
+
+
+def backend_description() -> str:
+    """One line for ``emclassify --version``: which backend runs the ops, and why."""
+    if native_disabled_by_env():
+        return "reference (pure PyTorch; EMCLASSIFY_NATIVE=0)"
+    ok, reason = _load()
+    if ok:
+        return "native (emclassify._C: CPU" + (" + CUDA" if native_cuda_built() else "") + ")"
+    return f"reference (pure PyTorch; native library unavailable: {reason})"
+
+
+def load_error() -> Optional[str]:
+    ok, reason = _load()
+    return None if ok else reason

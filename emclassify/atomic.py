@@ -1,0 +1,38 @@
+"""Atomic file output: write to a temporary file beside the target, then rename.
+
+A reader (or a crash) never sees a half-written CSV, JSON or model file: the
+target either keeps its old content or has the complete new one.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(target) -> Iterator[Path]:
+    """Yield a temporary path in ``target``'s folder; on success rename it onto ``target``."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text_atomic(target, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``target`` atomically."""
+    with atomic_path(target) as tmp:
+        with open(tmp, "w", encoding=encoding, newline="") as fh:
+            fh.write(text)
+    return Path(target)

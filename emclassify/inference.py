@@ -1,0 +1,249 @@
+"""Classifying images: a :class:`Classifier` and the streaming :func:`classify_folder`.
+
+``classify_folder`` is what ``emclassify batch`` and the GUI run: it lists the
+folder, decodes images in background threads (overlapping I/O with compute),
+preprocesses and classifies them in batches, and yields one
+:class:`BatchResult` per batch with progress figures, so callers can show
+progress and stop at any batch boundary (:class:`CancelToken`). Memory stays
+flat: only the batches in flight are held.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Collection, Iterator, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from . import ops
+from .io import FolderListing, ImageReadError, Sample, list_images, read_image, read_mask
+from .modelfile import TrainedModel, load_model
+from .segment import auto_mask
+
+
+class CancelToken:
+    """Thread-safe stop flag: ``cancel()`` from any thread; the run stops after the current batch."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU. ``cuda`` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(
+            "--device cuda was requested but no CUDA GPU is usable by this torch "
+            f"({torch.__version__}); use --device cpu or auto"
+        )
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return torch.device(device)
+
+
+@dataclass
+class FileResult:
+    """The outcome for one file: a CSV row of the lab record.
+
+    probabilities: one float per class (model output order) when ``status == "ok"``.
+    mask: relative path of the mask that was used ("" if none).
+    """
+
+    path: str
+    sha256: str = ""
+    status: str = "ok"
+    error: str = ""
+    predicted_class: str = ""
+    confidence: Optional[float] = None
+    probabilities: Optional[List[float]] = None
+    width: Optional[int] = None
+    height: Optional[int] = None
+    mask: str = ""
+    warnings: List[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass
+class BatchResult:
+    """One batch's rows plus run progress (``done``/``total`` files, seconds, files/s, ETA s)."""
+
+    results: List[FileResult]
+    done: int
+    total: int
+    elapsed: float
+    rate: float
+    eta: Optional[float]
+    listing: Optional[FolderListing] = None
+
+
+class Classifier:
+    """A trained model ready to classify raw images.
+
+    >>> clf = Classifier.from_file("model.safetensors")
+    >>> probs = clf.predict_proba([image], [mask])   # float64 N x C
+    """
+
+    def __init__(self, trained: TrainedModel, device: str = "auto"):
+        self.trained = trained
+        self.card = trained.card
+        self.classes = list(trained.card.classes)
+        self.config = trained.card.preprocess
+        self.device = resolve_device(device)
+        self.model = trained.model.to(self.device).eval()
+
+    @classmethod
+    def from_file(cls, path, device: str = "auto") -> "Classifier":
+        return cls(load_model(path), device=device)
+
+    @torch.inference_mode()
+    def predict_proba(self, images: Sequence, masks: Optional[Sequence] = None) -> np.ndarray:
+        """Raw 2-D images (+ masks) -> class probabilities, float64 ``N x C``."""
+        if len(images) == 0:
+            return np.zeros((0, len(self.classes)))
+        x = ops.preprocess(images, masks, self.config)
+        logits = self.model(x.to(self.device, non_blocking=True))
+        return torch.softmax(logits.float(), dim=1).double().cpu().numpy()
+
+
+@dataclass
+class _Loaded:
+    result: FileResult
+    image: Optional[np.ndarray] = None
+    mask: Optional[np.ndarray] = None
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def load_for_model(sample: Sample, root: Path, mode: str, margin: int) -> _Loaded:
+    """Decode one sample and its mask as the input ``mode`` needs; errors become an error row.
+
+    Mask rule: ``surround`` reads no mask. ``crop`` uses the mask when found, else
+    removes ``margin`` px per side (noted on the row). ``mask`` uses the mask when
+    found, else :func:`emclassify.segment.auto_mask` (noted on the row).
+    """
+    result = FileResult(path=sample.relpath)
+    try:
+        loaded = read_image(sample.path)
+    except ImageReadError as exc:
+        result.status, result.error = "error", exc.reason
+        return _Loaded(result)
+    result.sha256 = loaded.sha256
+    result.height, result.width = loaded.height, loaded.width
+    result.warnings.extend(loaded.warnings)
+    mask = None
+    if mode in ("crop", "mask"):
+        if sample.mask is not None:
+            try:
+                mask = read_mask(sample.mask, loaded.array.shape)
+            except ImageReadError as exc:
+                result.status = "error"
+                result.error = f"mask {_relative(Path(exc.path), root)}: {exc.reason}"
+                return _Loaded(result)
+            result.mask = _relative(sample.mask, root)
+            if not mask.any():
+                result.warnings.append(f"mask is empty; central crop with {margin} px margin used")
+        elif mode == "mask":
+            mask = auto_mask(loaded.array)
+            result.warnings.append(
+                "no mask found; automatic segmentation used"
+                + ("" if mask.any() else f" (found nothing; central crop with {margin} px margin)")
+            )
+        else:
+            result.warnings.append(f"no mask found; central crop with {margin} px margin used")
+    return _Loaded(result, loaded.array, mask)
+
+
+def _chunks(seq: Sequence, size: int):
+    for i in range(0, len(seq), size):
+        yield seq[i : i + size]
+
+
+def classify_folder(
+    folder,
+    classifier: Classifier,
+    batch_size: int = 64,
+    skip: Collection[str] = (),
+    cancel: Optional[CancelToken] = None,
+    workers: int = 4,
+    prefetch: int = 2,
+    listing: Optional[FolderListing] = None,
+) -> Iterator[BatchResult]:
+    """Classify every image under ``folder``, yielding a :class:`BatchResult` per batch.
+
+    skip: relative paths not to process (``--resume``). Files that fail to decode
+    give ``status="error"`` rows and the run goes on. Stops early (after the
+    batch in progress) when ``cancel`` is cancelled.
+    """
+    if batch_size < 1:
+        raise ValueError("batch size must be >= 1")
+    listing = listing or list_images(folder)
+    todo = [s for s in listing.samples if s.relpath not in skip]
+    total = len(todo)
+    cfg = classifier.config
+    start = time.perf_counter()
+    done = 0
+
+    def load_batch(batch: Sequence[Sample]) -> List[_Loaded]:
+        return list(pool.map(lambda s: load_for_model(s, listing.root, cfg.mode, cfg.margin), batch))
+
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="emclassify-read") as pool:
+        # A single reader thread keeps batches in order; each batch fans out over the pool.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="emclassify-batch") as batcher:
+            pending = deque()
+            batches = iter(_chunks(todo, batch_size))
+            for _ in range(max(1, prefetch)):
+                nxt = next(batches, None)
+                if nxt is not None:
+                    pending.append(batcher.submit(load_batch, nxt))
+            while pending:
+                if cancel is not None and cancel.cancelled:
+                    for f in pending:
+                        f.cancel()
+                    return
+                loaded = pending.popleft().result()
+                nxt = next(batches, None)
+                if nxt is not None:
+                    pending.append(batcher.submit(load_batch, nxt))
+                good = [item for item in loaded if item.result.ok]
+                if good:
+                    try:
+                        probs = classifier.predict_proba([g.image for g in good], [g.mask for g in good])
+                    except (RuntimeError, ValueError) as exc:  # e.g. out of memory: rows, not a crash
+                        for g in good:
+                            g.result.status, g.result.error = "error", f"classification failed: {exc}"
+                        probs = None
+                    if probs is not None:
+                        for g, p in zip(good, probs):
+                            k = int(np.argmax(p))
+                            g.result.probabilities = [float(v) for v in p]
+                            g.result.predicted_class = classifier.classes[k]
+                            g.result.confidence = float(p[k])
+                done += len(loaded)
+                elapsed = time.perf_counter() - start
+                rate = done / elapsed if elapsed > 0 else 0.0
+                eta = (total - done) / rate if rate > 0 else None
+                yield BatchResult([item.result for item in loaded], done, total, elapsed, rate, eta, listing)
+
+
+ProgressCallback = Callable[[BatchResult], None]

@@ -1,0 +1,214 @@
+"""Reading one particle image (or mask) file, with a clear reason when it can't be.
+
+:func:`read_image` returns a :class:`LoadedImage` holding a 2-D array of dtype
+uint8, uint16 or float32 (signed integers become float32; values unchanged),
+the file's SHA-256 and any warnings. Every failure is an :class:`ImageReadError`
+whose message names the file and the problem; callers record it and go on.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Union
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+MAX_SIDE = 16384          # px; a particle crop is never this big
+MAX_PIXELS = 64 * 2**20   # 64 Mpx, guards memory before decoding
+
+PathLike = Union[str, os.PathLike]
+
+
+class ImageReadError(Exception):
+    """A file that cannot be used as a particle image; the message says why."""
+
+    def __init__(self, path: PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+@dataclass
+class LoadedImage:
+    """A decoded greyscale image.
+
+    array: (H, W) uint8 | uint16 | float32, raw intensities.
+    sha256: hex digest of the file's bytes (the lab record's identity of the file).
+    warnings: human-readable notes (e.g. RGB converted to grey).
+    """
+
+    array: np.ndarray
+    sha256: str
+    warnings: List[str] = field(default_factory=list)
+
+    @property
+    def height(self) -> int:
+        return int(self.array.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.array.shape[1])
+
+
+def is_image_file(path: PathLike) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _sniff(data: bytes) -> Optional[str]:
+    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if data[:2] == b"BM":
+        return "bmp"
+    return None
+
+
+def _check_dimensions(path: PathLike, height: int, width: int) -> None:
+    if height < 1 or width < 1:
+        raise ImageReadError(path, f"image has no pixels ({width}x{height})")
+    if height > MAX_SIDE or width > MAX_SIDE or height * width > MAX_PIXELS:
+        raise ImageReadError(
+            path,
+            f"image is {width}x{height} px, larger than a particle crop can be "
+            f"(limit {MAX_SIDE} px per side, {MAX_PIXELS // 2**20} Mpx)",
+        )
+
+
+def _rgb_to_grey(path: PathLike, arr: np.ndarray, notes: List[str]) -> np.ndarray:
+    channels = arr.shape[2]
+    rgb = arr[..., :3] if channels >= 3 else arr[..., :1]
+    if channels == 2 or channels == 4:
+        notes.append("alpha channel ignored")
+    if channels >= 3:
+        if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+            notes.append("RGB image with identical channels read as grey")
+            return np.ascontiguousarray(rgb[..., 0])
+        grey = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        notes.append("RGB image converted to grey (ITU-R 601 luma)")
+        if np.issubdtype(arr.dtype, np.integer):
+            return np.clip(np.rint(grey), 0, np.iinfo(arr.dtype).max).astype(arr.dtype)
+        return grey.astype(np.float32)
+    return np.ascontiguousarray(rgb[..., 0])
+
+
+def _normalise_dtype(path: PathLike, arr: np.ndarray, notes: List[str]) -> np.ndarray:
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if arr.dtype in (np.uint8, np.uint16):
+        return arr
+    if np.issubdtype(arr.dtype, np.floating):
+        out = arr.astype(np.float32)
+        if not np.isfinite(out).all():
+            raise ImageReadError(path, "image contains NaN or infinite values")
+        return out
+    if np.issubdtype(arr.dtype, np.integer):
+        if arr.dtype.itemsize > 2:
+            notes.append(f"{arr.dtype} pixels read as float32")
+        return arr.astype(np.float32)
+    raise ImageReadError(path, f"unsupported pixel type {arr.dtype}")
+
+
+def _decode_tiff(path: PathLike, data: bytes) -> np.ndarray:
+    import tifffile
+
+    with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        n_pages = len(tif.pages)
+        if n_pages != 1:
+            raise ImageReadError(
+                path, f"multi-page TIFF ({n_pages} pages); one particle image per file is expected"
+            )
+        page = tif.pages[0]
+        shape = page.shape
+        if len(shape) == 3 and shape[-1] not in (1, 2, 3, 4):
+            raise ImageReadError(path, f"TIFF holds a stack of shape {shape}, not one greyscale image")
+        _check_dimensions(path, int(shape[0]), int(shape[1]) if len(shape) > 1 else 1)
+        return page.asarray()
+
+
+def _decode_pil(path: PathLike, data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        width, height = im.size
+        _check_dimensions(path, height, width)
+        n_frames = getattr(im, "n_frames", 1)
+        if n_frames > 1:
+            raise ImageReadError(path, f"multi-frame image ({n_frames} frames); one particle per file")
+        im.load()
+        mode = im.mode
+        if mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
+            im = im.convert("RGBA" if "A" in mode else "RGB")
+        elif mode == "LA":
+            im = im.convert("L")
+        elif mode in ("I;16", "I;16B", "I;16L"):
+            return np.asarray(im, dtype=np.uint16)
+        return np.asarray(im)
+
+
+def decode_image(path: PathLike, data: bytes) -> LoadedImage:
+    """Decode image bytes (already read from ``path``) into a :class:`LoadedImage`."""
+    sha = hashlib.sha256(data).hexdigest()
+    if len(data) == 0:
+        raise ImageReadError(path, "empty file (0 bytes)")
+    kind = _sniff(data)
+    if kind is None:
+        raise ImageReadError(path, "not a TIFF, PNG, JPEG or BMP image (unrecognised file contents)")
+    notes: List[str] = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # decoder chatter; real problems raise
+            arr = _decode_tiff(path, data) if kind == "tiff" else _decode_pil(path, data)
+    except ImageReadError:
+        raise
+    except MemoryError:
+        raise ImageReadError(path, "image too large to decode in memory") from None
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-file error
+        msg = str(exc).strip() or type(exc).__name__
+        raise ImageReadError(path, f"cannot decode {kind.upper()} (damaged or truncated file?): {msg}") from None
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[2] in (1, 2, 3, 4):
+        arr = _rgb_to_grey(path, arr, notes)
+    if arr.ndim != 2:
+        raise ImageReadError(path, f"expected a 2-D greyscale image, got array of shape {arr.shape}")
+    _check_dimensions(path, arr.shape[0], arr.shape[1])
+    arr = _normalise_dtype(path, arr, notes)
+    return LoadedImage(np.ascontiguousarray(arr), sha, notes)
+
+
+def read_image(path: PathLike) -> LoadedImage:
+    """Read and decode one image file. Raises :class:`ImageReadError` with the reason."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        raise ImageReadError(path, "file not found") from None
+    except IsADirectoryError:
+        raise ImageReadError(path, "is a directory, not an image file") from None
+    except PermissionError:
+        raise ImageReadError(path, "permission denied") from None
+    except OSError as exc:
+        raise ImageReadError(path, f"cannot read file: {exc.strerror or exc}") from None
+    return decode_image(path, data)
+
+
+def read_mask(path: PathLike, shape: Optional[tuple] = None) -> np.ndarray:
+    """Read a mask file as a bool (H, W) array (nonzero = particle).
+
+    ``shape``: the image's (H, W); a mismatch is an :class:`ImageReadError`.
+    """
+    loaded = read_image(path)
+    mask = loaded.array != 0
+    if shape is not None and mask.shape != tuple(shape):
+        raise ImageReadError(
+            path,
+            f"mask is {mask.shape[1]}x{mask.shape[0]} px but its image is {shape[1]}x{shape[0]} px",
+        )
+    return mask

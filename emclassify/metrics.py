@@ -1,0 +1,64 @@
+"""Classification metrics from a confusion matrix (rows = true, columns = predicted).
+
+Zero-division convention: a ratio whose denominator is 0 is reported as 0.0
+(sklearn's ``zero_division=0``), so a class never predicted has PPV 0 and F1 0.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+
+def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> np.ndarray:
+    """(n_classes, n_classes) int64 counts; rows = true class, columns = predicted."""
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
+    return cm
+
+
+def _ratio(num: float, den: float) -> float:
+    return float(num) / float(den) if den else 0.0
+
+
+def per_class(cm: np.ndarray, classes: Sequence[str]) -> Dict[str, Dict[str, float]]:
+    """One-vs-rest TPR (recall), TNR, PPV (precision), NPV, F1 and support per class."""
+    cm = np.asarray(cm, dtype=np.float64)
+    total = cm.sum()
+    out = {}
+    for k, c in enumerate(classes):
+        tp = cm[k, k]
+        fn = cm[k].sum() - tp
+        fp = cm[:, k].sum() - tp
+        tn = total - tp - fn - fp
+        tpr, ppv = _ratio(tp, tp + fn), _ratio(tp, tp + fp)
+        out[c] = {
+            "tpr": tpr,
+            "tnr": _ratio(tn, tn + fp),
+            "ppv": ppv,
+            "npv": _ratio(tn, tn + fn),
+            "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+            "support": int(cm[k].sum()),
+        }
+    return out
+
+
+def summary(cm: np.ndarray, classes: Sequence[str]) -> Dict:
+    """accuracy, macro_f1 (mean over classes present in truth or prediction), per_class, confusion_matrix."""
+    cm = np.asarray(cm)
+    pc = per_class(cm, classes)
+    present = [c for k, c in enumerate(classes) if cm[k].sum() + cm[:, k].sum() > 0]
+    macro = float(np.mean([pc[c]["f1"] for c in present])) if present else 0.0
+    return {
+        "accuracy": _ratio(np.trace(cm), cm.sum()),
+        "macro_f1": macro,
+        "per_class": pc,
+        "confusion_matrix": cm.astype(int).tolist(),
+    }
+
+
+def macro_f1(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> float:
+    return summary(confusion_matrix(y_true, y_pred, n_classes), [str(i) for i in range(n_classes)])["macro_f1"]
+
+
+__all__: List[str] = ["confusion_matrix", "macro_f1", "per_class", "summary"]

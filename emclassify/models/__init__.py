@@ -1,0 +1,105 @@
+"""Model registry: LipNet variants by name.
+
+>>> from emclassify.models import create_model
+>>> net = create_model("lipnet4", num_classes=3, input_size=64)
+"""
+from __future__ import annotations
+
+from typing import Dict, List
+
+from .lipnet import LipNet, LipNetSpec, count_macs, min_input_size, trunk_output_side
+
+S, V = "same", "valid"
+
+_REGISTRY: Dict[str, LipNetSpec] = {
+    spec.name: spec
+    for spec in (
+        LipNetSpec(
+            "lipnet1",
+            stages=(((32, S),),),
+            dense=128,
+            description="conv32 · pool · dense 128",
+        ),
+        LipNetSpec(
+            "lipnet2",
+            stages=(((32, S),), ((64, S),)),
+            dense=256,
+            description="conv32 · pool · conv64 · pool · dense 256",
+        ),
+        LipNetSpec(
+            "lipnet3",
+            stages=(((32, S), (32, V)), ((64, S),)),
+            dense=512,
+            description="conv32 · conv32 · pool · conv64 · pool · dense 512",
+        ),
+        LipNetSpec(
+            "lipnet4",
+            stages=(((32, S), (32, V)), ((64, S), (64, V))),
+            dense=512,
+            description="conv32 · conv32 · pool · conv64 · conv64 · pool · dense 512 (the seed's LipNet-4)",
+        ),
+        LipNetSpec(
+            "lipnet5",
+            stages=(((32, S), (32, V)), ((64, S), (64, V)), ((128, S), (128, V))),
+            dense=512,
+            description="lipnet4 + conv128 · conv128 · pool · dense 512",
+        ),
+        LipNetSpec(
+            "lipnet-fcn",
+            stages=(((32, S), (32, S)), ((64, S), (64, S)), ((128, S), (128, S))),
+            dense=None,
+            conv_dropout=0.1,
+            head_dropout=0.3,
+            pool_last=False,
+            description="conv32 · conv32 · pool · conv64 · conv64 · pool · conv128 · conv128 · global avg pool (any input size)",
+        ),
+    )
+}
+
+
+def list_models() -> List[str]:
+    """Names of every registered architecture, smallest first."""
+    return list(_REGISTRY)
+
+
+def get_spec(name: str) -> LipNetSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(_REGISTRY)}") from None
+
+
+def create_model(name: str, num_classes: int, input_size: int = 64, in_channels: int = 1) -> LipNet:
+    """Build an untrained model. Shapes: input ``N x in_channels x S x S`` -> logits ``N x num_classes``."""
+    spec = get_spec(name)
+    need = min_input_size(spec)
+    if input_size < need:
+        raise ValueError(f"{name} needs an input of at least {need}x{need} px, got {input_size}")
+    return LipNet(spec, num_classes=num_classes, input_size=input_size, in_channels=in_channels)
+
+
+def architecture_table(input_size: int = 64, num_classes: int = 3) -> str:
+    """Markdown table of every architecture: layers, parameters and MFLOP at ``input_size``."""
+    lines = [
+        f"| name | layers | parameters ({num_classes} classes, {input_size}×{input_size}) | MFLOP at {input_size}×{input_size} | min input |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for name, spec in _REGISTRY.items():
+        model = create_model(name, num_classes, input_size)
+        params = sum(p.numel() for p in model.parameters())
+        mflop = 2 * count_macs(model, input_size) / 1e6
+        lines.append(f"| `{name}` | {spec.description} | {params:,} | {mflop:,.1f} | {min_input_size(spec)} |")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "LipNet",
+    "LipNetSpec",
+    "architecture_table",
+    "count_macs",
+    "create_model",
+    "get_spec",
+    "list_models",
+    "min_input_size",
+    "trunk_output_side",
+]

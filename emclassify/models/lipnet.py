@@ -1,0 +1,183 @@
+"""The LipNet family: small CNNs for single-particle TEM images.
+
+Every LipNet is a *trunk* of stages, each stage a few 3x3 conv blocks
+(conv -> batch-norm -> ReLU) ending in 2x2 max-pool and dropout, and a *head*:
+
+- dense head (``lipnet1`` ... ``lipnet5``): flatten -> linear(dense) -> ReLU ->
+  dropout -> linear(classes). The flatten size depends on the input size, so the
+  model is built for one input size.
+- global head (``lipnet-fcn``): global average pool -> dropout -> linear(classes);
+  accepts any input size >= its receptive minimum.
+
+``lipnet4`` is the seed's network (the classic Keras CIFAR-10 layout):
+conv32(same) conv32(valid) pool drop0.25 · conv64(same) conv64(valid) pool
+drop0.25 · dense 512 drop0.5, with batch-norm after each conv.
+
+Input: float32 ``N x 1 x S x S`` (see :mod:`emclassify.preprocess`);
+output: logits ``N x num_classes``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+# A conv layer spec: (out_channels, padding) with padding "same" (1) or "valid" (0).
+ConvSpec = Tuple[int, str]
+
+
+@dataclass(frozen=True)
+class LipNetSpec:
+    """Architecture of one LipNet variant.
+
+    stages: per stage, its conv layers; each stage ends with 2x2 max-pool
+        (unless ``pool_last`` is False for the last stage).
+    dense: width of the hidden dense layer, or None for the global-pool head.
+    conv_dropout / head_dropout: dropout after each pooled stage / before the classifier.
+    """
+
+    name: str
+    stages: Tuple[Tuple[ConvSpec, ...], ...]
+    dense: Optional[int]
+    conv_dropout: float = 0.25
+    head_dropout: float = 0.5
+    pool_last: bool = True
+    description: str = ""
+
+
+class ConvBlock(nn.Module):
+    """conv 3x3 (no bias) -> batch-norm -> ReLU. The unit the native op fuses."""
+
+    def __init__(self, c_in: int, c_out: int, padding: str):
+        super().__init__()
+        if padding not in ("same", "valid"):
+            raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+        self.conv = nn.Conv2d(c_in, c_out, 3, padding=1 if padding == "same" else 0, bias=False)
+        self.bn = nn.BatchNorm2d(c_out)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+class Stage(nn.Module):
+    """Conv blocks, then optional 2x2 max-pool and dropout."""
+
+    def __init__(self, c_in: int, convs: Sequence[ConvSpec], pool: bool, dropout: float):
+        super().__init__()
+        blocks: List[nn.Module] = []
+        for c_out, padding in convs:
+            blocks.append(ConvBlock(c_in, c_out, padding))
+            c_in = c_out
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.out_channels = c_in
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.pool(self.blocks(x)))
+
+
+class LipNet(nn.Module):
+    """A LipNet built from a :class:`LipNetSpec` for ``num_classes`` and ``input_size``.
+
+    input_size: side S of the square input the dense head is sized for (ignored
+    by the global-pool head, which takes any size).
+    """
+
+    def __init__(self, spec: LipNetSpec, num_classes: int, input_size: int, in_channels: int = 1):
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
+        self.spec = spec
+        self.num_classes = num_classes
+        self.input_size = input_size
+        stages = []
+        c = in_channels
+        for i, convs in enumerate(spec.stages):
+            last = i == len(spec.stages) - 1
+            pool = spec.pool_last or not last
+            stage = Stage(c, convs, pool=pool, dropout=spec.conv_dropout if pool else 0.0)
+            stages.append(stage)
+            c = stage.out_channels
+        self.trunk = nn.Sequential(*stages)
+        if spec.dense is None:
+            self.head = nn.Sequential(
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
+                nn.Dropout(spec.head_dropout),
+                nn.Linear(c, num_classes),
+            )
+            self.embedding_dim = c
+        else:
+            side = trunk_output_side(spec, input_size)
+            if side < 1:
+                raise ValueError(f"{spec.name} needs a larger input than {input_size}x{input_size}")
+            self.head = nn.Sequential(
+                nn.Flatten(),
+                nn.Linear(c * side * side, spec.dense),
+                nn.ReLU(inplace=True),
+                nn.Dropout(spec.head_dropout),
+                nn.Linear(spec.dense, num_classes),
+            )
+            self.embedding_dim = spec.dense
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(x))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features ``N x embedding_dim`` (for fusion with handcrafted features)."""
+        h = self.trunk(x)
+        for layer in list(self.head)[:-1]:
+            h = layer(h)
+        return h
+
+
+def trunk_output_side(spec: LipNetSpec, input_size: int) -> int:
+    """Spatial side of the trunk's output for an ``input_size`` square input."""
+    s = input_size
+    for i, convs in enumerate(spec.stages):
+        for _, padding in convs:
+            if padding == "valid":
+                s -= 2
+        if spec.pool_last or i < len(spec.stages) - 1:
+            s //= 2
+    return s
+
+
+def min_input_size(spec: LipNetSpec) -> int:
+    """Smallest square input the trunk accepts (output side >= 1)."""
+    s = 1
+    while trunk_output_side(spec, s) < 1:
+        s += 1
+    return s
+
+
+def count_macs(model: LipNet, input_size: int) -> int:
+    """Multiply-accumulates of one forward pass on a ``1 x C x S x S`` input (conv + linear)."""
+    macs = 0
+    hooks = []
+
+    def conv_hook(mod, _inp, out):
+        nonlocal macs
+        macs += out.numel() * mod.in_channels * mod.kernel_size[0] * mod.kernel_size[1] // mod.groups
+
+    def linear_hook(mod, _inp, out):
+        nonlocal macs
+        macs += out.numel() * mod.in_features
+
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            hooks.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            hooks.append(m.register_forward_hook(linear_hook))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, model.trunk[0].blocks[0].conv.in_channels, input_size, input_size))
+    model.train(was_training)
+    for h in hooks:
+        h.remove()
+    return macs

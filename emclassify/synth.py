@@ -1,0 +1,337 @@
+"""Synthetic TEM-like liposome images, with masks and known classes.
+
+Used for the bundled demo folder and default model, for tests, and as
+"artificial data" for minority classes. Deterministic: image ``i`` of seed
+``s`` depends only on ``(s, i)`` and its class, and the class sequence only on
+``(s, n, proportions)``.
+
+Image model (per particle, all in float32, vectorised numpy):
+
+- **Geometry**: an elliptical vesicle, outer radius 18–55 px, axis ratio up to
+  1.3, random orientation, centred (±3 px) in a crop with a 50 px surrounding.
+- **Membranes**: each bilayer is two dark leaflets 3.2 px apart (Gaussian
+  profiles, sigma ~0.9 px), i.e. the railroad-track look of cryo-TEM.
+  Unilamellar = one bilayer; multilamellar = 2–4 nested bilayers 5–9 px apart.
+- **Interior** (encapsulation): full = dense, granular content; empty = interior
+  brighter than the background. Lamellarity images get a random moderate
+  interior density.
+- **Uncertain** (the genuinely ambiguous cases a microscopist would not call):
+  a faint or partial extra membrane, membrane gaps, a neighbour vesicle
+  overlapping the particle, half-filled or faint content, heavy defocus blur.
+- **Micrograph**: images come in groups of 25 ("micrographs", the manifest's
+  ``group``) sharing background level, low-frequency texture strength,
+  electron dose and blur; neighbour vesicles appear in the surrounding.
+- **Imaging**: transmission = background x (1 - darkness), Gaussian blur
+  (0.6–1.6 px), shot noise at 30–100 e-/px, scaled to 8 bit.
+
+The mask is the filled outer membrane (255 inside, 0 outside), same size.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+from scipy import ndimage
+
+from ._version import __version__
+from .atomic import write_text_atomic
+
+PROBLEMS: Dict[str, Tuple[Tuple[str, ...], Tuple[float, ...]]] = {
+    # class names and the seed's class proportions
+    "lamellarity": (("unilamellar", "multilamellar", "uncertain"), (0.873, 0.121, 0.006)),
+    "encapsulation": (("full", "empty", "uncertain"), (0.973, 0.007, 0.020)),
+}
+SURROUND = 50       # px of surrounding on each side of the particle
+GROUP_SIZE = 25     # particles per synthetic micrograph
+LEAFLET_GAP = 3.2   # px between the two leaflets of a bilayer
+
+
+@dataclass(frozen=True)
+class Micrograph:
+    """Imaging conditions shared by the particles of one synthetic micrograph."""
+
+    background: float   # mean transmitted intensity, 8-bit units
+    texture: float      # amplitude of low-frequency background variation (fraction)
+    dose: float         # electrons per pixel (shot noise)
+    blur: float         # Gaussian blur sigma, px
+    contrast: float     # membrane darkness scale
+    crowding: float     # probability of a neighbour vesicle in the surrounding
+
+
+def class_counts(n: int, proportions: Sequence[float]) -> List[int]:
+    """Largest-remainder rounding of ``n * proportions`` (sums to ``n``; ties to the earlier class)."""
+    p = np.asarray(proportions, dtype=np.float64)
+    if n < 0 or p.ndim != 1 or (p < 0).any() or p.sum() <= 0:
+        raise ValueError(f"invalid n={n} or proportions={list(proportions)}")
+    p = p / p.sum()
+    raw = n * p
+    counts = np.floor(raw).astype(int)
+    order = sorted(range(len(p)), key=lambda i: (-(raw[i] - counts[i]), i))
+    for i in order[: n - counts.sum()]:
+        counts[i] += 1
+    return counts.tolist()
+
+
+def class_sequence(n: int, seed: int, proportions: Sequence[float]) -> np.ndarray:
+    """Class index of each of ``n`` images: exact counts, deterministically shuffled."""
+    counts = class_counts(n, proportions)
+    labels = np.repeat(np.arange(len(counts)), counts)
+    np.random.default_rng([seed, 0x5EED]).shuffle(labels)
+    return labels
+
+
+def micrograph(seed: int, group: int) -> Micrograph:
+    rng = np.random.default_rng([seed, 0x6A0, group])
+    return Micrograph(
+        background=float(rng.uniform(140, 200)),
+        texture=float(rng.uniform(0.02, 0.08)),
+        dose=float(rng.uniform(30, 100)),
+        blur=float(rng.uniform(0.6, 1.6)),
+        contrast=float(rng.uniform(0.35, 0.6)),
+        crowding=float(rng.uniform(0.1, 0.5)),
+    )
+
+
+def _bilayer(rho: np.ndarray, radius: float, amplitude: float, sigma: float) -> np.ndarray:
+    """Darkness of one bilayer centred at ``radius`` (two Gaussian leaflets)."""
+    d = rho - radius
+    half = LEAFLET_GAP / 2
+    k = np.float32(-0.5 / sigma**2)
+    return amplitude * (np.exp(k * (d - half) ** 2) + np.exp(k * (d + half) ** 2))
+
+
+def _elliptic_radius(yy, xx, cy, cx, a, b, theta):
+    """Elliptical 'radius' in px: equals ``a``-scaled distance on the ellipse's major axis."""
+    c, s = np.cos(theta), np.sin(theta)
+    dx, dy = xx - cx, yy - cy
+    u = (dx * c + dy * s) / a
+    v = (-dx * s + dy * c) / b
+    return np.sqrt(u * u + v * v) * np.float32((a + b) / 2), np.arctan2(v, u)
+
+
+def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """(n_out, n_in) linear-interpolation matrix spreading n_in knots over n_out pixels."""
+    pos = np.linspace(0, n_in - 1, n_out, dtype=np.float32)
+    return np.maximum(0, 1 - np.abs(pos[:, None] - np.arange(n_in, dtype=np.float32)[None, :]))
+
+
+def _low_freq_noise(rng, shape, cell: int = 24) -> np.ndarray:
+    """Smooth random field (unit-ish amplitude, correlation length ~``cell`` px)."""
+    gh, gw = shape[0] // cell + 2, shape[1] // cell + 2
+    coarse = rng.standard_normal((gh, gw), dtype=np.float32)
+    return _interp_matrix(shape[0], gh) @ coarse @ _interp_matrix(shape[1], gw).T
+
+
+def render(problem: str, cls: str, seed: int, index: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Render particle ``index`` of class ``cls``: (image uint8 HxW, mask uint8 HxW with 0/255)."""
+    classes, _ = PROBLEMS[problem]
+    if cls not in classes:
+        raise ValueError(f"class {cls!r} is not one of {problem}'s classes {classes}")
+    mic = micrograph(seed, index // GROUP_SIZE)
+    rng = np.random.default_rng([seed, index])
+
+    radius = rng.uniform(18, 55)
+    ratio = rng.uniform(1.0, 1.3)
+    a, b = radius * np.sqrt(ratio), radius / np.sqrt(ratio)
+    theta = rng.uniform(0, np.pi)
+    extent = int(np.ceil(max(a, b) + 3))
+    side_h = 2 * (extent + SURROUND) + int(rng.integers(0, 7))
+    side_w = 2 * (extent + SURROUND) + int(rng.integers(0, 7))
+    cy = side_h / 2 + rng.uniform(-3, 3)
+    cx = side_w / 2 + rng.uniform(-3, 3)
+    yy, xx = np.mgrid[0:side_h, 0:side_w].astype(np.float32)
+    rho, phi = _elliptic_radius(yy, xx, cy, cx, a, b, theta)
+
+    sigma = rng.uniform(0.75, 1.05)
+    amp = mic.contrast * rng.uniform(0.8, 1.2) / 2
+    dark = np.zeros((side_h, side_w), np.float32)
+
+    # --- membranes -------------------------------------------------------------
+    n_layers = 1
+    faint_layer = None
+    if problem == "lamellarity":
+        if cls == "multilamellar":
+            n_layers = int(rng.integers(2, 5))
+        elif cls == "uncertain":
+            faint_layer = rng.uniform(0.15, 0.35)  # a ghost of a second bilayer
+    spacing = rng.uniform(5, 9)
+    n_layers = max(1, min(n_layers, int((radius - 8) // spacing) + 1))
+    for k in range(n_layers):
+        dark += _bilayer(rho, radius - k * spacing, amp * rng.uniform(0.85, 1.0), sigma)
+    if faint_layer is not None:
+        dark += _bilayer(rho, radius - spacing, amp * faint_layer, sigma * 1.3)
+
+    # --- interior --------------------------------------------------------------
+    inner = radius - (n_layers - 1) * spacing - LEAFLET_GAP
+    inside = np.clip((inner - rho) / 1.5, 0, 1)  # soft-edged interior
+    grain = ndimage.gaussian_filter(rng.standard_normal((side_h, side_w), dtype=np.float32), 1.5)
+    if problem == "encapsulation":
+        if cls == "full":
+            density = rng.uniform(0.18, 0.35)
+        elif cls == "empty":
+            density = -rng.uniform(0.04, 0.10)
+        else:
+            density = rng.uniform(0.03, 0.10)  # faint content: neither clearly full nor empty
+        content = density * (1 + 0.6 * grain)
+        if cls == "uncertain" and rng.random() < 0.5:
+            # half-filled: content on one side of a random chord
+            content = content * (np.cos(phi - rng.uniform(0, 2 * np.pi)) > 0) * 2.5
+        dark += inside * content.astype(np.float32)
+    else:
+        dark += inside * np.float32(rng.uniform(0.0, 0.15)) * (1 + 0.5 * grain)
+
+    # --- genuinely ambiguous cases ---------------------------------------------
+    if cls == "uncertain":
+        what = rng.integers(0, 3)
+        if what == 0:  # membrane gaps: partial rings
+            gaps = np.cos(3 * (phi - rng.uniform(0, 2 * np.pi))) > rng.uniform(0.3, 0.7)
+            dark *= np.where(gaps & (rho > inner), np.float32(0.25), np.float32(1.0))
+        elif what == 1:  # an overlapping neighbour vesicle crossing the particle
+            ang = rng.uniform(0, 2 * np.pi)
+            r2 = radius * rng.uniform(0.6, 1.0)
+            oy, ox = cy + np.sin(ang) * radius * 0.9, cx + np.cos(ang) * radius * 0.9
+            rho2 = np.sqrt((yy - oy) ** 2 + (xx - ox) ** 2)
+            dark += _bilayer(rho2, r2, amp, sigma)
+            if problem == "lamellarity":
+                dark += _bilayer(rho2, r2 - spacing, amp * 0.8, sigma)
+        # what == 2: heavy defocus, applied below
+    # --- neighbours in the surrounding (outside the mask) ----------------------
+    if rng.random() < mic.crowding:
+        ang = rng.uniform(0, 2 * np.pi)
+        r3 = rng.uniform(15, 45)
+        dist = max(a, b) + r3 + rng.uniform(8, 30)
+        oy, ox = cy + np.sin(ang) * dist, cx + np.cos(ang) * dist
+        rho3 = np.sqrt((yy - oy) ** 2 + (xx - ox) ** 2)
+        dark += _bilayer(rho3, r3, amp, sigma)
+
+    # --- imaging ---------------------------------------------------------------
+    texture = 1 + mic.texture * _low_freq_noise(rng, (side_h, side_w))
+    transmitted = mic.background * texture * np.clip(1 - dark, 0.02, None)
+    blur = mic.blur * (rng.uniform(2.0, 3.0) if cls == "uncertain" and rng.random() < 0.35 else 1.0)
+    transmitted = ndimage.gaussian_filter(transmitted, blur)
+    # Shot noise: Poisson(dose) in its Gaussian form (dose >= 15 e-/px), much cheaper to draw.
+    electrons = np.maximum(transmitted, 0) * np.float32(mic.dose / mic.background)
+    electrons += np.sqrt(electrons) * rng.standard_normal(electrons.shape, dtype=np.float32)
+    image = np.clip(np.rint(electrons * np.float32(mic.background / mic.dose)), 0, 255).astype(np.uint8)
+    mask = np.where(rho <= radius + LEAFLET_GAP / 2 + 2 * sigma, np.uint8(255), np.uint8(0))
+    return image, mask
+
+
+@dataclass(frozen=True)
+class SynthItem:
+    """One generated particle (in memory)."""
+
+    index: int
+    label: str
+    group: str
+    image: np.ndarray  # uint8 (H, W)
+    mask: np.ndarray   # uint8 (H, W), 0 / 255
+
+    @property
+    def name(self) -> str:
+        return f"{self.group}_{self.index:06d}"
+
+
+def resolve_proportions(problem: str, proportions: Optional[Sequence[float]]) -> Tuple[float, ...]:
+    if problem not in PROBLEMS:
+        raise ValueError(f"unknown problem {problem!r}; choose one of {', '.join(PROBLEMS)}")
+    classes, default = PROBLEMS[problem]
+    if proportions is None:
+        return default
+    if len(proportions) != len(classes) or any(p < 0 for p in proportions) or sum(proportions) <= 0:
+        raise ValueError(
+            f"{problem} needs {len(classes)} non-negative proportions ({', '.join(classes)}), got {list(proportions)}"
+        )
+    total = float(sum(proportions))
+    return tuple(float(p) / total for p in proportions)
+
+
+def iter_particles(
+    problem: str, n: int, seed: int = 0, proportions: Optional[Sequence[float]] = None, start: int = 0
+) -> Iterator[SynthItem]:
+    """Generate ``n`` particles in memory (same images as :func:`generate` writes)."""
+    props = resolve_proportions(problem, proportions)
+    classes = PROBLEMS[problem][0]
+    labels = class_sequence(n, seed, props)
+    for i in range(n):
+        idx = start + i
+        cls = classes[labels[i]]
+        image, mask = render(problem, cls, seed, idx)
+        yield SynthItem(idx, cls, f"synth{seed}-m{idx // GROUP_SIZE:04d}", image, mask)
+
+
+def _tiff_bytes(arr: np.ndarray, compress: bool) -> bytes:
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, arr, photometric="minisblack", compression="zlib" if compress else None)
+    return buf.getvalue()
+
+
+def generate(
+    out: Path,
+    problem: str,
+    n: int,
+    seed: int = 0,
+    proportions: Optional[Sequence[float]] = None,
+    progress=None,
+) -> Dict:
+    """Write ``n`` synthetic particles in the NanoShapes layout; return the provenance dict.
+
+    ``OUT/images/<class>/<name>.tif``, ``OUT/masks/<class>/<name>.tif`` (zlib-compressed),
+    ``OUT/manifest.csv`` (``path,mask,label,group``) and ``OUT/synth.json`` (how they
+    were made). ``progress(done, total)`` is called after each image if given.
+    """
+    out = Path(out)
+    props = resolve_proportions(problem, proportions)
+    classes = PROBLEMS[problem][0]
+    for c in classes:
+        (out / "images" / c).mkdir(parents=True, exist_ok=True)
+        (out / "masks" / c).mkdir(parents=True, exist_ok=True)
+    rows = []
+    for done, item in enumerate(iter_particles(problem, n, seed, props), start=1):
+        rel_img = f"images/{item.label}/{item.name}.tif"
+        rel_mask = f"masks/{item.label}/{item.name}.tif"
+        (out / rel_img).write_bytes(_tiff_bytes(item.image, compress=False))  # noise: zlib gains ~nothing
+        (out / rel_mask).write_bytes(_tiff_bytes(item.mask, compress=True))
+        rows.append((rel_img, rel_mask, item.label, item.group))
+        if progress:
+            progress(done, n)
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["path", "mask", "label", "group"])
+    writer.writerows(rows)
+    write_text_atomic(out / "manifest.csv", text.getvalue())
+    provenance = {
+        "generator": "emclassify.synth",
+        "emclassify": __version__,
+        "problem": problem,
+        "n": n,
+        "seed": seed,
+        "classes": list(classes),
+        "proportions": list(props),
+        "counts": dict(zip(classes, class_counts(n, props))),
+        "surround_px": SURROUND,
+        "group_size": GROUP_SIZE,
+    }
+    write_text_atomic(out / "synth.json", json.dumps(provenance, indent=2) + "\n")
+    return provenance
+
+
+__all__ = [
+    "GROUP_SIZE",
+    "PROBLEMS",
+    "SURROUND",
+    "SynthItem",
+    "class_counts",
+    "class_sequence",
+    "generate",
+    "iter_particles",
+    "render",
+    "resolve_proportions",
+]
