@@ -31,7 +31,17 @@ def _load() -> Tuple[bool, str]:
 
     if not hasattr(torch.ops.emclassify, "preprocess"):
         return False, "emclassify._C loaded but registered no ops"
+    _register_fakes()
     return True, ""
+
+
+def _register_fakes() -> None:
+    """Shape-only (fake/meta) kernels, so the ops trace under torch.compile and FakeTensor."""
+    import torch
+
+    @torch.library.register_fake("emclassify::preprocess")
+    def _(images, masks, mode, size, margin, normalize, mean, std):
+        return images[0].new_empty((len(images), 1, size, size), dtype=torch.float32)
 
 
 _warned = False

@@ -1,0 +1,48 @@
+"""Shared fixtures. Tests that need the real NanoShapes set skip (with the reason) when it is absent."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+REPO = Path(__file__).resolve().parents[1]
+NANOSHAPES = Path(os.environ.get("EMCLASSIFY_NANOSHAPES", REPO.parent / "shared" / "data" / "nanoshapes"))
+
+
+@pytest.fixture(scope="session")
+def nanoshapes() -> Path:
+    if not (NANOSHAPES / "manifest.csv").is_file():
+        pytest.skip(f"NanoShapes data not found at {NANOSHAPES} (set EMCLASSIFY_NANOSHAPES)")
+    return NANOSHAPES
+
+
+def make_model_file(path: Path, mode: str = "surround", arch: str = "lipnet-fcn", size: int = 32,
+                    classes=("a", "b", "c"), seed: int = 0) -> Path:
+    """An untrained (random-weight) model file: enough to exercise the pipeline."""
+    import torch
+
+    from emclassify.modelfile import ModelCard, save_model
+    from emclassify.models import create_model
+    from emclassify.preprocess import PreprocessConfig
+
+    torch.manual_seed(seed)
+    model = create_model(arch, len(classes), size).eval()
+    card = ModelCard(classes=list(classes), arch=arch, preprocess=PreprocessConfig(mode=mode, size=size),
+                     name="test model")
+    return save_model(path, model, card)
+
+
+@pytest.fixture
+def model_file(tmp_path) -> Path:
+    return make_model_file(tmp_path / "model.safetensors")
+
+
+def write_tiff(path: Path, arr: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, arr)
+    return path

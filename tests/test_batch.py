@@ -1,0 +1,176 @@
+"""`emclassify batch` end to end: mixed good/bad folders, CSV + summary, exit codes, atomicity, resume."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from emclassify import synth
+from emclassify.batch import EXIT_NOTHING_RAN, EXIT_OK, EXIT_SOME_ERRORS, partial_path_for, run_batch
+from emclassify.cli import main
+from emclassify.inference import CancelToken, Classifier
+from emclassify.io import read_image
+
+from conftest import make_model_file, write_tiff
+
+GOOD = ["a/p0.tif", "a/p1.tif", "b/deep/p2.tif", "b/p3.tif", "p4.tif", "p5.tif"]
+BAD = {"a/cut.tif": "cannot decode", "b/zero.png": "empty file", "fake.jpg": "not a TIFF, PNG, JPEG or BMP"}
+
+
+@pytest.fixture
+def mixed_folder(tmp_path):
+    root = tmp_path / "particles"
+    items = list(synth.iter_particles("lamellarity", len(GOOD), seed=3))
+    for rel, it in zip(GOOD, items):
+        write_tiff(root / rel, it.image)
+    write_tiff(root / "masks" / "a" / "p0.tif", items[0].mask)      # masks/ tree
+    write_tiff(root / "b" / "p3_mask.tif", items[3].mask)           # sibling
+    full = write_tiff(tmp_path / "full.tif", items[0].image).read_bytes()
+    (root / "a" / "cut.tif").write_bytes(full[: len(full) // 3])
+    (root / "b" / "zero.png").write_bytes(b"")
+    (root / "fake.jpg").write_text("not really a jpeg")
+    (root / "notes.txt").write_text("lab notes")
+    return root
+
+
+def read_rows(path):
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        return reader.fieldnames, list(reader)
+
+
+def test_mixed_folder_rows_columns_exit_code(tmp_path, mixed_folder, model_file):
+    out = tmp_path / "out" / "result.csv"
+    code = main(["batch", str(mixed_folder), "--model", str(model_file), "--out", str(out), "-q"])
+    assert code == EXIT_SOME_ERRORS
+    cols, rows = read_rows(out)
+    assert cols == ["path", "sha256", "status", "error", "predicted_class", "confidence",
+                    "prob_a", "prob_b", "prob_c", "width", "height", "mask", "warnings"]
+    assert [r["path"] for r in rows] == sorted(GOOD + list(BAD), key=lambda p: tuple(p.lower().split("/")))
+    by = {r["path"]: r for r in rows}
+    for rel in GOOD:
+        r = by[rel]
+        assert r["status"] == "ok" and r["error"] == ""
+        probs = [float(r[f"prob_{c}"]) for c in "abc"]
+        assert abs(sum(probs) - 1) < 1e-5
+        assert r["predicted_class"] == "abc"[int(np.argmax(probs))]
+        assert float(r["confidence"]) == pytest.approx(max(probs), abs=1e-6)
+        img = read_image(mixed_folder / rel)
+        assert r["sha256"] == img.sha256 and (int(r["width"]), int(r["height"])) == (img.width, img.height)
+    for rel, reason in BAD.items():
+        assert by[rel]["status"] == "error" and reason in by[rel]["error"]
+        assert by[rel]["predicted_class"] == "" and by[rel]["prob_a"] == ""
+    summary = json.loads((tmp_path / "out" / "result.summary.json").read_text())
+    assert summary["files"] == {"total": 9, "ok": 6, "error": 3, "resumed": 0, "ignored_non_image": 1}
+    assert summary["ignored_non_image"] == ["notes.txt"]
+    assert sum(summary["counts"].values()) == 6
+    assert sum(summary["percentages"].values()) == pytest.approx(100)
+    assert summary["model"]["sha256"] and summary["model"]["arch"] == "lipnet-fcn" and summary["complete"]
+    assert {e["path"] for e in summary["errors"]} == set(BAD)
+    # atomic: nothing but the two outputs in the output folder
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["result.csv", "result.summary.json"]
+
+
+def test_crop_model_uses_found_masks_and_notes_missing_ones(tmp_path, mixed_folder):
+    model = make_model_file(tmp_path / "crop.safetensors", mode="mask")
+    out = tmp_path / "r.csv"
+    run_batch(mixed_folder, model=model, out=out)
+    by = {r["path"]: r for r in read_rows(out)[1]}
+    assert by["a/p0.tif"]["mask"] == "masks/a/p0.tif" and by["b/p3.tif"]["mask"] == "b/p3_mask.tif"
+    assert by["a/p0.tif"]["warnings"] == ""
+    assert by["p4.tif"]["mask"] == "" and "automatic segmentation" in by["p4.tif"]["warnings"]
+
+
+def test_same_predictions_as_classifier_api(tmp_path, mixed_folder, model_file):
+    out = tmp_path / "r.csv"
+    run_batch(mixed_folder, model=model_file, out=out, batch_size=2)
+    rows = {r["path"]: r for r in read_rows(out)[1]}
+    clf = Classifier.from_file(model_file, device="cpu")
+    probs = clf.predict_proba([read_image(mixed_folder / p).array for p in GOOD])
+    for p, pr in zip(GOOD, probs):
+        assert [float(rows[p][f"prob_{c}"]) for c in "abc"] == pytest.approx(pr.tolist(), abs=2e-6)
+
+
+def test_resume_skips_done_files_and_keeps_their_rows(tmp_path, mixed_folder, model_file):
+    out = tmp_path / "r.csv"
+    first = run_batch(mixed_folder, model=model_file, out=out)
+    before = {r["path"]: r for r in read_rows(out)[1]}
+    # Drop two rows, as if the run had stopped early, and corrupt a file already done:
+    header, rows = read_rows(out)
+    kept = [r for r in rows if r["path"] not in ("p5.tif", "b/p3.tif")]
+    with open(out, "w", newline="") as fh:
+        w = csv.DictWriter(fh, header, lineterminator="\n")
+        w.writeheader()
+        w.writerows(kept)
+    (mixed_folder / "a" / "p1.tif").write_bytes(b"")
+    second = run_batch(mixed_folder, model=model_file, out=out, resume=True)
+    after = {r["path"]: r for r in read_rows(out)[1]}
+    assert after == before                          # p1 not re-read; p5 and p3 redone identically
+    assert second.summary["files"]["resumed"] == len(kept)
+    assert first.exit_code == second.exit_code == EXIT_SOME_ERRORS
+
+
+def test_resume_refuses_output_of_another_model(tmp_path, mixed_folder, model_file):
+    out = tmp_path / "r.csv"
+    run_batch(mixed_folder, model=model_file, out=out)
+    other = make_model_file(tmp_path / "other.safetensors", seed=1)
+    code = main(["batch", str(mixed_folder), "--model", str(other), "--out", str(out), "--resume", "-q"])
+    assert code == EXIT_NOTHING_RAN
+
+
+def test_partial_file_rows_survive_a_killed_run(tmp_path, mixed_folder, model_file):
+    out = tmp_path / "r.csv"
+    run_batch(mixed_folder, model=model_file, out=out)
+    rows = out.read_text().splitlines()
+    out.unlink()
+    out.with_name("r.summary.json").unlink()
+    partial_path_for(out).write_text("\n".join(rows[:3]) + "\n" + rows[3][:10])  # torn last line
+    (mixed_folder / "a" / "cut.tif").unlink()  # the files in the partial must not be re-read
+    outcome = run_batch(mixed_folder, model=model_file, out=out, resume=True)
+    assert outcome.summary["files"]["resumed"] == 2
+    assert not partial_path_for(out).exists()
+
+
+def test_cancel_keeps_what_is_done(tmp_path, mixed_folder, model_file):
+    cancel = CancelToken()
+    seen = []
+
+    def on_batch(b):
+        seen.append(b.done)
+        cancel.cancel()
+
+    outcome = run_batch(mixed_folder, model=model_file, out=tmp_path / "r.csv", batch_size=2,
+                        on_batch=on_batch, cancel=cancel)
+    assert seen == [2] and outcome.summary["complete"] is False
+    assert len(read_rows(tmp_path / "r.csv")[1]) == 2
+
+
+def test_nothing_to_run(tmp_path, model_file):
+    (tmp_path / "empty").mkdir()
+    assert main(["batch", str(tmp_path / "empty"), "--model", str(model_file), "-q"]) == EXIT_NOTHING_RAN
+    assert main(["batch", str(tmp_path / "missing"), "--model", str(model_file), "-q"]) == EXIT_NOTHING_RAN
+    bad_model = tmp_path / "bad.safetensors"
+    bad_model.write_text("nope")
+    write_tiff(tmp_path / "one" / "x.tif", np.zeros((5, 5), np.uint8))
+    assert main(["batch", str(tmp_path / "one"), "--model", str(bad_model), "-q"]) == EXIT_NOTHING_RAN
+
+
+def test_default_model_on_bundled_samples_via_console(tmp_path):
+    """The README's main job: bundled model, bundled samples, real entry point, in a subprocess."""
+    from emclassify.assets import sample_folder
+
+    out = tmp_path / "samples.csv"
+    r = subprocess.run([sys.executable, "-m", "emclassify", "batch", str(sample_folder()), "--out", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == EXIT_OK, r.stderr
+    assert "40 of 40 files classified" in r.stdout
+    cols, rows = read_rows(out)
+    assert cols[6:9] == ["prob_unilamellar", "prob_multilamellar", "prob_uncertain"]
+    assert len(rows) == 40 and all(row["status"] == "ok" for row in rows)
+    # Each sample's true class is its folder name: the bundled model must get most of them right.
+    correct = sum(row["path"].split("/")[1] == row["predicted_class"] for row in rows)
+    assert correct >= 30
