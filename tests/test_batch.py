@@ -171,6 +171,9 @@ def test_default_model_on_bundled_samples_via_console(tmp_path):
     cols, rows = read_rows(out)
     assert cols[6:9] == ["prob_unilamellar", "prob_multilamellar", "prob_uncertain"]
     assert len(rows) == 40 and all(row["status"] == "ok" for row in rows)
-    # Each sample's true class is its folder name: the bundled model must get most of them right.
-    correct = sum(row["path"].split("/")[1] == row["predicted_class"] for row in rows)
-    assert correct >= 30
+    # Each sample's true class is its folder name (30 of the 40 are unilamellar): the bundled model
+    # must beat "always unilamellar" and recognise multilamellar particles.
+    truth = [row["path"].split("/")[1] for row in rows]
+    correct = sum(t == row["predicted_class"] for t, row in zip(truth, rows))
+    assert correct >= 33
+    assert any(t == row["predicted_class"] == "multilamellar" for t, row in zip(truth, rows))

@@ -1,0 +1,237 @@
+"""Handcrafted particle features for the SVM baseline and fusion models.
+
+:func:`particle_features` maps one image and its particle mask to a fixed-length
+float64 vector (:data:`FEATURE_NAMES`, ``N_FEATURES`` entries). Without a mask,
+:func:`emclassify.segment.auto_mask` supplies one (and an empty segmentation
+falls back to the central disc of half the image's shorter side).
+
+Groups (units in pixels of the original image; intensities are expressed relative
+to the background = pixels outside the mask: ``(x - bg_mean) / bg_std``):
+
+- **shape**: area, perimeter (Crofton estimate from 4-connected boundary edges
+  x pi/4), circularity 4 pi A / P^2, eccentricity and major/minor axis lengths
+  (from second central moments of the mask), equivalent diameter, solidity (area /
+  convex-hull area).
+- **moments**: the 7 Hu invariants of the mask (as -sign(h) log10|h|) and the 7
+  normalised central moments eta_pq (2 <= p+q <= 3) of the particle's darkness.
+- **radial profile**: mean relative intensity in ``N_RADIAL`` rings from the
+  centroid out to 1.5 x the equivalent radius (radius normalised per particle).
+- **edge profile**: mean gradient magnitude (Sobel of the Gaussian-smoothed image,
+  sigma 1 px) in the same rings.
+- **intensity**: mean, std, skewness, kurtosis and 10/50/90 % percentiles of the
+  relative intensity inside the mask.
+- **texture**: rotation-invariant uniform LBP (8 neighbours, radius 1) histogram
+  inside the mask, 10 bins, normalised to sum 1.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+from scipy import ndimage
+
+from .segment import auto_mask
+
+FEATURES_VERSION = 1
+N_RADIAL = 16
+_SHAPE = ["area", "perimeter", "circularity", "eccentricity", "major_axis", "minor_axis",
+          "equivalent_diameter", "solidity"]
+_HU = [f"hu{i}" for i in range(1, 8)]
+_ETA = ["eta20", "eta11", "eta02", "eta30", "eta21", "eta12", "eta03"]
+_RADIAL = [f"radial{i:02d}" for i in range(N_RADIAL)]
+_EDGE = [f"edge{i:02d}" for i in range(N_RADIAL)]
+_INTENSITY = ["int_mean", "int_std", "int_skew", "int_kurt", "int_p10", "int_p50", "int_p90"]
+_LBP = [f"lbp{i}" for i in range(10)]
+FEATURE_NAMES: List[str] = _SHAPE + _HU + _ETA + _RADIAL + _EDGE + _INTENSITY + _LBP
+N_FEATURES = len(FEATURE_NAMES)
+
+
+def _central_moments(weights: np.ndarray):
+    """Raw mass, centroid and central moments mu_pq (p+q <= 3) of a 2-D weight image."""
+    ys, xs = np.mgrid[0 : weights.shape[0], 0 : weights.shape[1]].astype(np.float64)
+    m00 = weights.sum()
+    if m00 <= 0:
+        return 0.0, (0.0, 0.0), {}
+    cy, cx = (weights * ys).sum() / m00, (weights * xs).sum() / m00
+    dy, dx = ys - cy, xs - cx
+    mu = {(p, q): float((weights * dx**p * dy**q).sum()) for p in range(4) for q in range(4) if 2 <= p + q <= 3}
+    return float(m00), (cy, cx), mu
+
+
+def _eta(mu, m00):
+    return {pq: v / m00 ** (1 + sum(pq) / 2) for pq, v in mu.items()}
+
+
+def hu_moments(eta) -> np.ndarray:
+    """The 7 Hu invariants from normalised central moments ``eta[(p, q)]``."""
+    n20, n02, n11 = eta[(2, 0)], eta[(0, 2)], eta[(1, 1)]
+    n30, n03, n21, n12 = eta[(3, 0)], eta[(0, 3)], eta[(2, 1)], eta[(1, 2)]
+    a, b = n30 + n12, n21 + n03
+    return np.array([
+        n20 + n02,
+        (n20 - n02) ** 2 + 4 * n11**2,
+        (n30 - 3 * n12) ** 2 + (3 * n21 - n03) ** 2,
+        a**2 + b**2,
+        (n30 - 3 * n12) * a * (a**2 - 3 * b**2) + (3 * n21 - n03) * b * (3 * a**2 - b**2),
+        (n20 - n02) * (a**2 - b**2) + 4 * n11 * a * b,
+        (3 * n21 - n03) * a * (a**2 - 3 * b**2) - (n30 - 3 * n12) * b * (3 * a**2 - b**2),
+    ])
+
+
+def _log_hu(h: np.ndarray) -> np.ndarray:
+    return -np.sign(h) * np.log10(np.abs(h) + 1e-30)
+
+
+def perimeter(mask: np.ndarray) -> float:
+    """Crofton-style perimeter: 4-connected boundary edges x pi/4 (a disc of radius r -> ~2 pi r)."""
+    m = np.pad(mask.astype(np.int8), 1)
+    edges = np.abs(np.diff(m, axis=0)).sum() + np.abs(np.diff(m, axis=1)).sum()
+    return float(edges) * np.pi / 4
+
+
+def _solidity(mask: np.ndarray, area: float) -> float:
+    from scipy.spatial import ConvexHull, QhullError
+
+    ys, xs = np.nonzero(mask)
+    if len(ys) < 3:
+        return 1.0
+    # Pixel corners, so a one-pixel-wide shape still has a hull area.
+    pts = np.concatenate([np.stack([ys + dy, xs + dx], 1) for dy in (0, 1) for dx in (0, 1)])
+    try:
+        hull = ConvexHull(pts)
+    except QhullError:
+        return 1.0
+    return float(min(1.0, area / hull.volume)) if hull.volume > 0 else 1.0
+
+
+_RIU2 = None
+
+
+def _riu2_table() -> np.ndarray:
+    """Map 8-bit LBP codes to rotation-invariant uniform labels 0..9 (9 = non-uniform)."""
+    global _RIU2
+    if _RIU2 is None:
+        table = np.empty(256, np.int64)
+        for code in range(256):
+            bits = [(code >> i) & 1 for i in range(8)]
+            transitions = sum(bits[i] != bits[(i + 1) % 8] for i in range(8))
+            table[code] = sum(bits) if transitions <= 2 else 9
+        _RIU2 = table
+    return _RIU2
+
+
+def lbp_histogram(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Rotation-invariant uniform LBP(8, 1) histogram of the pixels in ``mask`` (10 bins, sums to 1)."""
+    p = np.pad(img.astype(np.float64), 1, mode="edge")
+    c = p[1:-1, 1:-1]
+    h, w = c.shape
+    offsets = [(-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1)]
+    code = np.zeros((h, w), np.int64)
+    for bit, (dy, dx) in enumerate(offsets):
+        code |= (p[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] >= c).astype(np.int64) << bit
+    labels = _riu2_table()[code[mask]]
+    hist = np.bincount(labels, minlength=10).astype(np.float64)
+    return hist / max(hist.sum(), 1.0)
+
+
+def _ring_means(values: np.ndarray, ring: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    sums = np.bincount(ring[valid], weights=values[valid], minlength=N_RADIAL)[:N_RADIAL]
+    counts = np.bincount(ring[valid], minlength=N_RADIAL)[:N_RADIAL]
+    out = np.zeros(N_RADIAL)
+    np.divide(sums, counts, out=out, where=counts > 0)
+    return out
+
+
+def _fallback_mask(shape) -> np.ndarray:
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    r = max(1.0, min(h, w) / 4)
+    return (yy - (h - 1) / 2) ** 2 + (xx - (w - 1) / 2) ** 2 <= r * r
+
+
+def particle_features(image: np.ndarray, mask: Optional[np.ndarray] = None) -> np.ndarray:
+    """Feature vector (float64, ``N_FEATURES``) of one particle. See module doc."""
+    img = np.asarray(image, dtype=np.float64)
+    m = auto_mask(img) if mask is None else np.asarray(mask) != 0
+    if not m.any():
+        m = _fallback_mask(img.shape)
+    outside = ~m
+    bg = img[outside] if outside.any() else img.ravel()
+    bg_mean, bg_std = float(bg.mean()), float(bg.std()) or 1.0
+    rel = (img - bg_mean) / bg_std
+
+    area = float(m.sum())
+    per = perimeter(m)
+    m00, (cy, cx), mu = _central_moments(m.astype(np.float64))
+    cov = np.array([[mu[(2, 0)], mu[(1, 1)]], [mu[(1, 1)], mu[(0, 2)]]]) / m00
+    lam = np.sort(np.linalg.eigvalsh(cov))[::-1].clip(min=0)
+    ecc = float(np.sqrt(1 - lam[1] / lam[0])) if lam[0] > 0 else 0.0
+    shape = [area, per, 4 * np.pi * area / per**2 if per > 0 else 0.0, ecc, 4 * np.sqrt(lam[0]),
+             4 * np.sqrt(lam[1]), np.sqrt(4 * area / np.pi), _solidity(m, area)]
+    hu = _log_hu(hu_moments(_eta(mu, m00)))
+
+    darkness = np.where(m, np.clip(-rel, 0, None), 0.0)  # particles/membranes are darker than background
+    d00, _, dmu = _central_moments(darkness)
+    eta_d = _eta(dmu, d00) if d00 > 0 else {k: 0.0 for k in mu}
+    eta_vec = [eta_d[(2, 0)], eta_d[(1, 1)], eta_d[(0, 2)], eta_d[(3, 0)], eta_d[(2, 1)], eta_d[(1, 2)],
+               eta_d[(0, 3)]]
+
+    radius = max(np.sqrt(area / np.pi), 1.0)
+    yy, xx = np.mgrid[0 : img.shape[0], 0 : img.shape[1]]
+    r = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2) / (1.5 * radius)
+    ring = np.minimum((r * N_RADIAL).astype(np.int64), N_RADIAL)
+    valid = ring < N_RADIAL
+    smooth = ndimage.gaussian_filter(rel, 1.0)
+    grad = np.hypot(ndimage.sobel(smooth, 0), ndimage.sobel(smooth, 1))
+    radial = _ring_means(rel, ring, valid)
+    edge = _ring_means(grad, ring, valid)
+
+    inside = rel[m]
+    mean, std = float(inside.mean()), float(inside.std())
+    z = (inside - mean) / std if std > 0 else np.zeros_like(inside)
+    intensity = [mean, std, float((z**3).mean()), float((z**4).mean() - 3), *np.percentile(inside, [10, 50, 90])]
+
+    vec = np.concatenate([shape, hu, eta_vec, radial, edge, intensity, lbp_histogram(img, m)]).astype(np.float64)
+    return np.nan_to_num(vec, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+class FeatureCache:
+    """On-disk cache of feature vectors keyed by (image sha256, mask sha256, feature version).
+
+    Lives in ``$EMCLASSIFY_CACHE`` or ``~/.cache/emclassify/features-v{version}``; one
+    ``.npy`` per image. Safe to delete at any time.
+    """
+
+    def __init__(self, root: Optional[Path] = None):
+        base = Path(os.environ.get("EMCLASSIFY_CACHE", Path.home() / ".cache" / "emclassify"))
+        self.root = Path(root) if root else base / f"features-v{FEATURES_VERSION}"
+
+    @staticmethod
+    def key(image_sha: str, mask: Optional[np.ndarray]) -> str:
+        h = hashlib.sha256(image_sha.encode())
+        h.update(b"none" if mask is None else np.packbits(np.asarray(mask) != 0).tobytes())
+        h.update(b"" if mask is None else str(np.asarray(mask).shape).encode())
+        return h.hexdigest()
+
+    def get_or_compute(self, image_sha: str, image: np.ndarray, mask: Optional[np.ndarray]) -> np.ndarray:
+        key = self.key(image_sha, mask)
+        path = self.root / key[:2] / f"{key}.npy"
+        try:
+            vec = np.load(path, allow_pickle=False)
+            if vec.shape == (N_FEATURES,):
+                return vec
+        except (OSError, ValueError):
+            pass
+        vec = particle_features(image, mask)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            with open(tmp, "wb") as fh:
+                np.save(fh, vec, allow_pickle=False)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a read-only cache only costs recomputation
+        return vec

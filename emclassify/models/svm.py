@@ -1,0 +1,134 @@
+"""The SVM baseline on handcrafted features, stored without pickle.
+
+Training (:func:`fit_svm`) uses scikit-learn: standardised features, an RBF
+``SVC(class_weight="balanced")`` whose ``C`` and ``gamma`` are chosen by an inner
+stratified 3-fold CV (macro-F1), and a multinomial logistic calibration of the
+one-vs-one decision values (fitted on inner out-of-fold decisions) for class
+probabilities. The fitted numbers are copied into :class:`SVMModel`, a torch
+module that evaluates the same decision function from its support vectors, so a
+model file holds arrays only and loading it cannot run code.
+
+Prediction: class = argmax of the calibrated probabilities.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+SVM_PARAM_GRID = {"C": [0.3, 1.0, 3.0, 10.0, 30.0], "gamma_factor": [0.3, 1.0, 3.0]}
+
+
+class SVMModel(nn.Module):
+    """RBF-SVM (one-vs-one) + logistic calibration, as tensors.
+
+    forward(features: float ``N x F``) -> logits ``N x C`` (log-probabilities).
+    """
+
+    input_kind = "features"
+
+    def __init__(self, mean, scale, support_vectors, dual_coef, intercept, n_support, gamma, calib_weight,
+                 calib_bias):
+        super().__init__()
+        for name, value in dict(mean=mean, scale=scale, support_vectors=support_vectors, dual_coef=dual_coef,
+                                intercept=intercept, calib_weight=calib_weight, calib_bias=calib_bias).items():
+            self.register_buffer(name, torch.as_tensor(np.asarray(value), dtype=torch.float64).clone())
+        self.register_buffer("n_support", torch.as_tensor(np.asarray(n_support), dtype=torch.int64).clone())
+        self.register_buffer("gamma", torch.as_tensor(float(gamma), dtype=torch.float64).reshape(1))
+        self.num_classes = int(self.n_support.numel())
+
+    @classmethod
+    def from_state_dict(cls, tensors: Dict[str, torch.Tensor]) -> "SVMModel":
+        names = ["mean", "scale", "support_vectors", "dual_coef", "intercept", "n_support", "gamma",
+                 "calib_weight", "calib_bias"]
+        missing = [n for n in names if n not in tensors]
+        if missing:
+            raise ValueError(f"SVM weights lack {', '.join(missing)}")
+        return cls(*[tensors[n].numpy() for n in names[:6]], float(tensors["gamma"].reshape(-1)[0]),
+                   tensors["calib_weight"].numpy(), tensors["calib_bias"].numpy())
+
+    def decision_ovo(self, features: torch.Tensor) -> torch.Tensor:
+        """One-vs-one decision values ``N x C(C-1)/2`` (libsvm order; binary: N x 1, >0 -> class 1)."""
+        x = (features.double() - self.mean) / self.scale
+        k = torch.exp(-self.gamma * torch.cdist(x, self.support_vectors).pow(2))  # N x n_SV
+        starts = np.concatenate([[0], np.cumsum(self.n_support.numpy())])
+        c = self.num_classes
+        cols = []
+        p = 0
+        for i in range(c):
+            for j in range(i + 1, c):
+                si, sj = slice(starts[i], starts[i + 1]), slice(starts[j], starts[j + 1])
+                d = k[:, si] @ self.dual_coef[j - 1, si] + k[:, sj] @ self.dual_coef[i, sj] + self.intercept[p]
+                cols.append(d)
+                p += 1
+        return torch.stack(cols, dim=1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        logits = self.decision_ovo(features) @ self.calib_weight.T + self.calib_bias
+        return torch.log_softmax(logits, dim=1).float()
+
+
+@dataclass
+class SVMFitInfo:
+    C: float
+    gamma: float
+    inner_cv_macro_f1: float
+    n_support: List[int]
+
+
+def _sklearn_ovo(svc, x: np.ndarray) -> np.ndarray:
+    d = svc.decision_function(x)
+    return d.reshape(len(x), -1)
+
+
+def fit_svm(features: np.ndarray, labels: np.ndarray, n_classes: int, seed: int = 0,
+            param_grid: Optional[dict] = None) -> tuple:
+    """Fit the SVM baseline; returns ``(SVMModel, SVMFitInfo)``. features: N x F float; labels: N int."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_predict
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    present = np.unique(y)
+    if len(present) < 2:
+        raise ValueError("the SVM needs at least two classes in its training data")
+    scaler = StandardScaler().fit(x)
+    scaler.scale_[scaler.scale_ == 0] = 1.0
+    xs = scaler.transform(x)
+    grid = param_grid or SVM_PARAM_GRID
+    base_gamma = 1.0 / (x.shape[1] * max(float(xs.var()), 1e-12))  # sklearn's gamma="scale"
+    min_count = int(np.bincount(y)[present].min())
+    folds = max(2, min(3, min_count))
+    inner = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    search = GridSearchCV(
+        SVC(kernel="rbf", class_weight="balanced", decision_function_shape="ovo"),
+        {"C": grid["C"], "gamma": [base_gamma * f for f in grid["gamma_factor"]]},
+        scoring="f1_macro", cv=inner, n_jobs=1,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # folds where a rare class is never predicted warn about F1
+        search.fit(xs, y)
+    best = search.best_estimator_
+    if len(best.classes_) != n_classes:
+        # classes absent from training get no SVM output; handled by the calibration's missing columns
+        raise ValueError(f"every class needs training examples for the SVM (got {len(best.classes_)} of {n_classes})")
+    oof = cross_val_predict(
+        SVC(kernel="rbf", class_weight="balanced", decision_function_shape="ovo", **search.best_params_),
+        xs, y, cv=inner, method="decision_function",
+    ).reshape(len(y), -1)
+    calib = LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced").fit(oof, y)
+    w, b = calib.coef_, calib.intercept_
+    if n_classes == 2:  # sklearn's binary logistic regression has one row: expand to 2-class softmax
+        w = np.vstack([-w / 2, w / 2])
+        b = np.array([-b[0] / 2, b[0] / 2])
+    model = SVMModel(scaler.mean_, scaler.scale_, best.support_vectors_, best.dual_coef_, best.intercept_,
+                     best.n_support_, best._gamma, w, b)
+    info = SVMFitInfo(C=float(best.C), gamma=float(best._gamma), inner_cv_macro_f1=float(search.best_score_),
+                      n_support=[int(v) for v in best.n_support_])
+    return model.eval(), info
