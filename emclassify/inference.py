@@ -21,8 +21,11 @@ import numpy as np
 import torch
 
 from . import ops
+from .features import FeatureCache, particle_features
 from .io import FolderListing, ImageReadError, Sample, list_images, read_image, read_mask
 from .modelfile import TrainedModel, load_model
+from .models import input_kind
+from .preprocess import PreprocessConfig
 from .segment import auto_mask
 
 
@@ -104,20 +107,39 @@ class Classifier:
         self.card = trained.card
         self.classes = list(trained.card.classes)
         self.config = trained.card.preprocess
-        self.device = resolve_device(device)
+        self.kind = input_kind(trained.model)
+        # The SVM is tiny and float64: it stays on the CPU.
+        self.device = resolve_device(device) if self.kind != "features" else torch.device("cpu")
         self.model = trained.model.to(self.device).eval()
 
     @classmethod
     def from_file(cls, path, device: str = "auto") -> "Classifier":
         return cls(load_model(path), device=device)
 
+    @property
+    def needs_features(self) -> bool:
+        """True when the model takes handcrafted features (SVM, fusion)."""
+        return self.kind != "image"
+
     @torch.inference_mode()
-    def predict_proba(self, images: Sequence, masks: Optional[Sequence] = None) -> np.ndarray:
-        """Raw 2-D images (+ masks) -> class probabilities, float64 ``N x C``."""
+    def predict_proba(self, images: Sequence, masks: Optional[Sequence] = None,
+                      features: Optional[np.ndarray] = None) -> np.ndarray:
+        """Raw 2-D images (+ masks) -> class probabilities, float64 ``N x C``.
+
+        features: ``N x F`` handcrafted features when already computed (else computed here
+        for models that need them, from the masks or automatic segmentation).
+        """
         if len(images) == 0:
             return np.zeros((0, len(self.classes)))
-        x = ops.preprocess(images, masks, self.config)
-        logits = self.model(x.to(self.device, non_blocking=True))
+        if self.needs_features and features is None:
+            ms = masks if masks is not None else [None] * len(images)
+            features = np.stack([particle_features(im, m) for im, m in zip(images, ms)])
+        f = torch.as_tensor(np.asarray(features)).to(self.device) if self.needs_features else None
+        if self.kind == "features":
+            logits = self.model(f)
+        else:
+            x = ops.preprocess(images, masks, self.config).to(self.device, non_blocking=True)
+            logits = self.model(x) if self.kind == "image" else self.model(x, f)
         return torch.softmax(logits.float(), dim=1).double().cpu().numpy()
 
 
@@ -126,6 +148,7 @@ class _Loaded:
     result: FileResult
     image: Optional[np.ndarray] = None
     mask: Optional[np.ndarray] = None
+    features: Optional[np.ndarray] = None
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -135,12 +158,14 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
-def load_for_model(sample: Sample, root: Path, mode: str, margin: int) -> _Loaded:
-    """Decode one sample and its mask as the input ``mode`` needs; errors become an error row.
+def load_for_model(sample: Sample, root: Path, cfg: PreprocessConfig, want_features: bool = False,
+                   cache: Optional[FeatureCache] = None) -> _Loaded:
+    """Decode one sample and its mask as the model needs; errors become an error row.
 
-    Mask rule: ``surround`` reads no mask. ``crop`` uses the mask when found, else
-    removes ``margin`` px per side (noted on the row). ``mask`` uses the mask when
-    found, else :func:`emclassify.segment.auto_mask` (noted on the row).
+    Mask rule: ``surround`` reads no mask (unless features are wanted). ``crop`` uses
+    the mask when found, else removes ``cfg.margin`` px per side (noted on the row).
+    ``mask`` and handcrafted features use the mask when found, else
+    :func:`emclassify.segment.auto_mask` (noted on the row).
     """
     result = FileResult(path=sample.relpath)
     try:
@@ -152,7 +177,7 @@ def load_for_model(sample: Sample, root: Path, mode: str, margin: int) -> _Loade
     result.height, result.width = loaded.height, loaded.width
     result.warnings.extend(loaded.warnings)
     mask = None
-    if mode in ("crop", "mask"):
+    if cfg.mode in ("crop", "mask") or want_features:
         if sample.mask is not None:
             try:
                 mask = read_mask(sample.mask, loaded.array.shape)
@@ -162,16 +187,20 @@ def load_for_model(sample: Sample, root: Path, mode: str, margin: int) -> _Loade
                 return _Loaded(result)
             result.mask = _relative(sample.mask, root)
             if not mask.any():
-                result.warnings.append(f"mask is empty; central crop with {margin} px margin used")
-        elif mode == "mask":
+                result.warnings.append(f"mask is empty; central crop with {cfg.margin} px margin used")
+        elif cfg.mode == "mask" or want_features:
             mask = auto_mask(loaded.array)
             result.warnings.append(
                 "no mask found; automatic segmentation used"
-                + ("" if mask.any() else f" (found nothing; central crop with {margin} px margin)")
+                + ("" if mask.any() else f" (found nothing; central crop with {cfg.margin} px margin)")
             )
         else:
-            result.warnings.append(f"no mask found; central crop with {margin} px margin used")
-    return _Loaded(result, loaded.array, mask)
+            result.warnings.append(f"no mask found; central crop with {cfg.margin} px margin used")
+    features = None
+    if want_features:
+        cache = cache or FeatureCache()
+        features = cache.get_or_compute(loaded.sha256, loaded.array, mask)
+    return _Loaded(result, loaded.array, mask, features)
 
 
 def _chunks(seq: Sequence, size: int):
@@ -201,11 +230,13 @@ def classify_folder(
     todo = [s for s in listing.samples if s.relpath not in skip]
     total = len(todo)
     cfg = classifier.config
+    cache = FeatureCache() if classifier.needs_features else None
     start = time.perf_counter()
     done = 0
 
     def load_batch(batch: Sequence[Sample]) -> List[_Loaded]:
-        return list(pool.map(lambda s: load_for_model(s, listing.root, cfg.mode, cfg.margin), batch))
+        return list(pool.map(lambda s: load_for_model(s, listing.root, cfg, classifier.needs_features, cache),
+                             batch))
 
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="emclassify-read") as pool:
         # A single reader thread keeps batches in order; each batch fans out over the pool.
@@ -228,7 +259,8 @@ def classify_folder(
                 good = [item for item in loaded if item.result.ok]
                 if good:
                     try:
-                        probs = classifier.predict_proba([g.image for g in good], [g.mask for g in good])
+                        feats = np.stack([g.features for g in good]) if classifier.needs_features else None
+                        probs = classifier.predict_proba([g.image for g in good], [g.mask for g in good], feats)
                     except (RuntimeError, ValueError) as exc:  # e.g. out of memory: rows, not a crash
                         for g in good:
                             g.result.status, g.result.error = "error", f"classification failed: {exc}"

@@ -23,7 +23,7 @@ import torch
 
 from ._version import __version__
 from .atomic import atomic_path
-from .models import create_model
+from .models import SVMModel, create_model, parse_arch
 from .preprocess import PreprocessConfig
 
 CARD_KEY = "emclassify_card"
@@ -71,6 +71,7 @@ class ModelCard:
     training: Dict[str, Any] = field(default_factory=dict)
     metrics: Dict[str, Any] = field(default_factory=dict)
     data: Dict[str, Any] = field(default_factory=dict)
+    features: Dict[str, Any] = field(default_factory=dict)  # {"version", "n"} when handcrafted features are used
     software: Dict[str, str] = field(default_factory=software_versions)
     created: str = field(default_factory=utc_now)
 
@@ -87,6 +88,7 @@ class ModelCard:
             "training": self.training,
             "metrics": self.metrics,
             "data": self.data,
+            "features": self.features,
             "software": self.software,
             "created": self.created,
         }
@@ -114,6 +116,7 @@ class ModelCard:
                 training=dict(d.get("training", {})),
                 metrics=dict(d.get("metrics", {})),
                 data=dict(d.get("data", {})),
+                features=dict(d.get("features", {})),
                 software=dict(d.get("software", {})),
                 created=str(d.get("created", "")),
             )
@@ -201,14 +204,30 @@ def load_model(path) -> TrainedModel:
 
     Raises :class:`ModelFileError` for a missing, foreign, corrupt or inconsistent file.
     """
+    from .features import FEATURES_VERSION
+
     path = Path(path)
     card, tensors = _open(path)
     try:
-        model = create_model(card.arch, num_classes=len(card.classes), input_size=card.preprocess.size)
-    except ValueError as exc:
+        base, fused = parse_arch(card.arch)
+        if fused and int(card.features.get("version", -1)) != FEATURES_VERSION:
+            raise ValueError(
+                f"model uses handcrafted features version {card.features.get('version')}, "
+                f"this emclassify computes version {FEATURES_VERSION}; retrain the model"
+            )
+        if base is None:
+            model = SVMModel.from_state_dict(tensors)
+            if model.num_classes != len(card.classes):
+                raise ValueError(f"SVM has {model.num_classes} classes, card lists {len(card.classes)}")
+        else:
+            n_features = int(tensors["feature_mean"].numel()) if "feature_mean" in tensors else 0
+            model = create_model(card.arch, num_classes=len(card.classes), input_size=card.preprocess.size,
+                                 n_features=n_features)
+    except (ValueError, KeyError) as exc:
         raise ModelFileError(f"{path}: {exc}") from None
     try:
-        model.load_state_dict(tensors, strict=True)
+        if base is not None:
+            model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0:3]
         raise ModelFileError(

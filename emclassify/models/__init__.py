@@ -7,7 +7,12 @@ from __future__ import annotations
 
 from typing import Dict, List
 
+from .fusion import FusionNet
 from .lipnet import LipNet, LipNetSpec, count_macs, min_input_size, trunk_output_side
+from .svm import SVMModel, fit_svm
+
+SVM = "svm"
+FEATURE_SUFFIX = "+features"
 
 S, V = "same", "valid"
 
@@ -58,24 +63,55 @@ _REGISTRY: Dict[str, LipNetSpec] = {
 
 
 def list_models() -> List[str]:
-    """Names of every registered architecture, smallest first."""
+    """Names of every registered CNN architecture, smallest first."""
     return list(_REGISTRY)
+
+
+def list_archs() -> List[str]:
+    """Every name ``train``/``cv`` accept: the CNNs, ``svm``, and ``<cnn>+features`` fusions."""
+    return list(_REGISTRY) + [SVM] + [f"{n}{FEATURE_SUFFIX}" for n in _REGISTRY]
+
+
+def parse_arch(name: str):
+    """``(cnn_name or None, uses_handcrafted_features)`` for an architecture name."""
+    if name == SVM:
+        return None, True
+    base, fused = (name[: -len(FEATURE_SUFFIX)], True) if name.endswith(FEATURE_SUFFIX) else (name, False)
+    get_spec(base)
+    return base, fused
 
 
 def get_spec(name: str) -> LipNetSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(_REGISTRY)}") from None
+        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(list_archs())}") from None
 
 
-def create_model(name: str, num_classes: int, input_size: int = 64, in_channels: int = 1) -> LipNet:
-    """Build an untrained model. Shapes: input ``N x in_channels x S x S`` -> logits ``N x num_classes``."""
-    spec = get_spec(name)
+def input_kind(model) -> str:
+    """What a model's forward takes: ``image`` (x), ``features`` (f) or ``image+features`` (x, f)."""
+    return getattr(model, "input_kind", "image")
+
+
+def create_model(name: str, num_classes: int, input_size: int = 64, in_channels: int = 1,
+                 n_features: int = 0):
+    """Build an untrained network. Shapes: input ``N x in_channels x S x S`` -> logits ``N x num_classes``.
+
+    ``<cnn>+features`` needs ``n_features``. SVMs are not built empty: see :func:`fit_svm`.
+    """
+    base, fused = parse_arch(name)
+    if base is None:
+        raise ValueError("an SVM is made by fitting (emclassify.models.fit_svm), not built empty")
+    spec = get_spec(base)
     need = min_input_size(spec)
     if input_size < need:
-        raise ValueError(f"{name} needs an input of at least {need}x{need} px, got {input_size}")
-    return LipNet(spec, num_classes=num_classes, input_size=input_size, in_channels=in_channels)
+        raise ValueError(f"{base} needs an input of at least {need}x{need} px, got {input_size}")
+    cnn = LipNet(spec, num_classes=num_classes, input_size=input_size, in_channels=in_channels)
+    if fused:
+        if n_features < 1:
+            raise ValueError(f"{name} needs the number of handcrafted features")
+        return FusionNet(cnn, n_features)
+    return cnn
 
 
 def architecture_table(input_size: int = 64, num_classes: int = 3) -> str:
@@ -93,6 +129,14 @@ def architecture_table(input_size: int = 64, num_classes: int = 3) -> str:
 
 
 __all__ = [
+    "FEATURE_SUFFIX",
+    "FusionNet",
+    "SVM",
+    "SVMModel",
+    "fit_svm",
+    "input_kind",
+    "list_archs",
+    "parse_arch",
     "LipNet",
     "LipNetSpec",
     "architecture_table",
