@@ -25,6 +25,7 @@ from .assets import default_model_path
 from .inference import BatchResult, CancelToken, Classifier, FileResult, classify_folder
 from .io import DatasetError, list_images
 from .modelfile import ModelFileError, load_model, software_versions, utc_now
+from .prevalence import adjusted_prevalence, card_confusion
 from .reports import (
     ReportError,
     class_summary,
@@ -112,6 +113,13 @@ def build_summary(
     card = trained.card
     errors = [{"path": r.path, "error": r.error} for r in results if not r.ok]
     n_ok = sum(r.ok for r in results)
+    per_class = class_summary(results, card.classes)
+    confusion, source = card_confusion(card)
+    if confusion is not None:
+        adjusted = adjusted_prevalence([per_class["counts"][c] for c in card.classes], confusion, card.classes)
+        adjusted["confusion_source"] = f"model card metrics.{source}"
+    else:
+        adjusted = {"method": "not available: the model card holds no held-out confusion matrix"}
     return {
         "emclassify_version": __version__,
         "created": utc_now(),
@@ -139,7 +147,8 @@ def build_summary(
             "resumed": resumed,
             "ignored_non_image": len(ignored),
         },
-        **class_summary(results, card.classes),
+        **per_class,
+        "adjusted": adjusted,
         "errors": errors,
         "ignored_non_image": ignored,
         "elapsed_s": round(elapsed, 3),

@@ -149,6 +149,167 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def _configs(args):
+    from .preprocess import PreprocessConfig
+    from .training import TrainConfig
+
+    pcfg = PreprocessConfig(mode=args.mode, size=args.size, margin=args.margin, normalize=args.normalize,
+                            mean=args.mean, std=args.std)
+    tcfg = TrainConfig(arch=getattr(args, "arch", "lipnet-fcn") or "lipnet-fcn", epochs=args.epochs,
+                       batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                       label_smoothing=args.label_smoothing, dropout=args.dropout, patience=args.patience,
+                       val_fraction=args.val_fraction, augment=not args.no_augment, balance=args.balance,
+                       seed=args.seed, device=args.device)
+    return pcfg, tcfg
+
+
+def _load_dataset(path):
+    from .io import DatasetError, load_dataset
+
+    try:
+        ds = load_dataset(path)
+    except DatasetError as exc:
+        print(f"emclassify: {exc}", file=sys.stderr)
+        return None
+    counts = ", ".join(f"{c} {n}" for c, n in ds.class_counts().items())
+    groups = f", {len(set(ds.groups))} groups" if ds.has_groups else ""
+    print(f"dataset {ds.root} ({ds.source}): {len(ds)} images{groups}: {counts}")
+    for w in ds.warnings:
+        print(f"note: {w}")
+    return ds
+
+
+class _EpochPrinter:
+    """Per-epoch progress lines with ETA (an upper bound: early stopping may end sooner)."""
+
+    def __init__(self, prefix: str = ""):
+        self.prefix = prefix
+        self.seconds: List[float] = []
+
+    def __call__(self, log) -> None:
+        self.seconds.append(log.seconds)
+        eta = (log.epochs - log.epoch) * sum(self.seconds) / len(self.seconds)
+        print(f"{self.prefix}epoch {log.epoch:3d}/{log.epochs}  loss {log.train_loss:.4f}  val loss {log.val_loss:.4f}"
+              f"  val macro-F1 {log.val_macro_f1:.4f}  ({log.seconds:.1f} s, ETA ≤ {_fmt_seconds(eta)})", flush=True)
+
+
+def _load_bar(label: str):
+    bar = ProgressBar(label)
+    t0 = time.perf_counter()
+
+    def update(done, total):
+        el = time.perf_counter() - t0
+        rate = done / el if el > 0 else 0.0
+        bar.update(done, total, rate, (total - done) / rate if rate else None)
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def cmd_train(args) -> int:
+    from .modelfile import format_card
+    from .training import train
+
+    try:
+        pcfg, tcfg = _configs(args)
+    except ValueError as exc:
+        print(f"emclassify train: {exc}", file=sys.stderr)
+        return 2
+    ds = _load_dataset(args.dataset)
+    if ds is None:
+        return 4
+    try:
+        outcome = train(ds, pcfg, tcfg, args.out, on_epoch=_EpochPrinter(), on_load=_load_bar("decoding"),
+                        name=args.name or "", problem=args.problem or "")
+    except ValueError as exc:
+        print(f"emclassify train: {exc}", file=sys.stderr)
+        return 4
+    for e in outcome.skipped[:20]:
+        print(f"skipped: {e}", file=sys.stderr)
+    if outcome.fit.stopped == "interrupted":
+        print("interrupted: the best model so far was saved", file=sys.stderr)
+    print(format_card(outcome.card, path=outcome.path).split("training:")[0].rstrip())
+    v = outcome.validation
+    print(f"validation ({v['n']} held-out particles): accuracy {v['accuracy']:.4f}, macro-F1 {v['macro_f1']:.4f}")
+    print(f"wrote {outcome.path}")
+    return 0
+
+
+def _cv_progress(prefix_arch: bool):
+    printer = {}
+    loader = _load_bar("decoding")
+
+    def on_progress(*a):
+        arch, event, info = a if prefix_arch else ("", *a)
+        if event == "load":
+            loader(info["done"], info["total"])
+        elif event == "fold_start":
+            printer["p"] = _EpochPrinter(f"{arch + ' ' if arch else ''}fold {info['fold'] + 1}/{info['k']}  ")
+        elif event == "epoch":
+            printer["p"](info["log"])
+        elif event == "fold_end":
+            m = info["metrics"]
+            print(f"{arch + ' ' if arch else ''}fold {info['fold'] + 1}/{info['k']}: test accuracy "
+                  f"{m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}", flush=True)
+
+    return on_progress
+
+
+def cmd_cv(args) -> int:
+    from .cv_report import write_cv_report
+    from .evaluation import cross_validate
+
+    try:
+        pcfg, tcfg = _configs(args)
+    except ValueError as exc:
+        print(f"emclassify cv: {exc}", file=sys.stderr)
+        return 2
+    ds = _load_dataset(args.dataset)
+    if ds is None:
+        return 4
+    try:
+        result = cross_validate(ds, pcfg, tcfg, k=args.folds, on_progress=_cv_progress(False))
+    except ValueError as exc:
+        print(f"emclassify cv: {exc}", file=sys.stderr)
+        return 4
+    paths = write_cv_report(result, args.out)
+    m = result.metrics_dict()
+    print(f"{args.folds}-fold CV of {tcfg.arch}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} "
+          f"(per fold {m['mean_sd']['macro_f1']['mean']:.4f} ± {m['mean_sd']['macro_f1']['sd']:.4f}) "
+          f"in {m['seconds']:.0f} s")
+    print(f"wrote {paths['report']} (+ metrics.json, predictions.csv, confusion.png, curves.png)")
+    return 0 if result.complete else 130
+
+
+def cmd_compare(args) -> int:
+    from .cv_report import write_compare_report
+    from .evaluation import compare
+
+    try:
+        pcfg, tcfg = _configs(args)
+    except ValueError as exc:
+        print(f"emclassify compare: {exc}", file=sys.stderr)
+        return 2
+    archs = [a.strip() for a in args.archs.split(",") if a.strip()]
+    ds = _load_dataset(args.dataset)
+    if ds is None:
+        return 4
+    try:
+        comp = compare(ds, archs, pcfg, tcfg, k=args.folds, on_progress=_cv_progress(True))
+    except ValueError as exc:
+        print(f"emclassify compare: {exc}", file=sys.stderr)
+        return 4
+    paths = write_compare_report(comp, args.out)
+    for row in comp.table():
+        print(f"{row['arch']:<24} accuracy {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}  "
+              f"(per fold {row['macro_f1_fold_mean']:.4f} ± {row['macro_f1_fold_sd']:.4f})")
+    for t in comp.tests:
+        print(f"{t['a']} vs {t['b']}: {t['verdict']}")
+    print(f"wrote {paths['report']}")
+    return 0
+
+
 def cmd_models(args) -> int:
     from .models import architecture_table
 
@@ -202,6 +363,60 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--proportions", help="class proportions in class order, e.g. 0.5,0.4,0.1 (default: the seed paper's)")
     s.set_defaults(func=cmd_synth)
+
+    def training_options(sp, arch: bool = True):
+        from .models import list_archs
+        from .preprocess import MODES, NORMALIZATIONS
+        from .training import BALANCE_STRATEGIES, TrainConfig
+
+        d = TrainConfig()
+        sp.add_argument("dataset", help="labelled dataset: folder (manifest.csv or one sub-folder per class) or manifest CSV")
+        if arch:
+            sp.add_argument("--arch", default=d.arch, help=f"architecture (default {d.arch}): {', '.join(list_archs())}")
+        g = sp.add_argument_group("input")
+        g.add_argument("--mode", default="crop", choices=MODES, help="input mode (default crop)")
+        g.add_argument("--size", type=int, default=48, help="square input size in px (default 48)")
+        g.add_argument("--margin", type=int, default=50, help="px removed per side by crop/mask without a mask (default 50)")
+        g.add_argument("--normalize", default="zscore", choices=NORMALIZATIONS, help="default zscore (per image)")
+        g.add_argument("--mean", type=float, default=0.0, help="mean for --normalize fixed")
+        g.add_argument("--std", type=float, default=1.0, help="std for --normalize fixed")
+        t = sp.add_argument_group("training")
+        t.add_argument("--epochs", type=int, default=d.epochs, help=f"maximum epochs (default {d.epochs})")
+        t.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
+        t.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate, one-cycle (default {d.lr})")
+        t.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"AdamW (default {d.weight_decay})")
+        t.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help=f"default {d.label_smoothing}")
+        t.add_argument("--dropout", type=float, default=None, help="head dropout (conv: half); default: the architecture's")
+        t.add_argument("--patience", type=int, default=d.patience, help=f"early-stopping patience in epochs (default {d.patience})")
+        t.add_argument("--val-fraction", type=float, default=d.val_fraction, help=f"held out for early stopping (default {d.val_fraction})")
+        t.add_argument("--no-augment", action="store_true", help="switch augmentation off")
+        t.add_argument("--balance", default=d.balance, choices=BALANCE_STRATEGIES, help=f"class-imbalance strategy (default {d.balance})")
+        t.add_argument("--seed", type=int, default=d.seed, help="same seed, same data -> same result")
+        t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+    tr = sub.add_parser("train", help="train a model on a labelled dataset",
+                        description="Train a model; hold out a validation split for early stopping; write a model file.")
+    training_options(tr)
+    tr.add_argument("--out", "-o", required=True, help="model file to write (.safetensors)")
+    tr.add_argument("--name", help="model name for its card")
+    tr.add_argument("--problem", help="problem name for its card (e.g. lamellarity)")
+    tr.set_defaults(func=cmd_train)
+
+    cv = sub.add_parser("cv", help="k-fold cross-validation with a report",
+                        description="Stratified (group-aware when the data has groups) k-fold cross-validation.")
+    training_options(cv)
+    cv.add_argument("--folds", type=int, default=5, help="default 5")
+    cv.add_argument("--out", "-o", required=True, help="output folder (metrics.json, predictions.csv, report.md, PNGs)")
+    cv.set_defaults(func=cmd_cv)
+
+    cp = sub.add_parser("compare", help="compare architectures on identical folds with paired tests",
+                        description="Cross-validate several architectures on identical folds; paired McNemar and "
+                        "per-fold t-tests.")
+    training_options(cp, arch=False)
+    cp.add_argument("--archs", default="lipnet-fcn,svm", help="comma-separated architectures (default lipnet-fcn,svm)")
+    cp.add_argument("--folds", type=int, default=5, help="default 5")
+    cp.add_argument("--out", "-o", required=True, help="output folder")
+    cp.set_defaults(func=cmd_compare)
 
     m = sub.add_parser("models", help="list the architectures (markdown table)",
                        description="Print every registered architecture with parameters and MFLOP.")

@@ -148,8 +148,17 @@ def format_summary(summary: Dict) -> str:
         + (f", {files['ignored_non_image']} non-image files ignored" if files.get("ignored_non_image") else ""),
     ]
     width = max([len(c) for c in summary["counts"]] + [5])
+    adjusted = summary.get("adjusted", {}).get("classes")
+    if adjusted:
+        lines.append(f"  {'class':<{width}} {'files':>7}  {'raw %':>7}  {'adjusted % [95 % interval]':>30}")
     for c, n in summary["counts"].items():
-        lines.append(f"  {c:<{width}} {n:>7}  {summary['percentages'][c]:6.2f} %")
+        line = f"  {c:<{width}} {n:>7}  {summary['percentages'][c]:6.2f} %"
+        if adjusted and adjusted[c]["percent"] is not None:
+            a = adjusted[c]
+            line += f"  {a['percent']:8.2f} %  [{a['ci95'][0]:6.2f}, {a['ci95'][1]:6.2f}]"
+        lines.append(line)
+    if adjusted:
+        lines.append("  adjusted = corrected for the model's misclassification rates (see summary JSON 'adjusted')")
     for e in summary.get("errors", [])[:10]:
         lines.append(f"  error: {e['path']}: {e['error']}")
     if len(summary.get("errors", [])) > 10:

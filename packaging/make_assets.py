@@ -22,14 +22,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from emclassify import metrics, ops, synth
 from emclassify.assets import DEFAULT_MODEL_NAME, data_dir
 from emclassify.modelfile import ModelCard, save_model
 from emclassify.preprocess import PreprocessConfig
-from emclassify.training import TrainConfig, fit, predict_logits
+from emclassify.training import InputSet, TrainConfig, fit, predict_logits
 
 PROBLEM = "lamellarity"
 SAMPLE_SEED, SAMPLE_N, SAMPLE_PROPORTIONS = 7, 40, (0.75, 0.20, 0.05)
@@ -51,30 +50,31 @@ def tensors(n: int, seed: int, proportions, cfg: PreprocessConfig):
     classes = synth.PROBLEMS[PROBLEM][0]
     x = ops.preprocess([it.image for it in items], [it.mask for it in items], cfg)
     y = torch.tensor([classes.index(it.label) for it in items])
-    return x, y
+    return InputSet(x, None, y, [], [])
 
 
 def make_model(root: Path, epochs: int) -> None:
     classes = list(synth.PROBLEMS[PROBLEM][0])
     pcfg = PreprocessConfig(mode="crop", size=64, normalize="zscore")
     tcfg = TrainConfig(arch="lipnet-fcn", epochs=epochs, batch_size=64, lr=2e-3, patience=8,
-                       balance="class-weights", seed=0, device="cpu")
+                       balance="class-weights", seed=0, device="cpu", augment=True)
     t0 = time.time()
-    x_tr, y_tr = tensors(TRAIN_N, TRAIN_SEED, TRAIN_PROPORTIONS, pcfg)
-    x_va, y_va = tensors(VAL_N, VAL_SEED, TRAIN_PROPORTIONS, pcfg)
-    x_te, y_te = tensors(TEST_N, TEST_SEED, None, pcfg)
+    train = tensors(TRAIN_N, TRAIN_SEED, TRAIN_PROPORTIONS, pcfg)
+    val = tensors(VAL_N, VAL_SEED, TRAIN_PROPORTIONS, pcfg)
+    test = tensors(TEST_N, TEST_SEED, None, pcfg)
     print(f"data ready in {time.time() - t0:.0f} s", flush=True)
 
     def report(log):
         print(f"epoch {log.epoch:3d}  loss {log.train_loss:.4f}  val loss {log.val_loss:.4f}  "
               f"val macro-F1 {log.val_macro_f1:.4f}  ({log.seconds:.0f} s)", flush=True)
 
-    res = fit(x_tr, y_tr, x_va, y_va, len(classes), tcfg, on_epoch=report)
-    val = metrics.summary(np.array(res.validation["confusion_matrix"]), classes)
-    test_pred = predict_logits(res.model, x_te, torch.device("cpu")).argmax(1)
-    test = metrics.summary(metrics.confusion_matrix(y_te, test_pred, len(classes)), classes)
-    print(f"best epoch {res.best_epoch}: val macro-F1 {val['macro_f1']:.4f}; "
-          f"test (natural prevalence) accuracy {test['accuracy']:.4f} macro-F1 {test['macro_f1']:.4f}")
+    res = fit(train, val, len(classes), tcfg, on_epoch=report)
+    val_pred = predict_logits(res.model, val.x).argmax(1)
+    val_m = metrics.summary(metrics.confusion_matrix(val.labels, val_pred, len(classes)), classes)
+    test_pred = predict_logits(res.model, test.x).argmax(1)
+    test_m = metrics.summary(metrics.confusion_matrix(test.labels, test_pred, len(classes)), classes)
+    print(f"best epoch {res.best_epoch}: val macro-F1 {val_m['macro_f1']:.4f}; "
+          f"test (natural prevalence) accuracy {test_m['accuracy']:.4f} macro-F1 {test_m['macro_f1']:.4f}")
     card = ModelCard(
         classes=classes,
         arch=tcfg.arch,
@@ -88,7 +88,7 @@ def make_model(root: Path, epochs: int) -> None:
         ),
         training={**tcfg.to_dict(), "best_epoch": res.best_epoch, "stopped": res.stopped,
                   "epochs_run": len(res.history)},
-        metrics={"validation": val, "test_natural_prevalence": test},
+        metrics={"validation": val_m, "test_natural_prevalence": test_m},
         data={
             "source": "emclassify.synth",
             "train": {"n": TRAIN_N, "seed": TRAIN_SEED, "proportions": list(TRAIN_PROPORTIONS)},

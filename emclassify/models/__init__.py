@@ -5,7 +5,8 @@
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from dataclasses import replace
+from typing import Dict, List, Optional
 
 from .fusion import FusionNet
 from .lipnet import LipNet, LipNetSpec, count_macs, min_input_size, trunk_output_side
@@ -94,15 +95,19 @@ def input_kind(model) -> str:
 
 
 def create_model(name: str, num_classes: int, input_size: int = 64, in_channels: int = 1,
-                 n_features: int = 0):
+                 n_features: int = 0, dropout: Optional[float] = None):
     """Build an untrained network. Shapes: input ``N x in_channels x S x S`` -> logits ``N x num_classes``.
 
-    ``<cnn>+features`` needs ``n_features``. SVMs are not built empty: see :func:`fit_svm`.
+    ``<cnn>+features`` needs ``n_features``. ``dropout`` overrides the head dropout (conv
+    dropout becomes half of it); it changes no weights. SVMs are not built empty: see
+    :func:`fit_svm`.
     """
     base, fused = parse_arch(name)
     if base is None:
         raise ValueError("an SVM is made by fitting (emclassify.models.fit_svm), not built empty")
     spec = get_spec(base)
+    if dropout is not None:
+        spec = replace(spec, conv_dropout=dropout / 2, head_dropout=dropout)
     need = min_input_size(spec)
     if input_size < need:
         raise ValueError(f"{base} needs an input of at least {need}x{need} px, got {input_size}")

@@ -32,31 +32,40 @@ class SVMModel(nn.Module):
     input_kind = "features"
 
     def __init__(self, mean, scale, support_vectors, dual_coef, intercept, n_support, gamma, calib_weight,
-                 calib_bias):
+                 calib_bias, class_index=None, n_classes=None):
         super().__init__()
+        # class_index: which of the model's n_classes the SVM was trained on (a CV fold may lack
+        # some); the others get probability 0.
+        self.n_trained = len(np.asarray(n_support))
+        idx = np.arange(self.n_trained) if class_index is None else np.asarray(class_index)
+        self.num_classes = int(n_classes) if n_classes is not None else self.n_trained
+        if len(idx) != self.n_trained or idx.max() >= self.num_classes:
+            raise ValueError(f"SVM class index {idx.tolist()} does not fit {self.num_classes} classes")
+        self.register_buffer("class_index", torch.as_tensor(idx, dtype=torch.int64).clone())
+        self.register_buffer("n_classes", torch.tensor([self.num_classes], dtype=torch.int64))
         for name, value in dict(mean=mean, scale=scale, support_vectors=support_vectors, dual_coef=dual_coef,
                                 intercept=intercept, calib_weight=calib_weight, calib_bias=calib_bias).items():
             self.register_buffer(name, torch.as_tensor(np.asarray(value), dtype=torch.float64).clone())
         self.register_buffer("n_support", torch.as_tensor(np.asarray(n_support), dtype=torch.int64).clone())
         self.register_buffer("gamma", torch.as_tensor(float(gamma), dtype=torch.float64).reshape(1))
-        self.num_classes = int(self.n_support.numel())
 
     @classmethod
     def from_state_dict(cls, tensors: Dict[str, torch.Tensor]) -> "SVMModel":
         names = ["mean", "scale", "support_vectors", "dual_coef", "intercept", "n_support", "gamma",
-                 "calib_weight", "calib_bias"]
+                 "calib_weight", "calib_bias", "class_index", "n_classes"]
         missing = [n for n in names if n not in tensors]
         if missing:
             raise ValueError(f"SVM weights lack {', '.join(missing)}")
         return cls(*[tensors[n].numpy() for n in names[:6]], float(tensors["gamma"].reshape(-1)[0]),
-                   tensors["calib_weight"].numpy(), tensors["calib_bias"].numpy())
+                   tensors["calib_weight"].numpy(), tensors["calib_bias"].numpy(), tensors["class_index"].numpy(),
+                   int(tensors["n_classes"].reshape(-1)[0]))
 
     def decision_ovo(self, features: torch.Tensor) -> torch.Tensor:
         """One-vs-one decision values ``N x C(C-1)/2`` (libsvm order; binary: N x 1, >0 -> class 1)."""
         x = (features.double() - self.mean) / self.scale
         k = torch.exp(-self.gamma * torch.cdist(x, self.support_vectors).pow(2))  # N x n_SV
         starts = np.concatenate([[0], np.cumsum(self.n_support.numpy())])
-        c = self.num_classes
+        c = self.n_trained
         cols = []
         p = 0
         for i in range(c):
@@ -69,7 +78,10 @@ class SVMModel(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         logits = self.decision_ovo(features) @ self.calib_weight.T + self.calib_bias
-        return torch.log_softmax(logits, dim=1).float()
+        trained = torch.log_softmax(logits, dim=1)
+        out = torch.full((trained.shape[0], self.num_classes), -1e4, dtype=trained.dtype)
+        out[:, self.class_index] = trained
+        return out.float()
 
 
 @dataclass
@@ -94,16 +106,17 @@ def fit_svm(features: np.ndarray, labels: np.ndarray, n_classes: int, seed: int 
     from sklearn.svm import SVC
 
     x = np.asarray(features, dtype=np.float64)
-    y = np.asarray(labels, dtype=np.int64)
-    present = np.unique(y)
+    y_full = np.asarray(labels, dtype=np.int64)
+    present = np.unique(y_full)
     if len(present) < 2:
         raise ValueError("the SVM needs at least two classes in its training data")
+    y = np.searchsorted(present, y_full)  # train on the classes present; map back in SVMModel
     scaler = StandardScaler().fit(x)
     scaler.scale_[scaler.scale_ == 0] = 1.0
     xs = scaler.transform(x)
     grid = param_grid or SVM_PARAM_GRID
     base_gamma = 1.0 / (x.shape[1] * max(float(xs.var()), 1e-12))  # sklearn's gamma="scale"
-    min_count = int(np.bincount(y)[present].min())
+    min_count = int(np.bincount(y).min())
     folds = max(2, min(3, min_count))
     inner = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     search = GridSearchCV(
@@ -115,20 +128,17 @@ def fit_svm(features: np.ndarray, labels: np.ndarray, n_classes: int, seed: int 
         warnings.simplefilter("ignore")  # folds where a rare class is never predicted warn about F1
         search.fit(xs, y)
     best = search.best_estimator_
-    if len(best.classes_) != n_classes:
-        # classes absent from training get no SVM output; handled by the calibration's missing columns
-        raise ValueError(f"every class needs training examples for the SVM (got {len(best.classes_)} of {n_classes})")
     oof = cross_val_predict(
         SVC(kernel="rbf", class_weight="balanced", decision_function_shape="ovo", **search.best_params_),
         xs, y, cv=inner, method="decision_function",
     ).reshape(len(y), -1)
     calib = LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced").fit(oof, y)
     w, b = calib.coef_, calib.intercept_
-    if n_classes == 2:  # sklearn's binary logistic regression has one row: expand to 2-class softmax
+    if len(present) == 2:  # sklearn's binary logistic regression has one row: expand to 2-class softmax
         w = np.vstack([-w / 2, w / 2])
         b = np.array([-b[0] / 2, b[0] / 2])
     model = SVMModel(scaler.mean_, scaler.scale_, best.support_vectors_, best.dual_coef_, best.intercept_,
-                     best.n_support_, best._gamma, w, b)
+                     best.n_support_, best._gamma, w, b, class_index=present, n_classes=n_classes)
     info = SVMFitInfo(C=float(best.C), gamma=float(best._gamma), inner_cv_macro_f1=float(search.best_score_),
                       n_support=[int(v) for v in best.n_support_])
     return model.eval(), info

@@ -1,0 +1,293 @@
+"""Honest evaluation: k-fold cross-validation and paired model comparison.
+
+- :func:`make_folds`: stratified k-fold; when every sample has a group (e.g. its
+  source micrograph), stratified *group* k-fold, so no group is on both sides.
+  Same seed and data -> same folds.
+- :func:`cross_validate`: per fold, hold out a group-aware validation split of the
+  training part for early stopping, fit, predict the test fold. Out-of-fold
+  predictions of every sample give the pooled confusion matrix and metrics;
+  per-fold metrics give mean ± sd.
+- :func:`compare`: several architectures on identical folds, with paired tests:
+  per-fold macro-F1 (paired t-test) and per-sample correctness (exact McNemar).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from . import metrics
+from .inference import CancelToken
+from .io import Dataset
+from .models import parse_arch
+from .preprocess import PreprocessConfig
+from .training import EpochLog, InputSet, TrainConfig, fit_model, holdout_split, load_inputs, predict_logits
+
+
+def make_folds(labels: Sequence[int], groups: Optional[Sequence], k: int, seed: int) -> np.ndarray:
+    """Fold index (0..k-1) of every sample. Group-aware when all samples have a group."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    y = np.asarray(labels)
+    if k < 2:
+        raise ValueError("cross-validation needs at least 2 folds")
+    if len(y) < k:
+        raise ValueError(f"{len(y)} samples cannot make {k} folds")
+    fold = np.full(len(y), -1, dtype=np.int64)
+    use_groups = groups is not None and all(g is not None for g in groups)
+    if use_groups:
+        if len(set(groups)) < k:
+            raise ValueError(f"only {len(set(groups))} groups: too few for {k} group-aware folds")
+        splits = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(y, y, np.asarray(groups))
+    else:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "least populated class has only n members" is reported below
+            splits = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(y, y)
+    for i, (_, test) in enumerate(splits):
+        fold[test] = i
+    return fold
+
+
+@dataclass
+class FoldResult:
+    fold: int
+    n_train: int
+    n_test: int
+    metrics: Dict
+    history: List[EpochLog]
+    best_epoch: int
+    stopped: str
+    seconds: float
+    info: Dict = field(default_factory=dict)
+
+
+@dataclass
+class CVResult:
+    """Out-of-fold results of one architecture.
+
+    folds: fold index per sample; probabilities: float64 ``N x C`` out-of-fold;
+    labels/predictions: int ``N``; samples: aligned with the arrays.
+    """
+
+    arch: str
+    classes: List[str]
+    samples: list
+    labels: np.ndarray
+    folds: np.ndarray
+    probabilities: np.ndarray
+    fold_results: List[FoldResult]
+    settings: Dict
+    seconds: float
+    complete: bool = True
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.probabilities.argmax(1)
+
+    @property
+    def evaluated(self) -> np.ndarray:
+        """Mask of samples whose fold ran (all of them unless cancelled)."""
+        done = {f.fold for f in self.fold_results}
+        return np.isin(self.folds, sorted(done))
+
+    def pooled(self) -> Dict:
+        m = self.evaluated
+        return metrics.summary(metrics.confusion_matrix(self.labels[m], self.predictions[m], len(self.classes)),
+                               self.classes)
+
+    def metrics_dict(self) -> Dict:
+        """The content of ``metrics.json``."""
+        pooled = self.pooled()
+        per_fold = [{"fold": f.fold, "n_train": f.n_train, "n_test": f.n_test, "best_epoch": f.best_epoch,
+                     "stopped": f.stopped, "seconds": round(f.seconds, 2), **_compact(f.metrics)}
+                    for f in self.fold_results]
+        keys = ["accuracy", "macro_f1"]
+        mean_sd = {k: _mean_sd([f.metrics[k] for f in self.fold_results]) for k in keys}
+        mean_sd["per_class"] = {
+            c: {m: _mean_sd([f.metrics["per_class"][c][m] for f in self.fold_results])
+                for m in ("tpr", "tnr", "ppv", "npv", "f1")}
+            for c in self.classes
+        }
+        return {
+            "arch": self.arch,
+            "classes": self.classes,
+            "n_samples": int(self.evaluated.sum()),
+            "n_folds": int(self.folds.max() + 1) if len(self.folds) else 0,
+            "complete": self.complete,
+            "accuracy": pooled["accuracy"],
+            "macro_f1": pooled["macro_f1"],
+            "per_class": pooled["per_class"],
+            "confusion_matrix": pooled["confusion_matrix"],
+            "folds": per_fold,
+            "mean_sd": mean_sd,
+            "settings": self.settings,
+            "seconds": round(self.seconds, 1),
+        }
+
+
+def _mean_sd(values) -> Dict[str, float]:
+    v = np.asarray(values, dtype=np.float64)
+    return {"mean": float(v.mean()) if v.size else 0.0, "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0}
+
+
+def _compact(m: Dict) -> Dict:
+    return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+            "per_class_f1": {c: v["f1"] for c, v in m["per_class"].items()},
+            "confusion_matrix": m["confusion_matrix"]}
+
+
+ProgressFn = Callable[[str, Dict], None]
+
+
+def cross_validate(
+    dataset: Dataset,
+    pcfg: PreprocessConfig,
+    cfg: TrainConfig,
+    k: int = 5,
+    inputs: Optional[InputSet] = None,
+    folds: Optional[np.ndarray] = None,
+    on_progress: Optional[ProgressFn] = None,
+    cancel: Optional[CancelToken] = None,
+) -> CVResult:
+    """k-fold CV of ``cfg.arch``. ``inputs``/``folds`` may be shared between architectures.
+
+    on_progress(event, info): events ``load`` {done, total}, ``fold_start`` {fold, k},
+    ``epoch`` {fold, k, log}, ``fold_end`` {fold, k, metrics}.
+    """
+    t0 = time.perf_counter()
+    _, uses_features = parse_arch(cfg.arch)
+    if inputs is None:
+        inputs = load_inputs(dataset.samples, pcfg, dataset.classes, want_features=uses_features,
+                             progress=(lambda d, t: on_progress("load", {"done": d, "total": t})) if on_progress else None)
+    if uses_features and inputs.features is None:
+        raise ValueError(f"{cfg.arch} needs handcrafted features but the inputs were loaded without them")
+    labels = inputs.labels.numpy()
+    groups = [s.group for s in inputs.samples] if dataset.has_groups else None
+    if folds is None:
+        folds = make_folds(labels, groups, k, cfg.seed)
+    k = int(folds.max()) + 1
+    probs = np.zeros((len(labels), len(dataset.classes)))
+    results: List[FoldResult] = []
+    complete = True
+    for f in range(k):
+        if cancel is not None and cancel.cancelled:
+            complete = False
+            break
+        tf = time.perf_counter()
+        if on_progress:
+            on_progress("fold_start", {"fold": f, "k": k})
+        train_idx = np.nonzero(folds != f)[0]
+        test_idx = np.nonzero(folds == f)[0]
+        tr_groups = [groups[i] for i in train_idx] if groups else None
+        inner_tr, inner_va = holdout_split(labels[train_idx], tr_groups, cfg.val_fraction, cfg.seed + f)
+        fit_res = fit_model(
+            inputs.subset(train_idx[inner_tr]), inputs.subset(train_idx[inner_va]), dataset.classes, pcfg, cfg,
+            on_epoch=(lambda log, f=f: on_progress("epoch", {"fold": f, "k": k, "log": log})) if on_progress else None,
+            cancel=cancel,
+        )
+        test = inputs.subset(test_idx)
+        logits = predict_logits(fit_res.model, test.x, test.features)
+        probs[test_idx] = torch.softmax(logits.double(), dim=1).numpy()
+        fm = metrics.summary(metrics.confusion_matrix(labels[test_idx], probs[test_idx].argmax(1),
+                                                      len(dataset.classes)), dataset.classes)
+        results.append(FoldResult(f, len(train_idx), len(test_idx), fm, fit_res.history, fit_res.best_epoch,
+                                  fit_res.stopped, time.perf_counter() - tf, fit_res.info))
+        if on_progress:
+            on_progress("fold_end", {"fold": f, "k": k, "metrics": fm})
+        if fit_res.stopped in ("interrupted", "cancelled"):
+            complete = False
+            break
+    settings = {"arch": cfg.arch, "folds": k, "group_aware": groups is not None, "preprocess": pcfg.to_dict(),
+                "training": cfg.to_dict(), "data_fingerprint": dataset.fingerprint(), "root": str(dataset.root),
+                "skipped_files": inputs.errors}
+    return CVResult(cfg.arch, list(dataset.classes), inputs.samples, labels, folds, probs, results, settings,
+                    time.perf_counter() - t0, complete)
+
+
+@dataclass
+class Comparison:
+    results: List[CVResult]
+    tests: List[Dict]
+
+    def table(self) -> List[Dict]:
+        rows = []
+        for r in self.results:
+            m = r.metrics_dict()
+            rows.append({"arch": r.arch, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+                         "macro_f1_fold_mean": m["mean_sd"]["macro_f1"]["mean"],
+                         "macro_f1_fold_sd": m["mean_sd"]["macro_f1"]["sd"],
+                         "per_class_f1": {c: v["f1"] for c, v in m["per_class"].items()}})
+        return rows
+
+
+def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> Dict:
+    """Exact (binomial) McNemar test on paired per-sample correctness."""
+    from scipy.stats import binomtest
+
+    b = int(np.sum(correct_a & ~correct_b))  # A right, B wrong
+    c = int(np.sum(~correct_a & correct_b))
+    p = float(binomtest(b, b + c, 0.5).pvalue) if b + c > 0 else 1.0
+    return {"a_only_correct": b, "b_only_correct": c, "p_value": p}
+
+
+def paired_fold_test(f1_a: Sequence[float], f1_b: Sequence[float]) -> Dict:
+    """Paired t-test of per-fold macro-F1 (two-sided)."""
+    from scipy.stats import ttest_rel
+
+    a, b = np.asarray(f1_a, dtype=np.float64), np.asarray(f1_b, dtype=np.float64)
+    diff = a - b
+    out = {"mean_difference": float(diff.mean()) if diff.size else 0.0, "t": None, "p_value": None}
+    if diff.size < 2:
+        out["note"] = "fewer than 2 folds: no test"
+    elif np.allclose(diff, diff[0]):
+        out["note"] = "the same difference in every fold: t-test undefined"
+        out["p_value"] = 1.0 if np.isclose(diff[0], 0.0) else None
+    else:
+        t = ttest_rel(a, b)
+        out["t"], out["p_value"] = float(t.statistic), float(t.pvalue)
+    return out
+
+
+def compare(dataset: Dataset, archs: Sequence[str], pcfg: PreprocessConfig, cfg: TrainConfig, k: int = 5,
+            alpha: float = 0.05, on_progress: Optional[Callable[[str, str, Dict], None]] = None,
+            cancel: Optional[CancelToken] = None) -> Comparison:
+    """Cross-validate every architecture on identical folds and test each pair for a difference."""
+    if len(archs) < 2:
+        raise ValueError("compare needs at least two architectures")
+    for a in archs:
+        parse_arch(a)
+    want_features = any(parse_arch(a)[1] for a in archs)
+    inputs = load_inputs(dataset.samples, pcfg, dataset.classes, want_features=want_features,
+                         progress=(lambda d, t: on_progress("", "load", {"done": d, "total": t})) if on_progress else None)
+    groups = [s.group for s in inputs.samples] if dataset.has_groups else None
+    folds = make_folds(inputs.labels.numpy(), groups, k, cfg.seed)
+    results = []
+    for a in archs:
+        if cancel is not None and cancel.cancelled:
+            break
+        acfg = TrainConfig(**{**cfg.to_dict(), "arch": a})
+        results.append(cross_validate(dataset, pcfg, acfg, k, inputs=inputs, folds=folds, cancel=cancel,
+                                      on_progress=(lambda e, i, a=a: on_progress(a, e, i)) if on_progress else None))
+    tests = []
+    for i in range(len(results)):
+        for j in range(i + 1, len(results)):
+            ra, rb = results[i], results[j]
+            both = ra.evaluated & rb.evaluated
+            mc = mcnemar_exact((ra.predictions == ra.labels)[both], (rb.predictions == rb.labels)[both])
+            common = sorted({f.fold for f in ra.fold_results} & {f.fold for f in rb.fold_results})
+            fa = [next(f for f in ra.fold_results if f.fold == c).metrics["macro_f1"] for c in common]
+            fb = [next(f for f in rb.fold_results if f.fold == c).metrics["macro_f1"] for c in common]
+            pt = paired_fold_test(fa, fb)
+            significant = mc["p_value"] < alpha
+            better = ra.arch if mc["a_only_correct"] > mc["b_only_correct"] else rb.arch
+            verdict = (f"{better} is significantly more accurate (McNemar p = {mc['p_value']:.3g} < {alpha})"
+                       if significant else
+                       f"no significant difference in accuracy (McNemar p = {mc['p_value']:.3g} ≥ {alpha})")
+            tests.append({"a": ra.arch, "b": rb.arch, "mcnemar": mc, "fold_macro_f1_ttest": pt,
+                          "alpha": alpha, "significant": significant, "verdict": verdict})
+    return Comparison(results, tests)

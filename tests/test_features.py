@@ -1,0 +1,105 @@
+"""Handcrafted features on analytic shapes, and the pickle-free SVM against scikit-learn."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from emclassify.features import FEATURE_NAMES, N_FEATURES, FeatureCache, lbp_histogram, particle_features
+
+H = W = 201
+YY, XX = np.mgrid[0:H, 0:W]
+
+
+def feats(img, mask):
+    return dict(zip(FEATURE_NAMES, particle_features(img, mask)))
+
+
+def test_disc():
+    r = 50
+    disc = (YY - 100) ** 2 + (XX - 100) ** 2 <= r * r
+    f = feats(np.where(disc, 80.0, 180.0), disc)
+    assert f["area"] == pytest.approx(np.pi * r * r, rel=0.01)
+    assert f["perimeter"] == pytest.approx(2 * np.pi * r, rel=0.02)
+    assert f["circularity"] == pytest.approx(1.0, abs=0.03)
+    assert f["eccentricity"] == pytest.approx(0.0, abs=0.02)
+    assert f["equivalent_diameter"] == pytest.approx(2 * r, rel=0.01)
+    assert f["hu1"] == pytest.approx(-np.log10(1 / (2 * np.pi)), abs=0.005)  # Hu1 of a disc = 1 / (2 pi)
+    assert f["solidity"] > 0.97
+    # uniform dark disc on a flat background: relative intensity inside = (80 - 180) / bg_std (bg_std -> 1)
+    assert f["int_mean"] == pytest.approx(-100.0) and f["int_std"] == pytest.approx(0.0)
+
+
+def test_ellipse():
+    a, b = 80, 40
+    ell = ((YY - 100) / b) ** 2 + ((XX - 100) / a) ** 2 <= 1
+    f = feats(np.where(ell, 80.0, 180.0), ell)
+    assert f["area"] == pytest.approx(np.pi * a * b, rel=0.01)
+    assert f["eccentricity"] == pytest.approx(np.sqrt(1 - (b / a) ** 2), abs=0.01)
+    assert f["major_axis"] == pytest.approx(2 * a, rel=0.01) and f["minor_axis"] == pytest.approx(2 * b, rel=0.01)
+    assert f["circularity"] < 0.92
+
+
+def test_ring_radial_profile_peaks_at_the_membrane():
+    """A dark annulus (a vesicle membrane) at 0.9 R: the radial profile is darkest in the ring's bins."""
+    r = 60
+    dist = np.sqrt((YY - 100) ** 2 + (XX - 100) ** 2)
+    disc = dist <= r
+    img = np.where(np.abs(dist - 0.9 * r) < 3, 60.0, 180.0) + np.random.default_rng(0).normal(0, 2, (H, W))
+    f = feats(img, disc)
+    radial = np.array([f[f"radial{i:02d}"] for i in range(16)])
+    edge = np.array([f[f"edge{i:02d}"] for i in range(16)])
+    # bins span 0..1.5 R: the ring at 0.9 R falls in bin floor(0.9 / 1.5 * 16) = 9
+    assert int(np.argmin(radial)) == 9
+    assert int(np.argmax(edge)) in (8, 9, 10)
+    assert radial[:6].mean() == pytest.approx(0.0, abs=0.5)  # interior looks like background
+
+
+def test_lbp_of_flat_and_checkerboard():
+    flat = np.ones((10, 10))
+    assert lbp_histogram(flat, np.ones_like(flat, bool))[8] == 1.0  # all neighbours >= centre: code 255 -> 8
+    checker = (np.indices((10, 10)).sum(0) % 2).astype(float)
+    h = lbp_histogram(checker, np.ones_like(checker, bool))
+    # centre 1: diagonal neighbours 1, edge neighbours 0 -> 8 transitions, non-uniform (bin 9);
+    # centre 0: every neighbour >= 0 -> code 255 (bin 8). Half the pixels each.
+    assert h.sum() == pytest.approx(1.0)
+    assert h[9] == pytest.approx(0.5, abs=0.1) and h[8] == pytest.approx(0.5, abs=0.1)
+
+
+def test_no_mask_uses_segmentation_and_cache(tmp_path):
+    disc = (YY - 100) ** 2 + (XX - 100) ** 2 <= 40**2
+    img = np.where(disc, 60.0, 180.0) + np.random.default_rng(1).normal(0, 3, (H, W))
+    f = feats(img, None)
+    assert f["area"] == pytest.approx(np.pi * 40**2, rel=0.08)
+    cache = FeatureCache(tmp_path)
+    v1 = cache.get_or_compute("abc", img, disc)
+    assert len(list(tmp_path.rglob("*.npy"))) == 1
+    np.testing.assert_array_equal(cache.get_or_compute("abc", img * 0, disc), v1)  # served from the cache
+    assert v1.shape == (N_FEATURES,)
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_svm_decision_matches_sklearn(k):
+    from sklearn.datasets import make_classification
+    from sklearn.svm import SVC
+
+    from emclassify.models.svm import SVMModel
+
+    x, y = make_classification(240, 8, n_informative=5, n_classes=k, random_state=k)
+    ref = SVC(C=2.0, gamma=0.1, class_weight="balanced", decision_function_shape="ovo").fit(x, y)
+    ours = SVMModel(np.zeros(8), np.ones(8), ref.support_vectors_, ref.dual_coef_, ref.intercept_, ref.n_support_,
+                    ref._gamma, np.zeros((k, k * (k - 1) // 2)), np.zeros(k))
+    np.testing.assert_allclose(ours.decision_ovo(torch.tensor(x)).numpy(),
+                               ref.decision_function(x).reshape(len(x), -1), atol=1e-9)
+
+
+def test_fit_svm_with_a_class_absent_from_training():
+    from emclassify.models import fit_svm
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (40, 5)), rng.normal(3, 1, (40, 5))])
+    y = np.array([0] * 40 + [2] * 40)  # class 1 of 3 absent
+    model, info = fit_svm(x, y, n_classes=3)
+    p = model(torch.tensor(x)).exp().numpy()
+    assert p.shape == (80, 3) and np.allclose(p.sum(1), 1, atol=1e-5)
+    assert p[:, 1].max() < 1e-6 and (p.argmax(1) == y).mean() > 0.95
