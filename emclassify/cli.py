@@ -310,6 +310,16 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_gui(args) -> int:
+    try:
+        from emclassify_gui.app import main as gui_main
+    except ImportError as exc:
+        print(f"emclassify gui: the desktop app needs PySide6 ({exc}); install it with "
+              "pip install 'emclassify[gui]'", file=sys.stderr)
+        return 4
+    return gui_main(args.gui_args)
+
+
 def cmd_models(args) -> int:
     from .models import architecture_table
 
@@ -417,6 +427,12 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--folds", type=int, default=5, help="default 5")
     cp.add_argument("--out", "-o", required=True, help="output folder")
     cp.set_defaults(func=cmd_compare)
+
+    g = sub.add_parser("gui", help="open the desktop application (same as emclassify-gui)",
+                       description="Open the desktop application. Options after 'gui' go to emclassify-gui "
+                       "(e.g. --selftest --screenshot shot.png).")
+    g.add_argument("gui_args", nargs=argparse.REMAINDER, help="options for emclassify-gui")
+    g.set_defaults(func=cmd_gui)
 
     m = sub.add_parser("models", help="list the architectures (markdown table)",
                        description="Print every registered architecture with parameters and MFLOP.")

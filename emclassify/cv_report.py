@@ -28,21 +28,22 @@ from .reports import write_json
 
 
 def _savefig(fig, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
 
 
-def plot_confusion(cm, classes: List[str], path: Path, title: str = "") -> Path:
-    """Heat map of a confusion matrix (rows = true): colour = share of the true class, text = count."""
-    import matplotlib
+def draw_confusion(fig, cm, classes: List[str], title: str = "") -> None:
+    """Draw a confusion-matrix heat map on ``fig`` (rows = true): colour = share of the true class, text = count.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    Used for the report PNG and the GUI's live view alike.
+    """
     cm = np.asarray(cm)
     share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     k = len(classes)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * k, 1.0 + 0.8 * k))
+    ax = fig.add_subplot(1, 1, 1)
     im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for i in range(k):
         for j in range(k):
@@ -54,37 +55,48 @@ def plot_confusion(cm, classes: List[str], path: Path, title: str = "") -> Path:
     ax.set_ylabel("true")
     ax.set_title(title or "confusion matrix (out-of-fold)")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
+
+
+def draw_curves(fig, histories, best_epochs=None, title_suffix: str = "") -> None:
+    """Training loss and validation macro-F1 by epoch, one line per run (fold) in ``histories``."""
+    a1, a2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    best_epochs = best_epochs or [0] * len(histories)
+    for i, (hist, best) in enumerate(zip(histories, best_epochs)):
+        ep = [h.epoch for h in hist]
+        label = f"fold {i + 1}" if len(histories) > 1 else "training"
+        a1.plot(ep, [h.train_loss for h in hist], label=label)
+        a2.plot(ep, [h.val_macro_f1 for h in hist], label=label)
+        if best:
+            a2.plot([best], [hist[best - 1].val_macro_f1], "k.", ms=8)
+    a1.set(xlabel="epoch", ylabel="training loss", title="training loss" + title_suffix)
+    a2.set(xlabel="epoch", ylabel="macro-F1", title="validation macro-F1 (dot = kept epoch)", ylim=(0, 1.02))
+    for a in (a1, a2):
+        a.grid(alpha=0.3)
+    if any(histories):
+        a2.legend(fontsize=7, loc="lower right")
+    else:
+        for a in (a1, a2):
+            a.text(0.5, 0.5, "no epochs (not an iterative model)", ha="center", va="center", transform=a.transAxes)
+
+
+def plot_confusion(cm, classes: List[str], path: Path, title: str = "") -> Path:
+    from matplotlib.figure import Figure
+
+    k = len(classes)
+    fig = Figure(figsize=(1.2 + 0.9 * k, 1.0 + 0.8 * k))
+    draw_confusion(fig, cm, classes, title)
     _savefig(fig, path)
-    plt.close(fig)
     return path
 
 
 def plot_curves(result: CVResult, path: Path) -> Path:
     """Per-fold training loss and validation macro-F1 by epoch."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
-    for f in result.fold_results:
-        ep = [h.epoch for h in f.history]
-        a1.plot(ep, [h.train_loss for h in f.history], label=f"fold {f.fold + 1}")
-        a2.plot(ep, [h.val_macro_f1 for h in f.history], label=f"fold {f.fold + 1}")
-        if f.best_epoch:
-            a2.plot([f.best_epoch], [f.history[f.best_epoch - 1].val_macro_f1], "k.", ms=8)
-    a1.set(xlabel="epoch", ylabel="training loss", title="training loss")
-    a2.set(xlabel="epoch", ylabel="macro-F1", title="validation macro-F1 (dot = kept epoch)", ylim=(0, 1.02))
-    for a in (a1, a2):
-        a.grid(alpha=0.3)
-    if result.fold_results and result.fold_results[0].history:
-        a2.legend(fontsize=7, loc="lower right")
-    else:
-        for a in (a1, a2):
-            a.text(0.5, 0.5, f"{result.arch}: no epochs (not an iterative model)", ha="center", va="center",
-                   transform=a.transAxes)
+    fig = Figure(figsize=(9, 3.4))
+    draw_curves(fig, [f.history for f in result.fold_results], [f.best_epoch for f in result.fold_results],
+                f" ({result.arch})")
     _savefig(fig, path)
-    plt.close(fig)
     return path
 
 

@@ -117,6 +117,12 @@ def test_truncated_rejected(tmp_path, grey8, ext):
     assert "cannot decode" in _reason(cut)
 
 
+def test_tiff_header_then_garbage_rejected(tmp_path):
+    p = tmp_path / "broken.tif"
+    p.write_bytes(b"II*\x00garbage")
+    assert "cannot decode TIFF" in _reason(p)
+
+
 def test_absurd_dimensions_rejected(tmp_path):
     p = write_tiff(tmp_path / "wide.tif", np.zeros((1, MAX_SIDE + 1), np.uint8))
     assert "larger than a particle crop" in _reason(p)

@@ -121,7 +121,9 @@ def _decode_tiff(path: PathLike, data: bytes) -> np.ndarray:
 
     with tifffile.TiffFile(io.BytesIO(data)) as tif:
         n_pages = len(tif.pages)
-        if n_pages != 1:
+        if n_pages == 0:
+            raise ImageReadError(path, "cannot decode TIFF (damaged or truncated file?): no readable image in it")
+        if n_pages > 1:
             raise ImageReadError(
                 path, f"multi-page TIFF ({n_pages} pages); one particle image per file is expected"
             )

@@ -1,0 +1,93 @@
+"""Recording a person's review of predictions: a labelled manifest plus an audit log.
+
+:class:`ReviewStore` writes into a destination folder of the user's choice
+(never the classified folder):
+
+- ``DEST/manifest.csv`` — ``path,label,mask,group``, one row per reviewed image,
+  the latest decision winning; paths point at the original files (relative to
+  DEST when possible, else absolute), so ``emclassify train DEST`` trains on the
+  reviewed particles without copying or touching them.
+- ``DEST/review_log.csv`` — append-only audit trail: ``time_utc, user, path,
+  sha256, model_sha256, predicted_class, confidence, label, action`` (action =
+  ``confirm`` or ``correct``).
+
+Both files are rewritten atomically on every decision.
+"""
+from __future__ import annotations
+
+import csv
+import getpass
+import io
+import os
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from .atomic import write_text_atomic
+from .modelfile import utc_now
+
+MANIFEST_COLUMNS = ["path", "label", "mask", "group"]
+LOG_COLUMNS = ["time_utc", "user", "path", "sha256", "model_sha256", "predicted_class", "confidence", "label",
+               "action"]
+
+
+def _read_rows(path: Path) -> List[Dict[str, str]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _csv(columns, rows) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, columns, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def current_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no login name (e.g. some containers): still record something
+        return os.environ.get("USERNAME") or os.environ.get("USER") or "unknown"
+
+
+class ReviewStore:
+    """Labelled manifest + audit log in ``dest`` (see module doc)."""
+
+    def __init__(self, dest, user: Optional[str] = None):
+        self.dest = Path(dest).resolve()
+        self.user = user or current_user()
+        self.manifest = self.dest / "manifest.csv"
+        self.log = self.dest / "review_log.csv"
+
+    def _ref(self, path: Optional[Path]) -> str:
+        if path is None:
+            return ""
+        path = Path(path).resolve()
+        try:
+            return Path(os.path.relpath(path, self.dest)).as_posix()
+        except ValueError:  # another drive on Windows
+            return str(path)
+
+    def labels(self) -> Dict[str, str]:
+        """Current label per image reference (as written in the manifest)."""
+        return {r["path"]: r["label"] for r in _read_rows(self.manifest)}
+
+    def record(self, image: Path, label: str, *, predicted: str = "", confidence: Optional[float] = None,
+               sha256: str = "", model_sha256: str = "", mask: Optional[Path] = None,
+               group: Optional[str] = None) -> None:
+        """Record that ``image`` is ``label`` (confirming the prediction when they agree)."""
+        if not label:
+            raise ValueError("a review needs a label")
+        self.dest.mkdir(parents=True, exist_ok=True)
+        ref = self._ref(image)
+        rows = {r["path"]: r for r in _read_rows(self.manifest)}
+        rows[ref] = {"path": ref, "label": label, "mask": self._ref(mask), "group": group or ""}
+        log = _read_rows(self.log)
+        log.append({"time_utc": utc_now(), "user": self.user, "path": ref, "sha256": sha256,
+                    "model_sha256": model_sha256, "predicted_class": predicted,
+                    "confidence": "" if confidence is None else f"{confidence:.6f}", "label": label,
+                    "action": "confirm" if label == predicted else "correct"})
+        write_text_atomic(self.manifest, _csv(MANIFEST_COLUMNS, rows.values()))
+        write_text_atomic(self.log, _csv(LOG_COLUMNS, log))

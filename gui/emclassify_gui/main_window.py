@@ -1,0 +1,85 @@
+"""The main window: Classify, Review, Train and Cross-validate views, settings that persist."""
+from __future__ import annotations
+
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QLabel, QMainWindow, QMessageBox, QTabWidget
+
+from emclassify import __version__, backend_description
+
+from .classify_tab import ClassifyTab
+from .review_tab import ReviewTab
+from .train_tab import CVTab, TrainTab
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, settings: QSettings | None = None):
+        super().__init__()
+        self.settings = settings or QSettings("emclassify", "emclassify")
+        self.setWindowTitle(f"emclassify {__version__}")
+        self.classify = ClassifyTab(self.settings)
+        self.review = ReviewTab(self.settings, self.classify)
+        self.train = TrainTab(self.settings)
+        self.cv = CVTab(self.settings)
+        self.tabs = QTabWidget()
+        for w, name in ((self.classify, "Classify"), (self.review, "Review"), (self.train, "Train"),
+                        (self.cv, "Cross-validate / compare")):
+            self.tabs.addTab(w, name)
+            w.status.connect(self.show_status)
+            w.error.connect(self.show_error)
+        self.setCentralWidget(self.tabs)
+        self.classify.finished.connect(self.review.refresh)
+        self.train.model_saved.connect(self.classify.set_model)
+        self.error_label = QLabel("")
+        self.error_label.setStyleSheet("color: #b03a2e")
+        self.statusBar().addPermanentWidget(self.error_label)
+        self.statusBar().showMessage(f"ops backend: {backend_description()}")
+        self._menus()
+        geometry = self.settings.value("window/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1200, 820)
+        self.tabs.setCurrentIndex(int(self.settings.value("window/tab", 0)))
+
+    def _menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        for text, slot, key in (("Open image folder…", self.classify.pick_folder, "Ctrl+O"),
+                                ("Open model…", self.classify.pick_model, "Ctrl+M"),
+                                ("Export CSV…", self.classify.export_dialog, None)):
+            act = QAction(text, self)
+            act.triggered.connect(slot)
+            if key:
+                act.setShortcut(QKeySequence(key))
+            file_menu.addAction(act)
+        file_menu.addSeparator()
+        quit_act = QAction("Quit", self)
+        quit_act.setShortcut(QKeySequence.Quit)
+        quit_act.triggered.connect(self.close)
+        file_menu.addAction(quit_act)
+        help_menu = self.menuBar().addMenu("&Help")
+        about = QAction("About emclassify", self)
+        about.triggered.connect(self.about)
+        help_menu.addAction(about)
+
+    def about(self) -> None:
+        QMessageBox.about(self, "About emclassify",
+                          f"emclassify {__version__}\nClassify TEM particle images with auditable CSV records.\n"
+                          f"ops backend: {backend_description()}")
+
+    def show_status(self, text: str) -> None:
+        self.error_label.setText("")
+        self.statusBar().showMessage(text, 15000)
+
+    def show_error(self, text: str) -> None:
+        self.error_label.setText(text if len(text) < 160 else text[:157] + "…")
+        self.error_label.setToolTip(text)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        for tab in (self.classify, self.review, self.train, self.cv):
+            if tab.job is not None:
+                tab.job.stop_and_wait()
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/tab", self.tabs.currentIndex())
+        self.settings.sync()
+        super().closeEvent(event)

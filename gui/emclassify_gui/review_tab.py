@@ -1,0 +1,227 @@
+"""Review predictions, least confident first: large view with mask outline and saliency, confirm or correct.
+
+Decisions go to a labelled manifest + audit log (:class:`emclassify.review.ReviewStore`) in a
+folder the user picks; the classified folder is never modified.
+Keys: Enter/Space confirm, 1–9 correct to that class, Left/Right previous/next.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QIcon, QKeySequence, QPixmap, QShortcut
+from PySide6.QtWidgets import (QCheckBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem,
+                               QPushButton, QSplitter, QVBoxLayout, QWidget)
+
+from emclassify.inference import Classifier, FileResult
+from emclassify.io import ImageReadError, read_image, read_mask
+from emclassify.review import ReviewStore, current_user
+from emclassify.saliency import saliency_map
+
+from .imaging import compose
+from .workers import Job
+
+
+def saliency_job(report, cancel, classifier: Classifier, image, mask):
+    return saliency_map(classifier, image, mask)
+
+
+class ReviewTab(QWidget):
+    status = Signal(str)
+    error = Signal(str)
+
+    def __init__(self, settings, classify_tab):
+        super().__init__()
+        self.settings = settings
+        self.classify_tab = classify_tab
+        self.items: List[FileResult] = []
+        self.current: Optional[int] = None
+        self.classifier: Optional[Classifier] = None
+        self.image = self.mask = self.saliency = None
+        self.job: Optional[Job] = None
+
+        self.gallery = QListWidget()
+        self.gallery.setViewMode(QListWidget.IconMode)
+        self.gallery.setIconSize(QSize(72, 72))
+        self.gallery.setResizeMode(QListWidget.Adjust)
+        self.gallery.setMovement(QListWidget.Static)
+        self.gallery.currentRowChanged.connect(self.show_item)
+        self.view = QLabel("Classify a folder first; its least confident particles appear here.")
+        self.view.setAlignment(Qt.AlignCenter)
+        self.view.setMinimumSize(320, 320)
+        self.info = QLabel("")
+        self.info.setWordWrap(True)
+        self.show_mask = QCheckBox("mask outline")
+        self.show_mask.setChecked(True)
+        self.show_sal = QCheckBox("saliency (what drove the decision)")
+        self.show_sal.setChecked(True)
+        for cb in (self.show_mask, self.show_sal):
+            cb.toggled.connect(self.redraw)
+        self.dest = QLineEdit(settings.value("review/dest", ""))
+        self.dest.setPlaceholderText("folder for reviewed labels (manifest.csv + review_log.csv)")
+        pick = QPushButton("Labels folder…")
+        pick.clicked.connect(self.pick_dest)
+        self.user = QLineEdit(settings.value("review/user", current_user()))
+        self.user.setMaximumWidth(160)
+        self.confirm_btn = QPushButton("Confirm  (Enter)")
+        self.confirm_btn.clicked.connect(self.confirm)
+        self.class_buttons = QHBoxLayout()
+        self.message = QLabel("")
+        self.message.setStyleSheet("color: #b03a2e")
+        self.message.setWordWrap(True)
+
+        right = QWidget()
+        rv = QVBoxLayout(right)
+        rv.addWidget(self.view, 1)
+        toggles = QHBoxLayout()
+        toggles.addWidget(self.show_mask)
+        toggles.addWidget(self.show_sal)
+        toggles.addStretch(1)
+        rv.addLayout(toggles)
+        rv.addWidget(self.info)
+        dest_row = QHBoxLayout()
+        dest_row.addWidget(self.dest, 1)
+        dest_row.addWidget(pick)
+        dest_row.addWidget(QLabel("reviewer:"))
+        dest_row.addWidget(self.user)
+        rv.addLayout(dest_row)
+        decide = QHBoxLayout()
+        decide.addWidget(self.confirm_btn)
+        decide.addWidget(QLabel("or correct to:"))
+        decide.addLayout(self.class_buttons)
+        decide.addStretch(1)
+        rv.addLayout(decide)
+        rv.addWidget(self.message)
+        split = QSplitter()
+        split.addWidget(self.gallery)
+        split.addWidget(right)
+        split.setStretchFactor(0, 1)
+        split.setStretchFactor(1, 2)
+        QVBoxLayout(self).addWidget(split)
+
+        for key in (Qt.Key_Return, Qt.Key_Enter, Qt.Key_Space):
+            QShortcut(QKeySequence(key), self, self.confirm)
+        QShortcut(QKeySequence(Qt.Key_Right), self, lambda: self.step(1))
+        QShortcut(QKeySequence(Qt.Key_Left), self, lambda: self.step(-1))
+        for k in range(1, 10):
+            QShortcut(QKeySequence(str(k)), self, lambda k=k: self.correct_index(k - 1))
+
+    # ------------------------------------------------------------------ content
+    def refresh(self) -> None:
+        """Load the classify tab's ok results, least confident first."""
+        tab = self.classify_tab
+        if tab.trained is None:
+            return
+        self.classifier = None
+        self.items = sorted((r for r in tab.model.rows if r.ok), key=lambda r: r.confidence)
+        self.gallery.clear()
+        for r in self.items:
+            item = QListWidgetItem(f"{r.predicted_class}\n{r.confidence:.2f}")
+            pix = tab.thumbs.get(tab.model.root / r.path)
+            if pix is not None:
+                item.setIcon(QIcon(pix))
+            item.setToolTip(r.path)
+            self.gallery.addItem(item)
+        while self.class_buttons.count():
+            w = self.class_buttons.takeAt(0).widget()
+            if w:
+                w.deleteLater()
+        for i, c in enumerate(tab.trained.card.classes):
+            b = QPushButton(f"{i + 1}: {c}")
+            b.clicked.connect(lambda _=False, i=i: self.correct_index(i))
+            self.class_buttons.addWidget(b)
+        if self.items:
+            self.gallery.setCurrentRow(0)
+
+    def step(self, delta: int) -> None:
+        if self.items:
+            self.gallery.setCurrentRow(max(0, min(len(self.items) - 1, self.gallery.currentRow() + delta)))
+
+    def show_item(self, row: int) -> None:
+        if row < 0 or row >= len(self.items):
+            return
+        self.current = row
+        r = self.items[row]
+        root = self.classify_tab.model.root
+        self.message.setText("")
+        try:
+            self.image = read_image(root / r.path).array
+            self.mask = read_mask(root / r.mask, self.image.shape) if r.mask else None
+        except ImageReadError as exc:
+            self.image = self.mask = None
+            self.message.setText(str(exc))
+            return
+        self.saliency = None
+        probs = ", ".join(f"{c} {p:.3f}" for c, p in zip(self.classify_tab.model.classes, r.probabilities))
+        self.info.setText(f"<b>{r.path}</b><br>predicted <b>{r.predicted_class}</b> "
+                          f"(confidence {r.confidence:.3f}); {probs}")
+        self.redraw()
+        self.compute_saliency()
+
+    def compute_saliency(self) -> None:
+        if self.image is None or self.classify_tab.trained is None:
+            return
+        if self.job is not None and self.job.is_running():
+            self.job.cancel.cancel()
+        if self.classifier is None:
+            self.classifier = Classifier(self.classify_tab.trained, device="cpu")
+        row = self.current
+        self.job = Job(saliency_job, self.classifier, self.image, self.mask)
+        self.job.done.connect(lambda sal, row=row: self._saliency_ready(row, sal))
+        self.job.failed.connect(self.message.setText)
+        self.job.start(self)
+
+    def _saliency_ready(self, row, sal) -> None:
+        if row == self.current:
+            self.saliency = sal
+            if sal is None:
+                self.show_sal.setText("saliency (not available for the SVM)")
+            self.redraw()
+
+    def redraw(self, *_):
+        if self.image is None:
+            return
+        qimg = compose(self.image, self.mask, self.saliency, self.show_mask.isChecked(), self.show_sal.isChecked())
+        pix = QPixmap.fromImage(qimg)
+        self.view.setPixmap(pix.scaled(self.view.size() * 0.95, Qt.KeepAspectRatio, Qt.SmoothTransformation))
+
+    # ------------------------------------------------------------------ decisions
+    def pick_dest(self) -> None:
+        d = QFileDialog.getExistingDirectory(self, "Folder for reviewed labels", self.dest.text())
+        if d:
+            self.dest.setText(d)
+
+    def confirm(self) -> None:
+        if self.current is not None:
+            self.record(self.items[self.current].predicted_class)
+
+    def correct_index(self, k: int) -> None:
+        classes = self.classify_tab.model.classes
+        if self.current is not None and 0 <= k < len(classes):
+            self.record(classes[k])
+
+    def record(self, label: str) -> None:
+        dest = self.dest.text().strip()
+        root = self.classify_tab.model.root
+        if not dest:
+            self.message.setText("Choose a folder for the reviewed labels first (Labels folder…).")
+            return
+        if Path(dest).resolve() == root or root in Path(dest).resolve().parents:
+            self.message.setText("Choose a labels folder outside the classified folder: it is never modified.")
+            return
+        r = self.items[self.current]
+        trained = self.classify_tab.trained
+        try:
+            ReviewStore(dest, user=self.user.text().strip() or None).record(
+                root / r.path, label, predicted=r.predicted_class, confidence=r.confidence, sha256=r.sha256,
+                model_sha256=trained.sha256 if trained else "", mask=(root / r.mask) if r.mask else None)
+        except (OSError, ValueError) as exc:
+            self.message.setText(f"could not save the review to {dest}: {exc}")
+            return
+        self.settings.setValue("review/dest", dest)
+        self.settings.setValue("review/user", self.user.text())
+        item = self.gallery.item(self.current)
+        item.setText(f"✓ {label}\n{r.confidence:.2f}")
+        self.status.emit(f"{r.path}: {'confirmed' if label == r.predicted_class else 'corrected to'} {label}")
+        self.step(1)

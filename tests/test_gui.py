@@ -1,0 +1,214 @@
+"""The desktop app driven through its real widgets (pytest-qt, offscreen). Screenshots go to a temp dir."""
+from __future__ import annotations
+
+import csv
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6", reason="the GUI needs PySide6 (pip install 'emclassify[gui]')")
+
+from PySide6.QtCore import QSettings, Qt  # noqa: E402
+
+from emclassify import synth  # noqa: E402
+from emclassify.batch import run_batch  # noqa: E402
+
+from conftest import write_tiff  # noqa: E402
+
+SHOTS = os.environ.get("EMCLASSIFY_SCREENSHOTS")
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    from emclassify_gui.main_window import MainWindow
+
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+    w = MainWindow(settings)
+    w.resize(1200, 820)
+    qtbot.addWidget(w)
+    w.show()
+    yield w
+    w.close()
+
+
+def shot(window, tmp_path, name):
+    folder = SHOTS or str(tmp_path)
+    path = os.path.join(folder, f"{name}.png")
+    assert window.grab().save(path, "PNG")
+    return path
+
+
+@pytest.fixture
+def folder_with_corrupt_file(tmp_path):
+    root = tmp_path / "particles"
+    for i, it in enumerate(synth.iter_particles("lamellarity", 20, seed=4, proportions=(0.6, 0.3, 0.1))):
+        write_tiff(root / it.label / f"p{i:02d}.tif", it.image)
+        write_tiff(root / "masks" / it.label / f"p{i:02d}.tif", it.mask)
+    (root / "broken.tif").write_bytes(b"II*\x00garbage")
+    return root
+
+
+def run_classify(qtbot, window, folder, model=None):
+    tab = window.classify
+    tab.folder.setText(str(folder))
+    if model:
+        assert tab.set_model(str(model))
+    with qtbot.waitSignal(tab.finished, timeout=120_000):
+        qtbot.mouseClick(tab.run_btn, Qt.LeftButton)
+    return tab
+
+
+def test_classify_folder_rows_error_progress_export(qtbot, window, folder_with_corrupt_file, tmp_path):
+    tab = run_classify(qtbot, window, folder_with_corrupt_file)
+    assert len(tab.model.rows) == 21
+    assert tab.progress.value() == tab.progress.maximum() == 21
+    assert "broken.tif" in tab.message.text() and "cannot decode" in tab.message.text()
+    # filters: errors only, a class, a confidence threshold
+    tab.errors_only.setChecked(True)
+    assert tab.proxy.rowCount() == 1
+    tab.errors_only.setChecked(False)
+    tab.conf_filter.setValue(0.0)
+    assert tab.proxy.rowCount() == 0
+    tab.conf_filter.setValue(1.0)
+    tab.class_filter.setCurrentIndex(1)
+    cls = tab.class_filter.currentData()
+    assert tab.proxy.rowCount() == sum(r.predicted_class == cls for r in tab.model.rows)
+    # sorting by confidence (column 3) ascending
+    tab.table.sortByColumn(3, Qt.AscendingOrder)
+    shot(window, tmp_path, "classify")
+    # export equals what `emclassify batch` writes for the same folder and model
+    exported = tab.export(tmp_path / "gui.csv")
+    run_batch(folder_with_corrupt_file, out=tmp_path / "batch.csv")
+    assert exported.read_text() == (tmp_path / "batch.csv").read_text()
+    assert (tmp_path / "gui.summary.json").is_file()
+    # composition chart and adjusted percentages shown
+    assert "adjusted" in tab.composition.text()
+
+
+def test_cancel_mid_run_keeps_what_is_done(qtbot, window, tmp_path):
+    root = tmp_path / "many"
+    for i, it in enumerate(synth.iter_particles("lamellarity", 160, seed=2)):
+        write_tiff(root / f"p{i:03d}.tif", it.image)
+    tab = window.classify
+    tab.folder.setText(str(root))
+    with qtbot.waitSignal(tab.finished, timeout=120_000):
+        tab.run()
+        qtbot.waitUntil(lambda: len(tab.model.rows) > 0, timeout=60_000)
+        tab.cancel()
+    assert 0 < len(tab.model.rows) < 160
+    assert "cancelled" in tab.progress_label.text()
+    assert tab.export_btn.isEnabled()
+
+
+def test_review_correction_written_to_sidecar(qtbot, window, folder_with_corrupt_file, tmp_path):
+    run_classify(qtbot, window, folder_with_corrupt_file)
+    review = window.review
+    assert len(review.items) == 20
+    confs = [r.confidence for r in review.items]
+    assert confs == sorted(confs)  # least confident first
+    qtbot.waitUntil(lambda: review.saliency is not None, timeout=30_000)
+    shot(window.review, tmp_path, "review")
+    labels_dir = tmp_path / "reviewed"
+    review.dest.setText(str(labels_dir))
+    first = review.items[0]
+    other = next(c for c in window.classify.model.classes if c != first.predicted_class)
+    review.correct_index(window.classify.model.classes.index(other))
+    second = review.items[1]
+    review.confirm()
+    with open(labels_dir / "review_log.csv", newline="") as fh:
+        log = list(csv.DictReader(fh))
+    assert [r["action"] for r in log] == ["correct", "confirm"]
+    assert log[0]["label"] == other and log[0]["predicted_class"] == first.predicted_class and log[0]["user"]
+    assert log[0]["sha256"] == first.sha256 and log[0]["time_utc"]
+    from emclassify.io import load_dataset
+
+    ds = load_dataset(labels_dir)  # the corrections are a dataset training can use
+    assert {s.label for s in ds.samples} == {other, second.predicted_class}
+    assert all(s.mask is not None for s in ds.samples)
+    # nothing was written into the classified folder
+    assert not any(p.suffix == ".csv" for p in folder_with_corrupt_file.rglob("*"))
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    synth.generate(root, "lamellarity", 48, seed=3, proportions=(0.5, 0.3, 0.2))
+    return root
+
+
+def test_short_training_run_produces_loadable_model(qtbot, window, tiny_dataset, tmp_path):
+    tab = window.tabs.widget(2)
+    tab.dataset.setText(str(tiny_dataset))
+    tab.out.setText(str(tmp_path / "gui-model.safetensors"))
+    tab.form.arch.setCurrentText("lipnet1")
+    tab.form.size.setValue(24)
+    tab.form.epochs.setValue(2)
+    with qtbot.waitSignal(tab.finished, timeout=120_000):
+        qtbot.mouseClick(tab.start_btn, Qt.LeftButton)
+    assert tab.message.text() == ""
+    assert len(tab.history) == 2
+    window.tabs.setCurrentIndex(2)
+    shot(window, tmp_path, "train")
+    from emclassify.modelfile import load_model
+
+    trained = load_model(tmp_path / "gui-model.safetensors")
+    assert trained.card.arch == "lipnet1" and trained.card.training["epochs"] == 2
+    assert window.classify.model_path.text() == str(tmp_path / "gui-model.safetensors")
+
+
+def test_cv_view_shows_confusion_matrix_and_exports(qtbot, window, tiny_dataset, tmp_path):
+    tab = window.cv
+    tab.dataset.setText(str(tiny_dataset))
+    for a, cb in tab.arch_boxes.items():
+        cb.setChecked(a in ("lipnet1", "svm"))
+    tab.folds.setValue(2)
+    tab.form.size.setValue(24)
+    tab.form.epochs.setValue(2)
+    with qtbot.waitSignal(tab.finished, timeout=300_000):
+        tab.run()
+    assert tab.message.text() == ""
+    assert tab.show_arch.count() == 2
+    assert tab.table.rowCount() == 3 and tab.table.columnCount() == 6
+    assert "lipnet1 vs svm" in tab.verdict.text()
+    assert tab.confusion.figure.axes  # the heat map was drawn
+    window.tabs.setCurrentIndex(3)
+    shot(window, tmp_path, "cross-validate")
+    report = tab.export(tmp_path / "report")
+    assert report.name == "compare.md" and (tmp_path / "report" / "svm" / "confusion.png").is_file()
+
+
+def test_bad_folder_shows_plain_error(qtbot, window, tmp_path):
+    tab = window.classify
+    tab.folder.setText(str(tmp_path / "nope"))
+    tab.run()
+    assert "not a folder" in tab.message.text()
+    assert "not a folder" in window.error_label.text()
+
+
+def test_settings_persist(qtbot, tmp_path, folder_with_corrupt_file):
+    from emclassify_gui.main_window import MainWindow
+
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat)
+    w = MainWindow(settings)
+    qtbot.addWidget(w)
+    w.classify.folder.setText(str(folder_with_corrupt_file))
+    with qtbot.waitSignal(w.classify.finished, timeout=120_000):
+        w.classify.run()
+    w.tabs.setCurrentIndex(1)
+    w.close()
+    again = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))
+    qtbot.addWidget(again)
+    assert again.classify.folder.text() == str(folder_with_corrupt_file)
+    assert again.tabs.currentIndex() == 1
+
+
+def test_selftest_entry_point(tmp_path):
+    import subprocess
+    import sys
+
+    png = tmp_path / "selftest.png"
+    r = subprocess.run([sys.executable, "-m", "emclassify_gui", "--selftest", "--screenshot", str(png)],
+                       capture_output=True, text=True, env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert r.returncode == 0, r.stderr
+    assert "selftest: OK" in r.stdout and png.read_bytes()[:4] == b"\x89PNG"
