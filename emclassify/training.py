@@ -284,6 +284,44 @@ def predict_logits(model: nn.Module, x: torch.Tensor, features: Optional[np.ndar
     return torch.cat(outs) if outs else torch.zeros((0, getattr(model, "num_classes", 0)))
 
 
+PRECISE_BN_SAMPLES = 1024
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, train: InputSet, device: torch.device, gen: torch.Generator,
+                          n: int = PRECISE_BN_SAMPLES, batch_size: int = 128) -> None:
+    """Re-estimate batch-norm statistics on clean (un-augmented) training images, dropout off.
+
+    Why: the running statistics gathered during training mix augmented inputs and
+    dropout noise (dropout before batch-norm shifts the variance seen at inference),
+    which made validation scores jump from epoch to epoch and early stopping pick
+    epochs by luck. Measured on NanoShapes (BENCHMARKS.md): validation macro-F1 per
+    epoch becomes smooth, test accuracy unchanged, ~15 % more time per epoch.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the recalibration batches
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.eval()
+    idx = torch.randperm(train.labels.shape[0], generator=gen)[:n]
+    fused = input_kind(model) == "image+features"
+    for start in range(0, idx.numel(), batch_size):
+        b = idx[start : start + batch_size]
+        if b.numel() < 2:
+            continue
+        xb = train.x[b].to(device)
+        model(xb, torch.as_tensor(train.features[b.numpy()]).to(device)) if fused else model(xb)
+    for m, mom in zip(bns, momenta):
+        m.momentum = mom
+    model.eval()
+
+
 def fit(train: InputSet, val: InputSet, n_classes: int, cfg: TrainConfig,
         on_epoch: Optional[Callable[[EpochLog], None]] = None,
         cancel: Optional[CancelToken] = None) -> FitResult:
@@ -335,6 +373,7 @@ def fit(train: InputSet, val: InputSet, n_classes: int, cfg: TrainConfig,
                     sched.step()
                 total += float(loss.detach()) * idx.numel()
                 count += idx.numel()
+            recalibrate_batchnorm(model, train, device, gen)
             logits = predict_logits(model, val.x, val.features, device)
             pred = logits.argmax(1) if logits.numel() else torch.zeros(0, dtype=torch.long)
             summ = metrics.summary(metrics.confusion_matrix(val.labels, pred, n_classes),

@@ -3,6 +3,7 @@
 
 - ``emclassify/data/samples/``: a small synthetic lamellarity folder (images, masks,
   manifest) that the README's main command classifies.
+- ``packaging/linux/emclassify.png``, ``packaging/windows/emclassify.ico`` (``--icons``): the app icon.
 - ``emclassify/data/models/lamellarity-lipnet-fcn.safetensors``: the default model,
   a lipnet-fcn trained on synthetic lamellarity particles, with its card (training
   settings, validation metrics and confusion matrix, test on a natural-prevalence set).
@@ -101,13 +102,36 @@ def make_model(root: Path, epochs: int) -> None:
     print(f"model: {path} ({path.stat().st_size / 1024:.0f} KiB) in {time.time() - t0:.0f} s")
 
 
+def make_icons(packaging: Path) -> None:
+    """The app icon: a multilamellar vesicle, drawn (PNG for Linux, multi-size ICO for Windows)."""
+    from PIL import Image, ImageDraw
+
+    side = 256
+    img = Image.new("RGBA", (side, side), (0, 0, 0, 0))
+    d = ImageDraw.Draw(img)
+    d.rounded_rectangle([8, 8, side - 8, side - 8], radius=48, fill=(226, 232, 240, 255))
+    c = side / 2
+    for r, w in ((92, 9), (70, 8), (50, 7)):
+        d.ellipse([c - r, c - r * 0.9, c + r, c + r * 0.9], outline=(40, 62, 92, 255), width=w)
+    d.ellipse([c - 30, c - 27, c + 30, c + 27], fill=(120, 140, 165, 255))
+    (packaging / "linux").mkdir(exist_ok=True)
+    (packaging / "windows").mkdir(exist_ok=True)
+    img.save(packaging / "linux" / "emclassify.png")
+    img.save(packaging / "windows" / "emclassify.ico", sizes=[(16, 16), (32, 32), (48, 48), (64, 64), (256, 256)])
+    print(f"icons in {packaging}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", action="store_true", help="only rebuild the sample folder")
     ap.add_argument("--model", action="store_true", help="only retrain the default model")
+    ap.add_argument("--icons", action="store_true", help="only redraw the app icons")
     ap.add_argument("--epochs", type=int, default=30)
     args = ap.parse_args(argv)
     root = data_dir()
+    if args.icons:
+        make_icons(Path(__file__).resolve().parent)
+        return 0
     both = not (args.samples or args.model)
     if args.samples or both:
         make_samples(root)
