@@ -262,7 +262,12 @@ def format_card(card: ModelCard, path=None, sha256: str = "") -> str:
         lines += [f"  {k}: {_fmt(v)}" for k, v in card.data.items()]
     if card.training:
         lines.append("training:")
-        lines += [f"  {k}: {_fmt(v)}" for k, v in card.training.items()]
+        for k, v in card.training.items():
+            if k == "history" and isinstance(v, list):
+                f1 = ", ".join(f"{h.get('val_macro_f1', 0):.3f}" for h in v)
+                lines.append(f"  history: {len(v)} epochs; validation macro-F1 by epoch: {f1}")
+            else:
+                lines.append(f"  {k}: {_fmt(v)}")
     if card.metrics:
         lines.append("metrics:")
         lines += _fmt_metrics(card.metrics, card.classes, indent="  ")

@@ -427,8 +427,10 @@ def holdout_split(labels: np.ndarray, groups: Optional[Sequence], fraction: floa
     labels = np.asarray(labels)
     n_splits = max(2, int(round(1 / fraction)))
     min_count = int(np.bincount(labels).min()) if len(labels) else 0
-    if groups is not None and all(g is not None for g in groups) and len(set(groups)) >= n_splits:
-        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    n_groups = len(set(groups)) if groups is not None and all(g is not None for g in groups) else 0
+    if n_groups >= 2:
+        # Few groups: a larger validation share, but never a group on both sides.
+        splitter = StratifiedGroupKFold(n_splits=min(n_splits, n_groups), shuffle=True, random_state=seed)
         train_idx, val_idx = next(splitter.split(np.zeros(len(labels)), labels, np.asarray(groups)))
     elif min_count >= 2:
         splitter = StratifiedKFold(n_splits=min(n_splits, min_count), shuffle=True, random_state=seed)

@@ -120,3 +120,15 @@ def test_train_save_load_batch_round_trip(lamellarity_set, tmp_path, arch, mode)
     for s, p in zip(samples, probs):
         got = [float(rows[s.relpath][f"prob_{c}"]) for c in card.classes]
         assert got == pytest.approx(p.tolist(), abs=1e-5)
+
+
+@pytest.mark.parametrize("n_groups", [3, 12])
+def test_holdout_split_keeps_groups_together(n_groups):
+    from emclassify.training import holdout_split
+
+    groups = [f"g{i % n_groups}" for i in range(120)]
+    labels = np.array([i % 3 for i in range(120)])
+    tr, va = holdout_split(labels, groups, 0.15, seed=0)
+    assert len(tr) + len(va) == 120 and len(va) > 0
+    assert not ({groups[i] for i in tr} & {groups[i] for i in va})
+    assert (holdout_split(labels, groups, 0.15, seed=0)[1] == va).all()

@@ -7,7 +7,7 @@ from typing import Optional
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGridLayout,
-                               QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QPushButton, QSpinBox,
+                               QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPlainTextEdit, QPushButton, QSpinBox,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from emclassify.cv_report import write_compare_report, write_cv_report
@@ -268,6 +268,7 @@ class CVTab(QWidget):
         self.show_arch.currentIndexChanged.connect(self.show_selected)
         self.confusion = ConfusionChart(4.5, 3.6)
         self.table = QTableWidget()
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
         self.verdict = QLabel("")
         self.verdict.setWordWrap(True)
         self.verdict.setTextFormat(Qt.RichText)
