@@ -207,18 +207,25 @@ def _load_bar(label: str):
     return update
 
 
+def _prepare(args, command: str):
+    """Settings and dataset for train/cv/compare: ``(pcfg, tcfg, dataset)``, or an exit code."""
+    try:
+        pcfg, tcfg = _configs(args)
+    except ValueError as exc:
+        print(f"emclassify {command}: {exc}", file=sys.stderr)
+        return 2
+    ds = _load_dataset(args.dataset)
+    return 4 if ds is None else (pcfg, tcfg, ds)
+
+
 def cmd_train(args) -> int:
     from .modelfile import format_card
     from .training import train
 
-    try:
-        pcfg, tcfg = _configs(args)
-    except ValueError as exc:
-        print(f"emclassify train: {exc}", file=sys.stderr)
-        return 2
-    ds = _load_dataset(args.dataset)
-    if ds is None:
-        return 4
+    prepared = _prepare(args, "train")
+    if isinstance(prepared, int):
+        return prepared
+    pcfg, tcfg, ds = prepared
     try:
         outcome = train(ds, pcfg, tcfg, args.out, on_epoch=_EpochPrinter(), on_load=_load_bar("decoding"),
                         name=args.name or "", problem=args.problem or "")
@@ -260,14 +267,10 @@ def cmd_cv(args) -> int:
     from .cv_report import write_cv_report
     from .evaluation import cross_validate
 
-    try:
-        pcfg, tcfg = _configs(args)
-    except ValueError as exc:
-        print(f"emclassify cv: {exc}", file=sys.stderr)
-        return 2
-    ds = _load_dataset(args.dataset)
-    if ds is None:
-        return 4
+    prepared = _prepare(args, "cv")
+    if isinstance(prepared, int):
+        return prepared
+    pcfg, tcfg, ds = prepared
     try:
         result = cross_validate(ds, pcfg, tcfg, k=args.folds, on_progress=_cv_progress(False))
     except ValueError as exc:
@@ -286,15 +289,11 @@ def cmd_compare(args) -> int:
     from .cv_report import write_compare_report
     from .evaluation import compare
 
-    try:
-        pcfg, tcfg = _configs(args)
-    except ValueError as exc:
-        print(f"emclassify compare: {exc}", file=sys.stderr)
-        return 2
+    prepared = _prepare(args, "compare")
+    if isinstance(prepared, int):
+        return prepared
+    pcfg, tcfg, ds = prepared
     archs = [a.strip() for a in args.archs.split(",") if a.strip()]
-    ds = _load_dataset(args.dataset)
-    if ds is None:
-        return 4
     try:
         comp = compare(ds, archs, pcfg, tcfg, k=args.folds, on_progress=_cv_progress(True))
     except ValueError as exc:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,8 @@ import pytest
 import tifffile
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Feature cache in a throwaway folder: tests neither read nor fill the user's ~/.cache.
+os.environ.setdefault("EMCLASSIFY_CACHE", tempfile.mkdtemp(prefix="emclassify-test-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
 NANOSHAPES = Path(os.environ.get("EMCLASSIFY_NANOSHAPES", REPO.parent / "shared" / "data" / "nanoshapes"))

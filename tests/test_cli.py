@@ -61,3 +61,22 @@ def test_synth_command(tmp_path, capsys):
 def test_models_table(capsys):
     assert main(["models"]) == 0
     assert "`lipnet4`" in capsys.readouterr().out
+
+
+def test_train_cv_compare_commands(tmp_path, capsys):
+    from emclassify import synth
+
+    data = tmp_path / "data"
+    synth.generate(data, "lamellarity", 45, seed=1, proportions=(0.4, 0.4, 0.2))
+    fast = ["--size", "24", "--epochs", "1", "--batch-size", "16"]
+    assert main(["train", str(data), "--arch", "lipnet1", *fast, "--out", str(tmp_path / "m.safetensors")]) == 0
+    assert "validation (" in capsys.readouterr().out
+    assert main(["cv", str(data), "--arch", "lipnet1", "--folds", "2", *fast, "--out", str(tmp_path / "cv")]) == 0
+    assert json.loads((tmp_path / "cv" / "metrics.json").read_text())["n_folds"] == 2
+    assert main(["compare", str(data), "--archs", "lipnet1,svm", "--folds", "2", *fast,
+                 "--out", str(tmp_path / "cmp")]) == 0
+    assert "lipnet1 vs svm:" in capsys.readouterr().out
+    assert main(["train", str(tmp_path / "nothing"), "--out", str(tmp_path / "x.safetensors")]) == 4
+    with pytest.raises(SystemExit) as e:  # argparse rejects an unknown strategy by name
+        main(["cv", str(data), "--balance", "magic", "--out", str(tmp_path / "y")])
+    assert e.value.code == 2
