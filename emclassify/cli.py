@@ -155,7 +155,7 @@ def _configs(args):
 
     pcfg = PreprocessConfig(mode=args.mode, size=args.size, margin=args.margin, normalize=args.normalize,
                             mean=args.mean, std=args.std)
-    tcfg = TrainConfig(arch=getattr(args, "arch", "lipnet-fcn") or "lipnet-fcn", epochs=args.epochs,
+    tcfg = TrainConfig(arch=getattr(args, "arch", None) or TrainConfig.arch, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                        label_smoothing=args.label_smoothing, dropout=args.dropout, patience=args.patience,
                        val_fraction=args.val_fraction, augment=not args.no_augment, balance=args.balance,

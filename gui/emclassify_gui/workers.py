@@ -28,6 +28,10 @@ class Job(QObject):
     done = Signal(object)
     failed = Signal(str)
 
+    # Jobs still running, so Python keeps them alive even when the view that started one
+    # has already replaced its reference (e.g. clicking through the review gallery quickly).
+    _running: "set[Job]" = set()
+
     def __init__(self, fn, *args, **kwargs):
         super().__init__()
         self.fn, self.args, self.kwargs = fn, args, kwargs
@@ -51,6 +55,8 @@ class Job(QObject):
         self.thread.started.connect(self.run)
         self.done.connect(self.thread.quit)
         self.failed.connect(self.thread.quit)
+        Job._running.add(self)
+        self.thread.finished.connect(lambda: Job._running.discard(self))
         self.thread.start()
         return self
 
