@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
 import platform
 import sys
 from dataclasses import dataclass, field
@@ -253,7 +252,7 @@ def format_card(card: ModelCard, path=None, sha256: str = "") -> str:
         f"input:         mode={p.mode} size={p.size}x{p.size} margin={p.margin}px normalise={p.normalize}"
         + (f" (mean={p.mean}, std={p.std})" if p.normalize == "fixed" else ""),
         f"created:       {card.created}",
-        f"software:      " + ", ".join(f"{k} {v}" for k, v in card.software.items() if k != "platform"),
+        "software:      " + ", ".join(f"{k} {v}" for k, v in card.software.items() if k != "platform"),
     ]
     if card.description:
         lines.append(f"description:   {card.description}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import os
 
-import numpy as np
 import pytest
 
 pytest.importorskip("PySide6", reason="the GUI needs PySide6 (pip install 'emclassify[gui]')")

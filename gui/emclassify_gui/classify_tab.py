@@ -20,6 +20,7 @@ from emclassify.reports import summary_path_for, write_csv, write_json
 
 from .charts import CompositionChart
 from .imaging import ThumbnailCache
+from .widgets import error_label
 from .workers import Job
 
 SORT_ROLE = Qt.UserRole + 1
@@ -194,9 +195,7 @@ class ClassifyTab(QWidget):
         self.export_btn.clicked.connect(self.export_dialog)
         self.progress = QProgressBar()
         self.progress_label = QLabel("")
-        self.message = QLabel("")
-        self.message.setWordWrap(True)
-        self.message.setStyleSheet("color: #b03a2e")
+        self.message = error_label()
 
         self.class_filter = QComboBox()
         self.class_filter.addItem("all classes", "")

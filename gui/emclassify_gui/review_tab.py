@@ -20,6 +20,7 @@ from emclassify.review import ReviewStore, current_user
 from emclassify.saliency import saliency_map
 
 from .imaging import compose
+from .widgets import error_label
 from .workers import Job
 
 
@@ -67,9 +68,7 @@ class ReviewTab(QWidget):
         self.confirm_btn = QPushButton("Confirm  (Enter)")
         self.confirm_btn.clicked.connect(self.confirm)
         self.class_buttons = QHBoxLayout()
-        self.message = QLabel("")
-        self.message.setStyleSheet("color: #b03a2e")
-        self.message.setWordWrap(True)
+        self.message = error_label()
 
         right = QWidget()
         rv = QVBoxLayout(right)

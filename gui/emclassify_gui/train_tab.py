@@ -18,6 +18,7 @@ from emclassify.preprocess import MODES, PreprocessConfig
 from emclassify.training import BALANCE_STRATEGIES, TrainConfig, train
 
 from .charts import ConfusionChart, CurvesChart
+from .widgets import error_label
 from .workers import Job
 
 
@@ -136,9 +137,7 @@ class TrainTab(QWidget):
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
         self.log.setMaximumHeight(140)
-        self.message = QLabel("")
-        self.message.setStyleSheet("color: #b03a2e")
-        self.message.setWordWrap(True)
+        self.message = error_label()
         top = QFormLayout()
         top.addRow("Training data:", ds_row)
         out_row = QHBoxLayout()
@@ -272,9 +271,7 @@ class CVTab(QWidget):
         self.verdict = QLabel("")
         self.verdict.setWordWrap(True)
         self.verdict.setTextFormat(Qt.RichText)
-        self.message = QLabel("")
-        self.message.setStyleSheet("color: #b03a2e")
-        self.message.setWordWrap(True)
+        self.message = error_label()
 
         top = QFormLayout()
         top.addRow("Labelled data:", ds_row)
