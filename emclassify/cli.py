@@ -442,6 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["gui"]:
+        # Everything after "gui" belongs to emclassify-gui (argparse would take its --options).
+        return cmd_gui(argparse.Namespace(gui_args=argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -27,7 +27,15 @@ def test_help_on_every_subcommand(capsys):
         with pytest.raises(SystemExit) as e:
             main([name, "--help"])
         assert e.value.code == 0
-        assert "usage: emclassify " + name in capsys.readouterr().out
+        usage = "usage: emclassify-gui" if name == "gui" else "usage: emclassify " + name
+        assert usage in capsys.readouterr().out
+
+
+def test_gui_subcommand_passes_options_to_the_app(tmp_path):
+    png = tmp_path / "shot.png"
+    r = run_cli("gui", "--selftest", "--screenshot", str(png))
+    assert r.returncode == 0, r.stderr
+    assert "selftest: OK" in r.stdout and png.is_file()
 
 
 def test_no_command_is_a_usage_error():
