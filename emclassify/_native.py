@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import warnings
-from typing import Optional, Tuple
+from typing import Tuple
 
 
 class EmclassifyNativeWarning(RuntimeWarning):
@@ -86,7 +86,3 @@ def backend_description() -> str:
         return "native (emclassify._C: CPU" + (" + CUDA" if native_cuda_built() else "") + ")"
     return f"reference (pure PyTorch; native library unavailable: {reason})"
 
-
-def load_error() -> Optional[str]:
-    ok, reason = _load()
-    return None if ok else reason

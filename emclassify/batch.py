@@ -13,6 +13,7 @@ folder, CSV of another model); 130 interrupted (results so far are kept).
 from __future__ import annotations
 
 import csv
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -76,8 +77,6 @@ def _load_previous(csv_path: Path, classes, model_sha: str) -> List[FileResult]:
     """Rows of an earlier run of the same model on this output (final CSV and/or partial file)."""
     summary = summary_path_for(csv_path)
     if summary.is_file():
-        import json
-
         try:
             prev_sha = json.loads(summary.read_text(encoding="utf-8")).get("model", {}).get("sha256")
         except (OSError, ValueError):

@@ -15,7 +15,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Collection, Iterator, List, Optional, Sequence
+from typing import Collection, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -277,5 +277,3 @@ def classify_folder(
                 eta = (total - done) / rate if rate > 0 else None
                 yield BatchResult([item.result for item in loaded], done, total, elapsed, rate, eta, listing)
 
-
-ProgressCallback = Callable[[BatchResult], None]

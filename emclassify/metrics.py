@@ -57,8 +57,5 @@ def summary(cm: np.ndarray, classes: Sequence[str]) -> Dict:
     }
 
 
-def macro_f1(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> float:
-    return summary(confusion_matrix(y_true, y_pred, n_classes), [str(i) for i in range(n_classes)])["macro_f1"]
 
-
-__all__: List[str] = ["confusion_matrix", "macro_f1", "per_class", "summary"]
+__all__: List[str] = ["confusion_matrix", "per_class", "summary"]

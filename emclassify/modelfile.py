@@ -165,11 +165,11 @@ def _describe_foreign(head: bytes) -> str:
 
 
 def read_card(path) -> ModelCard:
-    """Read only the card of a model file (no weights)."""
-    return _open(path)[0]
+    """Read only the card of a model file (the weights are not read)."""
+    return _open(path, with_tensors=False)[0]
 
 
-def _open(path):
+def _open(path, with_tensors: bool = True):
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -186,7 +186,7 @@ def _open(path):
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             keys = list(f.keys())
-            tensors = {k: f.get_tensor(k) for k in keys}
+            tensors = {k: f.get_tensor(k) for k in keys} if with_tensors else {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ModelFileError(f"{path}: corrupt or truncated model file: {exc}") from None
     if CARD_KEY not in meta:

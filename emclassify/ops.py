@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ._native import native_available
-from .preprocess import ArrayLike, PreprocessConfig, preprocess_reference
+from .preprocess import ArrayLike, PreprocessConfig, preprocess_reference, to_bool_mask
 
 _NATIVE_DTYPES = (torch.uint8, torch.uint16, torch.float32)
 
@@ -21,13 +21,6 @@ _NATIVE_DTYPES = (torch.uint8, torch.uint16, torch.float32)
 def _as_image_tensor(image: ArrayLike) -> torch.Tensor:
     t = image if isinstance(image, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(image))
     return t if t.dtype in _NATIVE_DTYPES else t.to(torch.float32)
-
-
-def _as_mask_tensor(mask: Optional[ArrayLike]) -> Optional[torch.Tensor]:
-    if mask is None:
-        return None
-    t = mask if isinstance(mask, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(mask))
-    return t if t.dtype == torch.bool else t != 0
 
 
 def preprocess(
@@ -48,7 +41,7 @@ def preprocess(
     if not use_native or len(images) == 0:
         return preprocess_reference(images, masks, cfg)
     imgs = [_as_image_tensor(im) for im in images]
-    msks = [_as_mask_tensor(m) for m in masks] if masks is not None else [None] * len(imgs)
+    msks = [to_bool_mask(m) for m in masks] if masks is not None else [None] * len(imgs)
     return torch.ops.emclassify.preprocess(
         imgs, msks, cfg.mode, cfg.size, cfg.margin, cfg.normalize, float(cfg.mean), float(cfg.std)
     )
