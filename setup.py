@@ -46,7 +46,7 @@ def _native_extensions():
     use_cuda = torch.version.cuda is not None and (torch.cuda.is_available() or _env_flag("FORCE_CUDA"))
 
     openmp = ["-fopenmp"] if sys.platform.startswith("linux") else (["/openmp"] if os.name == "nt" else [])
-    cxx_flags = ["-O3", "-std=c++17"] if os.name != "nt" else ["/O2", "/std:c++17"]
+    cxx_flags = ["-O3", "-std=c++20"] if os.name != "nt" else ["/O2", "/std:c++20"]
     extra = {"cxx": cxx_flags + openmp}
     macros = [("Py_LIMITED_API", "0x030A0000")]
     link = ["-fopenmp"] if sys.platform.startswith("linux") else []

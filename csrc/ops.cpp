@@ -26,4 +26,15 @@ TORCH_LIBRARY(emclassify, m) {
   m.def(
       "preprocess(Tensor[] images, Tensor?[] masks, str mode, int size, int margin, "
       "str normalize, float mean, float std) -> Tensor");
+  // Inference conv block: conv 3x3 stride 1 (padding 0 = valid, 1 = same) with
+  // batch-norm folded into weight (Cout x Cin x 3 x 3) and bias (Cout), ReLU,
+  // then 2x2 max-pool (floor) when pool. float32 N x Cin x H x W in, float32
+  // N x Cout x H' x W' out in channels-last memory format.
+  // Semantics: emclassify.ops.conv_block_reference.
+  m.def("conv_block(Tensor x, Tensor weight, Tensor bias, int padding, bool pool) -> Tensor");
+  // A chain of conv blocks (a LipNet trunk) in one call: layer i is
+  // conv_block(h, weights[i], biases[i], paddings[i], pools[i]). Same result as
+  // the chain of conv_block calls; runs image by image so activations stay in cache.
+  // Semantics: emclassify.ops.conv_trunk_reference.
+  m.def("conv_trunk(Tensor x, Tensor[] weights, Tensor[] biases, int[] paddings, bool[] pools) -> Tensor");
 }

@@ -29,7 +29,7 @@ def _load() -> Tuple[bool, str]:
         return False, f"{type(exc).__name__}: {exc}"
     import torch
 
-    if not hasattr(torch.ops.emclassify, "preprocess"):
+    if not all(hasattr(torch.ops.emclassify, op) for op in ("preprocess", "conv_block", "conv_trunk")):
         return False, "emclassify._C loaded but registered no ops"
     _register_fakes()
     return True, ""
@@ -42,6 +42,23 @@ def _register_fakes() -> None:
     @torch.library.register_fake("emclassify::preprocess")
     def _(images, masks, mode, size, margin, normalize, mean, std):
         return images[0].new_empty((len(images), 1, size, size), dtype=torch.float32)
+
+    def conv_output(x, weights, paddings, pools):
+        h, w = x.shape[2], x.shape[3]
+        for padding, pool in zip(paddings, pools):
+            h, w = h + 2 * padding - 2, w + 2 * padding - 2
+            if pool:
+                h, w = h // 2, w // 2
+        return torch.empty((x.shape[0], weights[-1].shape[0], h, w), dtype=x.dtype, device=x.device,
+                           memory_format=torch.channels_last)
+
+    @torch.library.register_fake("emclassify::conv_block")
+    def _(x, weight, bias, padding, pool):
+        return conv_output(x, [weight], [padding], [pool])
+
+    @torch.library.register_fake("emclassify::conv_trunk")
+    def _(x, weights, biases, paddings, pools):
+        return conv_output(x, weights, paddings, pools)
 
 
 _warned = False
@@ -83,6 +100,9 @@ def backend_description() -> str:
         return "reference (pure PyTorch; EMCLASSIFY_NATIVE=0)"
     ok, reason = _load()
     if ok:
-        return "native (emclassify._C: CPU" + (" + CUDA" if native_cuda_built() else "") + ")"
+        import torch
+
+        isa = torch.ops.emclassify.conv_block_isa()
+        return f"native (emclassify._C: CPU {isa}" + (" + CUDA" if native_cuda_built() else "") + ")"
     return f"reference (pure PyTorch; native library unavailable: {reason})"
 

@@ -1,9 +1,14 @@
 """Thin wrappers over the native ops, each with its pure-PyTorch reference.
 
-``preprocess`` runs ``torch.ops.emclassify.preprocess`` when the native library
-is loaded (and ``EMCLASSIFY_NATIVE`` is not 0), else
-:func:`emclassify.preprocess.preprocess_reference`. Both give the same result
-to float32 rounding; the tests hold the native op to the reference.
+Each wrapper runs ``torch.ops.emclassify.<op>`` when the native library is
+loaded (and ``EMCLASSIFY_NATIVE`` is not 0), else its reference:
+
+- ``preprocess`` -> :func:`emclassify.preprocess.preprocess_reference`
+- ``conv_block`` -> :func:`conv_block_reference`
+- ``conv_trunk`` -> :func:`conv_trunk_reference` (a chain of conv blocks)
+
+Both give the same result to float32 rounding; the tests hold every native op
+to its reference.
 """
 from __future__ import annotations
 
@@ -11,8 +16,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from ._native import native_available
+from ._native import native_available, native_cuda_built
 from .preprocess import ArrayLike, PreprocessConfig, preprocess_reference, to_bool_mask
 
 _NATIVE_DTYPES = (torch.uint8, torch.uint16, torch.float32)
@@ -45,3 +51,59 @@ def preprocess(
     return torch.ops.emclassify.preprocess(
         imgs, msks, cfg.mode, cfg.size, cfg.margin, cfg.normalize, float(cfg.mean), float(cfg.std)
     )
+
+
+def conv_block_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, padding: int,
+                         pool: bool) -> torch.Tensor:
+    """Inference conv block in plain PyTorch: conv 3x3 + bias -> ReLU -> optional 2x2 max-pool.
+
+    x: float32 ``N x Cin x H x W``; weight: ``Cout x Cin x 3 x 3`` and bias: ``Cout``
+    with batch-norm already folded in (:meth:`emclassify.models.lipnet.ConvBlock.folded`);
+    padding: 1 ("same") or 0 ("valid"). Returns float32 ``N x Cout x H' x W'``.
+    """
+    y = F.relu(F.conv2d(x, weight, bias, padding=padding))
+    return F.max_pool2d(y, 2) if pool else y
+
+
+def conv_block_native_ok(x: torch.Tensor) -> bool:
+    """Whether the native conv block can run on ``x`` (dtype, device, library)."""
+    if x.dtype != torch.float32 or not native_available():
+        return False
+    return x.device.type == "cpu" or (x.device.type == "cuda" and native_cuda_built())
+
+
+def conv_block(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, padding: int, pool: bool,
+               native: Optional[bool] = None) -> torch.Tensor:
+    """Fused inference conv block (see :func:`conv_block_reference` for shapes and semantics).
+
+    The native op returns a channels-last tensor; values equal the reference to
+    float32 rounding. native: force (True) or forbid (False) it; None = when it can run.
+    """
+    use_native = conv_block_native_ok(x) if native is None else native
+    if not use_native:
+        return conv_block_reference(x, weight, bias, padding, pool)
+    return torch.ops.emclassify.conv_block(x, weight, bias, int(padding), bool(pool))
+
+
+def conv_trunk_reference(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
+                         paddings: Sequence[int], pools: Sequence[bool]) -> torch.Tensor:
+    """A chain of :func:`conv_block_reference` calls, layer ``i`` with ``weights[i]`` ... ``pools[i]``."""
+    for weight, bias, padding, pool in zip(weights, biases, paddings, pools):
+        x = conv_block_reference(x, weight, bias, padding, pool)
+    return x
+
+
+def conv_trunk(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
+               paddings: Sequence[int], pools: Sequence[bool], native: Optional[bool] = None) -> torch.Tensor:
+    """A LipNet trunk as fused conv blocks in one native call (image by image, cache-resident).
+
+    Shapes as :func:`conv_block`, chained; returns float32 ``N x C x h x w``
+    (channels-last when native). native: as in :func:`conv_block`.
+    """
+    if not (len(weights) == len(biases) == len(paddings) == len(pools)) or not weights:
+        raise ValueError("conv_trunk needs one weight, bias, padding and pool flag per layer (at least one)")
+    use_native = conv_block_native_ok(x) if native is None else native
+    if not use_native:
+        return conv_trunk_reference(x, weights, biases, paddings, pools)
+    return torch.ops.emclassify.conv_trunk(x, list(weights), list(biases), [int(p) for p in paddings],
+                                           [bool(p) for p in pools])

@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "../outputs.h"
+
 namespace emclassify {
 namespace {
 
@@ -221,7 +223,7 @@ at::Tensor preprocess_cpu(at::TensorList images, const c10::List<std::optional<a
       }
     }
   }
-  at::Tensor out = at::empty({N, 1, size, size}, at::TensorOptions().dtype(at::kFloat));
+  at::Tensor out = poison_if_asked(at::empty({N, 1, size, size}, at::TensorOptions().dtype(at::kFloat)));
   float* out_ptr = out.data_ptr<float>();
   at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {

@@ -15,6 +15,11 @@ drop0.25 · dense 512 drop0.5, with batch-norm after each conv.
 
 Input: float32 ``N x 1 x S x S`` (see :mod:`emclassify.preprocess`);
 output: logits ``N x num_classes``.
+
+Inference (eval mode, autograd off) runs the trunk through the fused native op
+``emclassify::conv_trunk`` (each block conv + folded batch-norm + ReLU +
+max-pool in one pass, image by image) when the native library is loaded; training, and any call that needs
+gradients (saliency), runs the PyTorch layers below.
 """
 from __future__ import annotations
 
@@ -23,6 +28,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+
+from .. import ops
 
 # A conv layer spec: (out_channels, padding) with padding "same" (1) or "valid" (0).
 ConvSpec = Tuple[int, str]
@@ -60,6 +67,23 @@ class ConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(self.conv(x)))
+
+    @property
+    def padding(self) -> int:
+        """1 for "same", 0 for "valid"."""
+        return int(self.conv.padding[0])
+
+    def folded(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Weight ``Cout x Cin x 3 x 3`` and bias ``Cout`` of the conv with eval-mode batch-norm folded in.
+
+        conv(x, w) * s + (beta - mean * s) with s = gamma / sqrt(var + eps)
+        equals conv(x, w * s) + (beta - mean * s).
+        """
+        bn = self.bn
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        weight = self.conv.weight * scale.reshape(-1, 1, 1, 1)
+        bias = bn.bias - bn.running_mean * scale
+        return weight.detach(), bias.detach()
 
 
 class Stage(nn.Module):
@@ -125,11 +149,34 @@ class LipNet(nn.Module):
             self.embedding_dim = spec.dense
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.trunk(x))
+        return self.head(self.features(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Trunk output ``N x C x h x w``: fused native blocks for inference, PyTorch layers otherwise."""
+        if self.training or torch.is_grad_enabled() or not ops.conv_block_native_ok(x):
+            return self.trunk(x)
+        return self.fused_trunk(x)
+
+    def fused_trunk(self, x: torch.Tensor, native: Optional[bool] = None) -> torch.Tensor:
+        """The trunk as one chain of fused conv blocks (eval-mode batch-norm statistics); inference only.
+
+        native: as in :func:`emclassify.ops.conv_trunk` (False runs the folded
+        PyTorch reference, for comparison). Output is channels-last when native.
+        """
+        weights, biases, paddings, pools = [], [], [], []
+        for stage in self.trunk:
+            blocks = list(stage.blocks)
+            for i, block in enumerate(blocks):
+                weight, bias = block.folded()
+                weights.append(weight)
+                biases.append(bias)
+                paddings.append(block.padding)
+                pools.append(isinstance(stage.pool, nn.MaxPool2d) and i == len(blocks) - 1)
+        return ops.conv_trunk(x, weights, biases, paddings, pools, native=native)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features ``N x embedding_dim`` (for fusion with handcrafted features)."""
-        h = self.trunk(x)
+        h = self.features(x)
         for layer in list(self.head)[:-1]:
             h = layer(h)
         return h
@@ -175,7 +222,7 @@ def count_macs(model: LipNet, input_size: int) -> int:
             hooks.append(m.register_forward_hook(linear_hook))
     was_training = model.training
     model.eval()
-    with torch.no_grad():
+    with torch.enable_grad():  # the hooks must see the PyTorch layers, not the fused inference op
         model(torch.zeros(1, model.trunk[0].blocks[0].conv.in_channels, input_size, input_size))
     model.train(was_training)
     for h in hooks:

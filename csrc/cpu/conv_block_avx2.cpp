@@ -1,0 +1,53 @@
+// AVX2 build of the fused conv-block kernel (see conv_block_kernel.h).
+// Selected at run time only on CPUs that report AVX2 and FMA.
+#include "conv_block.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#elif defined(__GNUC__)
+// GCC 12's own _mm512_max_ps trips -Wuninitialized on its _mm512_undefined_ps().
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#endif
+
+namespace emclassify {
+namespace avx2 {
+
+struct Vec {
+  using reg = __m256;
+  static constexpr int kWidth = 8;
+  static constexpr int kRegs = 16;
+  static constexpr int kMaxGroup = 2;  // 16 channels per tile
+  static inline reg load(const float* p) { return _mm256_loadu_ps(p); }
+  static inline void store(float* p, reg v) { _mm256_storeu_ps(p, v); }
+  static inline reg set1(float s) { return _mm256_set1_ps(s); }
+  static inline reg fma(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
+  static inline reg max(reg a, reg b) { return _mm256_max_ps(a, b); }
+  static inline reg zero() { return _mm256_setzero_ps(); }
+};
+
+#include "conv_block_kernel.h"
+
+}  // namespace avx2
+}  // namespace emclassify
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#elif defined(__GNUC__)
+#pragma GCC pop_options
+#pragma GCC diagnostic pop
+#endif
+
+#else  // not x86-64: never selected, kept so the symbol exists
+namespace emclassify {
+namespace avx2 {
+void conv_rows(const ConvBlockArgs&, int64_t, int64_t, float*) {}
+}  // namespace avx2
+}  // namespace emclassify
+#endif

@@ -1,0 +1,171 @@
+// CPU glue of emclassify::conv_block: argument checks, NHWC layout, weight
+// packing, instruction-set choice, and the parallel loop over output rows.
+// The arithmetic is in conv_block_kernel.h (compiled per instruction set).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "../conv_layer.h"
+#include "../outputs.h"
+#include "conv_block.h"
+
+namespace emclassify {
+namespace {
+
+struct Kernel {
+  ConvRowsFn fn;
+  int width;
+  const char* name;
+};
+
+bool cpu_has_avx512() {
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+  return __builtin_cpu_supports("avx512f");
+#else
+  return false;
+#endif
+}
+
+bool cpu_has_avx2() {
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+// The widest kernel this CPU runs; EMCLASSIFY_CPU_ISA=avx512|avx2|generic asks
+// for a narrower one (tests hold every variant to the reference this way).
+Kernel select_kernel() {
+  static const Kernel k512{&avx512::conv_rows, avx512::kWidth, "avx512"};
+  static const Kernel k2{&avx2::conv_rows, avx2::kWidth, "avx2"};
+  static const Kernel kgen{&generic::conv_rows, generic::kWidth, "generic"};
+  const char* env = std::getenv("EMCLASSIFY_CPU_ISA");
+  const std::string want = env ? env : "";
+  if (!want.empty() && want != "avx512" && want != "avx2" && want != "generic")
+    TORCH_CHECK(false, "EMCLASSIFY_CPU_ISA must be avx512, avx2 or generic, got '", want, "'");
+  if ((want.empty() || want == "avx512") && cpu_has_avx512()) return k512;
+  if ((want.empty() || want == "avx512" || want == "avx2") && cpu_has_avx2()) return k2;
+  return kgen;
+}
+
+// A layer's weights packed for the kernel: [kh][kw][Cin][CoutPad] with output
+// channels contiguous (a tile loads them as vectors), zero beyond Cout.
+struct PackedLayer {
+  LayerShape shape;
+  at::Tensor w, b;
+  int64_t cout_pad;
+
+  PackedLayer(const LayerShape& s, const at::Tensor& weight, const at::Tensor& bias, int width) : shape(s) {
+    cout_pad = (s.Cout + width - 1) / width * width;
+    w = at::zeros({3, 3, s.Cin, cout_pad}, weight.options());
+    w.narrow(3, 0, s.Cout).copy_(weight.permute({2, 3, 1, 0}));
+    b = at::zeros({cout_pad}, bias.options());
+    b.narrow(0, 0, s.Cout).copy_(bias);
+  }
+
+  ConvBlockArgs args(const float* in, int64_t n, float* out) const {
+    return ConvBlockArgs{in,    n,        shape.H,   shape.W,    shape.Cin,  shape.pad,  w.data_ptr<float>(),
+                         b.data_ptr<float>(), shape.Cout, cout_pad, shape.pool, out,        shape.Hout, shape.Wout};
+  }
+  int64_t scratch_floats() const { return 2 * shape.Wo * cout_pad; }
+  int64_t out_floats() const { return shape.Hout * shape.Wout * shape.Cout; }
+};
+
+// One layer over the whole batch, output rows in parallel.
+void run_layer(const Kernel& kernel, const PackedLayer& layer, const float* in, int64_t n, float* out) {
+  const ConvBlockArgs args = layer.args(in, n, out);
+  at::parallel_for(0, n * layer.shape.Hout, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(static_cast<size_t>(layer.scratch_floats()));
+    kernel.fn(args, begin, end, scratch.data());
+  });
+}
+
+at::Tensor empty_output(const at::Tensor& x, const LayerShape& last) {
+  return poison_if_asked(
+      at::empty({x.size(0), last.Cout, last.Hout, last.Wout}, x.options(), at::MemoryFormat::ChannelsLast));
+}
+
+at::Tensor conv_block_cpu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                          int64_t padding, bool pool) {
+  constexpr const char* op = "emclassify::conv_block";
+  check_input(op, x);
+  const LayerShape shape = check_layer(op, x.size(1), x.size(2), x.size(3), weight, bias, padding, pool);
+  auto out = empty_output(x, shape);
+  if (out.numel() == 0) return out;
+  const Kernel kernel = select_kernel();
+  const at::Tensor in = x.contiguous(at::MemoryFormat::ChannelsLast);
+  run_layer(kernel, PackedLayer(shape, weight, bias, kernel.width), in.data_ptr<float>(), x.size(0),
+            out.data_ptr<float>());
+  return out;
+}
+
+// The whole chain of conv blocks, image by image: each thread carries one image
+// through every layer in two ping-pong buffers that stay in its cache, instead
+// of streaming the whole batch's activations (hundreds of MB at 64x64) through
+// memory once per layer. Small batches (fewer images than threads) go layer by
+// layer with rows in parallel instead.
+at::Tensor conv_trunk_cpu(const at::Tensor& x, at::TensorList weights, at::TensorList biases,
+                          at::IntArrayRef paddings, const c10::List<bool>& pools) {
+  constexpr const char* op = "emclassify::conv_trunk";
+  const std::vector<LayerShape> shapes = check_trunk(op, x, weights, biases, paddings, pools);
+  auto out = empty_output(x, shapes.back());
+  if (out.numel() == 0) return out;
+  const Kernel kernel = select_kernel();
+  std::vector<PackedLayer> layers;
+  int64_t act_floats = 0, scratch_floats = 0;
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    layers.emplace_back(shapes[i], weights[i], biases[i], kernel.width);
+    act_floats = std::max(act_floats, layers.back().out_floats());
+    scratch_floats = std::max(scratch_floats, layers.back().scratch_floats());
+  }
+  const at::Tensor in = x.contiguous(at::MemoryFormat::ChannelsLast);
+  const int64_t N = x.size(0), nl = static_cast<int64_t>(layers.size());
+  const int64_t in_floats = x.size(1) * x.size(2) * x.size(3), result_floats = layers.back().out_floats();
+  if (N < 2 * at::get_num_threads()) {
+    at::Tensor cur = in;
+    for (int64_t i = 0; i < nl; ++i) {
+      at::Tensor next = i == nl - 1 ? out : empty_output(x, shapes[i]);
+      run_layer(kernel, layers[i], cur.data_ptr<float>(), N, next.data_ptr<float>());
+      cur = next;
+    }
+    return out;
+  }
+  at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> buf(static_cast<size_t>(2 * act_floats + scratch_floats));
+    float* ping = buf.data();
+    float* pong = ping + act_floats;
+    float* scratch = pong + act_floats;
+    for (int64_t n = begin; n < end; ++n) {
+      const float* src = in.data_ptr<float>() + n * in_floats;
+      for (int64_t i = 0; i < nl; ++i) {
+        float* dst = i == nl - 1 ? out.data_ptr<float>() + n * result_floats : (i % 2 == 0 ? ping : pong);
+        const ConvBlockArgs args = layers[i].args(src, 1, dst);
+        kernel.fn(args, 0, layers[i].shape.Hout, scratch);
+        src = dst;
+      }
+    }
+  });
+  return out;
+}
+
+std::string conv_block_isa() { return select_kernel().name; }
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(emclassify, CPU, m) {
+  m.impl("conv_block", &conv_block_cpu);
+  m.impl("conv_trunk", &conv_trunk_cpu);
+}
+
+TORCH_LIBRARY_FRAGMENT(emclassify, m) {
+  // Which CPU kernel conv_block uses here: "avx512", "avx2" or "generic".
+  m.def("conv_block_isa() -> str", &conv_block_isa);
+}
+
+}  // namespace emclassify
