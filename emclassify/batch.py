@@ -163,7 +163,7 @@ def run_batch(
     resume: bool = False,
     on_batch: Optional[Callable[[BatchResult], None]] = None,
     cancel: Optional[CancelToken] = None,
-    workers: int = 4,
+    workers: Optional[int] = None,
 ) -> BatchOutcome:
     """Classify every image under ``folder`` and write the CSV + summary. See module doc.
 

@@ -326,6 +326,31 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from . import bench
+    from .atomic import write_text_atomic
+    from .models import list_models
+
+    if args.arch is not None and args.arch not in list_models():
+        print(f"emclassify bench: --arch must be one of {', '.join(list_models())}", file=sys.stderr)
+        return 2
+    cfg = bench.BenchConfig(n_images=args.images, input_size=args.input_size, batch_size=args.batch_size,
+                            arch=args.arch, folder=Path(args.folder) if args.folder else None,
+                            repeats=args.repeats, try_compile=not args.no_compile)
+    try:
+        result = bench.run(cfg, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    except (RuntimeError, ValueError) as exc:
+        print(f"emclassify bench: {exc}", file=sys.stderr)
+        return 1
+    result["command"] = "emclassify " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "emclassify bench"
+    text = bench.format_markdown(result)
+    print(text)
+    if args.json:
+        write_text_atomic(Path(args.json), json.dumps(result, indent=2) + "\n")
+    if args.markdown:
+        write_text_atomic(Path(args.markdown), f"Command: `{result['command']}`\n\n{text}\n")
+    return 0
+
 def build_parser() -> argparse.ArgumentParser:
     from .batch import EXIT_CODES
 
@@ -352,7 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", "-b", type=int, default=64, help="images per batch (default 64)")
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default auto: GPU if present")
     b.add_argument("--resume", action="store_true", help="skip files already in the output CSV (same model)")
-    b.add_argument("--workers", type=int, default=4, help="image-decoding threads (default 4)")
+    b.add_argument("--workers", type=int, default=None,
+                   help="image-decoding threads (default: half the CPUs, 1 to 4)")
     b.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
     b.set_defaults(func=cmd_batch)
 
@@ -438,8 +464,22 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--size", type=int, default=64, help="input size for the figures (default 64)")
     m.add_argument("--classes", type=int, default=3, help="number of classes for the figures (default 3)")
     m.set_defaults(func=cmd_models)
-    return p
 
+    bn = sub.add_parser(
+        "bench", help="measure naive vs tuned PyTorch vs native speed (BENCHMARKS.md)",
+        description="Time preprocessing, model and end-to-end classification of one generated TIFF folder "
+        "three ways in one run: naive PyTorch, the best tuned plain PyTorch, and emclassify's native path.")
+    bn.add_argument("--folder", help="reuse/generate the particle folder here (default: a temporary folder)")
+    bn.add_argument("--images", type=int, default=5000, help="particles to generate (default 5000)")
+    bn.add_argument("--arch", help="time this CNN with random weights instead of the bundled model")
+    bn.add_argument("--input-size", type=int, default=64, help="model input side in px (default 64)")
+    bn.add_argument("--batch-size", type=int, default=256, help="images per batch (default 256)")
+    bn.add_argument("--repeats", type=int, default=3, help="timed repeats, best kept (default 3)")
+    bn.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant (slow to compile)")
+    bn.add_argument("--json", help="also write the raw figures here")
+    bn.add_argument("--markdown", help="also write the tables here")
+    bn.set_defaults(func=cmd_bench)
+    return p
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -456,7 +496,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     except BrokenPipeError:  # output piped into `head` and closed: not an error of ours
         sys.stderr.close()
         return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,7 +9,9 @@ flat: only the batches in flight are held.
 """
 from __future__ import annotations
 
+import os
 import threading
+
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -208,13 +210,23 @@ def _chunks(seq: Sequence, size: int):
         yield seq[i : i + size]
 
 
+def default_decode_workers() -> int:
+    """Decoding threads for folder runs: half the logical CPUs, 1 to 4.
+
+    Why: decoding is mostly Python (GIL-bound) and shares the cores with the
+    model's compute threads; on a 2-core machine one reader thread measured
+    ~15 % faster end to end than four (BENCHMARKS.md).
+    """
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
 def classify_folder(
     folder,
     classifier: Classifier,
     batch_size: int = 64,
     skip: Collection[str] = (),
     cancel: Optional[CancelToken] = None,
-    workers: int = 4,
+    workers: Optional[int] = None,
     prefetch: int = 2,
     listing: Optional[FolderListing] = None,
 ) -> Iterator[BatchResult]:
@@ -238,7 +250,8 @@ def classify_folder(
         return list(pool.map(lambda s: load_for_model(s, listing.root, cfg, classifier.needs_features, cache),
                              batch))
 
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="emclassify-read") as pool:
+    workers = default_decode_workers() if workers is None else max(1, workers)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="emclassify-read") as pool:
         # A single reader thread keeps batches in order; each batch fans out over the pool.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="emclassify-batch") as batcher:
             pending = deque()

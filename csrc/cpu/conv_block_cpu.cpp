@@ -6,6 +6,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -136,12 +137,17 @@ at::Tensor conv_trunk_cpu(const at::Tensor& x, at::TensorList weights, at::Tenso
     }
     return out;
   }
-  at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
+  // Images are handed out one at a time from a shared counter rather than in
+  // fixed chunks: in `emclassify batch` decoding threads share the cores, and
+  // a statically split loop would wait for whichever thread they preempted.
+  std::atomic<int64_t> next_image{0};
+  const int64_t workers = std::min<int64_t>(at::get_num_threads(), N);
+  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
     std::vector<float> buf(static_cast<size_t>(2 * act_floats + scratch_floats));
     float* ping = buf.data();
     float* pong = ping + act_floats;
     float* scratch = pong + act_floats;
-    for (int64_t n = begin; n < end; ++n) {
+    for (int64_t n = next_image++; n < N; n = next_image++) {
       const float* src = in.data_ptr<float>() + n * in_floats;
       for (int64_t i = 0; i < nl; ++i) {
         float* dst = i == nl - 1 ? out.data_ptr<float>() + n * result_floats : (i % 2 == 0 ? ping : pong);

@@ -1,0 +1,449 @@
+"""``emclassify bench``: how much faster the native path is, measured side by side in one run.
+
+On one generated TIFF folder (synthetic liposomes, ~180x180 px with masks) it
+times three pipelines, separately for preprocessing alone, model alone and end
+to end:
+
+1. naive — sequential decode, the PyTorch/numpy reference preprocessing, the
+   eager NCHW model (conv, batch-norm, ReLU, pool as separate layers);
+2. tuned plain PyTorch — threaded decode, the reference preprocessing spread over
+   threads, and the fastest of: channels-last with batch-norm folded into the
+   convs, ``to_mkldnn`` (oneDNN), ``torch.compile`` with freezing (reported);
+3. native — ``emclassify batch``'s own path: threaded decode, the fused
+   ``emclassify::preprocess`` op and the fused ``emclassify::conv_trunk``.
+
+It also measures the conv trunk's GFLOP/s against an FP32 GEMM ceiling (the
+best of MKL ``torch.mm`` and oneDNN matmul at large square sizes) and the peak
+resident memory of each end-to-end run. Throughputs are the best of
+``repeats`` runs; every run of a pipeline sees the same inputs.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime as _dt
+import os
+import platform
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.utils.mkldnn
+from torch import nn
+
+from . import ops
+from ._native import backend_description, native_available
+from .assets import default_model_path
+from .inference import Classifier, classify_folder
+from .io.datasets import list_images
+from .io.images import read_image, read_mask
+from .modelfile import TrainedModel, load_model
+from .models import create_model
+from .models.lipnet import ConvBlock, LipNet
+from .preprocess import PreprocessConfig, preprocess_reference
+
+
+@dataclass
+class BenchConfig:
+    """What to measure. ``folder`` None generates ``n_images`` particles into a temporary folder."""
+
+    n_images: int = 5000
+    input_size: int = 64
+    batch_size: int = 256
+    arch: Optional[str] = None  # None: the bundled model; else a registry CNN with random weights
+    folder: Optional[Path] = None
+    repeats: int = 3
+    try_compile: bool = True
+    seed: int = 0
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def best_time(fn: Callable[[], object], repeats: int) -> float:
+    """Fastest of ``repeats`` timed calls after one untimed warm-up call (seconds)."""
+    fn()
+    times = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+@contextlib.contextmanager
+def native_disabled():
+    """Run the plain PyTorch path: the same switch as ``EMCLASSIFY_NATIVE=0``."""
+    old = os.environ.get("EMCLASSIFY_NATIVE")
+    os.environ["EMCLASSIFY_NATIVE"] = "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["EMCLASSIFY_NATIVE"]
+        else:
+            os.environ["EMCLASSIFY_NATIVE"] = old
+
+
+def _reset_peak_rss() -> bool:
+    try:  # Linux: writing 5 resets the peak resident set size (VmHWM)
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> Optional[float]:
+    """Peak resident memory of this process since the last reset, MB (None where unknown)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    except (ImportError, OSError):
+        return None
+
+
+def gemm_ceiling(repeats: int = 3) -> Dict[str, float]:
+    """Measured FP32 GEMM GFLOP/s: MKL (``torch.mm``) and oneDNN (mkldnn linear), best over sizes."""
+    out = {"mkl": 0.0, "onednn": 0.0}
+    with torch.no_grad():
+        for n in (1024, 2048):
+            a, b = torch.randn(n, n), torch.randn(n, n)
+            flop = 2.0 * n ** 3
+            out["mkl"] = max(out["mkl"], flop / best_time(lambda: a @ b, repeats) / 1e9)
+            if torch.backends.mkldnn.is_available():
+                lin = nn.Linear(n, n, bias=False).eval()
+                lin.weight.data.copy_(b.t())
+                mk, am = torch.utils.mkldnn.to_mkldnn(lin), a.to_mkldnn()
+                out["onednn"] = max(out["onednn"], flop / best_time(lambda: mk(am), repeats) / 1e9)
+    out["ceiling"] = max(out.values())
+    return out
+
+
+def trunk_flop(model: LipNet, size: int) -> float:
+    """FLOP (2 x multiply-accumulates) of the conv trunk for one ``size x size`` image."""
+    macs = 0
+    h = torch.zeros(1, model.trunk[0].blocks[0].conv.in_channels, size, size)
+    with torch.no_grad(), native_disabled():
+        for stage in model.trunk:
+            for block in stage.blocks:
+                h = block.conv(h)
+                macs += h.numel() * block.conv.in_channels * 9
+            h = stage.pool(h)
+    return 2.0 * macs
+
+
+# --------------------------------------------------------------------------- plain PyTorch variants
+
+
+def folded_copy(model: LipNet) -> LipNet:
+    """A copy whose conv blocks are conv(bias) + ReLU with batch-norm folded in (channels-last)."""
+    m = copy.deepcopy(model).eval()
+    for stage in m.trunk:
+        for block in stage.blocks:
+            weight, bias = block.folded()
+            conv = nn.Conv2d(block.conv.in_channels, block.conv.out_channels, 3, padding=block.padding)
+            conv.weight.data.copy_(weight)
+            conv.bias.data.copy_(bias)
+            block.conv, block.bn = conv, nn.Identity()
+    return m.to(memory_format=torch.channels_last)
+
+
+class _MkldnnTrunk(nn.Module):
+    """The folded trunk as oneDNN layers on mkldnn tensors; the head stays dense."""
+
+    def __init__(self, folded: LipNet):
+        super().__init__()
+        trunk = nn.Sequential(*[
+            nn.Sequential(*[nn.Sequential(b.conv, nn.ReLU()) for b in stage.blocks], stage.pool)
+            for stage in folded.trunk
+        ])
+        self.trunk = torch.utils.mkldnn.to_mkldnn(trunk)
+        self.head = folded.head
+
+    def features(self, x):
+        return self.trunk(x.to_mkldnn()).to_dense()
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def tuned_variants(model: LipNet, try_compile: bool) -> Dict[str, nn.Module]:
+    """Plain-PyTorch inference variants to race (each with ``forward`` and ``features``)."""
+    folded = folded_copy(model)
+    variants: Dict[str, nn.Module] = {"channels-last + folded BN": folded}
+    if torch.backends.mkldnn.is_available():
+        variants["to_mkldnn (oneDNN), folded BN"] = _MkldnnTrunk(folded)
+    if try_compile:
+        try:
+            import torch._inductor.config as inductor_config
+
+            inductor_config.freezing = True
+            compiled = copy.deepcopy(folded)
+            compiled.forward = torch.compile(compiled.forward)
+            compiled.features = torch.compile(compiled.trunk.forward)
+            variants["torch.compile (inductor, freezing), folded BN"] = compiled
+        except Exception as exc:  # noqa: BLE001 - no compiler, frozen bundle ...
+            variants[f"torch.compile unavailable: {type(exc).__name__}"] = None
+    return variants
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def make_folder(path: Path, n: int, seed: int) -> Path:
+    from . import synth
+
+    synth.generate(path, "lamellarity", n, seed=seed)
+    return path
+
+
+def _load_all(folder: Path) -> Tuple[List[np.ndarray], List[Optional[np.ndarray]]]:
+    images, masks = [], []
+    for s in list_images(folder).samples:
+        img = read_image(s.path).array
+        images.append(img)
+        masks.append(read_mask(s.mask, img.shape) if s.mask else None)
+    return images, masks
+
+
+def _chunks(seq: Sequence, size: int):
+    return [seq[i : i + size] for i in range(0, len(seq), size)]
+
+
+def _naive_end_to_end(folder: Path, model: nn.Module, cfg: PreprocessConfig, batch: int) -> np.ndarray:
+    """Sequential decode -> reference preprocessing -> eager model, batch by batch."""
+    preds = []
+    with torch.no_grad(), native_disabled():
+        for chunk in _chunks(list_images(folder).samples, batch):
+            imgs, msks = [], []
+            for s in chunk:
+                img = read_image(s.path).array
+                imgs.append(img)
+                msks.append(read_mask(s.mask, img.shape) if s.mask else None)
+            preds.append(model(preprocess_reference(imgs, msks, cfg)).argmax(1).numpy())
+    return np.concatenate(preds)
+
+
+def _folder_end_to_end(folder: Path, classifier: Classifier, batch: int) -> np.ndarray:
+    """emclassify's folder pipeline (threaded decode, prefetch) with whatever model/ops are active."""
+    preds = []
+    for b in classify_folder(folder, classifier, batch_size=batch):
+        preds.extend(classifier.classes.index(r.predicted_class) for r in b.results)
+    return np.asarray(preds)
+
+
+def _threaded_reference(images, masks, cfg: PreprocessConfig, batch: int) -> torch.Tensor:
+    """The reference preprocessing spread over threads (it releases the GIL in numpy/torch)."""
+    with ThreadPoolExecutor(max_workers=torch.get_num_threads()) as pool:
+        parts = pool.map(lambda ab: preprocess_reference(ab[0], ab[1], cfg),
+                         zip(_chunks(images, batch), _chunks(masks, batch)))
+        return torch.cat(list(parts))
+
+
+def _load_model(cfg: BenchConfig) -> Tuple[TrainedModel, str]:
+    if cfg.arch is None:
+        trained = load_model(default_model_path())
+        return trained, f"bundled model ({trained.card.arch}, {len(trained.card.classes)} classes)"
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.arch, 2, cfg.input_size).eval()
+    trained = load_model(default_model_path())  # borrow its card; replace what differs
+    card = copy.copy(trained.card)
+    card.arch, card.classes = cfg.arch, ["unilamellar", "multilamellar"]
+    card.preprocess = PreprocessConfig(**{**card.preprocess.__dict__, "size": cfg.input_size})
+    return TrainedModel(model, card), f"{cfg.arch} (random weights, 2 classes)"
+
+
+def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> Dict:
+    """Run every measurement; returns a JSON-able dict (see :func:`format_markdown`)."""
+    if not native_available():
+        raise RuntimeError("the native library is not loaded: nothing to compare (see emclassify --version)")
+    trained, model_desc = _load_model(cfg)
+    model = trained.model
+    if not isinstance(model, LipNet):
+        raise ValueError("bench needs a CNN (lipnet*) model")
+    pcfg = trained.card.preprocess
+    if pcfg.size != cfg.input_size:
+        pcfg = PreprocessConfig(**{**pcfg.__dict__, "size": cfg.input_size})
+        trained.card.preprocess = pcfg
+    result: Dict = {
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine_description(),
+        "torch": torch.__version__,
+        "backend": backend_description(),
+        "threads": torch.get_num_threads(),
+        "model": model_desc,
+        "input_size": cfg.input_size,
+        "batch_size": cfg.batch_size,
+        "repeats": cfg.repeats,
+    }
+    with contextlib.ExitStack() as stack:
+        folder = cfg.folder
+        if folder is None or not (Path(folder) / "manifest.csv").is_file():
+            folder = Path(folder) if folder else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            log(f"generating {cfg.n_images} synthetic particles in {folder} ...")
+            make_folder(folder, cfg.n_images, cfg.seed)
+        folder = Path(folder)
+        images, masks = _load_all(folder)
+        n = len(images)
+        sides = [max(im.shape) for im in images]
+        result.update(folder=str(folder), n_images=n, particle_side_px=[int(min(sides)), int(np.median(sides)),
+                                                                         int(max(sides))])
+        log(f"{n} images, {min(sides)}-{max(sides)} px; model: {model_desc}; {result['threads']} threads")
+
+        # ---- preprocessing alone
+        log("preprocessing alone ...")
+        pre = {
+            "naive": best_time(lambda: preprocess_reference(images, masks, pcfg), 1),
+            "tuned": best_time(lambda: _threaded_reference(images, masks, pcfg, cfg.batch_size), 1),
+            "native": best_time(lambda: ops.preprocess(images, masks, pcfg, native=True), cfg.repeats),
+        }
+        result["preprocess"] = {k: n / t for k, t in pre.items()}
+        result["preprocess_tuned_variant"] = "reference preprocessing over a thread pool"
+        x = ops.preprocess(images, masks, pcfg, native=True)
+        del images, masks
+        batches = _chunks(x, cfg.batch_size)
+
+        # ---- model alone and trunk alone
+        log("model alone ...")
+        ceiling = gemm_ceiling(cfg.repeats)
+        flop = trunk_flop(model, cfg.input_size) * n
+        result["gemm_gflops"] = ceiling
+
+        def model_rate(fn) -> float:
+            with torch.no_grad():
+                return n / best_time(lambda: [fn(b) for b in batches], cfg.repeats)
+
+        with native_disabled():
+            naive_model = model_rate(model)
+            naive_trunk = model_rate(model.trunk)
+        tuned, compile_s = {}, None
+        variants = tuned_variants(model, cfg.try_compile)
+        for name, variant in variants.items():
+            if variant is None:
+                tuned[name] = {"error": name}
+                continue
+            try:
+                with native_disabled():
+                    t0 = time.perf_counter()
+                    with torch.no_grad():
+                        variant(batches[0]), variant.features(batches[0])  # compile (when compiling)
+                    if "compile" in name:
+                        compile_s = time.perf_counter() - t0
+                    tuned[name] = {"model": model_rate(variant), "trunk": model_rate(variant.features)}
+            except Exception as exc:  # noqa: BLE001 - a variant that cannot run here is reported, not fatal
+                tuned[name] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+            log(f"  {name}: {tuned[name]}")
+        best_name = max((k for k in tuned if "model" in tuned[k]), key=lambda k: tuned[k]["model"])
+        with torch.inference_mode():
+            native_model = n / best_time(lambda: [model(b) for b in batches], cfg.repeats)
+            native_trunk = n / best_time(lambda: [model.fused_trunk(b) for b in batches], cfg.repeats)
+        result["tuned_variants"] = tuned
+        result["tuned_best"] = best_name
+        result["compile_seconds"] = compile_s
+        result["model_alone"] = {"naive": naive_model, "tuned": tuned[best_name]["model"], "native": native_model}
+        best_trunk_name = max((k for k in tuned if "trunk" in tuned[k]), key=lambda k: tuned[k]["trunk"])
+        trunk_rates = {"naive": naive_trunk, "tuned": tuned[best_trunk_name]["trunk"], "native": native_trunk}
+        result["trunk"] = {
+            k: {"images_per_s": r, "gflops": r * flop / n / 1e9, "of_ceiling": r * flop / n / 1e9 / ceiling["ceiling"]}
+            for k, r in trunk_rates.items()
+        }
+        result["trunk_tuned_variant"] = best_trunk_name
+        result["trunk_gflop_per_image"] = flop / n / 1e9
+
+        # ---- end to end
+        log("end to end ...")
+        e2e, rss, preds = {}, {}, {}
+
+        def timed(name, fn):
+            _reset_peak_rss()
+            t0 = time.perf_counter()
+            preds[name] = fn()
+            e2e[name] = n / (time.perf_counter() - t0)
+            rss[name] = peak_rss_mb()
+            log(f"  {name}: {e2e[name]:.0f} images/s, peak RSS {rss[name]:.0f} MB" if rss[name] else
+                f"  {name}: {e2e[name]:.0f} images/s")
+
+        tuned_clf = Classifier(trained, device="cpu")
+        tuned_clf.model = variants[best_name]
+        with native_disabled():
+            timed("naive", lambda: _naive_end_to_end(folder, model, pcfg, cfg.batch_size))
+            timed("tuned", lambda: _folder_end_to_end(folder, tuned_clf, cfg.batch_size))
+        timed("native", lambda: _folder_end_to_end(folder, Classifier(trained, device="cpu"), cfg.batch_size))
+        result["end_to_end"] = e2e
+        result["peak_rss_mb"] = rss
+        result["predictions_agree"] = {
+            k: int((preds[k] == preds["native"]).sum()) for k in ("naive", "tuned")
+        }
+    return result
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
+
+
+def format_markdown(r: Dict) -> str:
+    """The result as the tables recorded in BENCHMARKS.md."""
+
+    def ratio(d, a, b):
+        return d[a] / d[b]
+
+    lines = [
+        f"- date: {r['date']}; machine: {r['machine']}; torch {r['torch']}; {r['threads']} threads",
+        f"- backend: {r['backend']}; model: {r['model']}; input {r['input_size']}×{r['input_size']}; "
+        f"batch {r['batch_size']}; {r['n_images']} TIFF particles "
+        f"({r['particle_side_px'][0]}–{r['particle_side_px'][2]} px, median {r['particle_side_px'][1]})",
+        f"- tuned plain PyTorch = fastest model variant: **{r['tuned_best']}**"
+        + (f" (compile took {r['compile_seconds']:.0f} s, not timed)" if r.get("compile_seconds") else ""),
+        "",
+        "| images/s | naive | tuned PyTorch | native | native ÷ naive | native ÷ tuned |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for key, label in (("preprocess", "preprocessing alone"), ("model_alone", "model alone"),
+                       ("end_to_end", "end to end")):
+        d = r[key]
+        lines.append(f"| {label} | {d['naive']:.0f} | {d['tuned']:.0f} | {d['native']:.0f} | "
+                     f"{ratio(d, 'native', 'naive'):.2f}× | {ratio(d, 'native', 'tuned'):.2f}× |")
+    g = r["gemm_gflops"]
+    lines += [
+        "",
+        f"Conv trunk ({r['trunk_gflop_per_image'] * 1e3:.1f} MFLOP per image) against the FP32 GEMM ceiling "
+        f"{g['ceiling']:.0f} GFLOP/s (best of MKL torch.mm {g['mkl']:.0f}, oneDNN matmul {g['onednn']:.0f}):",
+        "",
+        "| trunk | GFLOP/s | of ceiling |",
+        "|---|---:|---:|",
+    ]
+    for k, label in (("naive", "eager NCHW"), ("tuned", f"tuned: {r['trunk_tuned_variant']}"), ("native", "native conv_trunk")):
+        t = r["trunk"][k]
+        lines.append(f"| {label} | {t['gflops']:.0f} | {100 * t['of_ceiling']:.0f} % |")
+    rss = r["peak_rss_mb"]
+    if all(v is not None for v in rss.values()):
+        lines += ["", "Peak resident memory, end to end: " + ", ".join(f"{k} {v:.0f} MB" for k, v in rss.items())]
+    agree = r["predictions_agree"]
+    lines += ["", f"Predicted classes equal to native: naive {agree['naive']}/{r['n_images']}, "
+                  f"tuned {agree['tuned']}/{r['n_images']}."]
+    tv = ", ".join(
+        f"{k}: " + (f"model {v['model']:.0f}/s, trunk {v['trunk']:.0f}/s" if "model" in v else v["error"])
+        for k, v in r["tuned_variants"].items()
+    )
+    lines += ["", f"Tuned variants raced (images/s): {tv}."]
+    return "\n".join(lines)
