@@ -41,7 +41,10 @@ def _native_extensions():
     cpp_sources = sorted(glob.glob(os.path.join("csrc", "*.cpp"))) + sorted(
         glob.glob(os.path.join("csrc", "cpu", "*.cpp"))
     )
-    cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+    # CUDA builds add the raw-pointer kernels (.cu) and their dispatcher glue (.cpp).
+    cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu"))) + sorted(
+        glob.glob(os.path.join("csrc", "cuda", "*.cpp"))
+    )
     # A CPU-only torch cannot link CUDA code, whatever FORCE_CUDA says.
     use_cuda = torch.version.cuda is not None and (torch.cuda.is_available() or _env_flag("FORCE_CUDA"))
 

@@ -16,28 +16,12 @@
 #include <vector>
 
 #include "../outputs.h"
+#include "../preprocess_args.h"
 
 namespace emclassify {
 namespace {
 
 constexpr double kEps = 1e-6;
-
-enum class Mode { Surround, Crop, Mask };
-enum class Norm { ZScore, MinMax, Fixed };
-
-Mode parse_mode(const std::string& s) {
-  if (s == "surround") return Mode::Surround;
-  if (s == "crop") return Mode::Crop;
-  if (s == "mask") return Mode::Mask;
-  TORCH_CHECK(false, "emclassify::preprocess: unknown mode '", s, "'");
-}
-
-Norm parse_norm(const std::string& s) {
-  if (s == "zscore") return Norm::ZScore;
-  if (s == "minmax") return Norm::MinMax;
-  if (s == "fixed") return Norm::Fixed;
-  TORCH_CHECK(false, "emclassify::preprocess: unknown normalisation '", s, "'");
-}
 
 // Sparse rows of the (n_out x n_in) triangle-filter matrix of emclassify.preprocess.resize_weights.
 struct FilterBank {
@@ -199,30 +183,8 @@ at::Tensor preprocess_cpu(at::TensorList images, const c10::List<std::optional<a
   const Mode mode = parse_mode(std::string(mode_s));
   const Norm norm = parse_norm(std::string(norm_s));
   const int64_t N = static_cast<int64_t>(images.size());
-  TORCH_CHECK(size >= 1, "emclassify::preprocess: size must be >= 1");
-  TORCH_CHECK(margin >= 0, "emclassify::preprocess: margin must be >= 0");
-  TORCH_CHECK(norm != Norm::Fixed || std_ > 0.0, "emclassify::preprocess: fixed std must be > 0");
-  TORCH_CHECK(masks.size() == 0 || static_cast<int64_t>(masks.size()) == N,
-              "emclassify::preprocess: got ", N, " images but ", masks.size(), " masks");
-
   std::vector<at::Tensor> imgs(N), msks(N);
-  for (int64_t i = 0; i < N; ++i) {
-    const at::Tensor& t = images[i];
-    TORCH_CHECK(t.dim() == 2 && t.numel() > 0, "emclassify::preprocess: image ", i,
-                " must be a non-empty 2-D tensor, got shape ", t.sizes());
-    TORCH_CHECK(t.scalar_type() == at::kByte || t.scalar_type() == at::kUInt16 || t.scalar_type() == at::kFloat,
-                "emclassify::preprocess: image ", i, " has dtype ", t.scalar_type(),
-                "; expected uint8, uint16 or float32");
-    imgs[i] = t.contiguous();
-    if (masks.size() > 0) {
-      const std::optional<at::Tensor> m = masks.get(i);
-      if (m.has_value() && m->defined()) {
-        TORCH_CHECK(m->sizes() == t.sizes(), "emclassify::preprocess: mask ", i, " has shape ", m->sizes(),
-                    " but its image has ", t.sizes());
-        msks[i] = m->to(at::kBool).contiguous();
-      }
-    }
-  }
+  check_preprocess_args(images, masks, size, margin, norm, std_, &imgs, &msks);
   at::Tensor out = poison_if_asked(at::empty({N, 1, size, size}, at::TensorOptions().dtype(at::kFloat)));
   float* out_ptr = out.data_ptr<float>();
   at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {

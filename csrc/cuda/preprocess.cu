@@ -1,0 +1,240 @@
+// CUDA kernels of emclassify::preprocess (see kernels.h for the interface).
+//
+// Kernel 1, one block per image: particle box from the mask, background mean
+// (mask mode), then one statistics pass over the region (shifted sums in
+// double, as the CPU kernel), giving the per-image affine normalisation and
+// placement. Kernel 2, one thread per output pixel: the antialiased triangle
+// filter of the reference evaluated in 2-D at that pixel, or the padding value.
+#include <cfloat>
+#include <cmath>
+
+#include "kernels.h"
+
+namespace emclassify {
+namespace cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr double kEps = 1e-6;
+
+// Per-image results of kernel 1, stored as doubles in `work`.
+enum Work { kY0, kY1, kX0, kX1, kShift, kScale, kBg, kSubstitute, kOh, kOw, kTop, kLeft, kPad, kCount };
+static_assert(kCount <= kPreprocessWorkDoubles, "work slots");
+
+template <typename T, typename Op>
+__device__ T block_reduce(T v, Op op, T* shared) {
+  const int lane = threadIdx.x;
+  shared[lane] = v;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (lane < s) shared[lane] = op(shared[lane], shared[lane + s]);
+    __syncthreads();
+  }
+  const T r = shared[0];
+  __syncthreads();
+  return r;
+}
+
+struct MinOp {
+  template <typename T>
+  __device__ T operator()(T a, T b) const { return a < b ? a : b; }
+};
+struct MaxOp {
+  template <typename T>
+  __device__ T operator()(T a, T b) const { return a > b ? a : b; }
+};
+struct SumOp {
+  template <typename T>
+  __device__ T operator()(T a, T b) const { return a + b; }
+};
+
+__global__ void region_stats_kernel(const float* pixels, const uint8_t* masks, const ImageDesc* descs, int mode,
+                                    int size, int margin, int normalization, double fixed_mean, double fixed_std,
+                                    double* work) {
+  __shared__ double dshared[kThreads];
+  __shared__ long long lshared[kThreads];
+  const ImageDesc d = descs[blockIdx.x];
+  const long long H = d.height, W = d.width, HW = H * W;
+  const float* img = pixels + d.offset;
+  const uint8_t* mask = d.mask_offset >= 0 ? masks + d.mask_offset : nullptr;
+
+  // --- region -------------------------------------------------------------
+  long long y0 = 0, y1 = H, x0 = 0, x1 = W;
+  bool has_mask = false;
+  if (mode != kSurround) {
+    if (mask != nullptr) {
+      long long ymin = H, ymax = -1, xmin = W, xmax = -1;
+      for (long long i = threadIdx.x; i < HW; i += blockDim.x) {
+        if (mask[i]) {
+          const long long y = i / W, x = i % W;
+          ymin = y < ymin ? y : ymin;
+          ymax = y > ymax ? y : ymax;
+          xmin = x < xmin ? x : xmin;
+          xmax = x > xmax ? x : xmax;
+        }
+      }
+      ymin = block_reduce(ymin, MinOp(), lshared);
+      ymax = block_reduce(ymax, MaxOp(), lshared);
+      xmin = block_reduce(xmin, MinOp(), lshared);
+      xmax = block_reduce(xmax, MaxOp(), lshared);
+      has_mask = ymax >= 0;
+      if (has_mask) {
+        y0 = ymin, y1 = ymax + 1, x0 = xmin, x1 = xmax + 1;
+      }
+    }
+    if (!has_mask) {
+      const long long my = margin < (H - 1) / 2 ? margin : (H - 1) / 2;
+      const long long mx = margin < (W - 1) / 2 ? margin : (W - 1) / 2;
+      y0 = my, y1 = H - my, x0 = mx, x1 = W - mx;
+    }
+  }
+  const bool substitute = mode == kMask && has_mask;
+
+  // --- background (mask mode): mean of the pixels outside the mask ----------
+  double bg = 0.0;
+  if (substitute) {
+    double s_out = 0.0, s_all = 0.0, n_out = 0.0;
+    for (long long i = threadIdx.x; i < HW; i += blockDim.x) {
+      const double v = img[i];
+      s_all += v;
+      if (!mask[i]) {
+        s_out += v;
+        n_out += 1.0;
+      }
+    }
+    s_out = block_reduce(s_out, SumOp(), dshared);
+    s_all = block_reduce(s_all, SumOp(), dshared);
+    n_out = block_reduce(n_out, SumOp(), dshared);
+    bg = n_out > 0 ? s_out / n_out : s_all / static_cast<double>(HW);
+  }
+
+  // --- statistics over the region (shifted by its first value) -------------
+  const long long rh = y1 - y0, rw = x1 - x0, n = rh * rw;
+  auto value = [&](long long y, long long x) -> double {
+    const long long i = y * W + x;
+    return (substitute && !mask[i]) ? bg : static_cast<double>(img[i]);
+  };
+  const double k = value(y0, x0);
+  double s1 = 0.0, s2 = 0.0, lo = DBL_MAX, hi = -DBL_MAX;
+  for (long long i = threadIdx.x; i < n; i += blockDim.x) {
+    const double v = value(y0 + i / rw, x0 + i % rw);
+    const double dv = v - k;
+    s1 += dv;
+    s2 += dv * dv;
+    lo = v < lo ? v : lo;
+    hi = v > hi ? v : hi;
+  }
+  s1 = block_reduce(s1, SumOp(), dshared);
+  s2 = block_reduce(s2, SumOp(), dshared);
+  lo = block_reduce(lo, MinOp(), dshared);
+  hi = block_reduce(hi, MaxOp(), dshared);
+  if (threadIdx.x != 0) return;
+
+  const double mean = k + s1 / static_cast<double>(n);
+  double shift, scale;
+  if (normalization == kZScore) {
+    const double m1 = s1 / static_cast<double>(n);
+    const double var = fmax(0.0, s2 / static_cast<double>(n) - m1 * m1);
+    shift = mean;
+    scale = 1.0 / fmax(sqrt(var), kEps);
+  } else if (normalization == kMinMax) {
+    shift = lo;
+    scale = 1.0 / fmax(hi - lo, kEps);
+  } else {
+    shift = fixed_mean;
+    scale = 1.0 / fixed_std;
+  }
+  const long long longer = rh > rw ? rh : rw;
+  long long oh = static_cast<long long>(floor(static_cast<double>(rh) * size / longer + 0.5));
+  long long ow = static_cast<long long>(floor(static_cast<double>(rw) * size / longer + 0.5));
+  oh = oh < 1 ? 1 : oh;
+  ow = ow < 1 ? 1 : ow;
+  double* w = work + static_cast<long long>(blockIdx.x) * kPreprocessWorkDoubles;
+  w[kY0] = y0, w[kY1] = y1, w[kX0] = x0, w[kX1] = x1;
+  w[kShift] = shift, w[kScale] = scale, w[kBg] = bg, w[kSubstitute] = substitute ? 1.0 : 0.0;
+  w[kOh] = oh, w[kOw] = ow, w[kTop] = (size - oh) / 2, w[kLeft] = (size - ow) / 2;
+  w[kPad] = static_cast<double>(static_cast<float>((mean - shift) * scale));  // the region mean, normalised
+}
+
+// Triangle-filter taps of output index o (of n_out) over n_in inputs, as
+// emclassify.preprocess.resize_weights: returns [lo, hi) and the support.
+__device__ inline void filter_span(long long o, long long n_in, long long n_out, long long* lo, long long* hi,
+                                   double* centre, double* support) {
+  const double scale = static_cast<double>(n_in) / static_cast<double>(n_out);
+  *support = scale > 1.0 ? scale : 1.0;
+  *centre = (static_cast<double>(o) + 0.5) * scale;
+  const long long l = static_cast<long long>(floor(*centre - *support - 0.5));
+  const long long h = static_cast<long long>(ceil(*centre + *support + 0.5));
+  *lo = l > 0 ? l : 0;
+  *hi = h < n_in ? h : n_in;
+}
+
+__device__ inline double tap(long long i, double centre, double support) {
+  const double w = 1.0 - fabs(static_cast<double>(i) + 0.5 - centre) / support;
+  return w > 0.0 ? w : 0.0;
+}
+
+__global__ void resize_kernel(const float* pixels, const uint8_t* masks, const ImageDesc* descs, int n_images,
+                              int size, const double* work, float* out) {
+  const long long idx = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const long long per_image = static_cast<long long>(size) * size;
+  if (idx >= per_image * n_images) return;
+  const int b = static_cast<int>(idx / per_image);
+  const int oy = static_cast<int>((idx % per_image) / size), ox = static_cast<int>(idx % size);
+  const double* w = work + static_cast<long long>(b) * kPreprocessWorkDoubles;
+  const long long oh = static_cast<long long>(w[kOh]), ow = static_cast<long long>(w[kOw]);
+  const long long top = static_cast<long long>(w[kTop]), left = static_cast<long long>(w[kLeft]);
+  const long long py = oy - top, px = ox - left;
+  if (py < 0 || py >= oh || px < 0 || px >= ow) {
+    out[idx] = static_cast<float>(w[kPad]);
+    return;
+  }
+  const ImageDesc d = descs[b];
+  const float* img = pixels + d.offset;
+  const uint8_t* mask = d.mask_offset >= 0 ? masks + d.mask_offset : nullptr;
+  const bool substitute = w[kSubstitute] != 0.0;
+  const long long y0 = static_cast<long long>(w[kY0]), x0 = static_cast<long long>(w[kX0]);
+  const long long rh = static_cast<long long>(w[kY1]) - y0, rw = static_cast<long long>(w[kX1]) - x0;
+  const double shift = w[kShift], bg = w[kBg];
+  long long ylo, yhi, xlo, xhi;
+  double cy, sy, cx, sx;
+  filter_span(py, rh, oh, &ylo, &yhi, &cy, &sy);
+  filter_span(px, rw, ow, &xlo, &xhi, &cx, &sx);
+  double wy_sum = 0.0, wx_sum = 0.0, acc = 0.0;
+  for (long long x = xlo; x < xhi; ++x) wx_sum += tap(x, cx, sx);
+  for (long long y = ylo; y < yhi; ++y) {
+    const double wy = tap(y, cy, sy);
+    if (wy == 0.0) continue;
+    wy_sum += wy;
+    const long long row = (y0 + y) * d.width + x0;
+    double racc = 0.0;
+    for (long long x = xlo; x < xhi; ++x) {
+      const double wx = tap(x, cx, sx);
+      if (wx == 0.0) continue;
+      const long long i = row + x;
+      const double v = (substitute && !mask[i]) ? bg : static_cast<double>(img[i]);
+      racc += wx * (v - shift);
+    }
+    acc += wy * racc;
+  }
+  out[idx] = static_cast<float>(acc / (wy_sum * wx_sum) * w[kScale]);
+}
+
+}  // namespace
+
+cudaError_t preprocess(const float* pixels, const uint8_t* masks, const ImageDesc* descs, int n, int mode,
+                       int size, int margin, int normalization, double fixed_mean, double fixed_std,
+                       double* work, float* out, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  region_stats_kernel<<<n, kThreads, 0, stream>>>(pixels, masks, descs, mode, size, margin, normalization,
+                                                  fixed_mean, fixed_std, work);
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) return err;
+  const long long total = static_cast<long long>(n) * size * size;
+  const unsigned blocks = static_cast<unsigned>((total + kThreads - 1) / kThreads);
+  resize_kernel<<<blocks, kThreads, 0, stream>>>(pixels, masks, descs, n, size, work, out);
+  return cudaGetLastError();
+}
+
+}  // namespace cuda
+}  // namespace emclassify
