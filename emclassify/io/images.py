@@ -17,6 +17,8 @@ from typing import List, Optional, Union
 
 import numpy as np
 
+from .tiff_fast import decode_baseline_tiff
+
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 MAX_SIDE = 16384          # px; a particle crop is never this big
 MAX_PIXELS = 64 * 2**20   # 64 Mpx, guards memory before decoding
@@ -117,6 +119,9 @@ def _normalise_dtype(path: PathLike, arr: np.ndarray, notes: List[str]) -> np.nd
 
 
 def _decode_tiff(path: PathLike, data: bytes) -> np.ndarray:
+    fast = decode_baseline_tiff(data, MAX_SIDE, MAX_PIXELS)
+    if fast is not None:
+        return fast
     import tifffile
 
     with tifffile.TiffFile(io.BytesIO(data)) as tif:
@@ -155,9 +160,12 @@ def _decode_pil(path: PathLike, data: bytes) -> np.ndarray:
         return np.asarray(im)
 
 
-def decode_image(path: PathLike, data: bytes) -> LoadedImage:
-    """Decode image bytes (already read from ``path``) into a :class:`LoadedImage`."""
-    sha = hashlib.sha256(data).hexdigest()
+def decode_image(path: PathLike, data: bytes, checksum: bool = True) -> LoadedImage:
+    """Decode image bytes (already read from ``path``) into a :class:`LoadedImage`.
+
+    checksum: compute the SHA-256 of the bytes (else ``sha256`` is "": masks need none).
+    """
+    sha = hashlib.sha256(data).hexdigest() if checksum else ""
     if len(data) == 0:
         raise ImageReadError(path, "empty file (0 bytes)")
     kind = _sniff(data)
@@ -185,8 +193,11 @@ def decode_image(path: PathLike, data: bytes) -> LoadedImage:
     return LoadedImage(np.ascontiguousarray(arr), sha, notes)
 
 
-def read_image(path: PathLike) -> LoadedImage:
-    """Read and decode one image file. Raises :class:`ImageReadError` with the reason."""
+def read_image(path: PathLike, checksum: bool = True) -> LoadedImage:
+    """Read and decode one image file. Raises :class:`ImageReadError` with the reason.
+
+    checksum: as in :func:`decode_image`.
+    """
     try:
         with open(path, "rb") as fh:
             data = fh.read()
@@ -198,7 +209,7 @@ def read_image(path: PathLike) -> LoadedImage:
         raise ImageReadError(path, "permission denied") from None
     except OSError as exc:
         raise ImageReadError(path, f"cannot read file: {exc.strerror or exc}") from None
-    return decode_image(path, data)
+    return decode_image(path, data, checksum)
 
 
 def read_mask(path: PathLike, shape: Optional[tuple] = None) -> np.ndarray:
@@ -206,7 +217,7 @@ def read_mask(path: PathLike, shape: Optional[tuple] = None) -> np.ndarray:
 
     ``shape``: the image's (H, W); a mismatch is an :class:`ImageReadError`.
     """
-    loaded = read_image(path)
+    loaded = read_image(path, checksum=False)
     mask = loaded.array != 0
     if shape is not None and mask.shape != tuple(shape):
         raise ImageReadError(
