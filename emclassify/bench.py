@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import gc
 import datetime as _dt
+import gc
 import os
 import platform
 import tempfile
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,18 +36,21 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.utils.mkldnn
 from torch import nn
 
+with warnings.catch_warnings():  # its classes use the deprecated torch.jit.script_method
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import torch.utils.mkldnn
+
 from . import ops
-from ._native import backend_description, native_available
+from ._native import backend_description, native_available, native_cuda_built
 from .assets import default_model_path
 from .inference import Classifier, classify_folder
 from .io.datasets import list_images
 from .io.images import read_image, read_mask
 from .modelfile import TrainedModel, load_model
 from .models import create_model
-from .models.lipnet import ConvBlock, LipNet
+from .models.lipnet import LipNet
 from .preprocess import PreprocessConfig, preprocess_reference
 
 
@@ -232,6 +236,60 @@ def tuned_variants(model: LipNet, try_compile: bool) -> Dict[str, Optional[nn.Mo
     return variants
 
 
+# --------------------------------------------------------------------------- GPU
+
+
+def gpu_measurements(model: LipNet, images, masks, cfg: PreprocessConfig, batch: int, repeats: int) -> Dict:
+    """Batches of ``batch`` raw images on the GPU: cuDNN eager vs the fused native CUDA ops.
+
+    eager: reference preprocessing on the CPU, upload, eager NCHW trunk (cuDNN).
+    native: upload the raw images, ``emclassify::preprocess`` and ``emclassify::conv_trunk`` on the GPU.
+    Also the trunks alone on the same preprocessed GPU batch. images/s, synchronised.
+    """
+    dev = torch.device("cuda")
+    gpu_model = copy.deepcopy(model).to(dev).eval()
+    chunks = list(zip(_chunks(images, batch), _chunks(masks, batch)))
+    sync = torch.cuda.synchronize
+
+    def eager():
+        with torch.no_grad(), native_disabled():
+            for im, mk in chunks:
+                gpu_model.trunk(preprocess_reference(im, mk, cfg).to(dev))
+        sync()
+
+    def native():
+        with torch.inference_mode():
+            for im, mk in chunks:
+                imgs = [ops._as_image_tensor(i).to(dev, non_blocking=True) for i in im]
+                msks = [None if m is None else ops.to_bool_mask(m).to(dev, non_blocking=True) for m in mk]
+                x = torch.ops.emclassify.preprocess(imgs, msks, cfg.mode, cfg.size, cfg.margin, cfg.normalize,
+                                                    float(cfg.mean), float(cfg.std))
+                gpu_model.fused_trunk(x, native=True)
+        sync()
+
+    x = ops.preprocess(images[:batch], masks[:batch], cfg, native=True).to(dev)
+    n = len(images)
+
+    def trunk_eager():
+        with torch.no_grad(), native_disabled():
+            gpu_model.trunk(x)
+        sync()
+
+    def trunk_native():
+        with torch.inference_mode():
+            gpu_model.fused_trunk(x, native=True)
+        sync()
+
+    out = {
+        "device": torch.cuda.get_device_name(dev),
+        "batch": batch,
+        "preprocess_and_trunk": {"eager": n / best_time(eager, repeats), "native": n / best_time(native, repeats)},
+        "trunk_alone": {"eager": x.shape[0] / best_time(trunk_eager, repeats),
+                        "native": x.shape[0] / best_time(trunk_native, repeats)},
+    }
+    return out
+
+
 # --------------------------------------------------------------------------- the run
 
 
@@ -249,6 +307,12 @@ def _load_all(folder: Path) -> Tuple[List[np.ndarray], List[Optional[np.ndarray]
         images.append(img)
         masks.append(read_mask(s.mask, img.shape) if s.mask else None)
     return images, masks
+
+
+def _each(fn: Callable, batches: Sequence) -> None:
+    """``fn`` on every batch, dropping each output at once (keeping them all would time memory pressure)."""
+    for b in batches:
+        fn(b)
 
 
 def _chunks(seq: Sequence, size: int):
@@ -346,8 +410,17 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> Dict:
         result["preprocess_tuned_variant"] = (
             "reference over a thread pool" if threaded_pre < naive_pre else
             "reference in one call (a thread pool was slower: the reference holds the GIL)")
+        if torch.cuda.is_available():
+            log("GPU ...")
+            try:
+                if not native_cuda_built():
+                    raise RuntimeError("emclassify._C was built without CUDA kernels")
+                result["gpu"] = gpu_measurements(model, images, masks, pcfg, 512, cfg.repeats)
+            except Exception as exc:  # noqa: BLE001 - reported, the CPU figures still stand
+                result["gpu"] = {"error": f"{type(exc).__name__}: {exc}"}
+            log(f"  {result['gpu']}")
         x = ops.preprocess(images, masks, pcfg, native=True)
-        del images, masks
+        images = masks = None  # free the decoded images
         batches = _chunks(x, cfg.batch_size)
 
         # ---- model alone and trunk alone
@@ -359,7 +432,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> Dict:
         def model_rate(fn) -> float:
             # inference_mode as in Classifier.predict_proba, so compiled graphs are reused end to end.
             with torch.inference_mode():
-                return n / best_time(lambda: [fn(b) for b in batches], cfg.repeats)
+                return n / best_time(lambda: _each(fn, batches), cfg.repeats)
 
         with native_disabled():
             naive_model = model_rate(model)
@@ -384,8 +457,8 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> Dict:
             log(f"  {name}: {tuned[name]}")
         best_name = max((k for k in tuned if "model" in tuned[k]), key=lambda k: tuned[k]["model"])
         with torch.inference_mode():
-            native_model = n / best_time(lambda: [model(b) for b in batches], cfg.repeats)
-            native_trunk = n / best_time(lambda: [model.fused_trunk(b) for b in batches], cfg.repeats)
+            native_model = n / best_time(lambda: _each(model, batches), cfg.repeats)
+            native_trunk = n / best_time(lambda: _each(model.fused_trunk, batches), cfg.repeats)
         result["tuned_variants"] = tuned
         result["tuned_best"] = best_name
         result["compile_seconds"] = compile_s
@@ -400,7 +473,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> Dict:
         result["trunk_gflop_per_image"] = flop / n / 1e9
 
         # ---- end to end (from files; the in-memory inputs above are released first)
-        del x, batches
+        x = batches = None
         gc.collect()
         log("end to end ...")
         e2e, rss, preds = {}, {}, {}
@@ -479,6 +552,17 @@ def format_markdown(r: Dict) -> str:
     rss = r["peak_rss_mb"]
     if all(v is not None for v in rss.values()):
         lines += ["", "Peak resident memory, end to end: " + ", ".join(f"{k} {v:.0f} MB" for k, v in rss.items())]
+    gpu = r.get("gpu")
+    if gpu and "error" not in gpu:
+        pt, ta = gpu["preprocess_and_trunk"], gpu["trunk_alone"]
+        lines += [
+            "", f"GPU ({gpu['device']}), batch {gpu['batch']}, images/s:", "",
+            "| | cuDNN eager | native CUDA | native ÷ eager |", "|---|---:|---:|---:|",
+            f"| preprocessing + trunk | {pt['eager']:.0f} | {pt['native']:.0f} | {pt['native'] / pt['eager']:.2f}× |",
+            f"| trunk alone | {ta['eager']:.0f} | {ta['native']:.0f} | {ta['native'] / ta['eager']:.2f}× |",
+        ]
+    elif gpu:
+        lines += ["", f"GPU: {gpu['error']}"]
     agree = r["predictions_agree"]
     lines += ["", f"Predicted classes equal to native: naive {agree['naive']}/{r['n_images']}, "
                   f"tuned {agree['tuned']}/{r['n_images']}."]

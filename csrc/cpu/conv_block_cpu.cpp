@@ -11,6 +11,10 @@
 #include <string>
 #include <vector>
 
+#if defined(_MSC_VER)
+#include <intrin.h>
+#endif
+
 #include "../conv_layer.h"
 #include "../outputs.h"
 #include "conv_block.h"
@@ -24,21 +28,27 @@ struct Kernel {
   const char* name;
 };
 
-bool cpu_has_avx512() {
-#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
-  return __builtin_cpu_supports("avx512f");
-#else
-  return false;
-#endif
+#if defined(_MSC_VER) && defined(_M_X64)
+// MSVC has no __builtin_cpu_supports: ask CPUID, and XGETBV whether the OS saves the registers.
+int cpuid_reg(int leaf, int reg) {
+  int r[4];
+  __cpuidex(r, leaf, 0);
+  return r[reg];
 }
-
+bool os_saves(unsigned long long mask) { return (_xgetbv(0) & mask) == mask; }
 bool cpu_has_avx2() {
-#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-  return false;
-#endif
+  const int ecx1 = cpuid_reg(1, 2);
+  const bool osxsave = ecx1 & (1 << 27), fma = ecx1 & (1 << 12);
+  return cpuid_reg(0, 0) >= 7 && osxsave && fma && os_saves(0x6) && (cpuid_reg(7, 1) & (1 << 5));
 }
+bool cpu_has_avx512() { return cpu_has_avx2() && os_saves(0xE6) && (cpuid_reg(7, 1) & (1 << 16)); }
+#elif (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+bool cpu_has_avx512() { return __builtin_cpu_supports("avx512f"); }
+bool cpu_has_avx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+#else
+bool cpu_has_avx512() { return false; }
+bool cpu_has_avx2() { return false; }
+#endif
 
 // The widest kernel this CPU runs; EMCLASSIFY_CPU_ISA=avx512|avx2|generic asks
 // for a narrower one (tests hold every variant to the reference this way).
