@@ -23,6 +23,7 @@ struct ConvBlockArgs {
   bool pool;          // 2x2 max-pool after ReLU
   float* out;         // N x Hout x Wout x Cout (NHWC); Ho = H + 2*pad - 2, Hout = pool ? Ho/2 : Ho
   int64_t Hout, Wout;
+  int64_t out_row_stride, out_image_stride;  // floats between output rows / images (pixels: Cout)
 };
 
 // Computes output rows [row_begin, row_end) of the flattened (n, out_y) index.

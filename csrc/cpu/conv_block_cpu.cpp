@@ -80,13 +80,36 @@ struct PackedLayer {
     b.narrow(0, 0, s.Cout).copy_(bias);
   }
 
-  ConvBlockArgs args(const float* in, int64_t n, float* out) const {
-    return ConvBlockArgs{in,    n,        shape.H,   shape.W,    shape.Cin,  shape.pad,  w.data_ptr<float>(),
-                         b.data_ptr<float>(), shape.Cout, cout_pad, shape.pool, out,        shape.Hout, shape.Wout};
+  // n unpadded NHWC images in, n NHWC images out (rows out_row_stride floats apart when > 0).
+  ConvBlockArgs args(const float* in, int64_t n, float* out, int64_t out_row_stride = 0) const {
+    const int64_t row = out_row_stride > 0 ? out_row_stride : shape.Wout * shape.Cout;
+    return ConvBlockArgs{in,   n,    shape.H, shape.W, shape.Cin, shape.pad, w.data_ptr<float>(), b.data_ptr<float>(),
+                         shape.Cout, cout_pad, shape.pool, out, shape.Hout, shape.Wout, row, shape.Hout * row};
+  }
+  // One image whose "same" padding is already in memory (a zero ring around
+  // it): a valid conv on (H+2) x (W+2), no border special cases. out_row_stride
+  // lets the output land inside the next layer's zero ring.
+  ConvBlockArgs args_prepadded(const float* in, float* out, int64_t out_row_stride) const {
+    return ConvBlockArgs{in,         1,        shape.H + 2 * shape.pad, shape.W + 2 * shape.pad, shape.Cin, 0,
+                         w.data_ptr<float>(), b.data_ptr<float>(), shape.Cout, cout_pad, shape.pool, out,
+                         shape.Hout, shape.Wout, out_row_stride, 0};
   }
   int64_t scratch_floats() const { return 2 * shape.Wo * cout_pad; }
   int64_t out_floats() const { return shape.Hout * shape.Wout * shape.Cout; }
+  int64_t padded_in_floats() const { return (shape.H + 2) * (shape.W + 2) * shape.Cin; }
+  int64_t padded_out_floats() const { return (shape.Hout + 2) * (shape.Wout + 2) * shape.Cout; }
 };
+
+// Zeroes the one-pixel ring around an h x w x c image stored in (h+2) x (w+2) x c.
+void zero_ring(float* buf, int64_t h, int64_t w, int64_t c) {
+  const int64_t row = (w + 2) * c;
+  std::fill(buf, buf + row, 0.f);
+  std::fill(buf + (h + 1) * row, buf + (h + 2) * row, 0.f);
+  for (int64_t y = 1; y <= h; ++y) {
+    std::fill(buf + y * row, buf + y * row + c, 0.f);
+    std::fill(buf + y * row + (w + 1) * c, buf + (y + 1) * row, 0.f);
+  }
+}
 
 // One layer over the whole batch, output rows in parallel.
 void run_layer(const Kernel& kernel, const PackedLayer& layer, const float* in, int64_t n, float* out) {
@@ -132,7 +155,7 @@ at::Tensor conv_trunk_cpu(const at::Tensor& x, at::TensorList weights, at::Tenso
   int64_t act_floats = 0, scratch_floats = 0;
   for (size_t i = 0; i < shapes.size(); ++i) {
     layers.emplace_back(shapes[i], weights[i], biases[i], kernel.width);
-    act_floats = std::max(act_floats, layers.back().out_floats());
+    act_floats = std::max({act_floats, layers.back().padded_in_floats(), layers.back().padded_out_floats()});
     scratch_floats = std::max(scratch_floats, layers.back().scratch_floats());
   }
   const at::Tensor in = x.contiguous(at::MemoryFormat::ChannelsLast);
@@ -153,17 +176,43 @@ at::Tensor conv_trunk_cpu(const at::Tensor& x, at::TensorList weights, at::Tenso
   std::atomic<int64_t> next_image{0};
   const int64_t workers = std::min<int64_t>(at::get_num_threads(), N);
   at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
-    std::vector<float> buf(static_cast<size_t>(2 * act_floats + scratch_floats));
-    float* ping = buf.data();
-    float* pong = ping + act_floats;
-    float* scratch = pong + act_floats;
+    std::vector<float> storage(static_cast<size_t>(2 * act_floats + scratch_floats));
+    float* bufs[2] = {storage.data(), storage.data() + act_floats};
+    float* scratch = storage.data() + 2 * act_floats;
     for (int64_t n = next_image++; n < N; n = next_image++) {
+      // Layer i reads bufs[i % 2] (or the input) and writes bufs[(i + 1) % 2] (or the result),
+      // inside a zero ring whenever the next layer pads ("same").
       const float* src = in.data_ptr<float>() + n * in_floats;
+      const LayerShape& first = layers[0].shape;
+      if (first.pad == 1) {
+        zero_ring(bufs[0], first.H, first.W, first.Cin);
+        const int64_t row = (first.W + 2) * first.Cin;
+        for (int64_t y = 0; y < first.H; ++y)
+          std::copy(src + y * first.W * first.Cin, src + (y + 1) * first.W * first.Cin,
+                    bufs[0] + (y + 1) * row + first.Cin);
+        src = bufs[0];
+      }
       for (int64_t i = 0; i < nl; ++i) {
-        float* dst = i == nl - 1 ? out.data_ptr<float>() + n * result_floats : (i % 2 == 0 ? ping : pong);
-        const ConvBlockArgs args = layers[i].args(src, 1, dst);
-        kernel.fn(args, 0, layers[i].shape.Hout, scratch);
-        src = dst;
+        const LayerShape& s = layers[i].shape;
+        float* dst;
+        int64_t row_stride = s.Wout * s.Cout;
+        if (i == nl - 1) {
+          dst = out.data_ptr<float>() + n * result_floats;
+        } else {
+          float* buf = bufs[(i + 1) % 2];
+          if (layers[i + 1].shape.pad == 1) {
+            zero_ring(buf, s.Hout, s.Wout, s.Cout);
+            row_stride = (s.Wout + 2) * s.Cout;
+            dst = buf + row_stride + s.Cout;  // interior starts one row and one pixel in
+          } else {
+            dst = buf;
+          }
+        }
+        // src holds this layer's input padded when s.pad == 1 (written so by the previous step).
+        const ConvBlockArgs args = s.pad == 1 ? layers[i].args_prepadded(src, dst, row_stride)
+                                              : layers[i].args(src, 1, dst, row_stride);
+        kernel.fn(args, 0, s.Hout, scratch);
+        src = i == nl - 1 ? nullptr : bufs[(i + 1) % 2];
       }
     }
   });

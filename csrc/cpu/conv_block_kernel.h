@@ -55,6 +55,18 @@ static inline void conv_tile(const float* a, int64_t row_stride, int64_t cin, in
     for (int v = 0; v < NV; ++v) Vec::store(dst + r * dst_stride + v * Vec::kWidth, Vec::max(acc[r][v], zero));
 }
 
+// A tile of r < R pixels, r known only at run time: picks conv_tile<NV, r>.
+template <int NV, int R>
+static inline void conv_tail(int r, const float* a, int64_t row_stride, int64_t cin, int kh0, int kh1, int64_t k3,
+                             const float* w, int64_t cout_pad, const float* bias, float* dst, int64_t dst_stride) {
+  if constexpr (R >= 1) {
+    if (r == R)
+      conv_tile<NV, R>(a, row_stride, cin, kh0, kh1, 0, k3, w, cout_pad, bias, dst, dst_stride);
+    else
+      conv_tail<NV, R - 1>(r, a, row_stride, cin, kh0, kh1, k3, w, cout_pad, bias, dst, dst_stride);
+  }
+}
+
 // One output channel group of NV vectors over conv output row y of one image.
 // in: the image (H x W x Cin); pad: 1 ("same") or 0 ("valid").
 template <int NV>
@@ -78,21 +90,13 @@ static void conv_row_group(const float* in, int64_t h, int64_t wi, int64_t cin, 
   const int64_t n = x_hi - x_lo, k3 = 3 * cin;
   const float* a = row + (x_lo - pad) * cin;
   float* d = dst + x_lo * dst_stride;
-  if (n < R) {  // narrow rows (deep layers of small inputs): one pixel at a time
-    for (int64_t x = 0; x < n; ++x)
-      conv_tile<NV, 1>(a + x * cin, row_stride, cin, kh0, kh1, 0, k3, w, cout_pad, bias, d + x * dst_stride,
-                       dst_stride);
-    return;
-  }
   int64_t x = 0;
   for (; x + R <= n; x += R)
     conv_tile<NV, R>(a + x * cin, row_stride, cin, kh0, kh1, 0, k3, w, cout_pad, bias, d + x * dst_stride,
                      dst_stride);
-  if (x < n) {  // last tile overlaps the previous one; the overlap is rewritten with equal values
-    x = n - R;
-    conv_tile<NV, R>(a + x * cin, row_stride, cin, kh0, kh1, 0, k3, w, cout_pad, bias, d + x * dst_stride,
-                     dst_stride);
-  }
+  if (x < n)  // the rest of the row in one narrower tile
+    conv_tail<NV, R - 1>(static_cast<int>(n - x), a + x * cin, row_stride, cin, kh0, kh1, k3, w, cout_pad, bias,
+                         d + x * dst_stride, dst_stride);
 }
 
 constexpr int kMaxGroup = Vec::kMaxGroup;
@@ -123,7 +127,7 @@ void conv_rows(const ConvBlockArgs& p, int64_t row_begin, int64_t row_end, float
   const bool direct = !p.pool && p.CoutPad == p.Cout;  // write straight into the output
   for (int64_t row = row_begin; row < row_end; ++row) {
     const int64_t n = row / p.Hout, oy = row % p.Hout;
-    float* out_row = p.out + (n * p.Hout + oy) * p.Wout * p.Cout;
+    float* out_row = p.out + n * p.out_image_stride + oy * p.out_row_stride;
     if (direct) {
       conv_row(p, n, oy, out_row, p.Cout);
     } else if (!p.pool) {
