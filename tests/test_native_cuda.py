@@ -83,3 +83,9 @@ def test_opcheck_on_cuda():
     imgs = [torch.rand(20, 30, device="cuda"), torch.rand(9, 4, device="cuda")]
     masks = [torch.rand(20, 30, device="cuda") > 0.5, None]
     torch.library.opcheck(torch.ops.emclassify.preprocess.default, (imgs, masks, "mask", 12, 3, "zscore", 0.0, 1.0))
+
+
+def test_self_check_passes_on_this_gpu():
+    # The model's GPU path runs the native kernels only after this check; on this GPU it must pass.
+    ops.cuda_kernels_verified.cache_clear()
+    assert ops.cuda_kernels_verified(torch.cuda.current_device())
