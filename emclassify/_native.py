@@ -7,10 +7,9 @@ to load, every op falls back to its pure-PyTorch reference, with one
 """
 from __future__ import annotations
 
-import functools
 import os
 import warnings
-from typing import Tuple
+from typing import Optional, Tuple
 
 
 class EmclassifyNativeWarning(RuntimeWarning):
@@ -21,8 +20,19 @@ def native_disabled_by_env() -> bool:
     return os.environ.get("EMCLASSIFY_NATIVE", "1").strip().lower() in {"0", "false", "no", "off"}
 
 
-@functools.lru_cache(maxsize=None)
+_loaded: Optional[Tuple[bool, str]] = None
+
+
 def _load() -> Tuple[bool, str]:
+    """(loaded, why not), tried once. A plain cached global, not lru_cache: torch.compile traces
+    through this call from the model's forward and handles a global read without complaint."""
+    global _loaded
+    if _loaded is None:
+        _loaded = _try_load()
+    return _loaded
+
+
+def _try_load() -> Tuple[bool, str]:
     try:
         from . import _C  # noqa: F401  (importing registers the ops)
     except Exception as exc:  # noqa: BLE001 - ImportError, OSError (undefined symbol, wrong torch) ...

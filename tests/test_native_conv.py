@@ -210,3 +210,17 @@ def test_identical_predictions_on_nanoshapes_native_vs_reference(nanoshapes, mon
     assert len(native) == 3182
     np.testing.assert_array_equal(native.argmax(1), reference.argmax(1))
     np.testing.assert_allclose(native, reference, atol=1e-4)
+
+
+def test_model_and_op_run_under_torch_compile(monkeypatch):
+    monkeypatch.delenv("EMCLASSIFY_POISON_OUTPUTS")
+    model = create_model("lipnet4", 3, 48).eval()
+    x = torch.randn(4, 1, 48, 48)
+    blocks = [b for stage in model.trunk for b in stage.blocks]
+    weights, biases = zip(*(b.folded() for b in blocks))
+    trunk = torch.compile(lambda x, ws, bs: torch.ops.emclassify.conv_trunk(x, ws, bs, [1, 0, 1, 0],
+                                                                            [False, True, False, True]),
+                          fullgraph=True)  # the op itself traces without a graph break
+    with torch.inference_mode():
+        torch.testing.assert_close(trunk(x, list(weights), list(biases)), model.fused_trunk(x, native=True))
+        torch.testing.assert_close(torch.compile(model)(x), model(x))
