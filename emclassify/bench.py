@@ -368,13 +368,10 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> Dict:
     if not native_available():
         raise RuntimeError("the native library is not loaded: nothing to compare (see emclassify --version)")
     trained, model_desc = _load_model(cfg)
-    model = trained.model
-    if not isinstance(model, LipNet):
+    if not isinstance(trained.model, LipNet):
         raise ValueError("bench needs a CNN (lipnet*) model")
-    pcfg = trained.card.preprocess
-    if pcfg.size != cfg.input_size:
-        pcfg = PreprocessConfig(**{**pcfg.__dict__, "size": cfg.input_size})
-        trained.card.preprocess = pcfg
+    if trained.card.preprocess.size != cfg.input_size:
+        trained.card.preprocess = PreprocessConfig(**{**trained.card.preprocess.__dict__, "size": cfg.input_size})
     result: Dict = {
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine_description(),
@@ -394,112 +391,126 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> Dict:
             make_folder(folder, cfg.n_images, cfg.seed)
         folder = Path(folder)
         images, masks = _load_all(folder)
-        n = len(images)
         sides = [max(im.shape) for im in images]
-        result.update(folder=str(folder), n_images=n, particle_side_px=[int(min(sides)), int(np.median(sides)),
-                                                                         int(max(sides))])
-        log(f"{n} images, {min(sides)}-{max(sides)} px; model: {model_desc}; {result['threads']} threads")
-
-        # ---- preprocessing alone
-        log("preprocessing alone ...")
-        naive_pre = best_time(lambda: preprocess_reference(images, masks, pcfg), 1)
-        threaded_pre = best_time(lambda: _threaded_reference(images, masks, pcfg, cfg.batch_size), 1)
-        native_pre = best_time(lambda: ops.preprocess(images, masks, pcfg, native=True), cfg.repeats)
-        result["preprocess"] = {"naive": n / naive_pre, "tuned": n / min(naive_pre, threaded_pre),
-                                "native": n / native_pre}
-        result["preprocess_tuned_variant"] = (
-            "reference over a thread pool" if threaded_pre < naive_pre else
-            "reference in one call (a thread pool was slower: the reference holds the GIL)")
-        if torch.cuda.is_available():
-            log("GPU ...")
-            try:
-                if not native_cuda_built():
-                    raise RuntimeError("emclassify._C was built without CUDA kernels")
-                result["gpu"] = gpu_measurements(model, images, masks, pcfg, 512, cfg.repeats)
-            except Exception as exc:  # noqa: BLE001 - reported, the CPU figures still stand
-                result["gpu"] = {"error": f"{type(exc).__name__}: {exc}"}
-            log(f"  {result['gpu']}")
-        x = ops.preprocess(images, masks, pcfg, native=True)
+        result.update(folder=str(folder), n_images=len(images),
+                      particle_side_px=[int(min(sides)), int(np.median(sides)), int(max(sides))])
+        log(f"{len(images)} images, {min(sides)}-{max(sides)} px; model: {model_desc}; {result['threads']} threads")
+        result.update(_measure_preprocessing(cfg, trained, images, masks, log))
+        x = ops.preprocess(images, masks, trained.card.preprocess, native=True)
         images = masks = None  # free the decoded images
-        batches = _chunks(x, cfg.batch_size)
-
-        # ---- model alone and trunk alone
-        log("model alone ...")
-        ceiling = gemm_ceiling(cfg.repeats)
-        flop = trunk_flop(model, cfg.input_size) * n
-        result["gemm_gflops"] = ceiling
-
-        def model_rate(fn) -> float:
-            # inference_mode as in Classifier.predict_proba, so compiled graphs are reused end to end.
-            with torch.inference_mode():
-                return n / best_time(lambda: _each(fn, batches), cfg.repeats)
-
-        with native_disabled():
-            naive_model = model_rate(model)
-            naive_trunk = model_rate(model.trunk)
-        tuned, compile_s = {}, None
-        variants = tuned_variants(model, cfg.try_compile)
-        for name, variant in variants.items():
-            if variant is None:
-                tuned[name] = {"error": name}
-                continue
-            try:
-                with native_disabled():
-                    t0 = time.perf_counter()
-                    with torch.inference_mode():
-                        variant(batches[0]), variant.features(batches[0])  # compile (when compiling)
-                    first_call_s = time.perf_counter() - t0
-                    tuned[name] = {"model": model_rate(variant), "trunk": model_rate(variant.features)}
-                if "compile" in name:
-                    compile_s = first_call_s
-            except Exception as exc:  # noqa: BLE001 - a variant that cannot run here is reported, not fatal
-                tuned[name] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
-            log(f"  {name}: {tuned[name]}")
-        best_name = max((k for k in tuned if "model" in tuned[k]), key=lambda k: tuned[k]["model"])
-        with torch.inference_mode():
-            native_model = n / best_time(lambda: _each(model, batches), cfg.repeats)
-            native_trunk = n / best_time(lambda: _each(model.fused_trunk, batches), cfg.repeats)
-        result["tuned_variants"] = tuned
-        result["tuned_best"] = best_name
-        result["compile_seconds"] = compile_s
-        result["model_alone"] = {"naive": naive_model, "tuned": tuned[best_name]["model"], "native": native_model}
-        best_trunk_name = max((k for k in tuned if "trunk" in tuned[k]), key=lambda k: tuned[k]["trunk"])
-        trunk_rates = {"naive": naive_trunk, "tuned": tuned[best_trunk_name]["trunk"], "native": native_trunk}
-        result["trunk"] = {
-            k: {"images_per_s": r, "gflops": r * flop / n / 1e9, "of_ceiling": r * flop / n / 1e9 / ceiling["ceiling"]}
-            for k, r in trunk_rates.items()
-        }
-        result["trunk_tuned_variant"] = best_trunk_name
-        result["trunk_gflop_per_image"] = flop / n / 1e9
-
-        # ---- end to end (from files; the in-memory inputs above are released first)
-        x = batches = None
+        models, variants = _measure_models(cfg, trained.model, x, log)
+        result.update(models)
+        x = None
         gc.collect()
-        log("end to end ...")
-        e2e, rss, preds = {}, {}, {}
-
-        def timed(name, fn):
-            # One untimed pass first (it also compiles what a compiled variant meets only here:
-            # inference tensors, the last batch's size), then the best of up to two timed passes.
-            _reset_peak_rss()
-            preds[name] = fn()
-            rss[name] = peak_rss_mb()
-            e2e[name] = n / best_time(fn, min(cfg.repeats, 2), warmup=False)
-            log(f"  {name}: {e2e[name]:.0f} images/s, peak RSS {rss[name]:.0f} MB" if rss[name] else
-                f"  {name}: {e2e[name]:.0f} images/s")
-
-        tuned_clf = Classifier(trained, device="cpu")
-        tuned_clf.model = variants[best_name]
-        with native_disabled():
-            timed("naive", lambda: _naive_end_to_end(folder, model, pcfg, cfg.batch_size))
-            timed("tuned", lambda: _folder_end_to_end(folder, tuned_clf, cfg.batch_size))
-        timed("native", lambda: _folder_end_to_end(folder, Classifier(trained, device="cpu"), cfg.batch_size))
-        result["end_to_end"] = e2e
-        result["peak_rss_mb"] = rss
-        result["predictions_agree"] = {
-            k: int((preds[k] == preds["native"]).sum()) for k in ("naive", "tuned")
-        }
+        result.update(_measure_end_to_end(cfg, trained, variants[result["tuned_best"]], folder, log))
     return result
+
+
+def _measure_preprocessing(cfg: BenchConfig, trained: TrainedModel, images, masks, log) -> Dict:
+    """Preprocessing alone (in-memory images), and the GPU section when there is a GPU."""
+    log("preprocessing alone ...")
+    pcfg, n = trained.card.preprocess, len(images)
+    naive = best_time(lambda: preprocess_reference(images, masks, pcfg), 1)
+    threaded = best_time(lambda: _threaded_reference(images, masks, pcfg, cfg.batch_size), 1)
+    native = best_time(lambda: ops.preprocess(images, masks, pcfg, native=True), cfg.repeats)
+    out: Dict = {
+        "preprocess": {"naive": n / naive, "tuned": n / min(naive, threaded), "native": n / native},
+        "preprocess_tuned_variant": (
+            "reference over a thread pool" if threaded < naive else
+            "reference in one call (a thread pool was slower: the reference holds the GIL)"),
+    }
+    if torch.cuda.is_available():
+        log("GPU ...")
+        try:
+            if not native_cuda_built():
+                raise RuntimeError("emclassify._C was built without CUDA kernels")
+            out["gpu"] = gpu_measurements(trained.model, images, masks, pcfg, 512, cfg.repeats)
+        except Exception as exc:  # noqa: BLE001 - reported, the CPU figures still stand
+            out["gpu"] = {"error": f"{type(exc).__name__}: {exc}"}
+        log(f"  {out['gpu']}")
+    return out
+
+
+def _measure_models(cfg: BenchConfig, model: LipNet, x: torch.Tensor, log) -> Tuple[Dict, Dict]:
+    """Model alone and trunk alone on preprocessed batches: eager, every tuned variant, native;
+    the trunk's GFLOP/s against the GEMM ceiling. Returns (figures, the tuned variants)."""
+    log("model alone ...")
+    n, batches = x.shape[0], _chunks(x, cfg.batch_size)
+    ceiling = gemm_ceiling(cfg.repeats)
+    flop_per_image = trunk_flop(model, cfg.input_size)
+
+    def rate(fn) -> float:
+        # inference_mode as in Classifier.predict_proba, so compiled graphs are reused end to end.
+        with torch.inference_mode():
+            return n / best_time(lambda: _each(fn, batches), cfg.repeats)
+
+    with native_disabled():
+        naive_model, naive_trunk = rate(model), rate(model.trunk)
+    tuned, compile_s = {}, None
+    variants = tuned_variants(model, cfg.try_compile)
+    for name, variant in variants.items():
+        if variant is None:
+            tuned[name] = {"error": name}
+            continue
+        try:
+            with native_disabled():
+                t0 = time.perf_counter()
+                with torch.inference_mode():
+                    variant(batches[0]), variant.features(batches[0])  # compile (when compiling)
+                first_call_s = time.perf_counter() - t0
+                tuned[name] = {"model": rate(variant), "trunk": rate(variant.features)}
+            if "compile" in name:
+                compile_s = first_call_s
+        except Exception as exc:  # noqa: BLE001 - a variant that cannot run here is reported, not fatal
+            tuned[name] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+        log(f"  {name}: {tuned[name]}")
+    best = max((k for k in tuned if "model" in tuned[k]), key=lambda k: tuned[k]["model"])
+    best_trunk = max((k for k in tuned if "trunk" in tuned[k]), key=lambda k: tuned[k]["trunk"])
+    trunk_rates = {"naive": naive_trunk, "tuned": tuned[best_trunk]["trunk"], "native": rate(model.fused_trunk)}
+
+    def trunk_figures(r: float) -> Dict:
+        gflops = r * flop_per_image / 1e9
+        return {"images_per_s": r, "gflops": gflops, "of_ceiling": gflops / ceiling["ceiling"]}
+
+    figures = {
+        "gemm_gflops": ceiling,
+        "tuned_variants": tuned,
+        "tuned_best": best,
+        "compile_seconds": compile_s,
+        "model_alone": {"naive": naive_model, "tuned": tuned[best]["model"], "native": rate(model)},
+        "trunk": {k: trunk_figures(r) for k, r in trunk_rates.items()},
+        "trunk_tuned_variant": best_trunk,
+        "trunk_gflop_per_image": flop_per_image / 1e9,
+    }
+    return figures, variants
+
+
+def _measure_end_to_end(cfg: BenchConfig, trained: TrainedModel, tuned_model: nn.Module, folder: Path, log) -> Dict:
+    """From files to predicted classes, three ways; peak memory of each; do the predictions agree."""
+    log("end to end ...")
+    n = len(list_images(folder).samples)
+    e2e, rss, preds = {}, {}, {}
+
+    def timed(name, fn):
+        # One untimed pass first (it also compiles what a compiled variant meets only here:
+        # inference tensors, the last batch's size), then the best of up to two timed passes.
+        _reset_peak_rss()
+        preds[name] = fn()
+        rss[name] = peak_rss_mb()
+        e2e[name] = n / best_time(fn, min(cfg.repeats, 2), warmup=False)
+        log(f"  {name}: {e2e[name]:.0f} images/s" + (f", peak RSS {rss[name]:.0f} MB" if rss[name] else ""))
+
+    tuned_clf = Classifier(trained, device="cpu")
+    tuned_clf.model = tuned_model
+    with native_disabled():
+        timed("naive", lambda: _naive_end_to_end(folder, trained.model, trained.card.preprocess, cfg.batch_size))
+        timed("tuned", lambda: _folder_end_to_end(folder, tuned_clf, cfg.batch_size))
+    timed("native", lambda: _folder_end_to_end(folder, Classifier(trained, device="cpu"), cfg.batch_size))
+    return {
+        "end_to_end": e2e,
+        "peak_rss_mb": rss,
+        "predictions_agree": {k: int((preds[k] == preds["native"]).sum()) for k in ("naive", "tuned")},
+    }
 
 
 def machine_description() -> str:
