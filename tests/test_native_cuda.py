@@ -15,9 +15,9 @@ import torch
 from emclassify import ops
 from emclassify._native import native_available, native_cuda_built
 from emclassify.models import create_model, list_models
-from emclassify.preprocess import MODES, NORMALIZATIONS, PreprocessConfig, preprocess_reference
+from emclassify.preprocess import MODES, NORMALIZATIONS
 from test_native_conv import _assert_close, _case
-from test_native_ops import _random_case
+from test_native_ops import random_batch
 
 pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine"),
@@ -37,11 +37,7 @@ def poisoned_outputs(monkeypatch):
 def test_preprocess_parity(mode, normalize):
     rng = np.random.default_rng(hash(("cuda", mode, normalize)) % 2**32)
     for size in (1, 5, 64):
-        cases = [_random_case(rng) for _ in range(int(rng.integers(1, 40)))]
-        imgs, masks = [c[0] for c in cases], [c[1] for c in cases]
-        cfg = PreprocessConfig(mode=mode, size=size, margin=int(rng.integers(0, 40)), normalize=normalize,
-                               mean=40010.0 if normalize == "fixed" else 0.0, std=7.0)
-        ref = preprocess_reference(imgs, masks, cfg)
+        imgs, masks, cfg, ref = random_batch(rng, mode, normalize, size, 40)
         out = torch.ops.emclassify.preprocess([i.cuda() for i in imgs], [None if m is None else m.cuda() for m in masks],
                                               cfg.mode, cfg.size, cfg.margin, cfg.normalize, cfg.mean, cfg.std)
         assert out.is_cuda

@@ -51,16 +51,21 @@ def _random_case(rng):
     return img, mask
 
 
+def random_batch(rng, mode: str, normalize: str, size: int, max_images: int):
+    """1..max_images random (image, mask) cases, a matching config, and the reference output."""
+    cases = [_random_case(rng) for _ in range(int(rng.integers(1, max_images)))]
+    imgs, masks = [c[0] for c in cases], [c[1] for c in cases]
+    cfg = PreprocessConfig(mode=mode, size=size, margin=int(rng.integers(0, 40)), normalize=normalize,
+                           mean=40010.0 if normalize == "fixed" else 0.0, std=7.0)
+    return imgs, masks, cfg, preprocess_reference(imgs, masks, cfg)
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("normalize", NORMALIZATIONS)
 def test_parity_random_shapes_dtypes(mode, normalize):
     rng = np.random.default_rng(hash((mode, normalize)) % 2**32)
     for size in (1, 5, 32, 64):
-        cases = [_random_case(rng) for _ in range(int(rng.integers(1, 24)))]
-        imgs, masks = [c[0] for c in cases], [c[1] for c in cases]
-        cfg = PreprocessConfig(mode=mode, size=size, margin=int(rng.integers(0, 40)), normalize=normalize,
-                               mean=40010.0 if normalize == "fixed" else 0.0, std=7.0)
-        ref = preprocess_reference(imgs, masks, cfg)
+        imgs, masks, cfg, ref = random_batch(rng, mode, normalize, size, 24)
         out = ops.preprocess(imgs, masks, cfg, native=True)
         assert out.shape == ref.shape and out.dtype == torch.float32
         assert torch.isfinite(out).all(), "an output element was never written"

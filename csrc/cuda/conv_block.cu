@@ -18,15 +18,17 @@ constexpr int kLanes = 32;   // output channels per block (x)
 constexpr int kRows = 8;     // pixel groups per block (y)
 constexpr int kPixels = 4;   // output pixels per thread, consecutive in a row
 
+// The work of one CUDA thread: output channel `co` of the kPixels output pixels
+// of pixel group `group`. __host__ too, so tests can run every "thread" on the
+// CPU against the reference (csrc/cuda/host_emulation.cu).
 template <bool Pool>
-__global__ void conv_block_kernel(const float* __restrict__ in, int N, int H, int W, int Cin,
-                                  const float* __restrict__ weight, const float* __restrict__ bias, int Cout,
-                                  int pad, int Hout, int Wout, float* __restrict__ out) {
+__host__ __device__ inline void conv_block_thread(const float* __restrict__ in, int N, int H, int W, int Cin,
+                                                  const float* __restrict__ weight, const float* __restrict__ bias,
+                                                  int Cout, int pad, int Hout, int Wout, float* __restrict__ out,
+                                                  int co, long long group) {
   constexpr int kSide = Pool ? 2 : 1;           // conv positions per output pixel along each axis
   constexpr int kCols = kPixels * kSide;        // conv columns per thread
-  const int co = blockIdx.y * kLanes + threadIdx.x;
   const long long groups_per_row = (Wout + kPixels - 1) / kPixels;
-  const long long group = static_cast<long long>(blockIdx.x) * kRows + threadIdx.y;
   if (group >= static_cast<long long>(N) * Hout * groups_per_row) return;
   const int n = static_cast<int>(group / (Hout * groups_per_row));
   const int oy = static_cast<int>((group / groups_per_row) % Hout);
@@ -66,6 +68,15 @@ __global__ void conv_block_kernel(const float* __restrict__ in, int N, int H, in
       for (int c = 0; c < kSide; ++c) m = fmaxf(m, acc[r][p * kSide + c]);
     out[((static_cast<long long>(n) * Hout + oy) * Wout + ox) * Cout + co] = fmaxf(m, 0.f);  // ReLU
   }
+}
+
+template <bool Pool>
+__global__ void conv_block_kernel(const float* __restrict__ in, int N, int H, int W, int Cin,
+                                  const float* __restrict__ weight, const float* __restrict__ bias, int Cout,
+                                  int pad, int Hout, int Wout, float* __restrict__ out) {
+  conv_block_thread<Pool>(in, N, H, W, Cin, weight, bias, Cout, pad, Hout, Wout, out,
+                          static_cast<int>(blockIdx.y * kLanes + threadIdx.x),
+                          static_cast<long long>(blockIdx.x) * kRows + threadIdx.y);
 }
 
 }  // namespace

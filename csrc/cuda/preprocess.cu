@@ -48,12 +48,25 @@ struct SumOp {
   __device__ T operator()(T a, T b) const { return a + b; }
 };
 
-__global__ void region_stats_kernel(const float* pixels, const uint8_t* masks, const ImageDesc* descs, int mode,
-                                    int size, int margin, int normalization, double fixed_mean, double fixed_std,
-                                    double* work) {
-  __shared__ double dshared[kThreads];
-  __shared__ long long lshared[kThreads];
-  const ImageDesc d = descs[blockIdx.x];
+// Block-wide reductions for the statistics kernel (every thread gets the result).
+struct BlockReduce {
+  double* dshared;
+  long long* lshared;
+  __device__ long long min(long long v) const { return block_reduce(v, MinOp(), lshared); }
+  __device__ long long max(long long v) const { return block_reduce(v, MaxOp(), lshared); }
+  __device__ double min(double v) const { return block_reduce(v, MinOp(), dshared); }
+  __device__ double max(double v) const { return block_reduce(v, MaxOp(), dshared); }
+  __device__ double sum(double v) const { return block_reduce(v, SumOp(), dshared); }
+};
+
+// The statistics of one image, as thread `tid` of `nthreads` (elements strided
+// over threads, combined with `reduce`); thread 0 writes the image's work slots.
+// __host__ too, so tests can run it on the CPU as one thread (csrc/cuda/host_emulation.cu).
+#pragma nv_exec_check_disable
+template <class Reduce>
+__host__ __device__ void region_stats(int tid, int nthreads, const Reduce& reduce, const float* pixels,
+                                      const uint8_t* masks, const ImageDesc& d, int mode, int size, int margin,
+                                      int normalization, double fixed_mean, double fixed_std, double* w) {
   const long long H = d.height, W = d.width, HW = H * W;
   const float* img = pixels + d.offset;
   const uint8_t* mask = d.mask_offset >= 0 ? masks + d.mask_offset : nullptr;
@@ -64,7 +77,7 @@ __global__ void region_stats_kernel(const float* pixels, const uint8_t* masks, c
   if (mode != kSurround) {
     if (mask != nullptr) {
       long long ymin = H, ymax = -1, xmin = W, xmax = -1;
-      for (long long i = threadIdx.x; i < HW; i += blockDim.x) {
+      for (long long i = tid; i < HW; i += nthreads) {
         if (mask[i]) {
           const long long y = i / W, x = i % W;
           ymin = y < ymin ? y : ymin;
@@ -73,10 +86,10 @@ __global__ void region_stats_kernel(const float* pixels, const uint8_t* masks, c
           xmax = x > xmax ? x : xmax;
         }
       }
-      ymin = block_reduce(ymin, MinOp(), lshared);
-      ymax = block_reduce(ymax, MaxOp(), lshared);
-      xmin = block_reduce(xmin, MinOp(), lshared);
-      xmax = block_reduce(xmax, MaxOp(), lshared);
+      ymin = reduce.min(ymin);
+      ymax = reduce.max(ymax);
+      xmin = reduce.min(xmin);
+      xmax = reduce.max(xmax);
       has_mask = ymax >= 0;
       if (has_mask) {
         y0 = ymin, y1 = ymax + 1, x0 = xmin, x1 = xmax + 1;
@@ -94,7 +107,7 @@ __global__ void region_stats_kernel(const float* pixels, const uint8_t* masks, c
   double bg = 0.0;
   if (substitute) {
     double s_out = 0.0, s_all = 0.0, n_out = 0.0;
-    for (long long i = threadIdx.x; i < HW; i += blockDim.x) {
+    for (long long i = tid; i < HW; i += nthreads) {
       const double v = img[i];
       s_all += v;
       if (!mask[i]) {
@@ -102,9 +115,9 @@ __global__ void region_stats_kernel(const float* pixels, const uint8_t* masks, c
         n_out += 1.0;
       }
     }
-    s_out = block_reduce(s_out, SumOp(), dshared);
-    s_all = block_reduce(s_all, SumOp(), dshared);
-    n_out = block_reduce(n_out, SumOp(), dshared);
+    s_out = reduce.sum(s_out);
+    s_all = reduce.sum(s_all);
+    n_out = reduce.sum(n_out);
     bg = n_out > 0 ? s_out / n_out : s_all / static_cast<double>(HW);
   }
 
@@ -116,7 +129,7 @@ __global__ void region_stats_kernel(const float* pixels, const uint8_t* masks, c
   };
   const double k = value(y0, x0);
   double s1 = 0.0, s2 = 0.0, lo = DBL_MAX, hi = -DBL_MAX;
-  for (long long i = threadIdx.x; i < n; i += blockDim.x) {
+  for (long long i = tid; i < n; i += nthreads) {
     const double v = value(y0 + i / rw, x0 + i % rw);
     const double dv = v - k;
     s1 += dv;
@@ -124,11 +137,11 @@ __global__ void region_stats_kernel(const float* pixels, const uint8_t* masks, c
     lo = v < lo ? v : lo;
     hi = v > hi ? v : hi;
   }
-  s1 = block_reduce(s1, SumOp(), dshared);
-  s2 = block_reduce(s2, SumOp(), dshared);
-  lo = block_reduce(lo, MinOp(), dshared);
-  hi = block_reduce(hi, MaxOp(), dshared);
-  if (threadIdx.x != 0) return;
+  s1 = reduce.sum(s1);
+  s2 = reduce.sum(s2);
+  lo = reduce.min(lo);
+  hi = reduce.max(hi);
+  if (tid != 0) return;
 
   const double mean = k + s1 / static_cast<double>(n);
   double shift, scale;
@@ -149,16 +162,26 @@ __global__ void region_stats_kernel(const float* pixels, const uint8_t* masks, c
   long long ow = static_cast<long long>(floor(static_cast<double>(rw) * size / longer + 0.5));
   oh = oh < 1 ? 1 : oh;
   ow = ow < 1 ? 1 : ow;
-  double* w = work + static_cast<long long>(blockIdx.x) * kPreprocessWorkDoubles;
   w[kY0] = y0, w[kY1] = y1, w[kX0] = x0, w[kX1] = x1;
   w[kShift] = shift, w[kScale] = scale, w[kBg] = bg, w[kSubstitute] = substitute ? 1.0 : 0.0;
   w[kOh] = oh, w[kOw] = ow, w[kTop] = (size - oh) / 2, w[kLeft] = (size - ow) / 2;
   w[kPad] = static_cast<double>(static_cast<float>((mean - shift) * scale));  // the region mean, normalised
 }
 
+__global__ void region_stats_kernel(const float* pixels, const uint8_t* masks, const ImageDesc* descs, int mode,
+                                    int size, int margin, int normalization, double fixed_mean, double fixed_std,
+                                    double* work) {
+  __shared__ double dshared[kThreads];
+  __shared__ long long lshared[kThreads];
+  const BlockReduce reduce{dshared, lshared};
+  region_stats(static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x), reduce, pixels, masks,
+               descs[blockIdx.x], mode, size, margin, normalization, fixed_mean, fixed_std,
+               work + static_cast<long long>(blockIdx.x) * kPreprocessWorkDoubles);
+}
+
 // Triangle-filter taps of output index o (of n_out) over n_in inputs, as
 // emclassify.preprocess.resize_weights: returns [lo, hi) and the support.
-__device__ inline void filter_span(long long o, long long n_in, long long n_out, long long* lo, long long* hi,
+__host__ __device__ inline void filter_span(long long o, long long n_in, long long n_out, long long* lo, long long* hi,
                                    double* centre, double* support) {
   const double scale = static_cast<double>(n_in) / static_cast<double>(n_out);
   *support = scale > 1.0 ? scale : 1.0;
@@ -169,27 +192,18 @@ __device__ inline void filter_span(long long o, long long n_in, long long n_out,
   *hi = h < n_in ? h : n_in;
 }
 
-__device__ inline double tap(long long i, double centre, double support) {
+__host__ __device__ inline double tap(long long i, double centre, double support) {
   const double w = 1.0 - fabs(static_cast<double>(i) + 0.5 - centre) / support;
   return w > 0.0 ? w : 0.0;
 }
 
-__global__ void resize_kernel(const float* pixels, const uint8_t* masks, const ImageDesc* descs, int n_images,
-                              int size, const double* work, float* out) {
-  const long long idx = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const long long per_image = static_cast<long long>(size) * size;
-  if (idx >= per_image * n_images) return;
-  const int b = static_cast<int>(idx / per_image);
-  const int oy = static_cast<int>((idx % per_image) / size), ox = static_cast<int>(idx % size);
-  const double* w = work + static_cast<long long>(b) * kPreprocessWorkDoubles;
+// Output pixel (oy, ox) of image d from its work slots w. __host__ too, for the host emulation.
+__host__ __device__ inline float resize_pixel(const float* pixels, const uint8_t* masks, const ImageDesc& d,
+                                              const double* w, int oy, int ox) {
   const long long oh = static_cast<long long>(w[kOh]), ow = static_cast<long long>(w[kOw]);
   const long long top = static_cast<long long>(w[kTop]), left = static_cast<long long>(w[kLeft]);
   const long long py = oy - top, px = ox - left;
-  if (py < 0 || py >= oh || px < 0 || px >= ow) {
-    out[idx] = static_cast<float>(w[kPad]);
-    return;
-  }
-  const ImageDesc d = descs[b];
+  if (py < 0 || py >= oh || px < 0 || px >= ow) return static_cast<float>(w[kPad]);
   const float* img = pixels + d.offset;
   const uint8_t* mask = d.mask_offset >= 0 ? masks + d.mask_offset : nullptr;
   const bool substitute = w[kSubstitute] != 0.0;
@@ -217,7 +231,17 @@ __global__ void resize_kernel(const float* pixels, const uint8_t* masks, const I
     }
     acc += wy * racc;
   }
-  out[idx] = static_cast<float>(acc / (wy_sum * wx_sum) * w[kScale]);
+  return static_cast<float>(acc / (wy_sum * wx_sum) * w[kScale]);
+}
+
+__global__ void resize_kernel(const float* pixels, const uint8_t* masks, const ImageDesc* descs, int n_images,
+                              int size, const double* work, float* out) {
+  const long long idx = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const long long per_image = static_cast<long long>(size) * size;
+  if (idx >= per_image * n_images) return;
+  const int b = static_cast<int>(idx / per_image);
+  const int oy = static_cast<int>((idx % per_image) / size), ox = static_cast<int>(idx % size);
+  out[idx] = resize_pixel(pixels, masks, descs[b], work + static_cast<long long>(b) * kPreprocessWorkDoubles, oy, ox);
 }
 
 }  // namespace
