@@ -12,8 +12,10 @@
 // next pixel's start Cin floats later, so the tile streams 3*Cin packed weight
 // rows (NV vector loads each) and broadcasts one input per pixel: R*NV FMAs per
 // NV loads + R broadcasts, the register-blocked GEMM micro-kernel shape.
-// "Same" padding never materialises: border rows skip the kernel rows outside
-// the image and border columns run one-pixel tiles over their valid taps.
+// "Same" padding never materialises here: border rows skip the kernel rows
+// outside the image and border columns run one-pixel tiles over their valid
+// taps. (conv_trunk avoids even that: it keeps activations inside a zero ring
+// and runs every layer as a "valid" conv, see conv_block_cpu.cpp.)
 
 constexpr int kMaxTile = 12;
 
