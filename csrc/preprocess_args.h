@@ -28,19 +28,27 @@ inline Norm parse_norm(const std::string& s) {
   TORCH_CHECK(false, "emclassify::preprocess: unknown normalisation '", s, "'");
 }
 
-// Checks every argument; fills imgs (contiguous) and msks (contiguous bool, or
-// undefined where an image has no mask), one entry per image.
-inline void check_preprocess_args(at::TensorList images, const c10::List<std::optional<at::Tensor>>& masks,
-                                  int64_t size, int64_t margin, Norm norm, double std_,
-                                  std::vector<at::Tensor>* imgs, std::vector<at::Tensor>* msks) {
+// The op's arguments, parsed and checked: images contiguous, masks contiguous
+// bool on the image's device (undefined where an image has no mask).
+struct PreprocessArgs {
+  Mode mode;
+  Norm norm;
+  std::vector<at::Tensor> images, masks;
+};
+
+inline PreprocessArgs parse_preprocess_args(at::TensorList images,
+                                            const c10::List<std::optional<at::Tensor>>& masks,
+                                            c10::string_view mode, int64_t size, int64_t margin,
+                                            c10::string_view norm, double std_) {
+  PreprocessArgs a{parse_mode(std::string(mode)), parse_norm(std::string(norm)), {}, {}};
   const int64_t N = static_cast<int64_t>(images.size());
   TORCH_CHECK(size >= 1, "emclassify::preprocess: size must be >= 1");
   TORCH_CHECK(margin >= 0, "emclassify::preprocess: margin must be >= 0");
-  TORCH_CHECK(norm != Norm::Fixed || std_ > 0.0, "emclassify::preprocess: fixed std must be > 0");
+  TORCH_CHECK(a.norm != Norm::Fixed || std_ > 0.0, "emclassify::preprocess: fixed std must be > 0");
   TORCH_CHECK(masks.size() == 0 || static_cast<int64_t>(masks.size()) == N,
               "emclassify::preprocess: got ", N, " images but ", masks.size(), " masks");
-  imgs->assign(N, at::Tensor());
-  msks->assign(N, at::Tensor());
+  a.images.assign(N, at::Tensor());
+  a.masks.assign(N, at::Tensor());
   for (int64_t i = 0; i < N; ++i) {
     const at::Tensor& t = images[i];
     TORCH_CHECK(t.dim() == 2 && t.numel() > 0, "emclassify::preprocess: image ", i,
@@ -50,16 +58,17 @@ inline void check_preprocess_args(at::TensorList images, const c10::List<std::op
                 "; expected uint8, uint16 or float32");
     TORCH_CHECK(t.device() == images[0].device(), "emclassify::preprocess: image ", i, " is on ", t.device(),
                 " but image 0 is on ", images[0].device());
-    (*imgs)[i] = t.contiguous();
+    a.images[i] = t.contiguous();
     if (masks.size() > 0) {
       const std::optional<at::Tensor> m = masks.get(i);
       if (m.has_value() && m->defined()) {
         TORCH_CHECK(m->sizes() == t.sizes(), "emclassify::preprocess: mask ", i, " has shape ", m->sizes(),
                     " but its image has ", t.sizes());
-        (*msks)[i] = m->to(t.device(), at::kBool).contiguous();
+        a.masks[i] = m->to(t.device(), at::kBool).contiguous();
       }
     }
   }
+  return a;
 }
 
 }  // namespace emclassify

@@ -45,11 +45,11 @@ with warnings.catch_warnings():  # its classes use the deprecated torch.jit.scri
 from . import ops
 from ._native import backend_description, native_available, native_cuda_built
 from .assets import default_model_path
-from .inference import Classifier, classify_folder
+from .inference import Classifier, batched, classify_folder
 from .io.datasets import list_images
 from .io.images import read_image, read_mask
 from .modelfile import TrainedModel, load_model
-from .models import create_model
+from .models import count_macs, create_model
 from .models.lipnet import LipNet
 from .preprocess import PreprocessConfig, preprocess_reference
 
@@ -97,12 +97,11 @@ def native_disabled():
             os.environ["EMCLASSIFY_NATIVE"] = old
 
 
-def _reset_peak_rss() -> bool:
-    try:  # Linux: writing 5 resets the peak resident set size (VmHWM)
+def _reset_peak_rss() -> None:
+    try:  # Linux: writing 5 resets the peak resident set size (VmHWM); elsewhere the peak is since start
         Path("/proc/self/clear_refs").write_text("5")
-        return True
     except OSError:
-        return False
+        pass
 
 
 def peak_rss_mb() -> Optional[float]:
@@ -137,19 +136,6 @@ def gemm_ceiling(repeats: int = 3) -> Dict[str, float]:
                 out["onednn"] = max(out["onednn"], flop / best_time(lambda: mk(am), repeats) / 1e9)
     out["ceiling"] = max(out.values())
     return out
-
-
-def trunk_flop(model: LipNet, size: int) -> float:
-    """FLOP (2 x multiply-accumulates) of the conv trunk for one ``size x size`` image."""
-    macs = 0
-    h = torch.zeros(1, model.trunk[0].blocks[0].conv.in_channels, size, size)
-    with torch.no_grad(), native_disabled():
-        for stage in model.trunk:
-            for block in stage.blocks:
-                h = block.conv(h)
-                macs += h.numel() * block.conv.in_channels * 9
-            h = stage.pool(h)
-    return 2.0 * macs
 
 
 # --------------------------------------------------------------------------- plain PyTorch variants
@@ -248,7 +234,7 @@ def gpu_measurements(model: LipNet, images, masks, cfg: PreprocessConfig, batch:
     """
     dev = torch.device("cuda")
     gpu_model = copy.deepcopy(model).to(dev).eval()
-    chunks = list(zip(_chunks(images, batch), _chunks(masks, batch)))
+    chunks = list(zip(batched(images, batch), batched(masks, batch)))
     sync = torch.cuda.synchronize
 
     def eager():
@@ -260,11 +246,7 @@ def gpu_measurements(model: LipNet, images, masks, cfg: PreprocessConfig, batch:
     def native():
         with torch.inference_mode():
             for im, mk in chunks:
-                imgs = [ops._as_image_tensor(i).to(dev, non_blocking=True) for i in im]
-                msks = [None if m is None else ops.to_bool_mask(m).to(dev, non_blocking=True) for m in mk]
-                x = torch.ops.emclassify.preprocess(imgs, msks, cfg.mode, cfg.size, cfg.margin, cfg.normalize,
-                                                    float(cfg.mean), float(cfg.std))
-                gpu_model.fused_trunk(x, native=True)
+                gpu_model.fused_trunk(ops.preprocess(im, mk, cfg, native=True, device=dev), native=True)
         sync()
 
     x = ops.preprocess(images[:batch], masks[:batch], cfg, native=True).to(dev)
@@ -315,17 +297,13 @@ def _each(fn: Callable, batches: Sequence) -> None:
         fn(b)
 
 
-def _chunks(seq: Sequence, size: int):
-    return [seq[i : i + size] for i in range(0, len(seq), size)]
-
-
 def _naive_end_to_end(folder: Path, model: nn.Module, cfg: PreprocessConfig, batch: int) -> np.ndarray:
     """Sequential ``tifffile.imread`` -> reference preprocessing -> eager model, batch by batch."""
     import tifffile
 
     preds = []
     with torch.no_grad(), native_disabled():
-        for chunk in _chunks(list_images(folder).samples, batch):
+        for chunk in batched(list_images(folder).samples, batch):
             imgs, msks = [], []
             for s in chunk:
                 imgs.append(tifffile.imread(s.path))
@@ -346,7 +324,7 @@ def _threaded_reference(images, masks, cfg: PreprocessConfig, batch: int) -> tor
     """The reference preprocessing spread over threads (it releases the GIL in numpy/torch)."""
     with ThreadPoolExecutor(max_workers=torch.get_num_threads()) as pool:
         parts = pool.map(lambda ab: preprocess_reference(ab[0], ab[1], cfg),
-                         zip(_chunks(images, batch), _chunks(masks, batch)))
+                         zip(batched(images, batch), batched(masks, batch)))
         return torch.cat(list(parts))
 
 
@@ -358,8 +336,7 @@ def _load_model(cfg: BenchConfig) -> Tuple[TrainedModel, str]:
     model = create_model(cfg.arch, 2, cfg.input_size).eval()
     trained = load_model(default_model_path())  # borrow its card; replace what differs
     card = copy.copy(trained.card)
-    card.arch, card.classes = cfg.arch, ["unilamellar", "multilamellar"]
-    card.preprocess = PreprocessConfig(**{**card.preprocess.__dict__, "size": cfg.input_size})
+    card.arch, card.classes = cfg.arch, ["unilamellar", "multilamellar"]  # run() sets the input size
     return TrainedModel(model, card), f"{cfg.arch} (random weights, 2 classes)"
 
 
@@ -435,9 +412,9 @@ def _measure_models(cfg: BenchConfig, model: LipNet, x: torch.Tensor, log) -> Tu
     """Model alone and trunk alone on preprocessed batches: eager, every tuned variant, native;
     the trunk's GFLOP/s against the GEMM ceiling. Returns (figures, the tuned variants)."""
     log("model alone ...")
-    n, batches = x.shape[0], _chunks(x, cfg.batch_size)
+    n, batches = x.shape[0], batched(x, cfg.batch_size)
     ceiling = gemm_ceiling(cfg.repeats)
-    flop_per_image = trunk_flop(model, cfg.input_size)
+    flop_per_image = 2.0 * count_macs(model, cfg.input_size, trunk_only=True)
 
     def rate(fn) -> float:
         # inference_mode as in Classifier.predict_proba, so compiled graphs are reused end to end.

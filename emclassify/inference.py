@@ -205,9 +205,9 @@ def load_for_model(sample: Sample, root: Path, cfg: PreprocessConfig, want_featu
     return _Loaded(result, loaded.array, mask, features)
 
 
-def _chunks(seq: Sequence, size: int):
-    for i in range(0, len(seq), size):
-        yield seq[i : i + size]
+def batched(seq: Sequence, size: int) -> List[Sequence]:
+    """Consecutive slices of ``seq`` of ``size`` items (the last may be shorter)."""
+    return [seq[i : i + size] for i in range(0, len(seq), size)]
 
 
 def default_decode_workers() -> int:
@@ -255,7 +255,7 @@ def classify_folder(
         # A single reader thread keeps batches in order; each batch fans out over the pool.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="emclassify-batch") as batcher:
             pending = deque()
-            batches = iter(_chunks(todo, batch_size))
+            batches = iter(batched(todo, batch_size))
             for _ in range(max(1, prefetch)):
                 nxt = next(batches, None)
                 if nxt is not None:

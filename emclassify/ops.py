@@ -36,20 +36,27 @@ def preprocess(
     masks: Optional[Sequence[Optional[ArrayLike]]],
     cfg: PreprocessConfig,
     native: Optional[bool] = None,
+    device: Optional[torch.device] = None,
 ) -> torch.Tensor:
-    """Ragged batch of 2-D images (+ optional masks) -> float32 ``N x 1 x S x S`` on the CPU.
+    """Ragged batch of 2-D images (+ optional masks) -> float32 ``N x 1 x S x S``.
 
     images: uint8 / uint16 / float arrays or tensors, any sizes.
     masks: None, or one entry per image (None or a same-shape array; nonzero = particle).
     native: force (True) or forbid (False) the native op; None = use it when available.
+    device: where the native op runs and the result lives (default: the CPU); the raw
+    images are uploaded, not the preprocessed batch. The reference always runs on the CPU.
     """
     if masks is not None and len(masks) != len(images):
         raise ValueError(f"{len(images)} images but {len(masks)} masks")
     use_native = native_available() if native is None else native
     if not use_native or len(images) == 0:
-        return preprocess_reference(images, masks, cfg)
+        out = preprocess_reference(images, masks, cfg)
+        return out if device is None else out.to(device)
     imgs = [_as_image_tensor(im) for im in images]
     msks = [to_bool_mask(m) for m in masks] if masks is not None else [None] * len(imgs)
+    if device is not None:
+        imgs = [t.to(device) for t in imgs]
+        msks = [None if m is None else m.to(device) for m in msks]
     return torch.ops.emclassify.preprocess(
         imgs, msks, cfg.mode, cfg.size, cfg.margin, cfg.normalize, float(cfg.mean), float(cfg.std)
     )

@@ -20,7 +20,7 @@ import torch
 
 from emclassify import ops
 from emclassify.preprocess import MODES, NORMALIZATIONS
-from test_native_conv import _assert_close, _case
+from test_native_conv import assert_matches_reference, random_conv_case
 from test_native_ops import random_batch
 
 HERE = Path(__file__).parent
@@ -49,14 +49,14 @@ def _ptr(a: np.ndarray, kind):
 def test_conv_block_threads(emulation, padding, pool):
     gen = torch.Generator().manual_seed(21)
     for n, cin, h, w, cout in [(1, 1, 4, 4, 1), (2, 1, 17, 12, 32), (3, 3, 9, 13, 7), (2, 16, 8, 8, 40)]:
-        x, weight, bias = _case(gen, n, cin, h, w, cout)
+        x, weight, bias = random_conv_case(gen, n, cin, h, w, cout)
         ref = ops.conv_block_reference(x, weight, bias, padding, pool)
         x_nhwc = np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())
         w_packed = np.ascontiguousarray(weight.permute(2, 3, 1, 0).numpy())
         out = np.full((n, ref.shape[2], ref.shape[3], cout), np.nan, np.float32)  # poisoned
         emulation.emc_host_conv_block(_ptr(x_nhwc, _F32), n, h, w, cin, _ptr(w_packed, _F32),
                                       _ptr(bias.numpy(), _F32), cout, padding, int(pool), _ptr(out, _F32))
-        _assert_close(torch.from_numpy(out).permute(0, 3, 1, 2), ref)
+        assert_matches_reference(torch.from_numpy(out).permute(0, 3, 1, 2), ref)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -83,4 +83,4 @@ def test_preprocess_threads(emulation, mode, normalize):
                                       len(imgs), MODES.index(mode), size, cfg.margin,
                                       NORMALIZATIONS.index(normalize), ctypes.c_double(cfg.mean),
                                       ctypes.c_double(cfg.std), _ptr(out, _F32))
-        _assert_close(torch.from_numpy(out), ref)
+        assert_matches_reference(torch.from_numpy(out), ref)

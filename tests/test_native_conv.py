@@ -36,7 +36,7 @@ def isa(request, monkeypatch):
     return torch.ops.emclassify.conv_block_isa()
 
 
-def _assert_close(out, ref):
+def assert_matches_reference(out, ref):
     assert out.shape == ref.shape and out.dtype == torch.float32
     assert not torch.isnan(out).any(), "an output element was never written"
     scale = max(1.0, float(ref.abs().max()))
@@ -44,7 +44,7 @@ def _assert_close(out, ref):
     assert err <= 1e-5, f"max error {err:.2e} relative to output scale {scale:.3g}"
 
 
-def _case(gen, n, cin, h, w, cout):
+def random_conv_case(gen, n, cin, h, w, cout):
     x = torch.randn(n, cin, h, w, generator=gen)
     weight = torch.randn(cout, cin, 3, 3, generator=gen) / (3 * cin ** 0.5)
     bias = torch.randn(cout, generator=gen)
@@ -70,26 +70,26 @@ def test_conv_block_parity_random_shapes(isa, padding, pool):
     for n, cin, h, w, cout in shapes:
         if min(h, w) + 2 * padding - 2 < (2 if pool else 1):
             continue  # too small for this block (the error is tested below)
-        x, weight, bias = _case(gen, n, cin, h, w, cout)
+        x, weight, bias = random_conv_case(gen, n, cin, h, w, cout)
         ref = ops.conv_block_reference(x, weight, bias, padding, pool)
-        _assert_close(ops.conv_block(x, weight, bias, padding, pool, native=True), ref)
+        assert_matches_reference(ops.conv_block(x, weight, bias, padding, pool, native=True), ref)
 
 
 def test_conv_block_takes_any_input_layout_and_returns_channels_last():
     gen = torch.Generator().manual_seed(3)
-    x, weight, bias = _case(gen, 4, 8, 12, 10, 16)
+    x, weight, bias = random_conv_case(gen, 4, 8, 12, 10, 16)
     ref = ops.conv_block_reference(x, weight, bias, 1, True)
     for inp in (x, x.contiguous(memory_format=torch.channels_last), x.transpose(2, 3).contiguous().transpose(2, 3)):
         out = ops.conv_block(inp, weight, bias, 1, True, native=True)
         assert out.is_contiguous(memory_format=torch.channels_last)
-        _assert_close(out, ref)
+        assert_matches_reference(out, ref)
 
 
 def test_smallest_inputs_and_batch_size_one():
     gen = torch.Generator().manual_seed(4)
     for h, w, padding, pool in [(1, 1, 1, False), (3, 3, 0, False), (2, 2, 1, True), (4, 4, 0, True), (1, 7, 1, False)]:
-        x, weight, bias = _case(gen, 1, 2, h, w, 5)
-        _assert_close(ops.conv_block(x, weight, bias, padding, pool, native=True),
+        x, weight, bias = random_conv_case(gen, 1, 2, h, w, 5)
+        assert_matches_reference(ops.conv_block(x, weight, bias, padding, pool, native=True),
                       ops.conv_block_reference(x, weight, bias, padding, pool))
 
 
@@ -107,17 +107,17 @@ def test_conv_trunk_matches_the_chain_of_blocks(isa, name, batch):
     x = torch.randn(batch, 1, 64, 64)
     with torch.no_grad():
         ref = model.trunk(x)  # the training layers: conv, batch-norm, ReLU, max-pool, dropout (off)
-        _assert_close(model.fused_trunk(x, native=False), ref)
-        _assert_close(model.fused_trunk(x, native=True), ref)
+        assert_matches_reference(model.fused_trunk(x, native=False), ref)
+        assert_matches_reference(model.fused_trunk(x, native=True), ref)
 
 
 def test_opcheck():
     gen = torch.Generator().manual_seed(5)
-    x, weight, bias = _case(gen, 2, 3, 9, 11, 8)
+    x, weight, bias = random_conv_case(gen, 2, 3, 9, 11, 8)
     for padding in (0, 1):
         for pool in (False, True):
             torch.library.opcheck(torch.ops.emclassify.conv_block.default, (x, weight, bias, padding, pool))
-    _, w2, b2 = _case(gen, 1, 8, 1, 1, 16)
+    _, w2, b2 = random_conv_case(gen, 1, 8, 1, 1, 16)
     torch.library.opcheck(torch.ops.emclassify.conv_trunk.default,
                           (x, [weight, w2], [bias, b2], [1, 0], [True, False]))
 
@@ -141,8 +141,8 @@ def test_fake_kernels_give_the_real_shapes():
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     gen = torch.Generator().manual_seed(6)
-    x, weight, bias = _case(gen, 2, 3, 13, 10, 8)
-    _, w2, b2 = _case(gen, 1, 8, 1, 1, 4)
+    x, weight, bias = random_conv_case(gen, 2, 3, 13, 10, 8)
+    _, w2, b2 = random_conv_case(gen, 1, 8, 1, 1, 4)
     real_block = torch.ops.emclassify.conv_block(x, weight, bias, 0, True)
     real_trunk = torch.ops.emclassify.conv_trunk(x, [weight, w2], [bias, b2], [1, 1], [True, False])
     with FakeTensorMode() as mode:

@@ -16,7 +16,7 @@ from emclassify import ops
 from emclassify._native import native_available, native_cuda_built
 from emclassify.models import create_model, list_models
 from emclassify.preprocess import MODES, NORMALIZATIONS
-from test_native_conv import _assert_close, _case
+from test_native_conv import assert_matches_reference, random_conv_case
 from test_native_ops import random_batch
 
 pytestmark = [
@@ -41,7 +41,7 @@ def test_preprocess_parity(mode, normalize):
         out = torch.ops.emclassify.preprocess([i.cuda() for i in imgs], [None if m is None else m.cuda() for m in masks],
                                               cfg.mode, cfg.size, cfg.margin, cfg.normalize, cfg.mean, cfg.std)
         assert out.is_cuda
-        _assert_close(out.cpu(), ref)
+        assert_matches_reference(out.cpu(), ref)
 
 
 @pytest.mark.parametrize("padding", [0, 1])
@@ -50,10 +50,10 @@ def test_conv_block_parity(padding, pool):
     gen = torch.Generator().manual_seed(11)
     for n, cin, h, w, cout in [(1, 1, 4, 4, 1), (2, 1, 64, 64, 32), (3, 3, 17, 31, 7), (5, 64, 16, 16, 130),
                                (512, 32, 32, 32, 64)]:
-        x, weight, bias = _case(gen, n, cin, h, w, cout)
+        x, weight, bias = random_conv_case(gen, n, cin, h, w, cout)
         ref = ops.conv_block_reference(x, weight, bias, padding, pool)
         out = torch.ops.emclassify.conv_block(x.cuda(), weight.cuda(), bias.cuda(), padding, pool)
-        _assert_close(out.cpu(), ref)
+        assert_matches_reference(out.cpu(), ref)
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -65,7 +65,7 @@ def test_conv_trunk_and_model_on_gpu(name):
         ref = model.trunk(x)  # the PyTorch layers, on the CPU
         plain = model.head(ref)
         model.cuda()
-        _assert_close(model.fused_trunk(x.cuda(), native=True).cpu(), ref)
+        assert_matches_reference(model.fused_trunk(x.cuda(), native=True).cpu(), ref)
     with torch.inference_mode():
         fused = model(x.cuda()).cpu()  # eval path on the GPU: native CUDA trunk
     torch.testing.assert_close(fused, plain, atol=1e-4, rtol=1e-4)
@@ -73,7 +73,7 @@ def test_conv_trunk_and_model_on_gpu(name):
 
 def test_opcheck_on_cuda():
     gen = torch.Generator().manual_seed(12)
-    x, weight, bias = (t.cuda() for t in _case(gen, 2, 3, 9, 11, 8))
+    x, weight, bias = (t.cuda() for t in random_conv_case(gen, 2, 3, 9, 11, 8))
     torch.library.opcheck(torch.ops.emclassify.conv_block.default, (x, weight, bias, 1, True))
     torch.library.opcheck(torch.ops.emclassify.conv_trunk.default, (x, [weight], [bias], [0], [False]))
     imgs = [torch.rand(20, 30, device="cuda"), torch.rand(9, 4, device="cuda")]

@@ -180,11 +180,12 @@ void preprocess_one(const T* img, const bool* mask, int64_t H, int64_t W, Mode m
 at::Tensor preprocess_cpu(at::TensorList images, const c10::List<std::optional<at::Tensor>>& masks,
                           c10::string_view mode_s, int64_t size, int64_t margin, c10::string_view norm_s,
                           double mean, double std_) {
-  const Mode mode = parse_mode(std::string(mode_s));
-  const Norm norm = parse_norm(std::string(norm_s));
-  const int64_t N = static_cast<int64_t>(images.size());
-  std::vector<at::Tensor> imgs(N), msks(N);
-  check_preprocess_args(images, masks, size, margin, norm, std_, &imgs, &msks);
+  const PreprocessArgs args = parse_preprocess_args(images, masks, mode_s, size, margin, norm_s, std_);
+  const Mode mode = args.mode;
+  const Norm norm = args.norm;
+  const std::vector<at::Tensor>& imgs = args.images;
+  const std::vector<at::Tensor>& msks = args.masks;
+  const int64_t N = static_cast<int64_t>(imgs.size());
   at::Tensor out = poison_if_asked(at::empty({N, 1, size, size}, at::TensorOptions().dtype(at::kFloat)));
   float* out_ptr = out.data_ptr<float>();
   at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {

@@ -23,11 +23,11 @@ void check_launch(cudaError_t err, const char* op) {
 at::Tensor preprocess_cuda(at::TensorList images, const c10::List<std::optional<at::Tensor>>& masks,
                            c10::string_view mode_s, int64_t size, int64_t margin, c10::string_view norm_s,
                            double mean, double std_) {
-  const Mode mode = parse_mode(std::string(mode_s));
-  const Norm norm = parse_norm(std::string(norm_s));
-  const int64_t N = static_cast<int64_t>(images.size());
-  std::vector<at::Tensor> imgs, msks;
-  check_preprocess_args(images, masks, size, margin, norm, std_, &imgs, &msks);
+  const PreprocessArgs args = parse_preprocess_args(images, masks, mode_s, size, margin, norm_s, std_);
+  const std::vector<at::Tensor>& imgs = args.images;
+  const std::vector<at::Tensor>& msks = args.masks;
+  const int64_t N = static_cast<int64_t>(imgs.size());
+  TORCH_CHECK(N > 0, "emclassify::preprocess: no images");  // an empty list never dispatches here
   const c10::cuda::CUDAGuard guard(imgs[0].device());
   const auto opts = imgs[0].options();
 
@@ -55,8 +55,8 @@ at::Tensor preprocess_cuda(at::TensorList images, const c10::List<std::optional<
   at::Tensor out = poison_if_asked(at::empty({N, 1, size, size}, opts.dtype(at::kFloat)));
   check_launch(cuda::preprocess(pixels.data_ptr<float>(), mask_buf.data_ptr<uint8_t>(),
                                 reinterpret_cast<const cuda::ImageDesc*>(desc_dev.data_ptr<uint8_t>()),
-                                static_cast<int>(N), static_cast<int>(mode), static_cast<int>(size),
-                                static_cast<int>(margin), static_cast<int>(norm), mean, std_,
+                                static_cast<int>(N), static_cast<int>(args.mode), static_cast<int>(size),
+                                static_cast<int>(margin), static_cast<int>(args.norm), mean, std_,
                                 work.data_ptr<double>(), out.data_ptr<float>(), c10::cuda::getCurrentCUDAStream().stream()),
                "emclassify::preprocess");
   return out;

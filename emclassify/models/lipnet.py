@@ -202,8 +202,11 @@ def min_input_size(spec: LipNetSpec) -> int:
     return s
 
 
-def count_macs(model: LipNet, input_size: int) -> int:
-    """Multiply-accumulates of one forward pass on a ``1 x C x S x S`` input (conv + linear)."""
+def count_macs(model: LipNet, input_size: int, trunk_only: bool = False) -> int:
+    """Multiply-accumulates of one forward pass on a ``1 x C x S x S`` input (conv + linear).
+
+    trunk_only: count the conv trunk alone (what the fused native op computes).
+    """
     macs = 0
     hooks = []
 
@@ -223,7 +226,8 @@ def count_macs(model: LipNet, input_size: int) -> int:
     was_training = model.training
     model.eval()
     with torch.enable_grad():  # the hooks must see the PyTorch layers, not the fused inference op
-        model(torch.zeros(1, model.trunk[0].blocks[0].conv.in_channels, input_size, input_size))
+        x = torch.zeros(1, model.trunk[0].blocks[0].conv.in_channels, input_size, input_size)
+        model.trunk(x) if trunk_only else model(x)
     model.train(was_training)
     for h in hooks:
         h.remove()
