@@ -6,15 +6,27 @@ so an interrupted or killed run loses at most one batch and ``resume=True``
 continues from it. At the end (also after Ctrl-C or cancel) the CSV and
 ``<csv stem>.summary.json`` are written atomically and the partial file removed.
 
+What ``resume`` checks (and refuses with exit 4 otherwise): the partial file's run
+record (``<csv>.partial.json``, written before the first row) and the finished
+run's summary name the same model (SHA-256 of the model file) and the same folder
+as this run; a file whose SHA-256 changed since its row was written is classified
+again, a row whose file is gone is dropped, and rows in error before the file
+could be read are retried. Only one run writes an output at a time: a lock file
+``<csv>.lock`` holds the writer's process id, and a lock left by a dead process is
+taken over.
+
 Exit codes (:data:`EXIT_CODES`): 0 all files classified; 3 some files in error
 (they are listed in the CSV); 4 nothing could run (bad model, missing or empty
 folder, CSV of another model); 130 interrupted (results so far are kept).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import socket
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +35,9 @@ from typing import Callable, Dict, List, Optional
 from ._native import backend_description
 from ._version import __version__
 from .assets import default_model_path
-from .inference import BatchResult, CancelToken, Classifier, FileResult, classify_folder
-from .io import DatasetError, list_images
-from .modelfile import ModelFileError, load_model, software_versions, utc_now
+from .inference import DEFAULT_BATCH_SIZE, BatchResult, CancelToken, Classifier, FileResult, classify_folder
+from .io import DatasetError, FolderListing, list_images
+from .modelfile import ModelFileError, file_sha256, load_model, software_versions, utc_now
 from .prevalence import adjusted_prevalence, card_confusion
 from .reports import (
     ReportError,
@@ -64,8 +76,13 @@ class BatchOutcome:
 
 
 def default_output(folder) -> Path:
-    """Where the CSV goes without ``--out``: ``./<folder name>.emclassify.csv`` (never inside the folder)."""
-    return Path.cwd() / f"{Path(folder).resolve().name}.emclassify.csv"
+    """Where the CSV goes without ``--out``: ``./<folder name>.emclassify.csv``, or beside the folder
+    (``<folder>/../<folder name>.emclassify.csv``) when the working directory is inside it, so the
+    record is never written into the folder it describes."""
+    root = Path(folder).resolve()
+    cwd = Path.cwd().resolve()
+    where = root.parent if cwd == root or root in cwd.parents else cwd
+    return where / f"{root.name}.emclassify.csv"
 
 
 def partial_path_for(csv_path) -> Path:
@@ -73,28 +90,176 @@ def partial_path_for(csv_path) -> Path:
     return p.with_name(p.name + ".partial")
 
 
-def _load_previous(csv_path: Path, classes, model_sha: str) -> List[FileResult]:
-    """Rows of an earlier run of the same model on this output (final CSV and/or partial file)."""
-    summary = summary_path_for(csv_path)
-    if summary.is_file():
+def run_record_path_for(csv_path) -> Path:
+    """The partial file's identity: model SHA-256, folder and classes of the run that writes it."""
+    p = Path(csv_path)
+    return p.with_name(p.name + ".partial.json")
+
+
+def lock_path_for(csv_path) -> Path:
+    p = Path(csv_path)
+    return p.with_name(p.name + ".lock")
+
+
+def _process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT on Windows
+        import ctypes
+
+        handle = ctypes.windll.kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return False
+        code = ctypes.c_ulong()
+        ctypes.windll.kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
+        ctypes.windll.kernel32.CloseHandle(handle)
+        return code.value == 259  # STILL_ACTIVE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def output_lock(csv_path: Path):
+    """Hold ``<csv>.lock`` while a run writes ``csv_path``; refuse when a live process holds it.
+
+    A lock of a process that no longer runs (killed run) is taken over. A lock taken on another
+    host (shared drive) cannot be checked and is respected: the message says how to clear it.
+    """
+    lock = lock_path_for(csv_path)
+    me = f"{os.getpid()} {socket.gethostname()}"
+    for _ in range(3):
         try:
-            prev_sha = json.loads(summary.read_text(encoding="utf-8")).get("model", {}).get("sha256")
-        except (OSError, ValueError):
-            prev_sha = None
-        if prev_sha and prev_sha != model_sha:
-            raise BatchError(
-                f"{csv_path} was written with another model (sha256 {prev_sha[:12]}…); "
-                "use a different --out, or drop --resume to overwrite it"
-            )
-    rows: Dict[str, FileResult] = {}
-    for source in (csv_path, partial_path_for(csv_path)):
-        if source.is_file():
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
             try:
-                for r in read_csv(source, classes):
-                    rows[r.path] = r
-            except ReportError as exc:
-                raise BatchError(str(exc)) from None
+                pid_text, _, host = lock.read_text(encoding="utf-8").strip().partition(" ")
+                pid = int(pid_text)
+            except (OSError, ValueError):
+                pid, host = -1, ""
+            if host and host != socket.gethostname():
+                raise BatchError(f"{csv_path}: another emclassify run on {host} (process {pid}) is writing "
+                                 f"this output; if it is no longer running, delete {lock}") from None
+            if _process_alive(pid):
+                raise BatchError(f"{csv_path}: another emclassify run (process {pid}) is writing this output; "
+                                 "wait for it or choose another --out") from None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock)  # stale: its process is gone
+            continue
+        except OSError as exc:
+            raise BatchError(f"{csv_path}: cannot write output: {exc.strerror or exc}") from None
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(me + "\n")
+        break
+    else:
+        raise BatchError(f"{csv_path}: cannot take the output lock {lock}")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            if lock.read_text(encoding="utf-8").strip() == me:
+                os.unlink(lock)
+
+
+def check_output(csv_path: Path) -> None:
+    """Refuse an output path that cannot take a CSV, before any work is done."""
+    for p in (csv_path, summary_path_for(csv_path)):
+        try:
+            st = os.stat(p)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise BatchError(f"{p}: cannot use as output: {exc.strerror or exc}") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise BatchError(f"{p}: is a folder; --out must name a CSV file, e.g. {p / 'results.emclassify.csv'}")
+        if not stat.S_ISREG(st.st_mode):
+            raise BatchError(f"{p}: is not a regular file (a device or pipe); --out must name a CSV file")
+    parent = csv_path.parent
+    if parent.exists() and not parent.is_dir():
+        raise BatchError(f"{csv_path}: {parent} is not a folder")
+
+
+def _run_identity(trained, folder: Path) -> Dict:
+    return {"model_sha256": trained.sha256, "folder": str(folder), "classes": list(trained.card.classes)}
+
+
+def _check_same_run(source: Path, recorded: Dict, identity: Dict) -> None:
+    if recorded.get("model_sha256") != identity["model_sha256"]:
+        sha = str(recorded.get("model_sha256") or "unknown")
+        raise BatchError(f"{source}: written with another model (sha256 {sha[:12]}…, this model "
+                         f"{identity['model_sha256'][:12]}…); resume with that model, choose another --out, "
+                         "or drop --resume to start over")
+    if recorded.get("folder") != identity["folder"]:
+        raise BatchError(f"{source}: written for folder {recorded.get('folder')!r}, not {identity['folder']!r}; "
+                         "choose another --out, or drop --resume to start over")
+
+
+def _read_json_dict(path: Path) -> Optional[Dict]:
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def _load_previous(csv_path: Path, classes, identity: Dict) -> List[FileResult]:
+    """Rows of an earlier run of the same model on the same folder (final CSV and/or partial file)."""
+    partial = partial_path_for(csv_path)
+    sources = []
+    if csv_path.is_file():
+        summary = _read_json_dict(summary_path_for(csv_path))
+        if summary is None:
+            raise BatchError(f"{csv_path}: its summary {summary_path_for(csv_path).name} is missing or unreadable, "
+                             "so the model and folder that wrote it cannot be checked; drop --resume to start over")
+        model = summary.get("model") if isinstance(summary.get("model"), dict) else {}
+        _check_same_run(csv_path, {"model_sha256": model.get("sha256"), "folder": summary.get("folder")}, identity)
+        sources.append(csv_path)
+    if partial.is_file():
+        record = _read_json_dict(run_record_path_for(csv_path))
+        if record is None:
+            raise BatchError(f"{partial}: its run record {run_record_path_for(csv_path).name} is missing or "
+                             "unreadable, so the model that wrote it cannot be checked; drop --resume to start over")
+        _check_same_run(partial, record, identity)
+        sources.append(partial)
+    rows: Dict[str, FileResult] = {}
+    for source in sources:
+        try:
+            for r in read_csv(source, classes):
+                rows[r.path] = r
+        except ReportError as exc:
+            raise BatchError(str(exc)) from None
     return list(rows.values())
+
+
+def _still_valid(previous: List[FileResult], listing: FolderListing) -> tuple:
+    """Earlier rows still true of the folder, and counts of what must be redone.
+
+    A row is kept when its file is still listed and its SHA-256 is unchanged; rows whose
+    file could not even be read (no SHA-256) are retried; rows of files now gone are dropped.
+    """
+    by_path = {s.relpath: s for s in listing.samples}
+    kept, changed, gone, retried = [], 0, 0, 0
+    for r in previous:
+        sample = by_path.get(r.path)
+        if sample is None:
+            gone += 1
+        elif not r.sha256:
+            retried += 1
+        else:
+            try:
+                same = file_sha256(sample.path) == r.sha256
+            except OSError:
+                same = False
+            if same:
+                kept.append(r)
+            else:
+                changed += 1
+    return kept, {"kept": len(kept), "changed_reclassified": changed, "gone_dropped": gone,
+                  "unread_retried": retried}
 
 
 def build_summary(
@@ -108,6 +273,8 @@ def build_summary(
     complete: bool,
     elapsed: float,
     resumed: int,
+    unreadable=(),
+    resume_check: Optional[Dict] = None,
 ) -> Dict:
     card = trained.card
     errors = [{"path": r.path, "error": r.error} for r in results if not r.ok]
@@ -145,11 +312,14 @@ def build_summary(
             "error": len(errors),
             "resumed": resumed,
             "ignored_non_image": len(ignored),
+            "unreadable_entries": len(unreadable),
         },
+        **({"resume": resume_check} if resume_check else {}),
         **per_class,
         "adjusted": adjusted,
         "errors": errors,
         "ignored_non_image": ignored,
+        "unreadable_entries": [{"path": p, "reason": why} for p, why in unreadable],
         "elapsed_s": round(elapsed, 3),
     }
 
@@ -158,21 +328,26 @@ def run_batch(
     folder,
     model=None,
     out=None,
-    batch_size: int = 64,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     device: str = "auto",
     resume: bool = False,
     on_batch: Optional[Callable[[BatchResult], None]] = None,
     cancel: Optional[CancelToken] = None,
     workers: Optional[int] = None,
+    allow_outside: bool = False,
 ) -> BatchOutcome:
     """Classify every image under ``folder`` and write the CSV + summary. See module doc.
 
     Raises :class:`BatchError` when nothing can run.
     """
     t0 = time.perf_counter()
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise BatchError(f"batch size must be a whole number >= 1, got {batch_size!r}")
     folder = Path(folder)
     if not folder.is_dir():
         raise BatchError(f"{folder}: no such folder")
+    csv_path = Path(out) if out else default_output(folder)
+    check_output(csv_path)
     model_path = Path(model) if model else default_model_path()
     try:
         trained = load_model(model_path)
@@ -183,22 +358,34 @@ def run_batch(
     except (RuntimeError, ValueError) as exc:
         raise BatchError(str(exc)) from None
     try:
-        listing = list_images(folder)
+        listing = list_images(folder, allow_outside=allow_outside)
     except DatasetError as exc:
         raise BatchError(str(exc)) from None
     if not listing.samples:
         raise BatchError(f"{folder}: no image files found (looked for .tif .tiff .png .jpg .jpeg .bmp, recursively)")
+    try:
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BatchError(f"{csv_path}: cannot write output: {exc.strerror or exc}") from None
+    with output_lock(csv_path):
+        return _run_locked(t0, csv_path, trained, classifier, listing, batch_size, resume, on_batch, cancel, workers)
 
-    csv_path = Path(out) if out else default_output(folder)
+
+def _run_locked(t0, csv_path, trained, classifier, listing, batch_size, resume, on_batch, cancel,
+                workers) -> BatchOutcome:
     partial = partial_path_for(csv_path)
     classes = trained.card.classes
-    previous = _load_previous(csv_path, classes, trained.sha256) if resume else []
+    identity = _run_identity(trained, listing.root)
+    resume_check = None
+    previous: List[FileResult] = []
+    if resume:
+        previous, resume_check = _still_valid(_load_previous(csv_path, classes, identity), listing)
     done_paths = {r.path for r in previous}
 
     new: List[FileResult] = []
     interrupted = False
     try:
-        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(run_record_path_for(csv_path), {**identity, "started": utc_now(), "emclassify_version": __version__})
         fh = open(partial, "w", newline="", encoding="utf-8")
     except OSError as exc:
         raise BatchError(f"{csv_path}: cannot write output: {exc.strerror or exc}") from None
@@ -209,7 +396,7 @@ def run_batch(
         fh.flush()
         try:
             for batch in classify_folder(
-                folder, classifier, batch_size=batch_size, skip=done_paths, cancel=cancel,
+                listing.root, classifier, batch_size=batch_size, skip=done_paths, cancel=cancel,
                 workers=workers, listing=listing,
             ):
                 new.extend(batch.results)
@@ -235,12 +422,13 @@ def run_batch(
         complete=complete,
         elapsed=time.perf_counter() - t0,
         resumed=len(previous),
+        unreadable=listing.unreadable,
+        resume_check=resume_check,
     )
     summary_path = write_json(summary_path_for(csv_path), summary)
-    try:
-        os.unlink(partial)
-    except OSError:
-        pass
+    for leftover in (partial, run_record_path_for(csv_path)):
+        with contextlib.suppress(OSError):
+            os.unlink(leftover)
     if interrupted:
         code = EXIT_INTERRUPTED
     elif summary["files"]["error"]:

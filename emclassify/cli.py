@@ -72,21 +72,44 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (a usage error, exit 2, otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value}")
+    return value
+
+
+def _silence_libraries() -> None:
+    """--quiet: library warnings and log lines off; emclassify's own errors still go to stderr."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+
+
 def cmd_batch(args) -> int:
     from .batch import EXIT_NOTHING_RAN, BatchError, run_batch
     from .reports import format_summary
 
-    bar = ProgressBar("classifying")
+    if args.quiet:
+        _silence_libraries()
+    bar = ProgressBar("classifying", enabled=False if args.quiet else None)
     try:
         outcome = run_batch(
             args.folder,
             model=args.model,
             out=args.out,
-            batch_size=args.batch_size,
+            **({"batch_size": args.batch_size} if args.batch_size else {}),
             device=args.device,
             resume=args.resume,
             on_batch=lambda b: bar.update(b.done, b.total, b.rate, b.eta),
             workers=args.workers,
+            allow_outside=args.allow_outside_paths,
         )
     except BatchError as exc:
         bar.close()
@@ -163,11 +186,11 @@ def _configs(args):
     return pcfg, tcfg
 
 
-def _load_dataset(path):
+def _load_dataset(path, allow_outside: bool = False):
     from .io import DatasetError, load_dataset
 
     try:
-        ds = load_dataset(path)
+        ds = load_dataset(path, allow_outside=allow_outside)
     except DatasetError as exc:
         print(f"emclassify: {exc}", file=sys.stderr)
         return None
@@ -214,7 +237,7 @@ def _prepare(args, command: str):
     except ValueError as exc:
         print(f"emclassify {command}: {exc}", file=sys.stderr)
         return 2
-    ds = _load_dataset(args.dataset)
+    ds = _load_dataset(args.dataset, args.allow_outside_paths)
     return 4 if ds is None else (pcfg, tcfg, ds)
 
 
@@ -374,12 +397,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("folder", help="folder of particle images (TIFF, PNG, JPEG, BMP)")
     b.add_argument("--model", "-m", help="model file (default: the bundled lamellarity model)")
     b.add_argument("--out", "-o", help="output CSV (default: ./<folder name>.emclassify.csv)")
-    b.add_argument("--batch-size", "-b", type=int, default=64, help="images per batch (default 64)")
+    b.add_argument("--batch-size", "-b", type=_positive_int, default=None,
+                   help="images per batch (default 64; lowered automatically for very large model inputs)")
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default auto: GPU if present")
     b.add_argument("--resume", action="store_true", help="skip files already in the output CSV (same model)")
-    b.add_argument("--workers", type=int, default=None,
+    b.add_argument("--workers", type=_positive_int, default=None,
                    help="image-decoding threads (default: half the CPUs, 1 to 4)")
     b.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    b.add_argument("--allow-outside-paths", action="store_true",
+                   help="let a manifest.csv in FOLDER name masks outside FOLDER (refused by default)")
     b.set_defaults(func=cmd_batch)
 
     i = sub.add_parser("info", help="print a model file's card", description="Print a model file's card.")
@@ -394,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("out", help="output folder")
     s.add_argument("--problem", choices=["lamellarity", "encapsulation"], default="lamellarity")
-    s.add_argument("--n", type=int, default=1000, help="number of particles (default 1000)")
+    s.add_argument("--n", type=_positive_int, default=1000, help="number of particles (default 1000)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--proportions", help="class proportions in class order, e.g. 0.5,0.4,0.1 (default: the seed paper's)")
     s.set_defaults(func=cmd_synth)
@@ -406,18 +432,20 @@ def build_parser() -> argparse.ArgumentParser:
 
         d = TrainConfig()
         sp.add_argument("dataset", help="labelled dataset: folder (manifest.csv or one sub-folder per class) or manifest CSV")
+        sp.add_argument("--allow-outside-paths", action="store_true",
+                        help="accept manifest paths outside the manifest's folder (../, absolute; refused by default)")
         if arch:
             sp.add_argument("--arch", default=d.arch, help=f"architecture (default {d.arch}): {', '.join(list_archs())}")
         g = sp.add_argument_group("input")
         g.add_argument("--mode", default="crop", choices=MODES, help="input mode (default crop)")
-        g.add_argument("--size", type=int, default=48, help="square input size in px (default 48)")
+        g.add_argument("--size", type=_positive_int, default=48, help="square input size in px (default 48)")
         g.add_argument("--margin", type=int, default=50, help="px removed per side by crop/mask without a mask (default 50)")
         g.add_argument("--normalize", default="zscore", choices=NORMALIZATIONS, help="default zscore (per image)")
         g.add_argument("--mean", type=float, default=0.0, help="mean for --normalize fixed")
         g.add_argument("--std", type=float, default=1.0, help="std for --normalize fixed")
         t = sp.add_argument_group("training")
-        t.add_argument("--epochs", type=int, default=d.epochs, help=f"maximum epochs (default {d.epochs})")
-        t.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
+        t.add_argument("--epochs", type=_positive_int, default=d.epochs, help=f"maximum epochs (default {d.epochs})")
+        t.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help=f"default {d.batch_size}")
         t.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate, one-cycle (default {d.lr})")
         t.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"AdamW (default {d.weight_decay})")
         t.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help=f"default {d.label_smoothing}")
@@ -440,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv = sub.add_parser("cv", help="k-fold cross-validation with a report",
                         description="Stratified (group-aware when the data has groups) k-fold cross-validation.")
     training_options(cv)
-    cv.add_argument("--folds", type=int, default=5, help="default 5")
+    cv.add_argument("--folds", type=_positive_int, default=5, help="default 5")
     cv.add_argument("--out", "-o", required=True, help="output folder (metrics.json, predictions.csv, report.md, PNGs)")
     cv.set_defaults(func=cmd_cv)
 
@@ -449,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "per-fold t-tests.")
     training_options(cp, arch=False)
     cp.add_argument("--archs", default="lipnet-fcn,svm", help="comma-separated architectures (default lipnet-fcn,svm)")
-    cp.add_argument("--folds", type=int, default=5, help="default 5")
+    cp.add_argument("--folds", type=_positive_int, default=5, help="default 5")
     cp.add_argument("--out", "-o", required=True, help="output folder")
     cp.set_defaults(func=cmd_compare)
 
@@ -461,8 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list the architectures (markdown table)",
                        description="Print every registered architecture with parameters and MFLOP.")
-    m.add_argument("--size", type=int, default=64, help="input size for the figures (default 64)")
-    m.add_argument("--classes", type=int, default=3, help="number of classes for the figures (default 3)")
+    m.add_argument("--size", type=_positive_int, default=64, help="input size for the figures (default 64)")
+    m.add_argument("--classes", type=_positive_int, default=3, help="number of classes for the figures (default 3)")
     m.set_defaults(func=cmd_models)
 
     bn = sub.add_parser(
@@ -470,11 +498,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Time preprocessing, model and end-to-end classification of one generated TIFF folder "
         "three ways in one run: naive PyTorch, the best tuned plain PyTorch, and emclassify's native path.")
     bn.add_argument("--folder", help="reuse/generate the particle folder here (default: a temporary folder)")
-    bn.add_argument("--images", type=int, default=5000, help="particles to generate (default 5000)")
+    bn.add_argument("--images", type=_positive_int, default=5000, help="particles to generate (default 5000)")
     bn.add_argument("--arch", help="time this CNN with random weights instead of the bundled model")
-    bn.add_argument("--input-size", type=int, default=64, help="model input side in px (default 64)")
-    bn.add_argument("--batch-size", type=int, default=256, help="images per batch (default 256)")
-    bn.add_argument("--repeats", type=int, default=3, help="timed repeats, best kept (default 3)")
+    bn.add_argument("--input-size", type=_positive_int, default=64, help="model input side in px (default 64)")
+    bn.add_argument("--batch-size", type=_positive_int, default=256, help="images per batch (default 256)")
+    bn.add_argument("--repeats", type=_positive_int, default=3, help="timed repeats, best kept (default 3)")
     bn.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant (slow to compile)")
     bn.add_argument("--json", help="also write the raw figures here")
     bn.add_argument("--markdown", help="also write the tables here")

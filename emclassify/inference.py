@@ -24,7 +24,8 @@ import torch
 
 from . import ops
 from .features import FeatureCache, particle_features
-from .io import FolderListing, ImageReadError, Sample, list_images, read_image, read_mask
+from .io import (FolderListing, ImageReadError, Sample, has_undecodable_name, list_images, read_image,
+                 read_mask)
 from .modelfile import TrainedModel, load_model
 from .models import input_kind
 from .preprocess import PreprocessConfig
@@ -118,6 +119,19 @@ class Classifier:
     def from_file(cls, path, device: str = "auto") -> "Classifier":
         return cls(load_model(path), device=device)
 
+    def images_per_batch(self, requested: int) -> int:
+        """``requested``, lowered so one batch's activations stay under :data:`BATCH_MEMORY_BYTES`.
+
+        Estimate per image: input side² × 4 bytes × 2 × the widest conv layer's channels (its
+        input and output maps live at once); the inputs of LipNet models (32-128 px) never hit
+        the bound at the default batch of 64, a card declaring 512 px does.
+        """
+        if self.kind == "features":
+            return requested
+        widest = max((m.out_channels for m in self.model.modules() if isinstance(m, torch.nn.Conv2d)), default=1)
+        per_image = self.config.size ** 2 * 4 * 2 * widest
+        return max(1, min(requested, BATCH_MEMORY_BYTES // per_image))
+
     @property
     def needs_features(self) -> bool:
         """True when the model takes handcrafted features (SVM, fusion)."""
@@ -136,21 +150,42 @@ class Classifier:
         if self.needs_features and features is None:
             ms = masks if masks is not None else [None] * len(images)
             features = np.stack([particle_features(im, m) for im, m in zip(images, ms)])
+        x = None if self.kind == "features" else ops.preprocess(images, masks, self.config)
+        return self.predict_proba_inputs(x, features)
+
+    @torch.inference_mode()
+    def predict_proba_inputs(self, x: Optional[torch.Tensor], features: Optional[np.ndarray]) -> np.ndarray:
+        """Preprocessed inputs (float32 ``N x 1 x S x S``, None for the SVM) and features -> float64 ``N x C``."""
         f = torch.as_tensor(np.asarray(features)).to(self.device) if self.needs_features else None
         if self.kind == "features":
             logits = self.model(f)
         else:
-            x = ops.preprocess(images, masks, self.config).to(self.device, non_blocking=True)
+            x = x.to(self.device, non_blocking=True)
             logits = self.model(x) if self.kind == "image" else self.model(x, f)
         return torch.softmax(logits.float(), dim=1).double().cpu().numpy()
 
 
 @dataclass
 class _Loaded:
+    """A decoded sample. Large images arrive already preprocessed (``input``, ``image`` dropped)."""
+
     result: FileResult
     image: Optional[np.ndarray] = None
     mask: Optional[np.ndarray] = None
     features: Optional[np.ndarray] = None
+    input: Optional[torch.Tensor] = None  # float32 1 x S x S
+
+
+# Images above this many pixels are preprocessed as soon as they are decoded, in the decoding thread,
+# and only their S x S model input is kept: a batch then holds at most ``batch_size`` images of at most
+# this size plus S x S inputs, so its memory is bounded by bytes, not only by count (an 8192² image is
+# 256 MB as float32; 64 of them would be 16 GB). Small images are kept for one batched native call.
+LARGE_IMAGE_PIXELS = 2**20
+# Images per batch of a folder run, for the CLI and the GUI alike: the model's dense layers round
+# their last bits differently for other batch sizes, and both must write the same record.
+DEFAULT_BATCH_SIZE = 64
+# Activation memory one batch may take (see Classifier.images_per_batch).
+BATCH_MEMORY_BYTES = 2**30
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -161,15 +196,21 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def load_for_model(sample: Sample, root: Path, cfg: PreprocessConfig, want_features: bool = False,
-                   cache: Optional[FeatureCache] = None) -> _Loaded:
+                   cache: Optional[FeatureCache] = None, prepare_large: bool = False) -> _Loaded:
     """Decode one sample and its mask as the model needs; errors become an error row.
 
     Mask rule: ``surround`` reads no mask (unless features are wanted). ``crop`` uses
     the mask when found, else removes ``cfg.margin`` px per side (noted on the row).
     ``mask`` and handcrafted features use the mask when found, else
     :func:`emclassify.segment.auto_mask` (noted on the row).
+
+    A region under :data:`~emclassify.preprocess.MIN_REGION_SIDE` px is an error row (too small
+    to classify). prepare_large: preprocess images over :data:`LARGE_IMAGE_PIXELS` here and keep
+    only the model input.
     """
     result = FileResult(path=sample.relpath)
+    if has_undecodable_name(sample.path):
+        result.warnings.append("file name is not valid UTF-8; its path is written with \\xNN escapes")
     try:
         loaded = read_image(sample.path)
     except ImageReadError as exc:
@@ -198,11 +239,33 @@ def load_for_model(sample: Sample, root: Path, cfg: PreprocessConfig, want_featu
             )
         else:
             result.warnings.append(f"no mask found; central crop with {cfg.margin} px margin used")
+    problem = cfg.region_problem(loaded.height, loaded.width, mask)
+    if problem is not None:
+        result.status, result.error = "error", problem
+        return _Loaded(result)
     features = None
     if want_features:
         cache = cache or FeatureCache()
         features = cache.get_or_compute(loaded.sha256, loaded.array, mask)
+    if prepare_large and loaded.array.size > LARGE_IMAGE_PIXELS:
+        return _Loaded(result, None, None, features, ops.preprocess([loaded.array], [mask], cfg)[0])
     return _Loaded(result, loaded.array, mask, features)
+
+
+def _model_inputs(items: Sequence[_Loaded], cfg: PreprocessConfig, wanted: bool) -> Optional[torch.Tensor]:
+    """float32 ``N x 1 x S x S`` for decoded items: raw images preprocessed in one call, early ones reused."""
+    if not wanted:
+        return None
+    raw = [i for i, it in enumerate(items) if it.input is None]
+    if len(raw) == len(items):
+        return ops.preprocess([it.image for it in items], [it.mask for it in items], cfg)
+    x = torch.empty((len(items), 1, cfg.size, cfg.size), dtype=torch.float32)
+    if raw:
+        x[raw] = ops.preprocess([items[i].image for i in raw], [items[i].mask for i in raw], cfg)
+    for i, it in enumerate(items):
+        if it.input is not None:
+            x[i] = it.input
+    return x
 
 
 def batched(seq: Sequence, size: int) -> List[Sequence]:
@@ -223,7 +286,7 @@ def default_decode_workers() -> int:
 def classify_folder(
     folder,
     classifier: Classifier,
-    batch_size: int = 64,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     skip: Collection[str] = (),
     cancel: Optional[CancelToken] = None,
     workers: Optional[int] = None,
@@ -239,6 +302,7 @@ def classify_folder(
     if batch_size < 1:
         raise ValueError("batch size must be >= 1")
     listing = listing or list_images(folder)
+    batch_size = classifier.images_per_batch(batch_size)
     todo = [s for s in listing.samples if s.relpath not in skip]
     total = len(todo)
     cfg = classifier.config
@@ -246,9 +310,11 @@ def classify_folder(
     start = time.perf_counter()
     done = 0
 
+    prepare_large = classifier.kind != "features"
+
     def load_batch(batch: Sequence[Sample]) -> List[_Loaded]:
-        return list(pool.map(lambda s: load_for_model(s, listing.root, cfg, classifier.needs_features, cache),
-                             batch))
+        return list(pool.map(lambda s: load_for_model(s, listing.root, cfg, classifier.needs_features, cache,
+                                                      prepare_large), batch))
 
     workers = default_decode_workers() if workers is None else max(1, workers)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="emclassify-read") as pool:
@@ -273,7 +339,7 @@ def classify_folder(
                 if good:
                     try:
                         feats = np.stack([g.features for g in good]) if classifier.needs_features else None
-                        probs = classifier.predict_proba([g.image for g in good], [g.mask for g in good], feats)
+                        probs = classifier.predict_proba_inputs(_model_inputs(good, cfg, prepare_large), feats)
                     except (RuntimeError, ValueError) as exc:  # e.g. out of memory: rows, not a crash
                         for g in good:
                             g.result.status, g.result.error = "error", f"classification failed: {exc}"

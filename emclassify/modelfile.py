@@ -11,7 +11,10 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import math
+import os
 import platform
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,8 @@ from .models import SVMModel, create_model, parse_arch
 from .preprocess import PreprocessConfig
 
 CARD_KEY = "emclassify_card"
+# The largest LipNet (lipnet5 at 128 px) is ~120 MB of float32; anything far bigger is not ours.
+MAX_MODEL_BYTES = 1024 * 2**20
 FORMAT_NAME = "emclassify-model"
 FORMAT_VERSION = 1
 
@@ -94,33 +99,90 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any], source: str = "card") -> "ModelCard":
-        if d.get("format") != FORMAT_NAME:
-            raise ModelFileError(f"{source}: not an emclassify model card (format={d.get('format')!r})")
-        if int(d.get("format_version", 0)) > FORMAT_VERSION:
-            raise ModelFileError(
-                f"{source}: model format version {d.get('format_version')} is newer than this "
-                f"emclassify ({__version__}) understands; upgrade emclassify"
-            )
+        """Validate and build a card: every field's type and range is checked (see :func:`validate_card`)."""
         try:
-            classes = [str(c) for c in d["classes"]]
-            if len(classes) < 2 or len(set(classes)) != len(classes):
-                raise ValueError(f"classes must be >= 2 distinct names, got {classes}")
-            return cls(
-                classes=classes,
-                arch=str(d["arch"]),
-                preprocess=PreprocessConfig.from_dict(d["preprocess"]),
-                name=str(d.get("name", "")),
-                problem=str(d.get("problem", "")),
-                description=str(d.get("description", "")),
-                training=dict(d.get("training", {})),
-                metrics=dict(d.get("metrics", {})),
-                data=dict(d.get("data", {})),
-                features=dict(d.get("features", {})),
-                software=dict(d.get("software", {})),
-                created=str(d.get("created", "")),
-            )
+            return cls(**validate_card(d))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{source}: invalid model card: {exc}") from None
+
+
+MAX_CLASSES = 1000
+MAX_CLASS_NAME = 200
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ValueError(message)
+
+
+def _dict_field(d: Dict[str, Any], key: str) -> Dict[str, Any]:
+    v = d.get(key, {})
+    _check(isinstance(v, dict), f"{key!r} must be an object, got {type(v).__name__}")
+    return dict(v)
+
+
+def _check_confusion(cm, k: int, where: str) -> None:
+    _check(isinstance(cm, list) and len(cm) == k and all(isinstance(r, list) and len(r) == k for r in cm),
+           f"{where}.confusion_matrix must be a {k}x{k} list of rows (one per class)")
+    _check(all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for r in cm for x in r),
+           f"{where}.confusion_matrix must hold non-negative whole counts")
+
+
+def validate_card(d: Any) -> Dict[str, Any]:
+    """The keyword arguments of :class:`ModelCard` from a card's JSON object, after checking it.
+
+    Checks: format name and version; classes (2..1000 distinct non-empty strings); arch a
+    string; preprocess a valid :class:`PreprocessConfig` (mode, size <= MAX_INPUT_SIZE, finite
+    mean/std); the dict-valued fields are objects; every stored confusion matrix (metrics
+    validation / cv) is K x K non-negative integers. Raises ValueError / TypeError naming the field.
+    """
+    _check(isinstance(d, dict), f"the card must be a JSON object, got {type(d).__name__}")
+    if d.get("format") != FORMAT_NAME:
+        raise ValueError(f"not an emclassify model card (format={str(d.get('format'))[:40]!r})")
+    version = d.get("format_version", 0)
+    _check(isinstance(version, int) and not isinstance(version, bool) and version >= 0,
+           f"format_version must be a whole number, got {str(version)[:40]!r}")
+    if version > FORMAT_VERSION:
+        raise ValueError(f"model format version {version} is newer than this emclassify ({__version__}) "
+                         "understands; upgrade emclassify")
+    classes = d.get("classes")
+    _check(isinstance(classes, list) and all(isinstance(c, str) and 0 < len(c) <= MAX_CLASS_NAME for c in classes),
+           f"classes must be a list of class names (strings), got {str(classes)[:60]}")
+    _check(2 <= len(classes) <= MAX_CLASSES and len(set(classes)) == len(classes),
+           f"classes must be 2..{MAX_CLASSES} distinct names, got {str(classes)[:60]}")
+    _check(isinstance(d.get("arch"), str), "arch must be a string")
+    pre = d.get("preprocess")
+    _check(isinstance(pre, dict), "preprocess must be an object")
+    for key in ("name", "problem", "description", "created"):
+        _check(isinstance(d.get(key, ""), str), f"{key!r} must be a string")
+    metrics = _dict_field(d, "metrics")
+    for key in ("validation", "cv"):
+        m = metrics.get(key)
+        if m is None:
+            continue
+        _check(isinstance(m, dict), f"metrics.{key} must be an object")
+        if "confusion_matrix" in m:
+            _check_confusion(m["confusion_matrix"], len(classes), f"metrics.{key}")
+    calibration = metrics.get("calibration")
+    if calibration is not None:
+        t = calibration.get("temperature") if isinstance(calibration, dict) else None
+        _check(isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and 0.01 <= t <= 100,
+               "metrics.calibration.temperature must be a number in 0.01..100")
+    software = _dict_field(d, "software")
+    return dict(
+        classes=list(classes),
+        arch=d["arch"],
+        preprocess=PreprocessConfig.from_dict(pre),
+        name=d.get("name", ""),
+        problem=d.get("problem", ""),
+        description=d.get("description", ""),
+        training=_dict_field(d, "training"),
+        metrics=metrics,
+        data=_dict_field(d, "data"),
+        features=_dict_field(d, "features"),
+        software={str(k): str(v) for k, v in software.items()},
+        created=d.get("created", ""),
+    )
 
 
 @dataclass
@@ -173,11 +235,23 @@ def _open(path, with_tensors: bool = True):
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: model file not found")
-    with open(path, "rb") as fh:
-        head = fh.read(16)
-    size = path.stat().st_size
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: model file not found") from None
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read model file: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ModelFileError(f"{path}: not a regular file (a folder, device or pipe)")
+    if st.st_size > MAX_MODEL_BYTES:
+        raise ModelFileError(f"{path}: {st.st_size / 2**20:.0f} MiB, larger than any emclassify model "
+                             f"({MAX_MODEL_BYTES // 2**20} MiB)")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read model file: {exc.strerror or exc}") from None
+    size = st.st_size
     # safetensors: 8-byte little-endian header length, then a JSON header starting with '{'.
     header_len = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
     if len(head) < 9 or not (0 < header_len <= min(size - 8, 100 * 2**20)) or head[8:9] != b"{":
@@ -195,6 +269,8 @@ def _open(path, with_tensors: bool = True):
         card_dict = json.loads(meta[CARD_KEY])
     except json.JSONDecodeError as exc:
         raise ModelFileError(f"{path}: model card is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ModelFileError(f"{path}: model card is nested too deeply to be a model card") from None
     return ModelCard.from_dict(card_dict, source=str(path)), tensors
 
 
@@ -207,6 +283,10 @@ def load_model(path) -> TrainedModel:
 
     path = Path(path)
     card, tensors = _open(path)
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ModelFileError(f"{path}: weights contain NaN or infinite values ({', '.join(sorted(bad)[:5])}); "
+                             "the model is broken and would give meaningless probabilities")
     try:
         base, fused = parse_arch(card.arch)
         if fused and int(card.features.get("version", -1)) != FEATURES_VERSION:
@@ -220,9 +300,21 @@ def load_model(path) -> TrainedModel:
                 raise ValueError(f"SVM has {model.num_classes} classes, card lists {len(card.classes)}")
         else:
             n_features = int(tensors["feature_mean"].numel()) if "feature_mean" in tensors else 0
-            model = create_model(card.arch, num_classes=len(card.classes), input_size=card.preprocess.size,
-                                 n_features=n_features)
-    except (ValueError, KeyError) as exc:
+            build = lambda: create_model(card.arch, num_classes=len(card.classes),  # noqa: E731
+                                         input_size=card.preprocess.size, n_features=n_features)
+            # Shapes first, on the meta device (no memory): a card whose input size or class count
+            # implies other weights than the file holds is refused before anything is allocated.
+            with torch.device("meta"):
+                expected = {k: tuple(v.shape) for k, v in build().state_dict().items()}
+            got = {k: tuple(v.shape) for k, v in tensors.items()}
+            if expected != got:
+                diff = sorted(set(expected) ^ set(got)) or [k for k in expected if expected[k] != got[k]]
+                k = diff[0]
+                raise ValueError(f"weights do not match architecture {card.arch!r} at input size "
+                                 f"{card.preprocess.size} px: {k} is {got.get(k, 'missing')} in the file, "
+                                 f"{expected.get(k, 'not expected')} for the architecture")
+            model = build()
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise ModelFileError(f"{path}: {exc}") from None
     try:
         if base is not None:

@@ -44,6 +44,13 @@ import torch
 MODES = ("surround", "crop", "mask")
 NORMALIZATIONS = ("zscore", "minmax", "fixed")
 EPS = 1e-6
+# The smallest region (shorter side, px) a particle image may give a model. Real particles go down
+# to ~9 px across (NanoShapes' smallest mask boxes), so 8 px admits every real particle while a
+# margin crop that leaves a sliver (e.g. 41x41 px minus 50 px per side -> 1x1 px) is refused.
+MIN_REGION_SIDE = 8
+# Largest model input side a model file may declare: LipNet inputs are 32-128 px; a card declaring
+# thousands would make every batch allocate gigabytes.
+MAX_INPUT_SIZE = 512
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -73,11 +80,15 @@ class PreprocessConfig:
             raise ValueError(
                 f"unknown normalisation {self.normalize!r}; choose one of {', '.join(NORMALIZATIONS)}"
             )
-        if not (isinstance(self.size, int) and 1 <= self.size <= 4096):
-            raise ValueError(f"input size must be an integer in 1..4096, got {self.size!r}")
-        if not (isinstance(self.margin, int) and self.margin >= 0):
-            raise ValueError(f"margin must be a non-negative integer, got {self.margin!r}")
-        if self.normalize == "fixed" and not (math.isfinite(self.std) and self.std > 0):
+        if not (isinstance(self.size, int) and not isinstance(self.size, bool) and 1 <= self.size <= MAX_INPUT_SIZE):
+            raise ValueError(f"input size must be an integer in 1..{MAX_INPUT_SIZE} px, got {self.size!r}")
+        if not (isinstance(self.margin, int) and not isinstance(self.margin, bool) and 0 <= self.margin <= 10_000):
+            raise ValueError(f"margin must be an integer in 0..10000 px, got {self.margin!r}")
+        for name in ("mean", "std"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
+        if self.normalize == "fixed" and not self.std > 0:
             raise ValueError(f"fixed normalisation needs std > 0, got {self.std!r}")
 
     def to_dict(self) -> dict:
@@ -91,6 +102,23 @@ class PreprocessConfig:
     @property
     def uses_mask(self) -> bool:
         return self.mode in ("crop", "mask")
+
+    def region_problem(self, height: int, width: int, mask=None) -> Optional[str]:
+        """Why an image of ``height x width`` px (with this bool mask, or None) gives no usable region,
+        or None when its region is at least :data:`MIN_REGION_SIDE` px on its shorter side."""
+        m = to_bool_mask(mask)
+        if m is not None and not bool(m.any()):
+            m = None
+        y0, y1, x0, x1 = region_box(height, width, m, self)
+        h, w = y1 - y0, x1 - x0
+        if min(h, w) >= MIN_REGION_SIDE:
+            return None
+        how = ("whole image" if self.mode == "surround" else
+               "mask's bounding box" if m is not None else f"image minus the {self.margin} px margin")
+        hint = "" if self.mode == "surround" or m is not None else (
+            "; images this small need a mask or --mode surround (or a smaller --margin)")
+        return (f"the {self.mode} region ({how}) is {w}x{h} px, below the minimum of {MIN_REGION_SIDE} px "
+                f"per side: too small to classify{hint}")
 
 
 def to_float_tensor(image: ArrayLike) -> torch.Tensor:

@@ -3,10 +3,14 @@
 :class:`ReviewStore` writes into a destination folder of the user's choice
 (never the classified folder):
 
-- ``DEST/manifest.csv`` — ``path,label,mask,group``, one row per reviewed image,
-  the latest decision winning; paths point at the original files (relative to
-  DEST when possible, else absolute), so ``emclassify train DEST`` trains on the
-  reviewed particles without copying or touching them.
+- ``DEST/images/`` and ``DEST/masks/`` — a copy of each reviewed image (and its
+  mask), named ``<first 12 hex digits of its SHA-256>_<file name>``, so the
+  reviewed set is self-contained: it stays valid when the classified folder is
+  moved or edited, and its manifest never points outside DEST (which
+  :func:`emclassify.io.read_manifest` refuses by default).
+- ``DEST/manifest.csv`` — ``path,label,mask,group,source``, one row per reviewed
+  image, the latest decision winning; ``path``/``mask`` name the copies,
+  ``source`` the original file; ``emclassify train DEST`` trains on it.
 - ``DEST/review_log.csv`` — append-only audit trail: ``time_utc, user, path,
   sha256, model_sha256, predicted_class, confidence, label, action`` (action =
   ``confirm`` or ``correct``).
@@ -17,15 +21,17 @@ from __future__ import annotations
 
 import csv
 import getpass
+import hashlib
 import io
 import os
+import shutil
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .atomic import write_text_atomic
+from .atomic import atomic_path, write_text_atomic
 from .modelfile import utc_now
 
-MANIFEST_COLUMNS = ["path", "label", "mask", "group"]
+MANIFEST_COLUMNS = ["path", "label", "mask", "group", "source"]
 LOG_COLUMNS = ["time_utc", "user", "path", "sha256", "model_sha256", "predicted_class", "confidence", "label",
                "action"]
 
@@ -61,14 +67,19 @@ class ReviewStore:
         self.manifest = self.dest / "manifest.csv"
         self.log = self.dest / "review_log.csv"
 
-    def _ref(self, path: Optional[Path]) -> str:
+    def _copy(self, path: Optional[Path], folder: str, sha256: str) -> str:
+        """Copy ``path`` into ``DEST/<folder>/`` (once per content) and return its manifest path."""
         if path is None:
             return ""
-        path = Path(path).resolve()
-        try:
-            return Path(os.path.relpath(path, self.dest)).as_posix()
-        except ValueError:  # another drive on Windows
-            return str(path)
+        path = Path(path)
+        sha = sha256 or hashlib.sha256(path.read_bytes()).hexdigest()
+        rel = f"{folder}/{sha[:12]}_{path.name}"
+        target = self.dest / rel
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(target) as tmp:
+                shutil.copyfile(path, tmp)
+        return rel
 
     def labels(self) -> Dict[str, str]:
         """Current label per image reference (as written in the manifest)."""
@@ -81,9 +92,10 @@ class ReviewStore:
         if not label:
             raise ValueError("a review needs a label")
         self.dest.mkdir(parents=True, exist_ok=True)
-        ref = self._ref(image)
+        ref = self._copy(image, "images", sha256)
         rows = {r["path"]: r for r in _read_rows(self.manifest)}
-        rows[ref] = {"path": ref, "label": label, "mask": self._ref(mask), "group": group or ""}
+        rows[ref] = {"path": ref, "label": label, "mask": self._copy(mask, "masks", ""), "group": group or "",
+                     "source": str(Path(image).resolve())}
         log = _read_rows(self.log)
         log.append({"time_utc": utc_now(), "user": self.user, "path": ref, "sha256": sha256,
                     "model_sha256": model_sha256, "predicted_class": predicted,

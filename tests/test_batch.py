@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from emclassify import synth
-from emclassify.batch import EXIT_NOTHING_RAN, EXIT_OK, EXIT_SOME_ERRORS, partial_path_for, run_batch
+from emclassify.batch import (EXIT_NOTHING_RAN, EXIT_OK, EXIT_SOME_ERRORS, partial_path_for, run_batch,
+                              run_record_path_for)
+from emclassify.modelfile import file_sha256
 from emclassify.cli import main
 from emclassify.inference import CancelToken, Classifier
 from emclassify.io import read_image
@@ -65,7 +67,8 @@ def test_mixed_folder_rows_columns_exit_code(tmp_path, mixed_folder, model_file)
         assert by[rel]["status"] == "error" and reason in by[rel]["error"]
         assert by[rel]["predicted_class"] == "" and by[rel]["prob_a"] == ""
     summary = json.loads((tmp_path / "out" / "result.summary.json").read_text())
-    assert summary["files"] == {"total": 9, "ok": 6, "error": 3, "resumed": 0, "ignored_non_image": 1}
+    assert summary["files"] == {"total": 9, "ok": 6, "error": 3, "resumed": 0, "ignored_non_image": 1,
+                                "unreadable_entries": 0}
     assert summary["ignored_non_image"] == ["notes.txt"]
     assert sum(summary["counts"].values()) == 6
     assert sum(summary["percentages"].values()) == pytest.approx(100)
@@ -109,8 +112,14 @@ def test_resume_skips_done_files_and_keeps_their_rows(tmp_path, mixed_folder, mo
     (mixed_folder / "a" / "p1.tif").write_bytes(b"")
     second = run_batch(mixed_folder, model=model_file, out=out, resume=True)
     after = {r["path"]: r for r in read_rows(out)[1]}
-    assert after == before                          # p1 not re-read; p5 and p3 redone identically
-    assert second.summary["files"]["resumed"] == len(kept)
+    # p5 and p3 redone identically; p1 changed since its row was written, so it is classified again
+    assert after["a/p1.tif"]["status"] == "error" and after["a/p1.tif"]["error"] == "empty file (0 bytes)"
+    assert {p: r for p, r in after.items() if p != "a/p1.tif"} == {p: r for p, r in before.items() if p != "a/p1.tif"}
+    n_unread = sum(1 for r in kept if not r["sha256"])    # error rows of files never decoded: retried
+    assert n_unread == 3
+    assert second.summary["files"]["resumed"] == len(kept) - 1 - n_unread
+    assert second.summary["resume"] == {"kept": len(kept) - 1 - n_unread, "changed_reclassified": 1,
+                                        "gone_dropped": 0, "unread_retried": n_unread}
     assert first.exit_code == second.exit_code == EXIT_SOME_ERRORS
 
 
@@ -129,10 +138,15 @@ def test_partial_file_rows_survive_a_killed_run(tmp_path, mixed_folder, model_fi
     out.unlink()
     out.with_name("r.summary.json").unlink()
     partial_path_for(out).write_text("\n".join(rows[:3]) + "\n" + rows[3][:10])  # torn last line
-    (mixed_folder / "a" / "cut.tif").unlink()  # the files in the partial must not be re-read
+    run_record_path_for(out).write_text(json.dumps({"model_sha256": file_sha256(model_file),
+                                                    "folder": str(mixed_folder.resolve())}))
+    assert [r.split(",")[0] for r in rows[1:3]] == ["a/cut.tif", "a/p0.tif"]
+    (mixed_folder / "a" / "cut.tif").unlink()  # gone since: its row is dropped, not kept
     outcome = run_batch(mixed_folder, model=model_file, out=out, resume=True)
-    assert outcome.summary["files"]["resumed"] == 2
-    assert not partial_path_for(out).exists()
+    assert outcome.summary["files"]["resumed"] == 1
+    assert outcome.summary["resume"]["gone_dropped"] == 1
+    assert "a/cut.tif" not in {r.path for r in outcome.results}
+    assert not partial_path_for(out).exists() and not run_record_path_for(out).exists()
 
 
 def test_cancel_keeps_what_is_done(tmp_path, mixed_folder, model_file):

@@ -8,8 +8,11 @@ from .datasets import (
     is_mask_path,
     list_images,
     load_dataset,
+    has_undecodable_name,
     read_manifest,
+    record_path,
     sort_key,
+    walk_files,
 )
 from .images import IMAGE_EXTENSIONS, ImageReadError, LoadedImage, decode_image, is_image_file, read_image, read_mask
 
@@ -30,5 +33,8 @@ __all__ = [
     "read_image",
     "read_manifest",
     "read_mask",
+    "record_path",
+    "has_undecodable_name",
     "sort_key",
+    "walk_files",
 ]

@@ -13,14 +13,26 @@ the folder, recursively, mask files excluded, in a stable (sorted) order.
 Masks (:class:`MaskFinder`), first match wins: the manifest's ``mask`` column;
 a parallel tree ``ROOT/masks/<same relative path>`` (for ``ROOT/images/<rel>``
 also ``ROOT/masks/<rel>``); a sibling ``<name>_mask.<any image ext>``.
+
+Walking folders (:func:`walk_files`): symbolic links to files and folders are
+followed, each real folder visited once (a link loop is reported, not followed
+forever); broken links, folders named like images and special files (devices,
+pipes) are reported with a reason. Manifest paths must stay inside the
+manifest's folder unless ``allow_outside=True`` (shared network layouts).
+
+Paths in records: a relative path that is not valid UTF-8 (possible on Linux)
+is written with Python's ``backslashreplace`` escaping of the undecodable bytes,
+e.g. ``bad\xffname.tif`` (:func:`record_path`); the file itself is still read.
 """
 from __future__ import annotations
 
 import csv
 import hashlib
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 from .images import IMAGE_EXTENSIONS, is_image_file
 
@@ -99,8 +111,73 @@ def sort_key(relpath: str):
     return tuple(p.casefold() for p in PurePosixPath(relpath).parts), relpath
 
 
+def record_path(relpath: str) -> str:
+    """``relpath`` as written into CSVs and reports: undecodable file-name bytes as ``\\xNN`` escapes."""
+    try:
+        relpath.encode("utf-8")
+        return relpath
+    except UnicodeEncodeError:
+        return relpath.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def has_undecodable_name(path) -> bool:
+    """True when the file name is not valid UTF-8 (its record path carries escapes)."""
+    try:
+        str(path).encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
 def _rel(path: Path, root: Path) -> str:
-    return path.relative_to(root).as_posix()
+    return record_path(path.relative_to(root).as_posix())
+
+
+def walk_files(folder: Path) -> Iterator[Tuple[Path, Optional[str]]]:
+    """Every file under ``folder`` as ``(path, None)``, or ``(path, reason)`` for entries that cannot be
+    read as files (broken link, link loop, folder named like an image, device/pipe). Hidden entries
+    (a name starting with ".") are passed over. Order: unspecified (callers sort).
+    """
+    root = Path(folder)
+    seen = set()
+
+    def visit(d: Path):
+        try:
+            st = d.stat()
+        except OSError:
+            return
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            yield d, "symbolic link loop (folder already visited); not followed again"
+            return
+        seen.add(key)
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError as exc:
+            yield d, f"cannot list folder: {exc.strerror or exc}"
+            return
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            p = Path(e.path)
+            try:
+                st = os.stat(p)  # follows links
+            except FileNotFoundError:
+                yield p, "broken symbolic link (its target does not exist)"
+                continue
+            except OSError as exc:
+                yield p, f"cannot read: {exc.strerror or exc}"
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                if is_image_file(p):
+                    yield p, "a folder named like an image file; its contents are listed separately"
+                yield from visit(p)
+            elif stat.S_ISREG(st.st_mode):
+                yield p, None
+            elif is_image_file(p):
+                yield p, "not a regular file (a device, pipe or socket)"
+
+    yield from visit(root)
 
 
 def is_mask_path(relpath: str) -> bool:
@@ -144,10 +221,23 @@ class MaskFinder:
         return None
 
 
-def read_manifest(csv_path: Path, require_label: bool = True) -> List[Sample]:
-    """Parse a manifest CSV (``path,label[,mask][,group]``), paths relative to it."""
+MAX_MANIFEST_BYTES = 256 * 2**20
+
+
+def read_manifest(csv_path: Path, require_label: bool = True, allow_outside: bool = False) -> List[Sample]:
+    """Parse a manifest CSV (``path,label[,mask][,group]``), paths relative to it.
+
+    allow_outside: accept image/mask paths outside the manifest's folder (``../``, absolute);
+    refused by default so a manifest cannot make a run read arbitrary files.
+    """
     csv_path = Path(csv_path)
     root = csv_path.parent
+    resolved_root = root.resolve()
+    try:
+        if csv_path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise DatasetError(f"{csv_path}: manifest is larger than {MAX_MANIFEST_BYTES // 2**20} MiB")
+    except OSError as exc:
+        raise DatasetError(f"{csv_path}: cannot read manifest: {exc.strerror or exc}") from None
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
@@ -162,6 +252,17 @@ def read_manifest(csv_path: Path, require_label: bool = True) -> List[Sample]:
             rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DatasetError(f"{csv_path}: cannot read manifest: {exc}") from None
+    except ValueError as exc:  # e.g. NUL characters
+        raise DatasetError(f"{csv_path}: not a readable CSV manifest: {exc}") from None
+
+    def inside(rel: str, what: str, lineno: int) -> Path:
+        path = (root / rel).resolve()
+        if not allow_outside and not _is_under(path, resolved_root):
+            raise DatasetError(
+                f"{csv_path}, line {lineno}: {what} path {rel!r} points outside the manifest's folder; "
+                "refused (allow it explicitly with --allow-outside-paths for shared layouts)")
+        return path
+
     samples = []
     for lineno, row in enumerate(rows, start=2):
         rel = (row.get("path") or "").strip()
@@ -172,13 +273,15 @@ def read_manifest(csv_path: Path, require_label: bool = True) -> List[Sample]:
             raise DatasetError(f"{csv_path}, line {lineno}: empty label for {rel}")
         mask_rel = (row.get("mask") or "").strip()
         group = (row.get("group") or "").strip() or None
-        path = (root / rel).resolve()
+        if "\x00" in rel or "\x00" in mask_rel:
+            raise DatasetError(f"{csv_path}, line {lineno}: a path contains a NUL character")
+        path = inside(rel, "image", lineno)
         samples.append(
             Sample(
                 path=path,
                 relpath=PurePosixPath(rel).as_posix(),
                 label=label,
-                mask=(root / mask_rel).resolve() if mask_rel else None,
+                mask=inside(mask_rel, "mask", lineno) if mask_rel else None,
                 group=group,
             )
         )
@@ -190,7 +293,7 @@ def _class_folder_root(root: Path) -> Path:
     return images if images.is_dir() else root
 
 
-def load_dataset(source, find_masks: bool = True) -> Dataset:
+def load_dataset(source, find_masks: bool = True, allow_outside: bool = False) -> Dataset:
     """Load a labelled dataset from a manifest CSV or a folder.
 
     ``source``: a ``.csv`` manifest, or a folder holding ``manifest.csv`` (used
@@ -209,7 +312,7 @@ def load_dataset(source, find_masks: bool = True) -> Dataset:
 
     notes: List[str] = []
     if manifest is not None:
-        samples = read_manifest(manifest)
+        samples = read_manifest(manifest, allow_outside=allow_outside)
         missing = [s.relpath for s in samples if not s.path.is_file()]
         if missing:
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
@@ -251,8 +354,8 @@ def _with_mask(sample: Sample, mask: Optional[Path]) -> Sample:
 
 
 def _walk_images(folder: Path) -> Iterable[Path]:
-    for f in folder.rglob("*"):
-        if f.is_file() and is_image_file(f) and not any(p.startswith(".") for p in f.relative_to(folder).parts):
+    for f, problem in walk_files(folder):
+        if problem is None and is_image_file(f):
             yield f
 
 
@@ -262,14 +365,17 @@ class FolderListing:
 
     samples: images (mask files excluded), sorted by relative path, masks attached.
     ignored: relative paths of non-image files that were skipped (reported, not silent).
+    unreadable: ``(relative path, reason)`` of entries that are not readable files: broken
+    links, link loops, folders named like images, devices (reported, not silent).
     """
 
     root: Path
     samples: List[Sample]
     ignored: List[str]
+    unreadable: List[Tuple[str, str]] = field(default_factory=list)
 
 
-def list_images(folder, find_masks: bool = True) -> FolderListing:
+def list_images(folder, find_masks: bool = True, allow_outside: bool = False) -> FolderListing:
     """Every image file under ``folder`` (recursive), mask files excluded, sorted.
 
     Masks are attached by :class:`MaskFinder` (a ``manifest.csv`` in the folder
@@ -282,19 +388,18 @@ def list_images(folder, find_masks: bool = True) -> FolderListing:
     groups: Dict[str, str] = {}
     manifest = root / MANIFEST_NAME
     if manifest.is_file():
-        for s in read_manifest(manifest, require_label=False):
+        for s in read_manifest(manifest, require_label=False, allow_outside=allow_outside):
             if s.mask:
                 manifest_masks[s.relpath] = s.mask
             if s.group:
                 groups[s.relpath] = s.group
     listed_masks = {_rel(m, root) for m in manifest_masks.values() if _is_under(m, root)}
     finder = MaskFinder(root, manifest_masks) if find_masks else None
-    samples, ignored = [], []
-    for f in root.rglob("*"):
-        if not f.is_file():
-            continue
+    samples, ignored, unreadable = [], [], []
+    for f, problem in walk_files(root):
         rel = _rel(f, root)
-        if any(p.startswith(".") for p in PurePosixPath(rel).parts):
+        if problem is not None:
+            unreadable.append((rel, problem))
             continue
         if not is_image_file(f):
             if rel != MANIFEST_NAME:
@@ -305,7 +410,8 @@ def list_images(folder, find_masks: bool = True) -> FolderListing:
         samples.append(Sample(path=f, relpath=rel, mask=finder.find(f) if finder else None, group=groups.get(rel)))
     samples.sort(key=lambda s: sort_key(s.relpath))
     ignored.sort(key=sort_key)
-    return FolderListing(root=root, samples=samples, ignored=ignored)
+    unreadable.sort(key=lambda item: sort_key(item[0]))
+    return FolderListing(root=root, samples=samples, ignored=ignored, unreadable=unreadable)
 
 
 def _is_under(path: Path, root: Path) -> bool:
@@ -326,5 +432,7 @@ __all__ = [
     "list_images",
     "load_dataset",
     "read_manifest",
+    "record_path",
     "sort_key",
+    "walk_files",
 ]

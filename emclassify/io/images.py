@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
+import re
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +20,20 @@ from typing import List, Optional, Union
 
 import numpy as np
 
-from .tiff_fast import decode_baseline_tiff
+from .tiff_fast import InflationError, decode_baseline_tiff
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 MAX_SIDE = 16384          # px; a particle crop is never this big
 MAX_PIXELS = 64 * 2**20   # 64 Mpx, guards memory before decoding
+# Bytes read from one file at most: 64 Mpx of float32 plus headers. Checked with stat() before
+# reading, and the read itself stops there, so a huge or growing file cannot exhaust memory.
+MAX_FILE_BYTES = MAX_PIXELS * 4 + 2**20
+
+# tifffile logs decoder chatter (e.g. odd tags) through logging; real problems raise and become
+# error rows, so its log lines would only be noise on the terminal and break ``--quiet``.
+logging.getLogger("tifffile").setLevel(logging.ERROR)
+
+_OBJECT_REPR = re.compile(r"<[^<>]*? at 0x[0-9a-fA-F]+>")
 
 PathLike = Union[str, os.PathLike]
 
@@ -178,10 +190,14 @@ def decode_image(path: PathLike, data: bytes, checksum: bool = True) -> LoadedIm
             arr = _decode_tiff(path, data) if kind == "tiff" else _decode_pil(path, data)
     except ImageReadError:
         raise
+    except InflationError as exc:
+        raise ImageReadError(path, f"corrupt TIFF: {exc} (a decompression bomb?)") from None
     except MemoryError:
         raise ImageReadError(path, "image too large to decode in memory") from None
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-file error
-        msg = str(exc).strip() or type(exc).__name__
+        # Decoders may name their in-memory buffer ("<_io.BytesIO object at 0x7f…>"): drop the address so
+        # the same file gives the same message in every run (the CSV is a record, and resume compares it).
+        msg = _OBJECT_REPR.sub("the data", str(exc).strip()) or type(exc).__name__
         raise ImageReadError(path, f"cannot decode {kind.upper()} (damaged or truncated file?): {msg}") from None
     arr = np.asarray(arr)
     if arr.ndim == 3 and arr.shape[2] in (1, 2, 3, 4):
@@ -190,7 +206,10 @@ def decode_image(path: PathLike, data: bytes, checksum: bool = True) -> LoadedIm
         raise ImageReadError(path, f"expected a 2-D greyscale image, got array of shape {arr.shape}")
     _check_dimensions(path, arr.shape[0], arr.shape[1])
     arr = _normalise_dtype(path, arr, notes)
-    return LoadedImage(np.ascontiguousarray(arr), sha, notes)
+    arr = np.ascontiguousarray(arr)
+    if not arr.flags.writeable:  # PIL hands out read-only views; torch warns about those
+        arr = arr.copy()
+    return LoadedImage(arr, sha, notes)
 
 
 def read_image(path: PathLike, checksum: bool = True) -> LoadedImage:
@@ -199,8 +218,18 @@ def read_image(path: PathLike, checksum: bool = True) -> LoadedImage:
     checksum: as in :func:`decode_image`.
     """
     try:
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageReadError(path, "not a regular file (a device, pipe or socket); only regular files are read")
+        if st.st_size > MAX_FILE_BYTES:
+            raise ImageReadError(path, f"file is {st.st_size / 2**20:.0f} MiB, larger than any image emclassify "
+                                       f"reads ({MAX_FILE_BYTES / 2**20:.0f} MiB)")
         with open(path, "rb") as fh:
-            data = fh.read()
+            data = fh.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise ImageReadError(path, f"file grew past {MAX_FILE_BYTES / 2**20:.0f} MiB while being read")
     except FileNotFoundError:
         raise ImageReadError(path, "file not found") from None
     except IsADirectoryError:

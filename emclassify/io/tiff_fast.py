@@ -55,11 +55,17 @@ def _read_ifd(data: bytes, order: str) -> Optional[Dict[int, Tuple[int, ...]]]:
     return tags
 
 
+class InflationError(Exception):
+    """A compressed strip inflates to more bytes than the declared image holds (a decompression bomb)."""
+
+
 def decode_baseline_tiff(data: bytes, max_side: int, max_pixels: int) -> Optional[np.ndarray]:
     """The image of a baseline greyscale TIFF as (H, W) uint8/uint16/float32, or None when not that simple.
 
     Images over ``max_side`` px per side or ``max_pixels`` in all are left to the
-    caller's checks (None), before anything is decompressed.
+    caller's checks (None), before anything is decompressed. Each deflate strip is
+    inflated to at most the bytes its rows declare; a strip holding more raises
+    :class:`InflationError`, so memory stays bounded by the declared image size.
     """
     try:
         return _decode(data, max_side, max_pixels)
@@ -100,10 +106,13 @@ def _decode(data: bytes, max_side: int, max_pixels: int) -> Optional[np.ndarray]
         if off + n > len(data):
             return None  # truncated: tifffile reports it
         chunk = data[off : off + n]
-        if compression != _NO_COMPRESSION:
-            chunk = zlib.decompress(chunk)
         rows = min(rows_per_strip, height - i * rows_per_strip)
         need = rows * width * itemsize
+        if compression != _NO_COMPRESSION:
+            inflater = zlib.decompressobj()
+            chunk = inflater.decompress(chunk, need)
+            if inflater.unconsumed_tail and inflater.decompress(inflater.unconsumed_tail, 1):
+                raise InflationError(f"compressed strip {i} inflates beyond the {need} bytes its rows declare")
         if len(chunk) < need:
             return None
         parts.append(chunk[:need])

@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
 
 from emclassify.assets import default_model_path
 from emclassify.batch import build_summary
-from emclassify.inference import Classifier, FileResult, classify_folder
+from emclassify.inference import DEFAULT_BATCH_SIZE, Classifier, FileResult, classify_folder
 from emclassify.io import list_images
 from emclassify.modelfile import ModelFileError, load_model
 from emclassify.reports import summary_path_for, write_csv, write_json
@@ -26,7 +26,8 @@ from .workers import Job
 SORT_ROLE = Qt.UserRole + 1
 
 
-def classify_job(report, cancel, folder: str, model_path: str, device: str = "auto", batch_size: int = 16):
+def classify_job(report, cancel, folder: str, model_path: str, device: str = "auto",
+                 batch_size: int = DEFAULT_BATCH_SIZE):
     """Worker body: load the model, list the folder, classify batch by batch (reported as they finish)."""
     trained = load_model(model_path)
     classifier = Classifier(trained, device=device)
