@@ -120,7 +120,7 @@ def main() -> int:
     kills = 0
     for _ in range(args.kills):
         proc = subprocess.Popen(base + ["--out", str(out), "--resume"], stderr=subprocess.PIPE, text=True)
-        time.sleep(float(rng.uniform(2.0, max(2.5, ref_seconds))))
+        time.sleep(float(rng.uniform(0.5, max(1.0, ref_seconds))))
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1

@@ -284,8 +284,8 @@ def generate(
     """Write ``n`` synthetic particles in the NanoShapes layout; return the provenance dict.
 
     ``OUT/images/<class>/<name>.tif``, ``OUT/masks/<class>/<name>.tif`` (zlib-compressed),
-    ``OUT/manifest.csv`` (``path,mask,label,group``) and ``OUT/synth.json`` (how they
-    were made). ``progress(done, total)`` is called after each image if given.
+    ``OUT/manifest.csv`` (``path,mask,label,group``), ``OUT/classes.txt`` (the problem's class
+    order, e.g. unilamellar, multilamellar, uncertain) and ``OUT/synth.json`` (how they were made). ``progress(done, total)`` is called after each image if given.
     """
     out = Path(out)
     props = resolve_proportions(problem, proportions)
@@ -307,6 +307,7 @@ def generate(
     writer.writerow(["path", "mask", "label", "group"])
     writer.writerows(rows)
     write_text_atomic(out / "manifest.csv", text.getvalue())
+    write_text_atomic(out / "classes.txt", "".join(f"{c}\n" for c in classes))  # the problem's class order
     provenance = {
         "generator": "emclassify.synth",
         "emclassify": __version__,

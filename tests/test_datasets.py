@@ -104,3 +104,26 @@ def test_nanoshapes_loads_as_is(nanoshapes):
 def test_nanoshapes_folder_listing_excludes_masks(nanoshapes):
     listing = list_images(nanoshapes / "images" / "Cube")
     assert len(listing.samples) == 1185 and not listing.ignored
+
+
+def test_class_order_declared_by_classes_txt(tmp_path):
+    for label in ("zeta", "alpha"):
+        write_tiff(tmp_path / label / "x.tif", IMG)
+    assert load_dataset(tmp_path).classes == ["alpha", "zeta"]
+    (tmp_path / "classes.txt").write_text("# order of the lab's protocol\nzeta\nalpha\nunused\n")
+    ds = load_dataset(tmp_path)
+    assert ds.classes == ["zeta", "alpha"] and ds.class_order == "declared in classes.txt"
+    (tmp_path / "classes.txt").write_text("zeta\n")
+    with pytest.raises(DatasetError, match="alpha are used but not listed"):
+        load_dataset(tmp_path)
+
+
+def test_groups_only_when_every_sample_has_one(tmp_path):
+    for i in range(4):
+        write_tiff(tmp_path / f"{i}.tif", IMG)
+    (tmp_path / "manifest.csv").write_text("path,label,group\n0.tif,a,g1\n1.tif,b,g1\n2.tif,a,\n3.tif,b,g2\n")
+    ds = load_dataset(tmp_path)
+    assert not ds.has_groups
+    assert any("NOT be group-aware" in w for w in ds.warnings)
+    (tmp_path / "manifest.csv").write_text("path,label,group\n0.tif,a,g1\n1.tif,b,g1\n2.tif,a,g3\n3.tif,b,g2\n")
+    assert load_dataset(tmp_path).has_groups

@@ -28,8 +28,10 @@ def test_layout_loads_as_dataset_with_masks_and_groups(tmp_path):
     with open(tmp_path / "manifest.csv") as fh:
         assert next(csv.reader(fh)) == ["path", "mask", "label", "group"]
     ds = load_dataset(tmp_path)
-    assert ds.classes == ["empty", "full", "uncertain"] and len(ds) == 60
-    assert ds.class_counts() == {"empty": 18, "full": 30, "uncertain": 12}
+    # classes.txt declares the problem's own order (full, empty, uncertain), not the alphabet's
+    assert ds.classes == ["full", "empty", "uncertain"] and len(ds) == 60
+    assert ds.class_order == "declared in classes.txt"
+    assert ds.class_counts() == {"full": 30, "empty": 18, "uncertain": 12}
     assert len(set(ds.groups)) == 60 // synth.GROUP_SIZE + 1
     for s in ds.samples[:10]:
         img, mask = read_image(s.path).array, read_image(s.mask).array

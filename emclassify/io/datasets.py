@@ -66,7 +66,9 @@ class Sample:
 class Dataset:
     """A labelled set of particle images.
 
-    classes: class names in label-index order (sorted). samples: in stable order.
+    classes: class names in label-index order: as declared in ``classes.txt`` when the dataset has one,
+    else sorted; this order is the model's output order, the card's, the CSV's and the reports'.
+    samples: in stable order.
     """
 
     root: Path
@@ -74,6 +76,7 @@ class Dataset:
     classes: List[str]
     source: str  # "manifest" | "folders"
     warnings: List[str] = field(default_factory=list)
+    class_order: str = "sorted by name (no classes.txt)"
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -89,7 +92,10 @@ class Dataset:
 
     @property
     def has_groups(self) -> bool:
-        return any(s.group for s in self.samples)
+        """True when *every* sample has a group. The one group policy: splits (train's validation
+        split, CV folds) are group-aware exactly when this is true, and reports say so; a dataset
+        where only some samples have a group gets a warning at load and plain stratified splits."""
+        return bool(self.samples) and all(s.group for s in self.samples)
 
     def class_counts(self) -> Dict[str, int]:
         counts = {c: 0 for c in self.classes}
@@ -344,9 +350,36 @@ def load_dataset(source, find_masks: bool = True, allow_outside: bool = False) -
             f"{source}: no labelled images found (expected manifest.csv or one sub-folder per class "
             f"holding {', '.join(IMAGE_EXTENSIONS)} files)"
         )
-    classes = sorted({s.label for s in samples})
+    n_grouped = sum(1 for s in samples if s.group)
+    if 0 < n_grouped < len(samples):
+        notes.append(f"{len(samples) - n_grouped} of {len(samples)} samples have no group: splits will NOT be "
+                     "group-aware (give every sample a group, e.g. its micrograph, to keep groups apart)")
+    classes, order_source = _class_order(root, {s.label for s in samples})
     samples.sort(key=lambda s: sort_key(s.relpath))
-    return Dataset(root=root, samples=samples, classes=classes, source=kind, warnings=notes)
+    return Dataset(root=root, samples=samples, classes=classes, source=kind, warnings=notes,
+                   class_order=order_source)
+
+
+CLASSES_FILE = "classes.txt"
+
+
+def _class_order(root: Path, labels) -> Tuple[List[str], str]:
+    """The dataset's class order: as declared in ``ROOT/classes.txt`` (one name per line; every label
+    must be listed, listed classes without images are kept), else sorted by name."""
+    declared = root / CLASSES_FILE
+    if declared.is_file():
+        try:
+            names = [ln.strip() for ln in declared.read_text(encoding="utf-8-sig").splitlines()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DatasetError(f"{declared}: cannot read: {exc}") from None
+        names = [n for n in names if n and not n.startswith("#")]
+        if len(set(names)) != len(names):
+            raise DatasetError(f"{declared}: a class is listed twice")
+        missing = sorted(set(labels) - set(names))
+        if missing:
+            raise DatasetError(f"{declared}: labels {', '.join(missing)} are used but not listed")
+        return [n for n in names if n in labels], f"declared in {CLASSES_FILE}"
+    return sorted(labels), "sorted by name (no classes.txt)"
 
 
 def _with_mask(sample: Sample, mask: Optional[Path]) -> Sample:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .lipnet import LipNet
+from .lipnet import LipNet, RecordLinear
 
 
 class FusionNet(nn.Module):
@@ -25,7 +25,7 @@ class FusionNet(nn.Module):
         self.num_classes = cnn.num_classes
         self.register_buffer("feature_mean", torch.zeros(n_features))
         self.register_buffer("feature_std", torch.ones(n_features))
-        self.head = nn.Sequential(nn.Dropout(cnn.spec.head_dropout), nn.Linear(cnn.embedding_dim + n_features,
+        self.head = nn.Sequential(nn.Dropout(cnn.spec.head_dropout), RecordLinear(cnn.embedding_dim + n_features,
                                                                                cnn.num_classes))
 
     def set_feature_stats(self, features: torch.Tensor) -> None:

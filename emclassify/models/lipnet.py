@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
@@ -104,6 +105,25 @@ class Stage(nn.Module):
         return self.dropout(self.pool(self.blocks(x)))
 
 
+class RecordLinear(nn.Linear):
+    """``nn.Linear`` whose inference result does not depend on the batch it is computed in.
+
+    Why: float32 GEMM kernels block the reduction differently for different batch sizes, so the
+    same image's probabilities differed in the 7th digit between a run and its resumed half (or the
+    GUI and the CLI), and the lab record showed it. Without autograd the product is computed in
+    float64 and rounded to float32: the rounding error of any blocking (~1e-16) is far below
+    float32's resolution, so the result is the same to the bit except at a rounding tie (of the
+    order of one value in 10^8). Training (autograd on) runs the ordinary float32 layer.
+    Same parameters and state-dict keys as ``nn.Linear``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() or x.device.type != "cpu":
+            return super().forward(x)
+        bias = None if self.bias is None else self.bias.double()
+        return F.linear(x.double(), self.weight.double(), bias).to(x.dtype)
+
+
 class LipNet(nn.Module):
     """A LipNet built from a :class:`LipNetSpec` for ``num_classes`` and ``input_size``.
 
@@ -132,7 +152,7 @@ class LipNet(nn.Module):
                 nn.AdaptiveAvgPool2d(1),
                 nn.Flatten(),
                 nn.Dropout(spec.head_dropout),
-                nn.Linear(c, num_classes),
+                RecordLinear(c, num_classes),
             )
             self.embedding_dim = c
         else:
@@ -141,10 +161,10 @@ class LipNet(nn.Module):
                 raise ValueError(f"{spec.name} needs a larger input than {input_size}x{input_size}")
             self.head = nn.Sequential(
                 nn.Flatten(),
-                nn.Linear(c * side * side, spec.dense),
+                RecordLinear(c * side * side, spec.dense),
                 nn.ReLU(inplace=True),
                 nn.Dropout(spec.head_dropout),
-                nn.Linear(spec.dense, num_classes),
+                RecordLinear(spec.dense, num_classes),
             )
             self.embedding_dim = spec.dense
 

@@ -97,6 +97,16 @@ def _sklearn_ovo(svc, x: np.ndarray) -> np.ndarray:
     return d.reshape(len(x), -1)
 
 
+def _fill_folds(x: np.ndarray, y: np.ndarray, folds: int):
+    """``(x, y)`` with the examples of each class rarer than ``folds`` repeated up to ``folds`` copies."""
+    counts = np.bincount(y)
+    extra = [np.repeat(np.nonzero(y == c)[0], -(-folds // n))[: folds - n] for c, n in enumerate(counts) if 0 < n < folds]
+    if not extra:
+        return x, y
+    idx = np.concatenate([np.arange(len(y))] + extra)
+    return x[idx], y[idx]
+
+
 def fit_svm(features: np.ndarray, labels: np.ndarray, n_classes: int, seed: int = 0,
             param_grid: Optional[dict] = None) -> tuple:
     """Fit the SVM baseline; returns ``(SVMModel, SVMFitInfo)``. features: N x F float; labels: N int."""
@@ -116,23 +126,29 @@ def fit_svm(features: np.ndarray, labels: np.ndarray, n_classes: int, seed: int 
     xs = scaler.transform(x)
     grid = param_grid or SVM_PARAM_GRID
     base_gamma = 1.0 / (x.shape[1] * max(float(xs.var()), 1e-12))  # sklearn's gamma="scale"
+    # The inner C/gamma search and the calibration use 3 stratified folds (2 when a class has only 2
+    # examples). A class with fewer examples than folds is repeated until it fills every fold: its
+    # inner scores are then optimistic, but the search runs instead of failing, and the final SVM is
+    # fitted on the data as it is.
     min_count = int(np.bincount(y).min())
     folds = max(2, min(3, min_count))
+    xs_in, y_in = _fill_folds(xs, y, folds)
     inner = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     search = GridSearchCV(
         SVC(kernel="rbf", class_weight="balanced", decision_function_shape="ovo"),
         {"C": grid["C"], "gamma": [base_gamma * f for f in grid["gamma_factor"]]},
-        scoring="f1_macro", cv=inner, n_jobs=1,
+        scoring="f1_macro", cv=inner, n_jobs=1, refit=False,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # folds where a rare class is never predicted warn about F1
-        search.fit(xs, y)
-    best = search.best_estimator_
+        search.fit(xs_in, y_in)
+    params = search.best_params_
+    best = SVC(kernel="rbf", class_weight="balanced", decision_function_shape="ovo", **params).fit(xs, y)
     oof = cross_val_predict(
-        SVC(kernel="rbf", class_weight="balanced", decision_function_shape="ovo", **search.best_params_),
-        xs, y, cv=inner, method="decision_function",
-    ).reshape(len(y), -1)
-    calib = LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced").fit(oof, y)
+        SVC(kernel="rbf", class_weight="balanced", decision_function_shape="ovo", **params),
+        xs_in, y_in, cv=inner, method="decision_function",
+    ).reshape(len(y_in), -1)
+    calib = LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced").fit(oof, y_in)
     w, b = calib.coef_, calib.intercept_
     if len(present) == 2:  # sklearn's binary logistic regression has one row: expand to 2-class softmax
         w = np.vstack([-w / 2, w / 2])
