@@ -159,6 +159,10 @@ def format_summary(summary: Dict) -> str:
         lines.append(line)
     if adjusted:
         lines.append("  adjusted = corrected for the model's misclassification rates (see summary JSON 'adjusted')")
+        unseen = summary.get("adjusted", {}).get("unseen_classes") or []
+        if unseen:
+            lines.append(f"  note: the model's held-out data had no {', '.join(unseen)} particles, so how well it "
+                         "recognises them is unknown and their intervals are wide")
     for e in summary.get("errors", [])[:10]:
         lines.append(f"  error: {e['path']}: {e['error']}")
     if len(summary.get("errors", [])) > 10:

@@ -48,3 +48,54 @@ def test_estimates_are_a_distribution_and_empty_input():
     ps = [r["classes"][c]["percent"] for c in "ab"]
     assert all(0 <= p <= 100 for p in ps) and sum(ps) == pytest.approx(100)
     assert adjusted_prevalence([0, 0], cm, ["a", "b"])["classes"]["a"]["percent"] is None
+
+
+def test_one_file_folder_has_an_interval_of_nonzero_width():
+    cm = np.array([[90, 10, 0], [20, 75, 5], [0, 10, 90]])
+    r = adjusted_prevalence([1, 0, 0], cm, ["a", "b", "c"], n_boot=500)
+    for c in "abc":
+        lo, hi = r["classes"][c]["ci95"]
+        assert hi - lo > 5, (c, lo, hi)   # one particle says little about a folder's composition
+
+
+def test_class_never_predicted_in_a_small_folder_is_not_certainly_absent():
+    cm = np.array([[90, 10, 0], [20, 75, 5], [0, 10, 90]])
+    r = adjusted_prevalence([5, 3, 0], cm, ["a", "b", "c"], n_boot=500)
+    lo, hi = r["classes"]["c"]["ci95"]
+    assert lo == pytest.approx(0, abs=1e-6) and hi > 5
+
+
+def test_class_absent_from_the_held_out_data_carries_its_uncertainty():
+    seen = np.array([[90, 10, 0], [20, 75, 5], [0, 10, 90]])
+    unseen = seen.copy()
+    unseen[2] = 0   # the card's held-out data had no particle of class c
+    counts = [60, 30, 10]
+    known = adjusted_prevalence(counts, seen, ["a", "b", "c"], n_boot=500)
+    unknown = adjusted_prevalence(counts, unseen, ["a", "b", "c"], n_boot=500)
+    assert unknown["unseen_classes"] == ["c"]
+    width = lambda r, c: r["classes"][c]["ci95"][1] - r["classes"][c]["ci95"][0]  # noqa: E731
+    assert width(unknown, "c") > 1.5 * width(known, "c")
+
+
+def test_intervals_cover_the_true_composition_in_simulation():
+    """Folders of known composition (10 to 5,000 particles, three mixes incl. a 1 % and an absent class),
+    predicted through a known confusion process; the card's confusion matrix is itself a finite held-out
+    sample. The 95 % intervals must cover each folder's true class fractions at least 93 % of the time."""
+    rng = np.random.default_rng(2026)
+    rates = np.array([[0.92, 0.05, 0.03], [0.15, 0.80, 0.05], [0.10, 0.10, 0.80]])
+    held_out = [300, 60, 10]
+    mixes = [[0.87, 0.12, 0.01], [0.5, 0.3, 0.2], [0.97, 0.0, 0.03]]
+    covered, sims = [], 0
+    for n in (10, 50, 200, 1000, 5000):
+        for p in mixes:
+            for s in range(15):
+                cm = np.stack([rng.multinomial(held_out[i], rates[i]) for i in range(3)])
+                truth = rng.multinomial(n, p)
+                pred = sum(rng.multinomial(truth[i], rates[i]) for i in range(3))
+                r = adjusted_prevalence(pred, cm, ["a", "b", "c"], n_boot=400, seed=s)
+                for i, c in enumerate("abc"):
+                    lo, hi = r["classes"][c]["ci95"]
+                    covered.append(lo - 1e-9 <= 100 * truth[i] / n <= hi + 1e-9)
+                sims += 1
+    assert sims >= 200
+    assert np.mean(covered) >= 0.93, np.mean(covered)
