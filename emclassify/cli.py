@@ -172,18 +172,14 @@ def cmd_synth(args) -> int:
     return 0
 
 
-def _configs(args):
-    from .preprocess import PreprocessConfig
+def _train_config(args):
     from .training import TrainConfig
 
-    pcfg = PreprocessConfig(mode=args.mode, size=args.size, margin=args.margin, normalize=args.normalize,
-                            mean=args.mean, std=args.std)
-    tcfg = TrainConfig(arch=getattr(args, "arch", None) or TrainConfig.arch, epochs=args.epochs,
+    return TrainConfig(arch=getattr(args, "arch", None) or TrainConfig.arch, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                        label_smoothing=args.label_smoothing, dropout=args.dropout, patience=args.patience,
                        val_fraction=args.val_fraction, augment=not args.no_augment, balance=args.balance,
                        seed=args.seed, device=args.device)
-    return pcfg, tcfg
 
 
 def _load_dataset(path, allow_outside: bool = False):
@@ -231,14 +227,32 @@ def _load_bar(label: str):
 
 
 def _prepare(args, command: str):
-    """Settings and dataset for train/cv/compare: ``(pcfg, tcfg, dataset)``, or an exit code."""
+    """Settings and dataset for train/cv/compare: ``(pcfg, tcfg, dataset, input decision)``, or an exit code."""
+    from .input_decision import decide_preprocess
+
     try:
-        pcfg, tcfg = _configs(args)
+        tcfg = _train_config(args)
     except ValueError as exc:
         print(f"emclassify {command}: {exc}", file=sys.stderr)
         return 2
     ds = _load_dataset(args.dataset, args.allow_outside_paths)
-    return 4 if ds is None else (pcfg, tcfg, ds)
+    if ds is None:
+        return 4
+    try:
+        pcfg, decision = decide_preprocess(ds.samples, mode=args.mode, size=args.size, margin=args.margin,
+                                           normalize=args.normalize, mean=args.mean, std=args.std)
+    except ValueError as exc:
+        print(f"emclassify {command}: {exc}", file=sys.stderr)
+        return 2
+    print(f"input: mode {pcfg.mode} ({decision['reason']}), {pcfg.size}x{pcfg.size} px, {pcfg.normalize}")
+    return pcfg, tcfg, ds, decision
+
+
+def _print_flags(flags) -> None:
+    from .guardrails import format_flags
+
+    if flags:
+        print(format_flags(flags), file=sys.stderr, flush=True)
 
 
 def cmd_train(args) -> int:
@@ -248,10 +262,10 @@ def cmd_train(args) -> int:
     prepared = _prepare(args, "train")
     if isinstance(prepared, int):
         return prepared
-    pcfg, tcfg, ds = prepared
+    pcfg, tcfg, ds, decision = prepared
     try:
         outcome = train(ds, pcfg, tcfg, args.out, on_epoch=_EpochPrinter(), on_load=_load_bar("decoding"),
-                        name=args.name or "", problem=args.problem or "")
+                        name=args.name or "", problem=args.problem or "", input_decision=decision)
     except ValueError as exc:
         print(f"emclassify train: {exc}", file=sys.stderr)
         return 4
@@ -261,7 +275,20 @@ def cmd_train(args) -> int:
         print("interrupted: the best model so far was saved", file=sys.stderr)
     print(format_card(outcome.card, path=outcome.path).split("training:")[0].rstrip())
     v = outcome.validation
-    print(f"validation ({v['n']} held-out particles): accuracy {v['accuracy']:.4f}, macro-F1 {v['macro_f1']:.4f}")
+    base = outcome.card.metrics.get("baselines", {})
+    print(f"validation ({v['n']} held-out particles): accuracy {v['accuracy']:.4f}, balanced accuracy "
+          f"{v['balanced_accuracy']:.4f}, macro-F1 {v['macro_f1']:.4f}")
+    for name, b in base.items():
+        print(f"  baseline {name:<9} accuracy {b['accuracy']:.4f}, balanced accuracy {b['balanced_accuracy']:.4f}, "
+              f"macro-F1 {b['macro_f1']:.4f}")
+    sel = outcome.card.metrics.get("selection")
+    if sel:
+        print(f"auto: kept {sel['kept']} ({sel['rule']}: " + ", ".join(f"{a} {f:.4f}" for a, f in
+                                                                      sel["candidates"].items()) + ")")
+    cal = outcome.card.metrics.get("calibration") or {}
+    if cal:
+        print(f"calibration: temperature {cal['temperature']:.3f}, ECE {cal['ece_before']:.3f} -> {cal['ece_after']:.3f}")
+    _print_flags(outcome.flags)
     print(f"wrote {outcome.path}")
     return 0
 
@@ -293,18 +320,26 @@ def cmd_cv(args) -> int:
     prepared = _prepare(args, "cv")
     if isinstance(prepared, int):
         return prepared
-    pcfg, tcfg, ds = prepared
+    pcfg, tcfg, ds, decision = prepared
     try:
         result = cross_validate(ds, pcfg, tcfg, k=args.folds, on_progress=_cv_progress(False))
     except ValueError as exc:
         print(f"emclassify cv: {exc}", file=sys.stderr)
         return 4
+    result.settings["input_decision"] = decision
     paths = write_cv_report(result, args.out)
     m = result.metrics_dict()
-    print(f"{args.folds}-fold CV of {tcfg.arch}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} "
+    print(f"{args.folds}-fold CV of {tcfg.arch}: accuracy {m['accuracy']:.4f}, balanced accuracy "
+          f"{m['balanced_accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} "
           f"(per fold {m['mean_sd']['macro_f1']['mean']:.4f} ± {m['mean_sd']['macro_f1']['sd']:.4f}) "
           f"in {m['seconds']:.0f} s")
-    print(f"wrote {paths['report']} (+ metrics.json, predictions.csv, confusion.png, curves.png)")
+    for name, b in m["baselines"].items():
+        print(f"  baseline {name:<9} accuracy {b['accuracy']:.4f}, balanced accuracy {b['balanced_accuracy']:.4f}, "
+              f"macro-F1 {b['macro_f1']:.4f}")
+    if m["calibration"]:
+        print(f"calibration: ECE {m['calibration']['ece_before']:.3f} -> {m['calibration']['ece_after']:.3f}")
+    _print_flags(m["flags"])
+    print(f"wrote {paths['report']} (+ metrics.json, predictions.csv, confusion.png, curves.png, reliability.png)")
     return 0 if result.complete else 130
 
 
@@ -315,19 +350,26 @@ def cmd_compare(args) -> int:
     prepared = _prepare(args, "compare")
     if isinstance(prepared, int):
         return prepared
-    pcfg, tcfg, ds = prepared
+    pcfg, tcfg, ds, decision = prepared
     archs = [a.strip() for a in args.archs.split(",") if a.strip()]
     try:
         comp = compare(ds, archs, pcfg, tcfg, k=args.folds, on_progress=_cv_progress(True))
     except ValueError as exc:
         print(f"emclassify compare: {exc}", file=sys.stderr)
         return 4
+    for r in comp.results:
+        r.settings["input_decision"] = decision
     paths = write_compare_report(comp, args.out)
     for row in comp.table():
         print(f"{row['arch']:<24} accuracy {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}  "
               f"(per fold {row['macro_f1_fold_mean']:.4f} ± {row['macro_f1_fold_sd']:.4f})")
+    if comp.results:
+        for name, b in comp.results[0].metrics_dict()["baselines"].items():
+            print(f"{'baseline ' + name:<24} accuracy {b['accuracy']:.4f}  macro-F1 {b['macro_f1']:.4f}")
     for t in comp.tests:
         print(f"{t['a']} vs {t['b']}: {t['verdict']}")
+    for r in comp.results:
+        _print_flags([{**f, "message": f"{r.arch}: {f['message']}"} for f in r.flags()])
     print(f"wrote {paths['report']}")
     return 0
 
@@ -427,6 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def training_options(sp, arch: bool = True):
         from .models import list_archs
+        from .input_decision import AUTO, DEFAULT_MARGIN, DEFAULT_MODE, DEFAULT_SIZE
         from .preprocess import MODES, NORMALIZATIONS
         from .training import BALANCE_STRATEGIES, TrainConfig
 
@@ -437,9 +480,13 @@ def build_parser() -> argparse.ArgumentParser:
         if arch:
             sp.add_argument("--arch", default=d.arch, help=f"architecture (default {d.arch}): {', '.join(list_archs())}")
         g = sp.add_argument_group("input")
-        g.add_argument("--mode", default="crop", choices=MODES, help="input mode (default crop)")
-        g.add_argument("--size", type=_positive_int, default=48, help="square input size in px (default 48)")
-        g.add_argument("--margin", type=int, default=50, help="px removed per side by crop/mask without a mask (default 50)")
+        g.add_argument("--mode", default=DEFAULT_MODE, choices=(AUTO,) + MODES,
+                       help="input mode (default auto: crop when masks exist, else decided from the image sizes; "
+                            "the decision is printed and stored in the card)")
+        g.add_argument("--size", type=_positive_int, default=DEFAULT_SIZE,
+                       help=f"square input size in px (default {DEFAULT_SIZE})")
+        g.add_argument("--margin", type=int, default=DEFAULT_MARGIN,
+                       help=f"px removed per side by crop/mask without a mask (default {DEFAULT_MARGIN})")
         g.add_argument("--normalize", default="zscore", choices=NORMALIZATIONS, help="default zscore (per image)")
         g.add_argument("--mean", type=float, default=0.0, help="mean for --normalize fixed")
         g.add_argument("--std", type=float, default=1.0, help="std for --normalize fixed")

@@ -6,8 +6,9 @@
   confusion_matrix (rows = true, columns = predicted, order = classes), per-fold
   values and their mean ± sd, the settings and data fingerprint;
 - ``predictions.csv``: out-of-fold path, group, fold, true, predicted, prob_<class>;
-- ``confusion.png`` (counts, coloured by row share) and ``curves.png`` (per-fold
-  training loss and validation macro-F1 by epoch);
+- ``confusion.png`` (counts, coloured by row share), ``curves.png`` (per-fold
+  training loss and validation macro-F1 by epoch) and ``reliability.png`` (the
+  reliability diagram before and after temperature scaling);
 - ``report.md``: the human-readable report linking the figures.
 
 ``write_compare_report(comparison, DIR)`` writes each architecture's CV report in
@@ -100,6 +101,32 @@ def plot_curves(result: CVResult, path: Path) -> Path:
     return path
 
 
+def plot_reliability(result: CVResult, path: Path) -> Path:
+    """Reliability diagram: accuracy against confidence, before and after temperature scaling."""
+    from matplotlib.figure import Figure
+
+    from .calibration import reliability_curve
+
+    fig = Figure(figsize=(4.2, 4.0))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="perfect calibration")
+    m = result.evaluated
+    cal = result.calibration_dict()
+    for probs, label, style in ((result.uncalibrated, "before", "o-"), (result.probabilities, "after", "s-")):
+        if probs is None or not m.any():
+            continue
+        curve = reliability_curve(probs[m], result.labels[m])
+        ece = cal.get(f"ece_{label}")
+        ax.plot(curve["confidence"], curve["accuracy"], style, ms=4,
+                label=f"{label} temperature scaling (ECE {ece:.3f})" if ece is not None else label)
+    ax.set(xlabel="confidence (max probability)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.02),
+           title="reliability (out-of-fold)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    _savefig(fig, path)
+    return path
+
+
 def predictions_csv(result: CVResult) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -123,6 +150,7 @@ def markdown_report(result: CVResult, m: Dict) -> str:
     lines = [
         f"# Cross-validation: `{result.arch}`",
         "",
+        *_flag_lines(m.get("flags", [])),
         f"- data: `{s['root']}` ({m['n_samples']} particles, {len(result.classes)} classes, fingerprint "
         f"`{s['data_fingerprint'][:16]}…`)",
         f"- {m['n_folds']}-fold {'group-aware ' if s['group_aware'] else ''}stratified CV"
@@ -144,6 +172,24 @@ def markdown_report(result: CVResult, m: Dict) -> str:
         f = m["mean_sd"]["per_class"][c]["f1"]
         lines.append(f"| {c} | {p['support']} | {p['tpr']:.3f} | {p['tnr']:.3f} | {p['ppv']:.3f} | {p['npv']:.3f} | "
                      f"{p['f1']:.3f} | {f['mean']:.3f} ± {f['sd']:.3f} |")
+    lines += ["", "## Beside the baselines (same folds, same metrics)", "",
+              "| model | accuracy | balanced accuracy | macro-F1 |", "|---|---:|---:|---:|",
+              f"| **{result.arch}** | {_pct(m['accuracy'])} % | {_pct(m['balanced_accuracy'])} % | {m['macro_f1']:.3f} |"]
+    names = {"majority": "majority class (always the training fold's most frequent class)",
+             "svm": "SVM on handcrafted features"}
+    for name, b in m.get("baselines", {}).items():
+        lines.append(f"| {names.get(name, name)} | {_pct(b['accuracy'])} % | {_pct(b['balanced_accuracy'])} % | "
+                     f"{b['macro_f1']:.3f} |")
+    cal = m.get("calibration") or {}
+    if cal:
+        temps = ", ".join(f"{t:.2f}" for t in cal["temperatures"] if t is not None)
+        lines += ["", "## Calibration", "",
+                  f"Expected calibration error of the out-of-fold probabilities: {cal['ece_before']:.3f} before, "
+                  f"**{cal['ece_after']:.3f} after** temperature scaling (temperature per fold: {temps}; fitted "
+                  "on each fold's inner validation split).", "", "![reliability diagram](reliability.png)"]
+    kept = [f.get("kept_arch") for f in m["folds"]]
+    if s["arch"] == "auto":
+        lines += ["", f"`auto` kept per fold (higher inner-validation macro-F1): {', '.join(map(str, kept))}."]
     lines += ["", "![confusion matrix](confusion.png)", "", "![learning curves](curves.png)", "",
               "| fold | train | test | kept epoch | stopped | accuracy | macro-F1 |", "|---:|---:|---:|---:|---|---:|---:|"]
     for f in m["folds"]:
@@ -153,6 +199,13 @@ def markdown_report(result: CVResult, m: Dict) -> str:
         lines += ["", f"{len(s['skipped_files'])} file(s) could not be read and were left out:", ""]
         lines += [f"- {e}" for e in s["skipped_files"][:50]]
     return "\n".join(lines) + "\n"
+
+
+def _flag_lines(flags) -> List[str]:
+    if not flags:
+        return []
+    return ["> **Warnings** — read these before using the figures below:", ">",
+            *[f"> - {f['message']} (`{f['code']}`)" for f in flags], ""]
 
 
 def _settings_line(t: Dict) -> str:
@@ -173,6 +226,7 @@ def write_cv_report(result: CVResult, out_dir) -> Dict[str, Path]:
         "confusion": plot_confusion(m["confusion_matrix"], result.classes, out / "confusion.png",
                                     f"{result.arch}: out-of-fold confusion matrix"),
         "curves": plot_curves(result, out / "curves.png"),
+        "reliability": plot_reliability(result, out / "reliability.png"),
     }
     paths["report"] = write_text_atomic(out / "report.md", markdown_report(result, m))
     return paths
@@ -192,7 +246,9 @@ def write_compare_report(comparison: Comparison, out_dir) -> Dict[str, Path]:
     data = {"table": table, "tests": comparison.tests,
             "folds": comparison.results[0].settings["folds"] if comparison.results else 0,
             "classes": classes}
+    flagged = [(r.arch, f) for r in comparison.results for f in r.flags()]
     lines = ["# Model comparison (identical folds)", "",
+             *_flag_lines([{"code": f["code"], "message": f"`{a}`: {f['message']}"} for a, f in flagged]),
              "| model | accuracy | macro-F1 (pooled) | macro-F1 per fold (mean ± sd) | "
              + " | ".join(f"F1 {c}" for c in classes) + " |",
              "|---|---:|---:|---:|" + "---:|" * len(classes)]
@@ -200,6 +256,12 @@ def write_compare_report(comparison: Comparison, out_dir) -> Dict[str, Path]:
         lines.append(f"| [`{row['arch']}`]({_dirname(row['arch'])}/report.md) | {_pct(row['accuracy'])} % | "
                      f"{row['macro_f1']:.3f} | {row['macro_f1_fold_mean']:.3f} ± {row['macro_f1_fold_sd']:.3f} | "
                      + " | ".join(f"{row['per_class_f1'][c]:.3f}" for c in classes) + " |")
+    if comparison.results:
+        first = comparison.results[0].metrics_dict()
+        for name, b in first.get("baselines", {}).items():
+            label = "majority class" if name == "majority" else "SVM on handcrafted features (baseline)"
+            lines.append(f"| {label} | {_pct(b['accuracy'])} % | {b['macro_f1']:.3f} | — | "
+                         + " | ".join(f"{b['per_class'][c]['f1']:.3f}" for c in classes) + " |")
     lines += ["", "## Paired tests", "",
               "| A | B | A right, B wrong | B right, A wrong | McNemar p | fold macro-F1 difference (A−B) | paired t p | verdict |",
               "|---|---|---:|---:|---:|---:|---:|---|"]

@@ -4,9 +4,11 @@
   source micrograph), stratified *group* k-fold, so no group is on both sides.
   Same seed and data -> same folds.
 - :func:`cross_validate`: per fold, hold out a group-aware validation split of the
-  training part for early stopping, fit, predict the test fold. Out-of-fold
-  predictions of every sample give the pooled confusion matrix and metrics;
-  per-fold metrics give mean ± sd.
+  training part, fit and assess on it (:func:`emclassify.assess.fit_assessed`:
+  the ``auto`` choice, a temperature, baselines), predict the test fold with the
+  model and both baselines (majority class, SVM on handcrafted features).
+  Out-of-fold predictions of every sample give the pooled confusion matrix and
+  metrics; per-fold metrics give mean ± sd; :meth:`CVResult.flags` the warnings.
 - :func:`compare`: several architectures on identical folds, with paired tests:
   per-fold macro-F1 (paired t-test) and per-sample correctness (exact McNemar).
 """
@@ -84,6 +86,9 @@ class CVResult:
     settings: Dict
     seconds: float
     complete: bool = True
+    uncalibrated: Optional[np.ndarray] = None          # N x C out-of-fold, before temperature scaling
+    baselines: Dict[str, np.ndarray] = field(default_factory=dict)  # name -> N x C out-of-fold
+    train_counts: Dict[str, int] = field(default_factory=dict)
 
     @property
     def predictions(self) -> np.ndarray:
@@ -100,11 +105,44 @@ class CVResult:
         return metrics.summary(metrics.confusion_matrix(self.labels[m], self.predictions[m], len(self.classes)),
                                self.classes)
 
+    def pooled_baselines(self) -> Dict[str, Dict]:
+        m = self.evaluated
+        return {name: metrics.summary(metrics.confusion_matrix(self.labels[m], p[m].argmax(1), len(self.classes)),
+                                      self.classes) for name, p in self.baselines.items()}
+
+    def calibration_dict(self) -> Dict:
+        from .calibration import expected_calibration_error
+
+        m = self.evaluated
+        if self.uncalibrated is None or not m.any():
+            return {}
+        return {"method": "temperature scaling, fitted per fold on its inner validation split",
+                "temperatures": [f.info.get("temperature") for f in self.fold_results],
+                "ece_before": expected_calibration_error(self.uncalibrated[m], self.labels[m]),
+                "ece_after": expected_calibration_error(self.probabilities[m], self.labels[m])}
+
+    def flags(self) -> List[Dict[str, str]]:
+        """Warnings on the pooled out-of-fold results (see :mod:`emclassify.guardrails`)."""
+        from . import guardrails
+
+        pooled, base = self.pooled(), self.pooled_baselines()
+        out = guardrails.flags(pooled, majority=base.get("majority"),
+                               svm=base.get("svm") if self.arch != "svm" else None,
+                               train_counts=self.train_counts,
+                               eval_counts={c: int(v["support"]) for c, v in pooled["per_class"].items()},
+                               where="out-of-fold")
+        for f in self.fold_results:
+            for flag in f.info.get("flags", []):
+                if flag["code"] in ("kept-first-epoch", "kept-last-epoch", "class-missing"):
+                    out.append({"code": flag["code"], "message": f"fold {f.fold + 1}: {flag['message']}"})
+        return out
+
     def metrics_dict(self) -> Dict:
         """The content of ``metrics.json``."""
         pooled = self.pooled()
         per_fold = [{"fold": f.fold, "n_train": f.n_train, "n_test": f.n_test, "best_epoch": f.best_epoch,
-                     "stopped": f.stopped, "seconds": round(f.seconds, 2), **_compact(f.metrics)}
+                     "stopped": f.stopped, "seconds": round(f.seconds, 2), "kept_arch": f.info.get("arch", self.arch),
+                     "temperature": f.info.get("temperature"), **_compact(f.metrics)}
                     for f in self.fold_results]
         keys = ["accuracy", "macro_f1"]
         mean_sd = {k: _mean_sd([f.metrics[k] for f in self.fold_results]) for k in keys}
@@ -123,6 +161,11 @@ class CVResult:
             "macro_f1": pooled["macro_f1"],
             "per_class": pooled["per_class"],
             "confusion_matrix": pooled["confusion_matrix"],
+            "balanced_accuracy": pooled["balanced_accuracy"],
+            "baselines": {name: {k: v[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "per_class")}
+                          for name, v in self.pooled_baselines().items()},
+            "calibration": self.calibration_dict(),
+            "flags": self.flags(),
             "folds": per_fold,
             "mean_sd": mean_sd,
             "settings": self.settings,
@@ -159,11 +202,15 @@ def cross_validate(
     on_progress(event, info): events ``load`` {done, total}, ``fold_start`` {fold, k},
     ``epoch`` {fold, k, log}, ``fold_end`` {fold, k, metrics}.
     """
+    from .assess import fit_assessed
+    from .training import refuse_too_small
+
     t0 = time.perf_counter()
-    _, uses_features = parse_arch(cfg.arch)
     if inputs is None:
-        inputs = load_inputs(dataset.samples, pcfg, dataset.classes, want_features=uses_features,
+        inputs = load_inputs(dataset.samples, pcfg, dataset.classes, want_features=True,
                              progress=(lambda d, t: on_progress("load", {"done": d, "total": t})) if on_progress else None)
+        refuse_too_small(inputs)
+    _, uses_features = parse_arch(cfg.arch)
     if uses_features and inputs.features is None:
         raise ValueError(f"{cfg.arch} needs handcrafted features but the inputs were loaded without them")
     labels = inputs.labels.numpy()
@@ -171,7 +218,12 @@ def cross_validate(
     if folds is None:
         folds = make_folds(labels, groups, k, cfg.seed)
     k = int(folds.max()) + 1
-    probs = np.zeros((len(labels), len(dataset.classes)))
+    n_classes = len(dataset.classes)
+    probs = np.zeros((len(labels), n_classes))
+    raw = np.zeros_like(probs)
+    base = {"majority": np.zeros_like(probs)}
+    if inputs.features is not None:
+        base["svm"] = np.zeros_like(probs)
     results: List[FoldResult] = []
     complete = True
     for f in range(k):
@@ -185,28 +237,36 @@ def cross_validate(
         test_idx = np.nonzero(folds == f)[0]
         tr_groups = [groups[i] for i in train_idx] if groups else None
         inner_tr, inner_va = holdout_split(labels[train_idx], tr_groups, cfg.val_fraction, cfg.seed + f)
-        fit_res = fit_model(
+        res = fit_assessed(
             inputs.subset(train_idx[inner_tr]), inputs.subset(train_idx[inner_va]), dataset.classes, pcfg, cfg,
             on_epoch=(lambda log, f=f: on_progress("epoch", {"fold": f, "k": k, "log": log})) if on_progress else None,
-            cancel=cancel,
+            cancel=cancel, where=f"fold {f + 1} inner validation",
         )
         test = inputs.subset(test_idx)
-        logits = predict_logits(fit_res.model, test.x, test.features)
-        probs[test_idx] = torch.softmax(logits.double(), dim=1).numpy()
-        fm = metrics.summary(metrics.confusion_matrix(labels[test_idx], probs[test_idx].argmax(1),
-                                                      len(dataset.classes)), dataset.classes)
-        results.append(FoldResult(f, len(train_idx), len(test_idx), fm, fit_res.history, fit_res.best_epoch,
-                                  fit_res.stopped, time.perf_counter() - tf, fit_res.info))
+        logits = predict_logits(res.model, test.x, test.features).double()
+        raw[test_idx] = torch.softmax(logits, dim=1).numpy()
+        probs[test_idx] = torch.softmax(logits / res.temperature, dim=1).numpy()
+        base["majority"][test_idx, res.majority_class] = 1.0
+        if res.svm_model is not None and "svm" in base:
+            base["svm"][test_idx] = torch.softmax(predict_logits(res.svm_model, test.x, test.features).double(),
+                                                  dim=1).numpy()
+        fm = metrics.summary(metrics.confusion_matrix(labels[test_idx], probs[test_idx].argmax(1), n_classes),
+                             dataset.classes)
+        info = {**res.fit.info, "arch": res.arch, "temperature": res.temperature, "flags": res.flags,
+                **({"selection": res.selection} if res.selection else {})}
+        results.append(FoldResult(f, len(train_idx), len(test_idx), fm, res.fit.history, res.fit.best_epoch,
+                                  res.fit.stopped, time.perf_counter() - tf, info))
         if on_progress:
             on_progress("fold_end", {"fold": f, "k": k, "metrics": fm})
-        if fit_res.stopped in ("interrupted", "cancelled"):
+        if res.fit.stopped in ("interrupted", "cancelled"):
             complete = False
             break
     settings = {"arch": cfg.arch, "folds": k, "group_aware": groups is not None, "preprocess": pcfg.to_dict(),
                 "training": cfg.to_dict(), "data_fingerprint": dataset.fingerprint(), "root": str(dataset.root),
-                "skipped_files": inputs.errors}
+                "class_order": dataset.class_order, "skipped_files": inputs.errors}
+    train_counts = dict(zip(dataset.classes, np.bincount(labels, minlength=n_classes).tolist()))
     return CVResult(cfg.arch, list(dataset.classes), inputs.samples, labels, folds, probs, results, settings,
-                    time.perf_counter() - t0, complete)
+                    time.perf_counter() - t0, complete, raw, base, train_counts)
 
 
 @dataclass
@@ -261,9 +321,11 @@ def compare(dataset: Dataset, archs: Sequence[str], pcfg: PreprocessConfig, cfg:
         raise ValueError("compare needs at least two architectures")
     for a in archs:
         parse_arch(a)
-    want_features = any(parse_arch(a)[1] for a in archs)
-    inputs = load_inputs(dataset.samples, pcfg, dataset.classes, want_features=want_features,
+    from .training import refuse_too_small
+
+    inputs = load_inputs(dataset.samples, pcfg, dataset.classes, want_features=True,
                          progress=(lambda d, t: on_progress("", "load", {"done": d, "total": t})) if on_progress else None)
+    refuse_too_small(inputs)
     groups = [s.group for s in inputs.samples] if dataset.has_groups else None
     folds = make_folds(inputs.labels.numpy(), groups, k, cfg.seed)
     results = []

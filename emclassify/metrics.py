@@ -44,13 +44,16 @@ def per_class(cm: np.ndarray, classes: Sequence[str]) -> Dict[str, Dict[str, flo
 
 
 def summary(cm: np.ndarray, classes: Sequence[str]) -> Dict:
-    """accuracy, macro_f1 (mean over classes present in truth or prediction), per_class, confusion_matrix."""
+    """accuracy, balanced_accuracy (mean recall over classes present in truth), macro_f1 (mean over
+    classes present in truth or prediction), per_class, confusion_matrix."""
     cm = np.asarray(cm)
     pc = per_class(cm, classes)
     present = [c for k, c in enumerate(classes) if cm[k].sum() + cm[:, k].sum() > 0]
     macro = float(np.mean([pc[c]["f1"] for c in present])) if present else 0.0
+    in_truth = [c for k, c in enumerate(classes) if cm[k].sum() > 0]
     return {
         "accuracy": _ratio(np.trace(cm), cm.sum()),
+        "balanced_accuracy": float(np.mean([pc[c]["tpr"] for c in in_truth])) if in_truth else 0.0,
         "macro_f1": macro,
         "per_class": pc,
         "confusion_matrix": cm.astype(int).tolist(),

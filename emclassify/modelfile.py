@@ -346,6 +346,11 @@ def format_card(card: ModelCard, path=None, sha256: str = "") -> str:
         f"created:       {card.created}",
         "software:      " + ", ".join(f"{k} {v}" for k, v in card.software.items() if k != "platform"),
     ]
+    flags = card.metrics.get("flags") or []
+    if flags:
+        lines.append("WARNINGS:")
+        lines += [f"  ! {f.get('message', f)} [{f.get('code', '')}]" if isinstance(f, dict) else f"  ! {f}"
+                  for f in flags]
     if card.description:
         lines.append(f"description:   {card.description}")
     if card.data:
@@ -378,6 +383,8 @@ def _fmt(v) -> str:
 def _fmt_metrics(metrics: Dict[str, Any], classes: List[str], indent: str) -> List[str]:
     out = []
     for k, v in metrics.items():
+        if k == "flags":
+            continue  # shown as WARNINGS at the top
         if k == "confusion_matrix" and isinstance(v, list):
             width = max(len(c) for c in classes) + 2
             out.append(f"{indent}confusion_matrix (rows = true, columns = predicted):")

@@ -12,7 +12,7 @@
 Balance strategies (``TrainConfig.balance``), applied to the training split only:
 
 - ``none``: the data as it is.
-- ``class-weights``: loss weights proportional to 1 / class frequency (mean 1).
+- ``class-weights``: loss weights proportional to 1 / sqrt(class frequency), sample mean 1.
 - ``oversample``: each epoch samples with probability proportional to 1 / class
   frequency (epoch size unchanged), so classes are drawn equally often.
 - ``undersample``: each epoch draws every class down to the rarest class's count.
@@ -61,7 +61,7 @@ class TrainConfig:
     # Defaults from measurements on real TEM particles (BENCHMARKS.md): the CNN+features fusion
     # beats both the CNN and the SVM, and 12 epochs keep 5-fold CV of ~3,000 particles at
     # 48x48 px under 10 minutes on 2 CPU cores.
-    arch: str = "lipnet-fcn+features"
+    arch: str = "auto"  # the fusion or the SVM, whichever validates better (emclassify.assess)
     epochs: int = 12
     batch_size: int = 64
     lr: float = 2e-3
@@ -203,19 +203,26 @@ def augment(x: torch.Tensor, gen: torch.Generator, strong: bool = False) -> torc
 # --------------------------------------------------------------------------- class balance
 
 
-def class_weights(y: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """Inverse-frequency weights, mean 1 over present classes (absent classes weight 0)."""
+# Loss weights follow 1 / sqrt(class frequency), not 1 / frequency: at the seed's lamellarity mix
+# (87 / 12 / 0.6 %) full inverse-frequency weights are 145x apart, the 9 rare examples dominated the
+# loss and the CNN called almost every particle by the rarest class (4-6 % accuracy, BENCHMARKS.md).
+CLASS_WEIGHT_POWER = 0.5
+
+
+def class_weights(y: torch.Tensor, n_classes: int, power: float = CLASS_WEIGHT_POWER) -> torch.Tensor:
+    """Weights proportional to ``1 / frequency**power`` (absent classes weight 0), scaled so the
+    average weight over the *samples* is 1 (the loss keeps its unweighted scale)."""
     counts = torch.bincount(y, minlength=n_classes).double()
-    w = torch.where(counts > 0, counts.sum() / (n_classes * counts.clamp_min(1)), torch.zeros_like(counts))
     present = counts > 0
-    return (w / w[present].mean()).float()
+    w = torch.where(present, counts.clamp_min(1) ** -power, torch.zeros_like(counts))
+    return (w * counts.sum() / (w * counts).sum()).float()
 
 
 def epoch_indices(y: torch.Tensor, n_classes: int, balance: str, gen: torch.Generator) -> torch.Tensor:
     """Sample order for one epoch under the balance strategy (see module doc)."""
     n = y.shape[0]
     if balance == "oversample":
-        w = class_weights(y, n_classes)[y].double()
+        w = class_weights(y, n_classes, power=1.0)[y].double()  # every class drawn equally often
         return torch.multinomial(w, n, replacement=True, generator=gen)
     if balance == "undersample":
         counts = torch.bincount(y, minlength=n_classes)
@@ -456,41 +463,63 @@ class TrainOutcome:
     fit: FitResult
     validation: Dict
     skipped: List[str]
+    flags: List[Dict[str, str]] = field(default_factory=list)
 
 
 def train(dataset: Dataset, pcfg: PreprocessConfig, cfg: TrainConfig, out, on_epoch=None, cancel=None,
-          on_load=None, name: str = "", problem: str = "") -> TrainOutcome:
-    """``emclassify train``: load once, hold out a validation split, fit, evaluate, write the model file."""
+          on_load=None, name: str = "", problem: str = "", input_decision: Optional[Dict] = None) -> TrainOutcome:
+    """``emclassify train``: load once, hold out a validation split, fit and assess
+    (:func:`emclassify.assess.fit_assessed`: baselines, ``auto`` choice, calibration, flags), write the
+    model file. input_decision: how the input mode was chosen (recorded in the card)."""
     from ._version import __version__
+    from .assess import fit_assessed  # assess builds on this module's fitting
     from .modelfile import ModelCard, save_model
 
-    _, uses_features = parse_arch(cfg.arch)
-    data = load_inputs(dataset.samples, pcfg, dataset.classes, want_features=uses_features, progress=on_load)
+    data = load_inputs(dataset.samples, pcfg, dataset.classes, want_features=True, progress=on_load)
+    refuse_too_small(data)
     if len(data) < 4:
         raise ValueError(f"only {len(data)} usable images: too few to train on")
     groups = [s.group for s in data.samples] if dataset.has_groups else None
     tr, va = holdout_split(data.labels.numpy(), groups, cfg.val_fraction, cfg.seed)
-    result = fit_model(data.subset(tr), data.subset(va), dataset.classes, pcfg, cfg, on_epoch, cancel)
     val_set = data.subset(va)
-    pred = predict_logits(result.model, val_set.x, val_set.features).argmax(1)
-    validation = metrics.summary(metrics.confusion_matrix(val_set.labels, pred, len(dataset.classes)),
-                                 dataset.classes)
-    validation["n"] = int(len(va))
+    res = fit_assessed(data.subset(tr), val_set, dataset.classes, pcfg, cfg, on_epoch, cancel)
+    _, uses_features = parse_arch(res.arch)
+    validation = {**res.scores["model"], "n": int(len(va))}
     card = ModelCard(
         classes=list(dataset.classes),
-        arch=cfg.arch,
+        arch=res.arch,
         preprocess=pcfg,
-        name=name or f"{cfg.arch} on {dataset.root.name}",
+        name=name or f"{res.arch} on {dataset.root.name}",
         problem=problem,
-        training={**cfg.to_dict(), "best_epoch": result.best_epoch, "epochs_run": len(result.history),
-                  "stopped": result.stopped, **({"svm": result.info} if result.info else {}),
-                  "history": [asdict(h) for h in result.history]},
-        metrics={"validation": validation},
+        training={**cfg.to_dict(), "arch": res.arch, "arch_requested": cfg.arch, "best_epoch": res.fit.best_epoch,
+                  "epochs_run": len(res.fit.history), "stopped": res.fit.stopped,
+                  **({"svm": res.fit.info} if res.fit.info else {}),
+                  "history": [asdict(h) for h in res.fit.history],
+                  **({"input_decision": input_decision} if input_decision else {})},
+        metrics=res.card_metrics(int(len(va))),
         data={"root": str(dataset.root), "source": dataset.source, "fingerprint": dataset.fingerprint(),
               "n_images": len(dataset), "n_used": len(data), "n_skipped": len(data.errors),
-              "class_counts": dataset.class_counts(), "n_train": int(len(tr)), "n_validation": int(len(va)),
-              "groups": len(set(groups)) if groups else 0, "emclassify": __version__},
+              "class_counts": dataset.class_counts(), "class_order": dataset.class_order,
+              "n_train": int(len(tr)), "n_validation": int(len(va)),
+              "groups": len(set(groups)) if groups else 0, "group_aware_split": groups is not None,
+              "emclassify": __version__},
         features={"version": FEATURES_VERSION, "n": N_FEATURES} if uses_features else {},
     )
-    path = save_model(out, result.model, card)
-    return TrainOutcome(path, card, result, validation, data.errors)
+    path = save_model(out, res.model, card)
+    return TrainOutcome(path, card, res.fit, validation, data.errors, res.flags)
+
+
+class TooSmallError(ValueError):
+    """Images whose region is under the documented minimum; the message names them."""
+
+
+def refuse_too_small(data: "InputSet") -> None:
+    """Raise :class:`TooSmallError` naming the images whose region is too small to classify.
+
+    Why an error, not a skip: with a default that does not fit the data (e.g. a margin crop of
+    41 px images) every image would be skipped or, before this check, shrunk to one pixel.
+    """
+    small = [e for e in data.errors if "too small to classify" in e]
+    if small:
+        shown = "\n  ".join(small[:10]) + (f"\n  ... and {len(small) - 10} more" if len(small) > 10 else "")
+        raise TooSmallError(f"{len(small)} image(s) are too small to classify with these input settings:\n  {shown}")

@@ -72,7 +72,7 @@ def test_cv_end_to_end_on_synthetic_set(small_synth, tmp_path):
     res = cross_validate(small_synth, pcfg, cfg, k=3, on_progress=lambda e, i: events.append(e))
     assert {"load", "fold_start", "epoch", "fold_end"} <= set(events)
     m = res.metrics_dict()
-    assert m["classes"] == ["empty", "full", "uncertain"] and m["n_samples"] == 90
+    assert m["classes"] == ["full", "empty", "uncertain"] and m["n_samples"] == 90
     assert np.asarray(m["confusion_matrix"]).sum() == 90
     assert set(m["per_class"]["full"]) == {"tpr", "tnr", "ppv", "npv", "f1", "support"}
     assert len(m["folds"]) == 3 and set(m["mean_sd"]["macro_f1"]) == {"mean", "sd"}
@@ -88,7 +88,7 @@ def test_cv_end_to_end_on_synthetic_set(small_synth, tmp_path):
     assert paths["confusion"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "![confusion matrix](confusion.png)" in paths["report"].read_text()
     rows = paths["predictions"].read_text().splitlines()
-    assert rows[0].startswith("path,group,fold,true,predicted,prob_empty") and len(rows) == 91
+    assert rows[0].startswith("path,group,fold,true,predicted,prob_full,prob_empty") and len(rows) == 91
     # same seed, same folds, same numbers
     again = cross_validate(small_synth, pcfg, cfg, k=3)
     assert (again.folds == res.folds).all()

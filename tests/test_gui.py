@@ -145,7 +145,9 @@ def test_short_training_run_produces_loadable_model(qtbot, window, tiny_dataset,
     tab.form.epochs.setValue(2)
     with qtbot.waitSignal(tab.finished, timeout=120_000):
         qtbot.mouseClick(tab.start_btn, Qt.LeftButton)
-    assert tab.message.text() == ""
+    # a 2-epoch model on 30 particles: the guardrails must say so in the view, loudly
+    assert "not better than always answering" in tab.message.text()
+    assert "only 5 training examples" in tab.message.text()
     assert len(tab.history) == 2
     window.tabs.setCurrentIndex(2)
     shot(window, tmp_path, "train")

@@ -19,12 +19,12 @@ from emclassify.training import (InputSet, TrainConfig, augment, class_weights, 
 FAST = dict(epochs=2, batch_size=16, patience=5, device="cpu")
 
 
-def test_class_weights_inverse_frequency():
-    y = torch.tensor([0] * 6 + [1] * 3 + [2] * 1)
+def test_class_weights_inverse_sqrt_frequency():
+    y = torch.tensor([0] * 16 + [1] * 4 + [2] * 1)
     w = class_weights(y, 3)
-    assert w.mean().item() == pytest.approx(1.0)
-    # inverse frequency: 1/6 : 1/3 : 1
-    assert (w / w[0]).tolist() == pytest.approx([1.0, 2.0, 6.0])
+    assert w[y].mean().item() == pytest.approx(1.0)            # the loss keeps its scale
+    assert (w / w[0]).tolist() == pytest.approx([1.0, 2.0, 4.0])  # 1/sqrt(16) : 1/sqrt(4) : 1/sqrt(1)
+    assert (class_weights(y, 3, power=1.0) / class_weights(y, 3, power=1.0)[0]).tolist() == pytest.approx([1, 4, 16])
     assert class_weights(torch.tensor([0, 0, 2]), 3)[1] == 0  # absent class
 
 

@@ -14,6 +14,11 @@ from .svm import SVMModel, fit_svm
 
 SVM = "svm"
 FEATURE_SUFFIX = "+features"
+# "auto": fit the CNN+features fusion and the SVM on the same training part and keep the one with
+# the higher macro-F1 on the validation split (recorded in the card). The SVM wins on small data,
+# the fusion on larger sets (BENCHMARKS.md).
+AUTO = "auto"
+AUTO_CANDIDATES = ("lipnet-fcn+features", SVM)
 
 S, V = "same", "valid"
 
@@ -70,13 +75,15 @@ def list_models() -> List[str]:
 
 def list_archs() -> List[str]:
     """Every name ``train``/``cv`` accept: the CNNs, ``svm``, and ``<cnn>+features`` fusions."""
-    return list(_REGISTRY) + [SVM] + [f"{n}{FEATURE_SUFFIX}" for n in _REGISTRY]
+    return [AUTO] + list(_REGISTRY) + [SVM] + [f"{n}{FEATURE_SUFFIX}" for n in _REGISTRY]
 
 
 def parse_arch(name: str):
     """``(cnn_name or None, uses_handcrafted_features)`` for an architecture name."""
     if name == SVM:
         return None, True
+    if name == AUTO:
+        return parse_arch(AUTO_CANDIDATES[0])
     base, fused = (name[: -len(FEATURE_SUFFIX)], True) if name.endswith(FEATURE_SUFFIX) else (name, False)
     get_spec(base)
     return base, fused
@@ -134,6 +141,8 @@ def architecture_table(input_size: int = 64, num_classes: int = 3) -> str:
 
 
 __all__ = [
+    "AUTO",
+    "AUTO_CANDIDATES",
     "FEATURE_SUFFIX",
     "FusionNet",
     "SVM",

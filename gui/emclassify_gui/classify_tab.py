@@ -1,6 +1,8 @@
 """Classify a folder: pick folder and model, run with progress and cancel, browse/filter results, export."""
 from __future__ import annotations
 
+import html
+
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -54,6 +56,9 @@ def describe_card(trained) -> str:
             lines.append(f"{'cross-validated' if key == 'cv' else 'validation'}: accuracy "
                          f"{100 * m['accuracy']:.1f} %, macro-F1 {m['macro_f1']:.3f}")
             break
+    for f in c.metrics.get("flags") or []:
+        text = html.escape(f.get("message", "") if isinstance(f, dict) else str(f))
+        lines.append(f"<span style='color:#b00020'><b>⚠ {text}</b></span>")
     if c.description:
         lines.append(f"<i>{c.description}</i>")
     return "<br>".join(lines)

@@ -14,7 +14,9 @@ from emclassify.cv_report import write_compare_report, write_cv_report
 from emclassify.evaluation import compare, cross_validate
 from emclassify.io import load_dataset
 from emclassify.models import list_archs
-from emclassify.preprocess import MODES, PreprocessConfig
+from emclassify.guardrails import format_flags
+from emclassify.input_decision import AUTO, DEFAULT_MODE, DEFAULT_SIZE, decide_preprocess
+from emclassify.preprocess import MODES
 from emclassify.training import BALANCE_STRATEGIES, TrainConfig, train
 
 from .charts import ConfusionChart, CurvesChart
@@ -22,21 +24,34 @@ from .widgets import error_label
 from .workers import Job
 
 
-def train_job(report, cancel, dataset_path: str, pcfg: PreprocessConfig, cfg: TrainConfig, out: str):
+def _dataset_and_input(report, dataset_path: str, input_request: dict):
+    """Load the dataset and decide its input settings (``auto`` mode) exactly as the CLI does."""
     ds = load_dataset(dataset_path)
     report(("dataset", ds))
+    pcfg, decision = decide_preprocess(ds.samples, **input_request)
+    report(("input", pcfg, decision))
+    return ds, pcfg, decision
+
+
+def train_job(report, cancel, dataset_path: str, input_request: dict, cfg: TrainConfig, out: str):
+    ds, pcfg, decision = _dataset_and_input(report, dataset_path, input_request)
     return train(ds, pcfg, cfg, out, on_epoch=lambda log: report(("epoch", log)), cancel=cancel,
-                 on_load=lambda d, t: report(("load", d, t)))
+                 on_load=lambda d, t: report(("load", d, t)), input_decision=decision)
 
 
-def cv_job(report, cancel, dataset_path: str, pcfg: PreprocessConfig, cfg: TrainConfig, archs, folds: int):
-    ds = load_dataset(dataset_path)
-    report(("dataset", ds))
+def cv_job(report, cancel, dataset_path: str, input_request: dict, cfg: TrainConfig, archs, folds: int):
+    ds, pcfg, decision = _dataset_and_input(report, dataset_path, input_request)
     if len(archs) == 1:
         cfg = TrainConfig(**{**cfg.to_dict(), "arch": archs[0]})
-        return cross_validate(ds, pcfg, cfg, k=folds, cancel=cancel,
-                              on_progress=lambda e, i: report((e, archs[0], i)))
-    return compare(ds, archs, pcfg, cfg, k=folds, cancel=cancel, on_progress=lambda a, e, i: report((e, a, i)))
+        result = cross_validate(ds, pcfg, cfg, k=folds, cancel=cancel,
+                                on_progress=lambda e, i: report((e, archs[0], i)))
+        results = [result]
+    else:
+        result = compare(ds, archs, pcfg, cfg, k=folds, cancel=cancel, on_progress=lambda a, e, i: report((e, a, i)))
+        results = result.results
+    for r in results:
+        r.settings["input_decision"] = decision
+    return result
 
 
 class SettingsForm(QGroupBox):
@@ -49,11 +64,12 @@ class SettingsForm(QGroupBox):
         self.arch.addItems(list_archs())
         self.arch.setCurrentText(d.arch)
         self.mode = QComboBox()
-        self.mode.addItems(MODES)
-        self.mode.setCurrentText("crop")
+        self.mode.addItems((AUTO,) + MODES)
+        self.mode.setCurrentText(DEFAULT_MODE)
+        self.mode.setToolTip("auto: crop when masks exist, else decided from the image sizes")
         self.size = QSpinBox()
         self.size.setRange(16, 256)
-        self.size.setValue(48)
+        self.size.setValue(DEFAULT_SIZE)
         self.balance = QComboBox()
         self.balance.addItems(BALANCE_STRATEGIES)
         self.balance.setCurrentText(d.balance)
@@ -86,13 +102,14 @@ class SettingsForm(QGroupBox):
         grid.addWidget(self.augment, (len(fields) + 1) // 2, 0, 1, 2)
 
     def configs(self, arch: Optional[str] = None):
-        pcfg = PreprocessConfig(mode=self.mode.currentText(), size=self.size.value())
+        """``(input request for decide_preprocess, TrainConfig)``."""
+        request = {"mode": self.mode.currentText(), "size": self.size.value()}
         cfg = TrainConfig(arch=arch or self.arch.currentText(), epochs=self.epochs.value(), lr=self.lr.value(),
                           weight_decay=self.weight_decay.value(), label_smoothing=self.label_smoothing.value(),
                           dropout=None if self.dropout.value() < 0 else self.dropout.value(),
                           patience=self.patience.value(), augment=self.augment.isChecked(),
                           balance=self.balance.currentText(), seed=self.seed.value())
-        return pcfg, cfg
+        return request, cfg
 
 
 def _dataset_row(parent, settings, key: str):
@@ -199,6 +216,11 @@ class TrainTab(QWidget):
             ds = event[1]
             counts = ", ".join(f"{c} {n}" for c, n in ds.class_counts().items())
             self.log.appendPlainText(f"{len(ds)} images: {counts}")
+            for w in ds.warnings:
+                self.log.appendPlainText(f"note: {w}")
+        elif event[0] == "input":
+            pcfg, decision = event[1], event[2]
+            self.log.appendPlainText(f"input: mode {pcfg.mode} ({decision['reason']}), {pcfg.size}×{pcfg.size} px")
         elif event[0] == "load":
             self.status.emit(f"decoding images {event[1]}/{event[2]}")
         else:
@@ -213,8 +235,16 @@ class TrainTab(QWidget):
         self.curves.show_history(outcome.fit.history, outcome.fit.best_epoch)
         self.log.appendPlainText(f"kept epoch {outcome.fit.best_epoch} ({outcome.fit.stopped}); validation accuracy "
                                  f"{100 * v['accuracy']:.1f} %, macro-F1 {v['macro_f1']:.3f}; saved {outcome.path}")
+        for name, b in outcome.card.metrics.get("baselines", {}).items():
+            self.log.appendPlainText(f"baseline {name}: accuracy {100 * b['accuracy']:.1f} %, macro-F1 {b['macro_f1']:.3f}")
+        sel = outcome.card.metrics.get("selection")
+        if sel:
+            self.log.appendPlainText(f"auto kept {sel['kept']} ({sel['rule']})")
         for e in outcome.skipped[:20]:
             self.log.appendPlainText(f"skipped {e}")
+        if outcome.flags:
+            self.log.appendPlainText(format_flags(outcome.flags))
+            self.message.setText("<br>".join(f"⚠ {f['message']}" for f in outcome.flags))
         self.start_btn.setEnabled(True)
         self.stop_btn.setEnabled(False)
         self.model_saved.emit(str(outcome.path))
@@ -355,10 +385,15 @@ class CVTab(QWidget):
         self.show_arch.addItems([r.arch for r in self.results()])
         self.show_arch.blockSignals(False)
         self.show_selected()
+        lines = []
         if hasattr(result, "tests"):
-            self.verdict.setText("<br>".join(f"<b>{t['a']} vs {t['b']}</b>: {t['verdict']}" for t in result.tests))
-        else:
-            self.verdict.setText("")
+            lines += [f"<b>{t['a']} vs {t['b']}</b>: {t['verdict']}" for t in result.tests]
+        first = self.results()[0].metrics_dict() if self.results() else {}
+        for name, b in first.get("baselines", {}).items():
+            lines.append(f"baseline {name}: accuracy {100 * b['accuracy']:.1f} %, macro-F1 {b['macro_f1']:.3f}")
+        for r in self.results():
+            lines += [f"<span style='color:#b00020'><b>⚠ {r.arch}: {f['message']}</b></span>" for f in r.flags()]
+        self.verdict.setText("<br>".join(lines))
         self.progress.setText("finished" + ("" if all(r.complete for r in self.results()) else " (stopped early)"))
         self.run_btn.setEnabled(True)
         self.stop_btn.setEnabled(False)

@@ -1,0 +1,84 @@
+"""``--mode auto``: the input mode chosen from the data, and why (recorded in the model card).
+
+Rule (applied to the labelled images before training or cross-validation):
+
+1. Masks for at least half of the images: ``crop`` (the mask's bounding box) —
+   the mode measured best on real masked particles (BENCHMARKS.md).
+2. No (or few) masks: ``crop`` with its ``margin`` only when the margin crop of
+   the median image still leaves at least the model input size and no image's
+   region falls under :data:`~emclassify.preprocess.MIN_REGION_SIDE`; otherwise
+   ``surround`` (the whole image). Why: without a mask ``crop`` assumes every
+   image carries ``margin`` px of surrounding; on small particle images (e.g.
+   41×41 px) it left a 1×1 px region and the network saw constant inputs.
+
+``mask`` mode is never chosen automatically: on particles from new micrographs it
+lost ~10 points against ``crop`` (see BENCHMARKS.md, "input modes").
+"""
+from __future__ import annotations
+
+from typing import Dict, Sequence, Tuple
+
+import numpy as np
+
+from .io import ImageReadError, Sample, read_image
+from .preprocess import MIN_REGION_SIDE, PreprocessConfig
+
+AUTO = "auto"
+# The input defaults of train / cv / compare, for the CLI and the GUI alike.
+DEFAULT_MODE = AUTO
+DEFAULT_SIZE = 48     # px; 48 measured as accurate as 64 on NanoShapes at half the compute (BENCHMARKS.md)
+DEFAULT_MARGIN = 50   # px of surrounding the seed's particle images carry
+MASK_SHARE_FOR_CROP = 0.5
+SIZE_SAMPLE = 400  # images measured for the decision (a seeded sample of larger sets)
+
+
+def _image_sides(samples: Sequence[Sample], seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    pick = samples if len(samples) <= SIZE_SAMPLE else [samples[i] for i in
+                                                        sorted(rng.choice(len(samples), SIZE_SAMPLE, replace=False))]
+    sides = []
+    for s in pick:
+        try:
+            img = read_image(s.path, checksum=False).array
+        except ImageReadError:
+            continue
+        sides.append(img.shape)
+    return np.asarray(sides, dtype=np.int64).reshape(-1, 2)
+
+
+def decide_preprocess(samples: Sequence[Sample], mode: str = DEFAULT_MODE, size: int = DEFAULT_SIZE,
+                      margin: int = DEFAULT_MARGIN,
+                      normalize: str = "zscore", mean: float = 0.0, std: float = 1.0) -> Tuple[PreprocessConfig, Dict]:
+    """The :class:`PreprocessConfig` to train with and a record of how ``mode`` was decided."""
+    n = len(samples)
+    with_mask = sum(1 for s in samples if s.mask is not None)
+    share = with_mask / n if n else 0.0
+    record: Dict = {"requested": mode, "images": n, "with_mask": with_mask}
+    if mode != AUTO:
+        record.update(chosen=mode, reason="given explicitly")
+        return PreprocessConfig(mode=mode, size=size, margin=margin, normalize=normalize, mean=mean, std=std), record
+    if share >= MASK_SHARE_FOR_CROP:
+        chosen = "crop"
+        reason = f"masks found for {100 * share:.0f} % of the images: the mask's bounding box"
+    else:
+        sides = _image_sides(samples)
+        if len(sides):
+            regions = sides - 2 * np.minimum(margin, (sides - 1) // 2)
+            median_region = int(np.median(regions.min(axis=1)))
+            smallest = int(regions.min())
+            record.update(median_image_side=int(np.median(sides.min(axis=1))), median_crop_region=median_region)
+        else:
+            median_region = smallest = 0
+        if median_region >= size and smallest >= MIN_REGION_SIDE:
+            chosen = "crop"
+            reason = (f"no masks; a {margin} px margin crop leaves {median_region} px (median), at least the "
+                      f"{size} px input")
+        else:
+            chosen = "surround"
+            reason = (f"no masks for {100 * (1 - share):.0f} % of the images, and a {margin} px margin crop would "
+                      f"leave {median_region} px (median): the whole image is used")
+    record.update(chosen=chosen, reason=reason)
+    return PreprocessConfig(mode=chosen, size=size, margin=margin, normalize=normalize, mean=mean, std=std), record
+
+
+__all__ = ["AUTO", "DEFAULT_MARGIN", "DEFAULT_MODE", "DEFAULT_SIZE", "decide_preprocess"]
