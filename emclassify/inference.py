@@ -114,6 +114,9 @@ class Classifier:
         # The SVM is tiny and float64: it stays on the CPU.
         self.device = resolve_device(device) if self.kind != "features" else torch.device("cpu")
         self.model = trained.model.to(self.device).eval()
+        # Calibrated probabilities: the temperature fitted on held-out data when the model was trained
+        # (emclassify.calibration); 1.0 for models trained before calibration existed.
+        self.temperature = float((self.card.metrics.get("calibration") or {}).get("temperature", 1.0))
 
     @classmethod
     def from_file(cls, path, device: str = "auto") -> "Classifier":
@@ -162,7 +165,7 @@ class Classifier:
         else:
             x = x.to(self.device, non_blocking=True)
             logits = self.model(x) if self.kind == "image" else self.model(x, f)
-        return torch.softmax(logits.float(), dim=1).double().cpu().numpy()
+        return torch.softmax(logits.double() / self.temperature, dim=1).cpu().numpy()
 
 
 @dataclass
@@ -201,8 +204,9 @@ def load_for_model(sample: Sample, root: Path, cfg: PreprocessConfig, want_featu
 
     Mask rule: ``surround`` reads no mask (unless features are wanted). ``crop`` uses
     the mask when found, else removes ``cfg.margin`` px per side (noted on the row).
-    ``mask`` and handcrafted features use the mask when found, else
-    :func:`emclassify.segment.auto_mask` (noted on the row).
+    ``mask`` uses the mask when found, else :func:`emclassify.segment.auto_mask`; the
+    handcrafted features likewise (noted on the row). What the network sees never
+    depends on whether the model also takes features.
 
     A region under :data:`~emclassify.preprocess.MIN_REGION_SIDE` px is an error row (too small
     to classify). prepare_large: preprocess images over :data:`LARGE_IMAGE_PIXELS` here and keep
@@ -219,37 +223,46 @@ def load_for_model(sample: Sample, root: Path, cfg: PreprocessConfig, want_featu
     result.sha256 = loaded.sha256
     result.height, result.width = loaded.height, loaded.width
     result.warnings.extend(loaded.warnings)
-    mask = None
-    if cfg.mode in ("crop", "mask") or want_features:
-        if sample.mask is not None:
-            try:
-                mask = read_mask(sample.mask, loaded.array.shape)
-            except ImageReadError as exc:
-                result.status = "error"
-                result.error = f"mask {_relative(Path(exc.path), root)}: {exc.reason}"
-                return _Loaded(result)
-            result.mask = _relative(sample.mask, root)
-            if not mask.any():
-                result.warnings.append(f"mask is empty; central crop with {cfg.margin} px margin used")
-        elif cfg.mode == "mask" or want_features:
-            mask = auto_mask(loaded.array)
-            result.warnings.append(
-                "no mask found; automatic segmentation used"
-                + ("" if mask.any() else f" (found nothing; central crop with {cfg.margin} px margin)")
-            )
-        else:
-            result.warnings.append(f"no mask found; central crop with {cfg.margin} px margin used")
-    problem = cfg.region_problem(loaded.height, loaded.width, mask)
+    # Two masks with two jobs. The region mask decides what the network sees and must not depend on
+    # whether the model also takes handcrafted features (a plain CNN and a fusion in the same mode
+    # see the same pixels, in training and in batch alike): the given mask; in ``mask`` mode,
+    # automatic segmentation when none is given; in ``crop`` mode without one, the margin crop.
+    # The feature mask (given, else automatic segmentation) only feeds the handcrafted features.
+    given = None
+    if sample.mask is not None and (cfg.uses_mask or want_features):
+        try:
+            given = read_mask(sample.mask, loaded.array.shape)
+        except ImageReadError as exc:
+            result.status = "error"
+            result.error = f"mask {_relative(Path(exc.path), root)}: {exc.reason}"
+            return _Loaded(result)
+        result.mask = _relative(sample.mask, root)
+        if cfg.uses_mask and not given.any():
+            result.warnings.append(f"mask is empty; central crop with {cfg.margin} px margin used")
+    auto = None
+    if given is None and (cfg.mode == "mask" or want_features):
+        auto = auto_mask(loaded.array)
+    if cfg.mode == "mask" and given is None:
+        result.warnings.append("no mask found; automatic segmentation used"
+                               + ("" if auto.any() else f" (found nothing; central crop with {cfg.margin} px margin)"))
+    elif cfg.mode == "crop" and given is None:
+        result.warnings.append(f"no mask found; central crop with {cfg.margin} px margin used")
+    if want_features and given is None:
+        result.warnings.append("no mask found; handcrafted features from automatic segmentation")
+    region_mask = given if given is not None else (auto if cfg.mode == "mask" else None)
+    if not cfg.uses_mask:
+        region_mask = None
+    problem = cfg.region_problem(loaded.height, loaded.width, region_mask)
     if problem is not None:
         result.status, result.error = "error", problem
         return _Loaded(result)
     features = None
     if want_features:
         cache = cache or FeatureCache()
-        features = cache.get_or_compute(loaded.sha256, loaded.array, mask)
+        features = cache.get_or_compute(loaded.sha256, loaded.array, given if given is not None else auto)
     if prepare_large and loaded.array.size > LARGE_IMAGE_PIXELS:
-        return _Loaded(result, None, None, features, ops.preprocess([loaded.array], [mask], cfg)[0])
-    return _Loaded(result, loaded.array, mask, features)
+        return _Loaded(result, None, None, features, ops.preprocess([loaded.array], [region_mask], cfg)[0])
+    return _Loaded(result, loaded.array, region_mask, features)
 
 
 def _model_inputs(items: Sequence[_Loaded], cfg: PreprocessConfig, wanted: bool) -> Optional[torch.Tensor]:

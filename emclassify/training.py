@@ -519,7 +519,10 @@ def refuse_too_small(data: "InputSet") -> None:
     Why an error, not a skip: with a default that does not fit the data (e.g. a margin crop of
     41 px images) every image would be skipped or, before this check, shrunk to one pixel.
     """
-    small = [e for e in data.errors if "too small to classify" in e]
+    small = [e.split(": ", 1) for e in data.errors if "too small to classify" in e]
     if small:
-        shown = "\n  ".join(small[:10]) + (f"\n  ... and {len(small) - 10} more" if len(small) > 10 else "")
-        raise TooSmallError(f"{len(small)} image(s) are too small to classify with these input settings:\n  {shown}")
+        reason = small[0][1]
+        names = [p for p, _ in small]
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        raise TooSmallError(f"{len(small)} image(s) are too small to classify with these input settings "
+                            f"(e.g. {reason}): {shown}")

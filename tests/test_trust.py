@@ -1,0 +1,217 @@
+"""Numbers a lab can put in its records: the input decision, guardrail flags, calibration, honest group
+reporting and stable class order — each case that once went silently wrong, as a regression test."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from emclassify import synth
+from emclassify.calibration import calibrate, expected_calibration_error, fit_temperature
+from emclassify.cli import main
+from emclassify.evaluation import cross_validate
+from emclassify.guardrails import MIN_CLASS_EXAMPLES, flags, majority_scores
+from emclassify.input_decision import decide_preprocess
+from emclassify.io import load_dataset
+from emclassify.modelfile import load_model, read_card
+from emclassify.preprocess import MIN_REGION_SIDE, PreprocessConfig
+from emclassify.training import TooSmallError, TrainConfig, train
+
+from conftest import write_tiff
+
+FAST = dict(epochs=2, batch_size=16, patience=2, seed=0)
+
+
+def _small_unmasked(root, n=24, side=41, seed=0):
+    """Small particle images without masks or surround (like public 41x41 crops)."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        label = "a" if i % 2 else "b"
+        yy, xx = np.mgrid[:side, :side] - side // 2
+        disc = (yy ** 2 + xx ** 2 < (side // 3) ** 2) * (80 if label == "a" else 160)
+        write_tiff(root / label / f"{i}.tif", (disc + rng.normal(60, 10, (side, side))).clip(0, 255).astype(np.uint8))
+    return root
+
+
+# --------------------------------------------------------------------------- input decision
+
+
+def test_auto_mode_uses_crop_when_masks_exist(tmp_path):
+    synth.generate(tmp_path, "lamellarity", 20, seed=1)
+    pcfg, record = decide_preprocess(load_dataset(tmp_path).samples)
+    assert pcfg.mode == "crop" and record["with_mask"] == 20 and "masks found" in record["reason"]
+
+
+def test_auto_mode_uses_surround_for_small_unmasked_images(tmp_path):
+    ds = load_dataset(_small_unmasked(tmp_path))
+    pcfg, record = decide_preprocess(ds.samples)
+    assert pcfg.mode == "surround" and record["median_crop_region"] == 1
+    # the old default (crop, 50 px margin) on these images is refused, naming the files
+    with pytest.raises(TooSmallError, match=r"24 image\(s\) are too small.*1x1 px.*: a/1.tif, a/11.tif"):
+        train(ds, PreprocessConfig(mode="crop", size=24), TrainConfig(arch="lipnet1", **FAST), tmp_path / "m.safetensors")
+
+
+def test_auto_mode_keeps_crop_for_large_unmasked_images(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        write_tiff(tmp_path / "c" / f"{i}.tif", rng.integers(0, 255, (200, 220), dtype=np.uint8))
+    pcfg, record = decide_preprocess(load_dataset(tmp_path).samples, size=48, margin=50)
+    assert pcfg.mode == "crop" and record["median_crop_region"] == 100
+
+
+def test_cli_records_the_decision_in_the_card(tmp_path, capsys):
+    ds = _small_unmasked(tmp_path / "ds")
+    out = tmp_path / "m.safetensors"
+    code = main(["train", str(ds), "--out", str(out), "--arch", "lipnet1", "--size", "24", "--epochs", "2"])
+    assert code == 0
+    assert "input: mode surround" in capsys.readouterr().out
+    card = read_card(out)
+    assert card.preprocess.mode == "surround"
+    assert card.training["input_decision"]["chosen"] == "surround"
+
+
+# --------------------------------------------------------------------------- guardrails
+
+
+def test_flags_rules():
+    k = ["a", "b"]
+    maj = majority_scores(np.array([0, 0, 0, 1]), np.array([0, 0, 1, 1]), k)
+    assert maj["predicts"] == "a" and maj["balanced_accuracy"] == 0.5
+    same_as_majority = dict(maj)
+    out = flags(same_as_majority, majority=maj, train_counts={"a": 30, "b": 3}, eval_counts={"a": 5, "b": 0},
+                best_epoch=1, epochs_run=5, max_epochs=12, stopped="early-stopping")
+    codes = {f["code"] for f in out}
+    assert codes == {"below-majority", "few-examples", "class-missing", "kept-first-epoch"}
+    good = {"accuracy": 0.9, "balanced_accuracy": 0.9, "macro_f1": 0.9}
+    assert flags(good, majority=maj, train_counts={"a": MIN_CLASS_EXAMPLES, "b": MIN_CLASS_EXAMPLES}) == []
+    assert {f["code"] for f in flags(good, svm={"macro_f1": 0.95}, best_epoch=12, epochs_run=12, max_epochs=12,
+                                     stopped="completed")} == {"below-svm", "kept-last-epoch"}
+
+
+def test_small_imbalanced_training_is_flagged_in_card_cli_and_report(tmp_path, capsys):
+    """`synth --n 300` at the seed's imbalance: a model not above the majority baseline must carry the flag."""
+    synth.generate(tmp_path / "d", "lamellarity", 120, seed=1)
+    out = tmp_path / "m.safetensors"
+    assert main(["train", str(tmp_path / "d"), "--out", str(out), "--arch", "lipnet1", "--size", "24",
+                 "--epochs", "2"]) == 0
+    captured = capsys.readouterr()
+    card = load_model(out).card
+    validation, majority = card.metrics["validation"], card.metrics["baselines"]["majority"]
+    codes = {f["code"] for f in card.metrics["flags"]}
+    assert "few-examples" in codes                       # 'uncertain' is 0.6 % of 120
+    if validation["balanced_accuracy"] <= majority["balanced_accuracy"] or \
+            validation["macro_f1"] <= majority["macro_f1"]:
+        assert "below-majority" in codes
+    assert "svm" in card.metrics["baselines"]
+    for f in card.metrics["flags"]:
+        assert f["message"] in captured.err                # printed by the CLI
+    assert main(["info", str(out)]) == 0
+    assert "WARNINGS:" in capsys.readouterr().out          # and shown by `info`
+    # the CV report carries them too, beside the baselines
+    assert main(["cv", str(tmp_path / "d"), "--out", str(tmp_path / "cv"), "--arch", "lipnet1", "--size", "24",
+                 "--epochs", "2", "--folds", "3"]) == 0
+    report = (tmp_path / "cv" / "report.md").read_text()
+    m = json.loads((tmp_path / "cv" / "metrics.json").read_text())
+    assert "**Warnings**" in report and "majority class" in report and "SVM on handcrafted features" in report
+    assert {"majority", "svm"} <= set(m["baselines"]) and m["flags"]
+    assert (tmp_path / "cv" / "reliability.png").is_file()
+
+
+def test_auto_architecture_choice_is_recorded(tmp_path):
+    synth.generate(tmp_path / "d", "lamellarity", 60, seed=2, proportions=(0.5, 0.4, 0.1))
+    ds = load_dataset(tmp_path / "d")
+    out = train(ds, PreprocessConfig(mode="crop", size=24), TrainConfig(arch="auto", **FAST), tmp_path / "m.safetensors")
+    sel = out.card.metrics["selection"]
+    assert set(sel["candidates"]) == {"lipnet-fcn+features", "svm"}
+    assert out.card.arch == sel["kept"] and out.card.training["arch_requested"] == "auto"
+    best = max(sel["candidates"], key=lambda a: (sel["candidates"][a], a != "svm"))
+    assert sel["kept"] == best
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def test_temperature_scaling_lowers_ece_on_held_out_data():
+    rng = np.random.default_rng(0)
+    n, k = 4000, 3
+    true_logits = rng.normal(0, 1.5, (n, k))
+    p = torch.softmax(torch.as_tensor(true_logits), 1).numpy()
+    labels = np.array([rng.choice(k, p=row) for row in p])
+    overconfident = torch.as_tensor(3.0 * true_logits)          # a network 3x too sure of itself
+    fit_half, test_half = slice(0, n // 2), slice(n // 2, n)
+    t = fit_temperature(overconfident[fit_half], torch.as_tensor(labels[fit_half]))
+    assert 2.5 < t < 3.5
+    before = torch.softmax(overconfident[test_half], 1).numpy()
+    after = torch.softmax(overconfident[test_half] / t, 1).numpy()
+    assert expected_calibration_error(after, labels[test_half]) < 0.5 * expected_calibration_error(before, labels[test_half])
+    assert (before.argmax(1) == after.argmax(1)).all()          # no prediction changes
+
+
+def test_calibration_is_stored_and_applied_by_batch(tmp_path):
+    synth.generate(tmp_path / "d", "lamellarity", 40, seed=3, proportions=(0.5, 0.4, 0.1))
+    out = train(load_dataset(tmp_path / "d"), PreprocessConfig(mode="crop", size=24),
+                TrainConfig(arch="lipnet1", **FAST), tmp_path / "m.safetensors")
+    t = out.card.metrics["calibration"]["temperature"]
+    assert t > 0 and "ece_after" in out.card.metrics["calibration"]
+    from emclassify.inference import Classifier
+    from emclassify.io import read_image
+
+    clf = Classifier.from_file(out.path, device="cpu")
+    assert clf.temperature == pytest.approx(t)
+    s = load_dataset(tmp_path / "d").samples[0]
+    img, mask = read_image(s.path).array, read_image(s.mask).array
+    x = __import__("emclassify.ops", fromlist=["preprocess"]).preprocess([img], [mask], clf.config)
+    with torch.inference_mode():
+        logits = clf.model(x).double()
+    expected = torch.softmax(logits / t, 1).numpy()
+    assert np.allclose(clf.predict_proba([img], [mask]), expected, atol=1e-9)
+    _, info = calibrate(torch.zeros((1, 3)), torch.zeros(1, dtype=torch.long))
+    assert info["temperature"] == 1.0   # nothing to fit on one example
+
+
+# --------------------------------------------------------------------------- splits, SVM, class order
+
+
+def test_svm_cv_with_a_one_example_class_does_not_crash(tmp_path):
+    synth.generate(tmp_path / "d", "lamellarity", 80, seed=4, proportions=(0.6, 0.375, 0.025))
+    ds = load_dataset(tmp_path / "d")
+    assert ds.class_counts()["uncertain"] == 2      # a training fold holds <= 1 of them
+    res = cross_validate(ds, PreprocessConfig(mode="crop", size=24), TrainConfig(arch="svm", seed=0), k=3)
+    assert res.complete and res.metrics_dict()["n_samples"] == 80
+
+
+def test_group_aware_is_reported_only_when_it_was_used(tmp_path):
+    synth.generate(tmp_path / "d", "lamellarity", 30, seed=5, proportions=(0.5, 0.5, 0.0))
+    manifest = tmp_path / "d" / "manifest.csv"
+    rows = list(csv.DictReader(open(manifest, newline="")))
+    rows[0]["group"] = ""                           # one sample without a group
+    with open(manifest, "w", newline="") as fh:
+        w = csv.DictWriter(fh, list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    ds = load_dataset(tmp_path / "d")
+    res = cross_validate(ds, PreprocessConfig(mode="crop", size=24), TrainConfig(arch="svm", seed=0), k=3)
+    assert res.metrics_dict()["settings"]["group_aware"] is False
+
+
+def test_class_order_is_the_same_in_card_csv_and_report(tmp_path):
+    synth.generate(tmp_path / "d", "encapsulation", 40, seed=6, proportions=(0.5, 0.3, 0.2))
+    ds = load_dataset(tmp_path / "d")
+    assert ds.classes == ["full", "empty", "uncertain"]
+    out = train(ds, PreprocessConfig(mode="crop", size=24), TrainConfig(arch="lipnet1", **FAST),
+                tmp_path / "m.safetensors")
+    assert out.card.classes == ds.classes and out.card.data["class_order"] == "declared in classes.txt"
+    csv_out = tmp_path / "r.csv"
+    main(["batch", str(tmp_path / "d" / "images"), "--model", str(out.path), "--out", str(csv_out), "-q"])
+    header = next(csv.reader(open(csv_out, newline="")))
+    assert [h for h in header if h.startswith("prob_")] == [f"prob_{c}" for c in ds.classes]
+
+
+def test_min_region_constant_is_documented_in_the_readme():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert f"under {MIN_REGION_SIDE} px" in readme
