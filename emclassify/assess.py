@@ -66,8 +66,8 @@ def _compact(m: Dict) -> Dict:
         {"predicts": m["predicts"]} if "predicts" in m else {})
 
 
-def _score(model: nn.Module, data: InputSet, classes: Sequence[str]):
-    logits = predict_logits(model, data.x, data.features)
+def _score(model: nn.Module, data: InputSet, classes: Sequence[str], tta: bool = False):
+    logits = predict_logits(model, data.x, data.features, tta=tta)
     pred = logits.argmax(1) if logits.numel() else torch.zeros(0, dtype=torch.long)
     return logits, metrics.summary(metrics.confusion_matrix(data.labels, pred, len(classes)), classes)
 
@@ -90,7 +90,7 @@ def fit_assessed(train: InputSet, val: InputSet, classes: Sequence[str], pcfg: P
     run_cfg = TrainConfig(**{**cfg.to_dict(), "arch": arch})
     fit = fit_model(train, val, classes, pcfg, run_cfg, on_epoch=on_epoch, cancel=cancel)
     model = fit.model
-    logits, score = _score(model, val, classes)
+    logits, score = _score(model, val, classes, cfg.tta)
     svm = fit.model if arch == SVM else fit_svm_baseline(train, k, cfg.seed)
     scores = {"model": score, "majority": guardrails.majority_scores(train.labels.numpy(), val.labels.numpy(), classes)}
     svm_logits = None

@@ -50,6 +50,8 @@ from .reports import (
     write_json,
 )
 
+SIZE_NOTE = "the model was trained on images of about"  # in a row's warnings (inference.size_warning)
+
 EXIT_OK = 0
 EXIT_SOME_ERRORS = 3
 EXIT_NOTHING_RAN = 4
@@ -317,6 +319,7 @@ def build_summary(
         **({"resume": resume_check} if resume_check else {}),
         **per_class,
         "adjusted": adjusted,
+        "size_warnings": sum(1 for r in results if any(SIZE_NOTE in w for w in r.warnings)),
         "errors": errors,
         "ignored_non_image": ignored,
         "unreadable_entries": [{"path": p, "reason": why} for p, why in unreadable],

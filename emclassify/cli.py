@@ -178,7 +178,8 @@ def _train_config(args):
     return TrainConfig(arch=getattr(args, "arch", None) or TrainConfig.arch, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                        label_smoothing=args.label_smoothing, dropout=args.dropout, patience=args.patience,
-                       val_fraction=args.val_fraction, augment=not args.no_augment, balance=args.balance,
+                       val_fraction=args.val_fraction, augment=not args.no_augment, tta=not args.no_tta,
+                       balance=args.balance,
                        seed=args.seed, device=args.device)
 
 
@@ -500,6 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("--patience", type=int, default=d.patience, help=f"early-stopping patience in epochs (default {d.patience})")
         t.add_argument("--val-fraction", type=float, default=d.val_fraction, help=f"held out for early stopping (default {d.val_fraction})")
         t.add_argument("--no-augment", action="store_true", help="switch augmentation off")
+        t.add_argument("--no-tta", action="store_true",
+                       help="no test-time augmentation (by default predictions average the 8 rotations/reflections)")
         t.add_argument("--balance", default=d.balance, choices=BALANCE_STRATEGIES, help=f"class-imbalance strategy (default {d.balance})")
         t.add_argument("--seed", type=int, default=d.seed, help="same seed, same data -> same result")
         t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

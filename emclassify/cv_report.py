@@ -187,6 +187,10 @@ def markdown_report(result: CVResult, m: Dict) -> str:
                   f"Expected calibration error of the out-of-fold probabilities: {cal['ece_before']:.3f} before, "
                   f"**{cal['ece_after']:.3f} after** temperature scaling (temperature per fold: {temps}; fitted "
                   "on each fold's inner validation split).", "", "![reliability diagram](reliability.png)"]
+    if m.get("without_tta"):
+        w = m["without_tta"]
+        lines += ["", f"Test-time augmentation (mean over the 8 rotations/reflections): accuracy {_pct(w['accuracy'])} % "
+                      f"→ {_pct(m['accuracy'])} %, macro-F1 {w['macro_f1']:.3f} → {m['macro_f1']:.3f} (same models)."]
     kept = [f.get("kept_arch") for f in m["folds"]]
     if s["arch"] == "auto":
         lines += ["", f"`auto` kept per fold (higher inner-validation macro-F1): {', '.join(map(str, kept))}."]

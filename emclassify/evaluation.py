@@ -89,6 +89,7 @@ class CVResult:
     uncalibrated: Optional[np.ndarray] = None          # N x C out-of-fold, before temperature scaling
     baselines: Dict[str, np.ndarray] = field(default_factory=dict)  # name -> N x C out-of-fold
     train_counts: Dict[str, int] = field(default_factory=dict)
+    without_tta: Optional[np.ndarray] = None            # N x C out-of-fold, same models, no test-time augmentation
 
     @property
     def predictions(self) -> np.ndarray:
@@ -165,12 +166,19 @@ class CVResult:
             "baselines": {name: {k: v[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "per_class")}
                           for name, v in self.pooled_baselines().items()},
             "calibration": self.calibration_dict(),
+            **({"without_tta": _plain_scores(self)} if self.without_tta is not None else {}),
             "flags": self.flags(),
             "folds": per_fold,
             "mean_sd": mean_sd,
             "settings": self.settings,
             "seconds": round(self.seconds, 1),
         }
+
+
+def _plain_scores(r: "CVResult") -> Dict:
+    m = r.evaluated
+    s = metrics.summary(metrics.confusion_matrix(r.labels[m], r.without_tta[m].argmax(1), len(r.classes)), r.classes)
+    return {k: s[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
 
 
 def _mean_sd(values) -> Dict[str, float]:
@@ -221,6 +229,7 @@ def cross_validate(
     n_classes = len(dataset.classes)
     probs = np.zeros((len(labels), n_classes))
     raw = np.zeros_like(probs)
+    plain = np.zeros_like(probs)
     base = {"majority": np.zeros_like(probs)}
     if inputs.features is not None:
         base["svm"] = np.zeros_like(probs)
@@ -243,7 +252,10 @@ def cross_validate(
             cancel=cancel, where=f"fold {f + 1} inner validation",
         )
         test = inputs.subset(test_idx)
-        logits = predict_logits(res.model, test.x, test.features).double()
+        logits = predict_logits(res.model, test.x, test.features, tta=cfg.tta).double()
+        if cfg.tta:  # the same model without test-time augmentation, to report what TTA adds
+            plain[test_idx] = torch.softmax(predict_logits(res.model, test.x, test.features).double()
+                                            / res.temperature, dim=1).numpy()
         raw[test_idx] = torch.softmax(logits, dim=1).numpy()
         probs[test_idx] = torch.softmax(logits / res.temperature, dim=1).numpy()
         base["majority"][test_idx, res.majority_class] = 1.0
@@ -266,7 +278,7 @@ def cross_validate(
                 "class_order": dataset.class_order, "skipped_files": inputs.errors}
     train_counts = dict(zip(dataset.classes, np.bincount(labels, minlength=n_classes).tolist()))
     return CVResult(cfg.arch, list(dataset.classes), inputs.samples, labels, folds, probs, results, settings,
-                    time.perf_counter() - t0, complete, raw, base, train_counts)
+                    time.perf_counter() - t0, complete, raw, base, train_counts, plain if cfg.tta else None)
 
 
 @dataclass

@@ -24,10 +24,11 @@ import torch
 
 from . import ops
 from .features import FeatureCache, particle_features
+from .input_decision import size_warning
 from .io import (FolderListing, ImageReadError, Sample, has_undecodable_name, list_images, read_image,
                  read_mask)
 from .modelfile import TrainedModel, load_model
-from .models import input_kind
+from .models import input_kind, model_logits
 from .preprocess import PreprocessConfig
 from .segment import auto_mask
 
@@ -117,6 +118,8 @@ class Classifier:
         # Calibrated probabilities: the temperature fitted on held-out data when the model was trained
         # (emclassify.calibration); 1.0 for models trained before calibration existed.
         self.temperature = float((self.card.metrics.get("calibration") or {}).get("temperature", 1.0))
+        # Test-time augmentation as the model was assessed with (models from before it existed: none).
+        self.tta = bool(self.card.training.get("tta", False)) and self.kind != "features"
 
     @classmethod
     def from_file(cls, path, device: str = "auto") -> "Classifier":
@@ -160,11 +163,8 @@ class Classifier:
     def predict_proba_inputs(self, x: Optional[torch.Tensor], features: Optional[np.ndarray]) -> np.ndarray:
         """Preprocessed inputs (float32 ``N x 1 x S x S``, None for the SVM) and features -> float64 ``N x C``."""
         f = torch.as_tensor(np.asarray(features)).to(self.device) if self.needs_features else None
-        if self.kind == "features":
-            logits = self.model(f)
-        else:
-            x = x.to(self.device, non_blocking=True)
-            logits = self.model(x) if self.kind == "image" else self.model(x, f)
+        x = None if x is None else x.to(self.device, non_blocking=True)
+        logits = model_logits(self.model, x, f, self.tta)
         return torch.softmax(logits.double() / self.temperature, dim=1).cpu().numpy()
 
 
@@ -324,6 +324,9 @@ def classify_folder(
     done = 0
 
     prepare_large = classifier.kind != "features"
+    sides = classifier.card.data.get("image_sides_px") if isinstance(classifier.card.data, dict) else None
+    keys = ("longer_p95", "shorter_p5", "shorter_median", "longer_median")
+    sides = sides if isinstance(sides, dict) and all(isinstance(sides.get(k), int) for k in keys) else None
 
     def load_batch(batch: Sequence[Sample]) -> List[_Loaded]:
         return list(pool.map(lambda s: load_for_model(s, listing.root, cfg, classifier.needs_features, cache,
@@ -345,6 +348,11 @@ def classify_folder(
                         f.cancel()
                     return
                 loaded = pending.popleft().result()
+                for item in loaded:
+                    if item.result.ok and sides:
+                        note = size_warning(item.result.height, item.result.width, sides)
+                        if note:
+                            item.result.warnings.append(note)
                 nxt = next(batches, None)
                 if nxt is not None:
                     pending.append(batcher.submit(load_batch, nxt))

@@ -46,6 +46,35 @@ def _image_sides(samples: Sequence[Sample], seed: int = 0) -> np.ndarray:
     return np.asarray(sides, dtype=np.int64).reshape(-1, 2)
 
 
+def image_side_stats(samples: Sequence[Sample], seed: int = 0) -> Dict:
+    """Shorter/longer image sides (px) of the training images: median and 5th/95th percentiles, from a
+    seeded sample of at most ``SIZE_SAMPLE`` images. Stored in the model card (``data.image_sides_px``)
+    so ``batch`` can warn about images far outside what the model was trained on."""
+    sides = _image_sides(samples, seed)
+    if not len(sides):
+        return {}
+    longer = sides.max(axis=1)
+    shorter = sides.min(axis=1)
+    return {"n": int(len(sides)), "longer_median": int(np.median(longer)),
+            "longer_p95": int(np.percentile(longer, 95)), "shorter_p5": int(np.percentile(shorter, 5)),
+            "shorter_median": int(np.median(shorter))}
+
+
+def size_warning(height: int, width: int, stats: Dict) -> str:
+    """A row warning when an image is far larger (or smaller) than the model's training images, else ""."""
+    if not stats:
+        return ""
+    longer, shorter = max(height, width), min(height, width)
+    if longer > 4 * stats["longer_p95"]:
+        what = "a whole micrograph?" if longer >= 1024 else "much larger than the training images"
+    elif shorter * 4 < stats["shorter_p5"]:
+        what = "much smaller than the training images"
+    else:
+        return ""
+    return (f"image is {width}x{height} px but the model was trained on images of about "
+            f"{stats['shorter_median']}-{stats['longer_median']} px ({what}); this prediction is unreliable")
+
+
 def decide_preprocess(samples: Sequence[Sample], mode: str = DEFAULT_MODE, size: int = DEFAULT_SIZE,
                       margin: int = DEFAULT_MARGIN,
                       normalize: str = "zscore", mean: float = 0.0, std: float = 1.0) -> Tuple[PreprocessConfig, Dict]:
@@ -81,4 +110,5 @@ def decide_preprocess(samples: Sequence[Sample], mode: str = DEFAULT_MODE, size:
     return PreprocessConfig(mode=chosen, size=size, margin=margin, normalize=normalize, mean=mean, std=std), record
 
 
-__all__ = ["AUTO", "DEFAULT_MARGIN", "DEFAULT_MODE", "DEFAULT_SIZE", "decide_preprocess"]
+__all__ = ["AUTO", "DEFAULT_MARGIN", "DEFAULT_MODE", "DEFAULT_SIZE", "decide_preprocess", "image_side_stats",
+           "size_warning"]

@@ -163,6 +163,10 @@ def format_summary(summary: Dict) -> str:
         if unseen:
             lines.append(f"  note: the model's held-out data had no {', '.join(unseen)} particles, so how well it "
                          "recognises them is unknown and their intervals are wide")
+    if summary.get("size_warnings"):
+        lines.append(f"  WARNING: {summary['size_warnings']} image(s) are far larger or smaller than the images this "
+                     "model was trained on (whole micrographs?); their predictions are unreliable (see 'warnings' in "
+                     "the CSV)")
     for e in summary.get("errors", [])[:10]:
         lines.append(f"  error: {e['path']}: {e['error']}")
     if len(summary.get("errors", [])) > 10:

@@ -40,7 +40,7 @@ from . import metrics, ops
 from .features import FEATURES_VERSION, N_FEATURES, FeatureCache, particle_features
 from .inference import CancelToken, load_for_model, resolve_device
 from .io import Dataset, Sample
-from .models import create_model, fit_svm, input_kind, parse_arch
+from .models import create_model, fit_svm, input_kind, model_logits, parse_arch
 from .preprocess import PreprocessConfig
 
 BALANCE_STRATEGIES = ("none", "class-weights", "oversample", "undersample", "synthetic")
@@ -71,6 +71,7 @@ class TrainConfig:
     patience: int = 4
     val_fraction: float = 0.15
     augment: bool = True
+    tta: bool = True  # test-time augmentation (8 D4 views) when assessing and classifying; see BENCHMARKS.md
     balance: str = "class-weights"
     seed: int = 0
     device: str = "auto"
@@ -276,8 +277,8 @@ def synthetic_topup(data: InputSet, classes: Sequence[str], cfg: PreprocessConfi
 
 @torch.inference_mode()
 def predict_logits(model: nn.Module, x: torch.Tensor, features: Optional[np.ndarray] = None,
-                   device: Optional[torch.device] = None, batch_size: int = 256) -> torch.Tensor:
-    """Logits ``N x C`` of any model kind, in batches."""
+                   device: Optional[torch.device] = None, batch_size: int = 256, tta: bool = False) -> torch.Tensor:
+    """Logits ``N x C`` of any model kind, in batches (``tta``: see :func:`model_logits`)."""
     model.eval()
     kind = input_kind(model)
     device = device or torch.device("cpu")
@@ -286,11 +287,8 @@ def predict_logits(model: nn.Module, x: torch.Tensor, features: Optional[np.ndar
     outs = []
     for i in range(0, x.shape[0], batch_size):
         xb = x[i : i + batch_size].to(device)
-        if kind == "image":
-            outs.append(model(xb).float().cpu())
-        else:
-            fb = torch.as_tensor(features[i : i + batch_size]).to(device)
-            outs.append(model(xb, fb).float().cpu())
+        fb = None if kind == "image" else torch.as_tensor(features[i : i + batch_size]).to(device)
+        outs.append(model_logits(model, xb, fb, tta).float().cpu())
     return torch.cat(outs) if outs else torch.zeros((0, getattr(model, "num_classes", 0)))
 
 
@@ -473,6 +471,7 @@ def train(dataset: Dataset, pcfg: PreprocessConfig, cfg: TrainConfig, out, on_ep
     model file. input_decision: how the input mode was chosen (recorded in the card)."""
     from ._version import __version__
     from .assess import fit_assessed  # assess builds on this module's fitting
+    from .input_decision import image_side_stats
     from .modelfile import ModelCard, save_model
 
     data = load_inputs(dataset.samples, pcfg, dataset.classes, want_features=True, progress=on_load)
@@ -502,7 +501,7 @@ def train(dataset: Dataset, pcfg: PreprocessConfig, cfg: TrainConfig, out, on_ep
               "class_counts": dataset.class_counts(), "class_order": dataset.class_order,
               "n_train": int(len(tr)), "n_validation": int(len(va)),
               "groups": len(set(groups)) if groups else 0, "group_aware_split": groups is not None,
-              "emclassify": __version__},
+              "image_sides_px": image_side_stats(dataset.samples), "emclassify": __version__},
         features={"version": FEATURES_VERSION, "n": N_FEATURES} if uses_features else {},
     )
     path = save_model(out, res.model, card)

@@ -164,8 +164,11 @@ def test_calibration_is_stored_and_applied_by_batch(tmp_path):
     s = load_dataset(tmp_path / "d").samples[0]
     img, mask = read_image(s.path).array, read_image(s.mask).array
     x = __import__("emclassify.ops", fromlist=["preprocess"]).preprocess([img], [mask], clf.config)
+    from emclassify.models import model_logits
+
+    assert clf.tta   # assessed with test-time augmentation, so classified with it
     with torch.inference_mode():
-        logits = clf.model(x).double()
+        logits = model_logits(clf.model, x, tta=True).double()
     expected = torch.softmax(logits / t, 1).numpy()
     assert np.allclose(clf.predict_proba([img], [mask]), expected, atol=1e-9)
     _, info = calibrate(torch.zeros((1, 3)), torch.zeros(1, dtype=torch.long))
@@ -215,3 +218,36 @@ def test_min_region_constant_is_documented_in_the_readme():
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert f"under {MIN_REGION_SIDE} px" in readme
+
+
+def test_batch_warns_about_images_unlike_the_training_images(tmp_path):
+    synth.generate(tmp_path / "d", "lamellarity", 40, seed=7, proportions=(0.5, 0.4, 0.1))
+    out = train(load_dataset(tmp_path / "d"), PreprocessConfig(mode="surround", size=24),
+                TrainConfig(arch="lipnet1", **FAST), tmp_path / "m.safetensors")
+    sides = out.card.data["image_sides_px"]
+    assert sides["longer_median"] > 100
+    folder = tmp_path / "mixed"
+    write_tiff(folder / "particle.tif", next(synth.iter_particles("lamellarity", 1, seed=8)).image)
+    write_tiff(folder / "micrograph.tif", np.random.default_rng(0).integers(0, 255, (2048, 2048), dtype=np.uint8))
+    from emclassify.batch import run_batch
+
+    outcome = run_batch(folder, model=out.path, out=tmp_path / "r.csv")
+    by = {r.path: r for r in outcome.results}
+    assert any("whole micrograph?" in w for w in by["micrograph.tif"].warnings)
+    assert not any("trained on images" in w for w in by["particle.tif"].warnings)
+    assert outcome.summary["size_warnings"] == 1
+
+
+def test_test_time_augmentation_averages_the_eight_views():
+    from emclassify.models import create_model, d4_views, model_logits
+
+    torch.manual_seed(0)
+    model = create_model("lipnet-fcn", 3, 24).eval()
+    x = torch.randn(5, 1, 24, 24)
+    views = d4_views(x)
+    assert len(views) == 8 and len({tuple(v.flatten()[:20].tolist()) for v in views}) == 8
+    with torch.inference_mode():
+        expected = torch.stack([model(v) for v in views]).mean(0)
+        assert torch.allclose(model_logits(model, x, tta=True), expected, atol=1e-6)
+        symmetric = torch.stack(views).sum(0)  # the orbit sum is invariant under every view
+        assert torch.allclose(model_logits(model, symmetric, tta=True), model(symmetric), atol=1e-5)

@@ -8,6 +8,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Dict, List, Optional
 
+import torch
+from torch import nn
+
 from .fusion import FusionNet
 from .lipnet import LipNet, LipNetSpec, count_macs, min_input_size, trunk_output_side
 from .svm import SVMModel, fit_svm
@@ -101,6 +104,29 @@ def input_kind(model) -> str:
     return getattr(model, "input_kind", "image")
 
 
+def d4_views(x: torch.Tensor) -> List[torch.Tensor]:
+    """The 8 rotations/reflections of ``N x C x S x S`` images (the dihedral group of the square)."""
+    views = []
+    for flip in (False, True):
+        base = x.flip(3) if flip else x
+        views += [torch.rot90(base, k, dims=(2, 3)) for k in range(4)]
+    return views
+
+
+def model_logits(model: nn.Module, x: Optional[torch.Tensor], features=None, tta: bool = False) -> torch.Tensor:
+    """One batch through any model kind: ``image`` (x), ``image+features`` (x, f) or ``features`` (f).
+
+    tta: average the logits over the 8 D4 views of the image (test-time augmentation; a particle
+    seen in a TEM has no preferred orientation). Ignored by feature-only models.
+    """
+    kind = input_kind(model)
+    if kind == "features":
+        return model(features)
+    views = d4_views(x) if tta else [x]
+    outs = [model(v) if kind == "image" else model(v, features) for v in views]
+    return outs[0] if len(outs) == 1 else torch.stack(outs).mean(0)
+
+
 def create_model(name: str, num_classes: int, input_size: int = 64, in_channels: int = 1,
                  n_features: int = 0, dropout: Optional[float] = None):
     """Build an untrained network. Shapes: input ``N x in_channels x S x S`` -> logits ``N x num_classes``.
@@ -149,6 +175,8 @@ __all__ = [
     "SVMModel",
     "fit_svm",
     "input_kind",
+    "model_logits",
+    "d4_views",
     "list_archs",
     "parse_arch",
     "LipNet",
