@@ -88,3 +88,21 @@ def test_train_cv_compare_commands(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:  # argparse rejects an unknown strategy by name
         main(["cv", str(data), "--balance", "magic", "--out", str(tmp_path / "y")])
     assert e.value.code == 2
+
+
+def test_gui_without_pyside6_says_how_to_install_it(monkeypatch, capsys):
+    import builtins
+
+    from emclassify_gui.app import main as gui_main
+
+    real_import = builtins.__import__
+
+    def no_pyside(name, *args, **kwargs):
+        if name == "PySide6" or name.startswith("PySide6."):
+            raise ImportError("No module named 'PySide6'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pyside)
+    assert gui_main([]) == 4
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'emclassify[gui]'" in err

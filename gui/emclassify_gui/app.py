@@ -71,6 +71,12 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.selftest:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    try:
+        import PySide6  # noqa: F401
+    except ImportError:
+        print("emclassify-gui: the desktop app needs PySide6, which is not installed; install it with "
+              "pip install 'emclassify[gui]' (the command line works without it)", file=sys.stderr)
+        return 4
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 

@@ -375,10 +375,16 @@ class ClassifyTab(QWidget):
         errors = self.summary["files"]["error"]
         state = "finished" if info["complete"] else "cancelled"
         self.progress_label.setText(f"{state}: {done} files" + (f", {errors} in error" if errors else ""))
+        notes = []
         if errors:
             first = self.summary["errors"][0]
-            self.message.setText(f"{errors} file(s) could not be classified, e.g. {first['path']}: {first['error']}. "
-                                 "Tick 'errors only' to see them all.")
+            notes.append(f"{errors} file(s) could not be classified, e.g. {first['path']}: {first['error']}. "
+                         "Tick 'errors only' to see them all.")
+        if self.summary.get("size_warnings"):
+            notes.append(f"{self.summary['size_warnings']} image(s) are far larger or smaller than the images this "
+                         "model was trained on (whole micrographs?): their predictions are unreliable.")
+        if notes:
+            self.message.setText(" ".join(notes))
         self._idle()
         self.status.emit(f"{state}: {done} files classified")
         self.finished.emit()
