@@ -390,3 +390,13 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_pa
     got, want = _rows(out), _rows(reference)
     assert [r["path"] for r in got] == [r["path"] for r in want]          # every file exactly once
     assert got == want
+
+
+def test_manifest_paths_through_symlinked_folders_inside_the_dataset_are_allowed(tmp_path):
+    real = tmp_path / "storage" / "images"
+    write_tiff(real / "a.tif", np.zeros((40, 40), np.uint8))
+    root = tmp_path / "ds"
+    root.mkdir()
+    os.symlink(real, root / "images")
+    (root / "manifest.csv").write_text("path,label\nimages/a.tif,x\n")
+    assert [s.relpath for s in load_dataset(root).samples] == ["images/a.tif"]

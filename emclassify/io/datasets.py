@@ -262,8 +262,11 @@ def read_manifest(csv_path: Path, require_label: bool = True, allow_outside: boo
         raise DatasetError(f"{csv_path}: not a readable CSV manifest: {exc}") from None
 
     def inside(rel: str, what: str, lineno: int) -> Path:
+        # Lexical containment (``..`` and absolute paths), not resolved: a symbolic link inside the
+        # dataset folder is the lab's own layout and stays allowed.
+        lexical = Path(os.path.normpath(resolved_root / rel))
         path = (root / rel).resolve()
-        if not allow_outside and not _is_under(path, resolved_root):
+        if not allow_outside and not _is_under(lexical, resolved_root):
             raise DatasetError(
                 f"{csv_path}, line {lineno}: {what} path {rel!r} points outside the manifest's folder; "
                 "refused (allow it explicitly with --allow-outside-paths for shared layouts)")
