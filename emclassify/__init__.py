@@ -8,9 +8,19 @@ Qt-free core API (the CLI and the GUI are thin layers over it):
 - inference: :class:`Classifier`, :func:`classify_folder`, :func:`run_batch`
 - synthetic data: :func:`emclassify.synth.generate`
 """
-from ._native import EmclassifyNativeWarning, backend_description
 from ._version import __version__
-from .preprocess import PreprocessConfig
+
+# Loaded on first use (PEP 562), so `emclassify --help` and other light commands start without torch.
+_LAZY = {"EmclassifyNativeWarning": "._native", "backend_description": "._native", "PreprocessConfig": ".preprocess"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "EmclassifyNativeWarning",

@@ -52,16 +52,8 @@ from .reports import (
 
 SIZE_NOTE = "the model was trained on images of about"  # in a row's warnings (inference.size_warning)
 
-EXIT_OK = 0
-EXIT_SOME_ERRORS = 3
-EXIT_NOTHING_RAN = 4
-EXIT_INTERRUPTED = 130
-EXIT_CODES = {
-    EXIT_OK: "all files classified",
-    EXIT_SOME_ERRORS: "some files could not be classified (status=error rows in the CSV)",
-    EXIT_NOTHING_RAN: "nothing could run (bad model, missing or empty folder, unusable output)",
-    EXIT_INTERRUPTED: "interrupted; the results so far were written (use --resume to continue)",
-}
+from .defaults import (EXIT_CODES, EXIT_INTERRUPTED, EXIT_NOTHING_RAN, EXIT_OK,  # noqa: E402,F401 - re-exported
+                       EXIT_SOME_ERRORS)
 
 
 class BatchError(Exception):

@@ -418,7 +418,7 @@ def cmd_bench(args) -> int:
     return 0
 
 def build_parser() -> argparse.ArgumentParser:
-    from .batch import EXIT_CODES
+    from .defaults import EXIT_CODES
 
     p = argparse.ArgumentParser(
         prog="emclassify",
@@ -469,17 +469,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_synth)
 
     def training_options(sp, arch: bool = True):
-        from .models import list_archs
-        from .input_decision import AUTO, DEFAULT_MARGIN, DEFAULT_MODE, DEFAULT_SIZE
-        from .preprocess import MODES, NORMALIZATIONS
-        from .training import BALANCE_STRATEGIES, TrainConfig
+        from types import SimpleNamespace
 
-        d = TrainConfig()
+        from .defaults import (ARCH_NAMES, AUTO, BALANCE_STRATEGIES, DEFAULT_MARGIN, DEFAULT_MODE, DEFAULT_SIZE,
+                               MODES, NORMALIZATIONS, TRAIN_DEFAULTS)
+
+        d = SimpleNamespace(**TRAIN_DEFAULTS)
         sp.add_argument("dataset", help="labelled dataset: folder (manifest.csv or one sub-folder per class) or manifest CSV")
         sp.add_argument("--allow-outside-paths", action="store_true",
                         help="accept manifest paths outside the manifest's folder (../, absolute; refused by default)")
         if arch:
-            sp.add_argument("--arch", default=d.arch, help=f"architecture (default {d.arch}): {', '.join(list_archs())}")
+            sp.add_argument("--arch", default=d.arch, help=f"architecture (default {d.arch}): {', '.join(ARCH_NAMES)}")
         g = sp.add_argument_group("input")
         g.add_argument("--mode", default=DEFAULT_MODE, choices=(AUTO,) + MODES,
                        help="input mode (default auto: crop when masks exist, else decided from the image sizes; "

@@ -184,9 +184,8 @@ class _Loaded:
 # this size plus S x S inputs, so its memory is bounded by bytes, not only by count (an 8192² image is
 # 256 MB as float32; 64 of them would be 16 GB). Small images are kept for one batched native call.
 LARGE_IMAGE_PIXELS = 2**20
-# Images per batch of a folder run, for the CLI and the GUI alike: the model's dense layers round
-# their last bits differently for other batch sizes, and both must write the same record.
-DEFAULT_BATCH_SIZE = 64
+# Images per batch of a folder run (emclassify.defaults), for the CLI and the GUI alike.
+from .defaults import DEFAULT_BATCH_SIZE  # noqa: E402
 # Activation memory one batch may take (see Classifier.images_per_batch).
 BATCH_MEMORY_BYTES = 2**30
 

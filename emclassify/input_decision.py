@@ -20,14 +20,10 @@ from typing import Dict, Sequence, Tuple
 
 import numpy as np
 
+from .defaults import AUTO, DEFAULT_MARGIN, DEFAULT_MODE, DEFAULT_SIZE
 from .io import ImageReadError, Sample, read_image
 from .preprocess import MIN_REGION_SIDE, PreprocessConfig
 
-AUTO = "auto"
-# The input defaults of train / cv / compare, for the CLI and the GUI alike.
-DEFAULT_MODE = AUTO
-DEFAULT_SIZE = 48     # px; 48 measured as accurate as 64 on NanoShapes at half the compute (BENCHMARKS.md)
-DEFAULT_MARGIN = 50   # px of surrounding the seed's particle images carry
 MASK_SHARE_FOR_CROP = 0.5
 SIZE_SAMPLE = 400  # images measured for the decision (a seeded sample of larger sets)
 

@@ -41,8 +41,8 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
-MODES = ("surround", "crop", "mask")
-NORMALIZATIONS = ("zscore", "minmax", "fixed")
+from .defaults import MODES, NORMALIZATIONS  # noqa: E402  (torch-free: the CLI parser reads them)
+
 EPS = 1e-6
 # The smallest region (shorter side, px) a particle image may give a model. Real particles go down
 # to ~9 px across (NanoShapes' smallest mask boxes), so 8 px admits every real particle while a

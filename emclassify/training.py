@@ -43,7 +43,7 @@ from .io import Dataset, Sample
 from .models import create_model, fit_svm, input_kind, model_logits, parse_arch
 from .preprocess import PreprocessConfig
 
-BALANCE_STRATEGIES = ("none", "class-weights", "oversample", "undersample", "synthetic")
+from .defaults import BALANCE_STRATEGIES, TRAIN_DEFAULTS  # noqa: E402
 SYNTHETIC_MAX_FACTOR = 5
 
 
@@ -58,23 +58,21 @@ class TrainConfig:
     val_fraction: share of the training data held out for early stopping (group-aware).
     """
 
-    # Defaults from measurements on real TEM particles (BENCHMARKS.md): the CNN+features fusion
-    # beats both the CNN and the SVM, and 12 epochs keep 5-fold CV of ~3,000 particles at
-    # 48x48 px under 10 minutes on 2 CPU cores.
-    arch: str = "auto"  # the fusion or the SVM, whichever validates better (emclassify.assess)
-    epochs: int = 12
-    batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    label_smoothing: float = 0.05
-    dropout: Optional[float] = None
-    patience: int = 4
-    val_fraction: float = 0.15
-    augment: bool = True
-    tta: bool = True  # test-time augmentation (8 D4 views) when assessing and classifying; see BENCHMARKS.md
-    balance: str = "class-weights"
-    seed: int = 0
-    device: str = "auto"
+    # Defaults: emclassify.defaults.TRAIN_DEFAULTS (one source for the CLI, the GUI and the API).
+    arch: str = TRAIN_DEFAULTS["arch"]
+    epochs: int = TRAIN_DEFAULTS["epochs"]
+    batch_size: int = TRAIN_DEFAULTS["batch_size"]
+    lr: float = TRAIN_DEFAULTS["lr"]
+    weight_decay: float = TRAIN_DEFAULTS["weight_decay"]
+    label_smoothing: float = TRAIN_DEFAULTS["label_smoothing"]
+    dropout: Optional[float] = TRAIN_DEFAULTS["dropout"]
+    patience: int = TRAIN_DEFAULTS["patience"]
+    val_fraction: float = TRAIN_DEFAULTS["val_fraction"]
+    augment: bool = TRAIN_DEFAULTS["augment"]
+    tta: bool = TRAIN_DEFAULTS["tta"]
+    balance: str = TRAIN_DEFAULTS["balance"]
+    seed: int = TRAIN_DEFAULTS["seed"]
+    device: str = TRAIN_DEFAULTS["device"]
 
     def __post_init__(self) -> None:
         if self.balance not in BALANCE_STRATEGIES:

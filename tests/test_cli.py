@@ -106,3 +106,23 @@ def test_gui_without_pyside6_says_how_to_install_it(monkeypatch, capsys):
     assert gui_main([]) == 4
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install 'emclassify[gui]'" in err
+
+
+def test_help_starts_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom emclassify.cli import build_parser\n"
+            "try:\n    build_parser().parse_args(['--help'])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch imported by --help'\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "usage: emclassify" in r.stdout
+
+
+def test_defaults_module_names_every_architecture():
+    from emclassify.defaults import ARCH_NAMES
+    from emclassify.models import FEATURE_SUFFIX, list_archs
+
+    listed = set(ARCH_NAMES) - {"<cnn>+features"}
+    assert listed == {a for a in list_archs() if not a.endswith(FEATURE_SUFFIX)}

@@ -1,0 +1,59 @@
+"""Every default setting and named choice in one torch-free module.
+
+The CLI builds its parser from here (so ``emclassify --help`` starts without
+importing torch), the GUI's forms read the same values, and the core's config
+classes (:class:`emclassify.preprocess.PreprocessConfig`,
+:class:`emclassify.training.TrainConfig`) take their defaults from here. Why each
+value: BENCHMARKS.md.
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+# ---- inputs (emclassify.preprocess, emclassify.input_decision)
+MODES = ("surround", "crop", "mask")
+NORMALIZATIONS = ("zscore", "minmax", "fixed")
+AUTO = "auto"
+DEFAULT_MODE = AUTO   # decided from the data: emclassify.input_decision
+DEFAULT_SIZE = 48     # px; as accurate as 64 on NanoShapes at less than half the compute
+DEFAULT_MARGIN = 50   # px of surrounding the seed's particle images carry
+DEFAULT_NORMALIZE = "zscore"
+
+# ---- training (emclassify.training.TrainConfig)
+BALANCE_STRATEGIES = ("none", "class-weights", "oversample", "undersample", "synthetic")
+TRAIN_DEFAULTS: Dict[str, object] = {
+    "arch": AUTO,            # the CNN+features fusion or the SVM, whichever validates better (emclassify.assess)
+    "epochs": 12,
+    "batch_size": 64,
+    "lr": 2e-3,
+    "weight_decay": 1e-4,
+    "label_smoothing": 0.05,
+    "dropout": None,
+    "patience": 4,
+    "val_fraction": 0.15,
+    "augment": True,
+    "tta": True,             # test-time augmentation (mean over the 8 rotations/reflections)
+    "balance": "class-weights",
+    "seed": 0,
+    "device": "auto",
+}
+DEFAULT_FOLDS = 5
+# Architecture names for help texts; tests hold it equal to emclassify.models.list_archs().
+ARCH_NAMES = ("auto", "lipnet1", "lipnet2", "lipnet3", "lipnet4", "lipnet5", "lipnet-fcn", "svm",
+              "<cnn>+features")
+
+# ---- batch (emclassify.batch)
+DEFAULT_BATCH_SIZE = 64
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_SOME_ERRORS = 3
+EXIT_NOTHING_RAN = 4
+EXIT_INTERRUPTED = 130
+EXIT_CODES = {
+    EXIT_OK: "all files classified",
+    EXIT_USAGE: "usage error (an option's value)",
+    EXIT_SOME_ERRORS: "some files could not be classified (status=error rows in the CSV)",
+    EXIT_NOTHING_RAN: "nothing could run (bad model, missing or empty folder, unusable or locked output, "
+                      "record of another model or folder)",
+    EXIT_INTERRUPTED: "interrupted; the results so far were written (use --resume to continue)",
+}
