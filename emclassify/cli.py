@@ -246,6 +246,8 @@ def _prepare(args, command: str):
         print(f"emclassify {command}: {exc}", file=sys.stderr)
         return 2
     print(f"input: mode {pcfg.mode} ({decision['reason']}), {pcfg.size}x{pcfg.size} px, {pcfg.normalize}")
+    if decision.get("note"):
+        print(f"note: {decision['note']}", file=sys.stderr)
     return pcfg, tcfg, ds, decision
 
 

@@ -11,8 +11,9 @@ Rule (applied to the labelled images before training or cross-validation):
    image carries ``margin`` px of surrounding; on small particle images (e.g.
    41×41 px) it left a 1×1 px region and the network saw constant inputs.
 
-``mask`` mode is never chosen automatically: on particles from new micrographs it
-lost ~10 points against ``crop`` (see BENCHMARKS.md, "input modes").
+``mask`` mode is never chosen automatically, and choosing it prints a note: on
+particles of micrographs held out from training it scored below ``crop``
+(BENCHMARKS.md, "Data nobody here prepared").
 """
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ from .io import ImageReadError, Sample, read_image
 from .preprocess import MIN_REGION_SIDE, PreprocessConfig
 
 MASK_SHARE_FOR_CROP = 0.5
+MASK_MODE_NOTE = ("mask mode generalises worse to micrographs not seen in training: on NanoShapes particles of 7 "
+                  "held-out micrographs it scored 84.0 % vs 86.6 % for crop (BENCHMARKS.md); prefer --mode auto "
+                  "or crop unless you have measured mask mode on held-out micrographs of your own")
 SIZE_SAMPLE = 400  # images measured for the decision (a seeded sample of larger sets)
 
 
@@ -81,6 +85,8 @@ def decide_preprocess(samples: Sequence[Sample], mode: str = DEFAULT_MODE, size:
     record: Dict = {"requested": mode, "images": n, "with_mask": with_mask}
     if mode != AUTO:
         record.update(chosen=mode, reason="given explicitly")
+        if mode == "mask":
+            record["note"] = MASK_MODE_NOTE
         return PreprocessConfig(mode=mode, size=size, margin=margin, normalize=normalize, mean=mean, std=std), record
     if share >= MASK_SHARE_FOR_CROP:
         chosen = "crop"

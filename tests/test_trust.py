@@ -251,3 +251,10 @@ def test_test_time_augmentation_averages_the_eight_views():
         assert torch.allclose(model_logits(model, x, tta=True), expected, atol=1e-6)
         symmetric = torch.stack(views).sum(0)  # the orbit sum is invariant under every view
         assert torch.allclose(model_logits(model, symmetric, tta=True), model(symmetric), atol=1e-5)
+
+
+def test_explicit_mask_mode_carries_the_evidence_note(tmp_path):
+    synth.generate(tmp_path, "lamellarity", 10, seed=9)
+    pcfg, record = decide_preprocess(load_dataset(tmp_path).samples, mode="mask")
+    assert pcfg.mode == "mask" and "held-out micrographs" in record["note"]
+    assert "note" not in decide_preprocess(load_dataset(tmp_path).samples, mode="crop")[1]

@@ -221,6 +221,8 @@ class TrainTab(QWidget):
         elif event[0] == "input":
             pcfg, decision = event[1], event[2]
             self.log.appendPlainText(f"input: mode {pcfg.mode} ({decision['reason']}), {pcfg.size}×{pcfg.size} px")
+            if decision.get("note"):
+                self.log.appendPlainText(f"note: {decision['note']}")
         elif event[0] == "load":
             self.status.emit(f"decoding images {event[1]}/{event[2]}")
         else:
