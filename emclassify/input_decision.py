@@ -1,15 +1,18 @@
 """``--mode auto``: the input mode chosen from the data, and why (recorded in the model card).
 
 Rule (applied to the labelled images before training or cross-validation):
+``crop`` only when the cropped region of the median image — the mask's bounding
+box when at least half the images have masks, else the image minus ``margin``
+px per side — still holds at least the model's input size (so cropping
+magnifies the particle without upsampling it) and no region falls under
+:data:`~emclassify.preprocess.MIN_REGION_SIDE`; otherwise ``surround`` (the
+whole image; masks still feed the handcrafted features).
 
-1. Masks for at least half of the images: ``crop`` (the mask's bounding box) —
-   the mode measured best on real masked particles (BENCHMARKS.md).
-2. No (or few) masks: ``crop`` with its ``margin`` only when the margin crop of
-   the median image still leaves at least the model input size and no image's
-   region falls under :data:`~emclassify.preprocess.MIN_REGION_SIDE`; otherwise
-   ``surround`` (the whole image). Why: without a mask ``crop`` assumes every
-   image carries ``margin`` px of surrounding; on small particle images (e.g.
-   41×41 px) it left a 1×1 px region and the network saw constant inputs.
+Why, measured (BENCHMARKS.md): on NanoShapes (real particles, median mask box
+~25 px) ``surround`` beat ``crop`` in 4 of 5 folds (92.x % vs 90.4 %); the
+synthetic liposomes (boxes ~80 px in ~200 px images) keep ``crop``. Without a
+mask ``crop`` assumes every image carries ``margin`` px of surrounding; on
+small particle images (e.g. 41×41 px) it left a 1×1 px region.
 
 ``mask`` mode is never chosen automatically, and choosing it prints a note: on
 particles of micrographs held out from training it scored below ``crop``
@@ -75,6 +78,24 @@ def size_warning(height: int, width: int, stats: Dict) -> str:
             f"{stats['shorter_median']}-{stats['longer_median']} px ({what}); this prediction is unreliable")
 
 
+def _mask_regions(samples: Sequence[Sample], seed: int = 0) -> np.ndarray:
+    """Longer side (px) of the mask's bounding box for a seeded sample of the masked images."""
+    rng = np.random.default_rng(seed)
+    masked = [s for s in samples if s.mask is not None]
+    if len(masked) > SIZE_SAMPLE:
+        masked = [masked[i] for i in sorted(rng.choice(len(masked), SIZE_SAMPLE, replace=False))]
+    out = []
+    for s in masked:
+        try:
+            m = read_image(s.mask, checksum=False).array != 0
+        except ImageReadError:
+            continue
+        if m.any():
+            ys, xs = np.nonzero(m)
+            out.append(max(int(ys.max() - ys.min()) + 1, int(xs.max() - xs.min()) + 1))
+    return np.asarray(out, dtype=np.int64)
+
+
 def decide_preprocess(samples: Sequence[Sample], mode: str = DEFAULT_MODE, size: int = DEFAULT_SIZE,
                       margin: int = DEFAULT_MARGIN,
                       normalize: str = "zscore", mean: float = 0.0, std: float = 1.0) -> Tuple[PreprocessConfig, Dict]:
@@ -88,26 +109,24 @@ def decide_preprocess(samples: Sequence[Sample], mode: str = DEFAULT_MODE, size:
         if mode == "mask":
             record["note"] = MASK_MODE_NOTE
         return PreprocessConfig(mode=mode, size=size, margin=margin, normalize=normalize, mean=mean, std=std), record
-    if share >= MASK_SHARE_FOR_CROP:
+    sides = _image_sides(samples)
+    masked = share >= MASK_SHARE_FOR_CROP
+    regions = _mask_regions(samples) if masked else (
+        (sides - 2 * np.minimum(margin, (sides - 1) // 2)).min(axis=1) if len(sides) else np.zeros(0, np.int64))
+    median_region = int(np.median(regions)) if len(regions) else 0
+    smallest = int(regions.min()) if len(regions) else 0
+    if len(sides):
+        record.update(median_image_side=int(np.median(sides.min(axis=1))), median_crop_region=median_region)
+    what = "the mask's bounding box" if masked else f"a {margin} px margin crop"
+    if median_region >= size and smallest >= MIN_REGION_SIDE:
         chosen = "crop"
-        reason = f"masks found for {100 * share:.0f} % of the images: the mask's bounding box"
+        reason = (f"{'masks for ' + format(100 * share, '.0f') + ' % of the images; ' if masked else 'no masks; '}"
+                  f"{what} keeps {median_region} px (median), at least the {size} px input")
     else:
-        sides = _image_sides(samples)
-        if len(sides):
-            regions = sides - 2 * np.minimum(margin, (sides - 1) // 2)
-            median_region = int(np.median(regions.min(axis=1)))
-            smallest = int(regions.min())
-            record.update(median_image_side=int(np.median(sides.min(axis=1))), median_crop_region=median_region)
-        else:
-            median_region = smallest = 0
-        if median_region >= size and smallest >= MIN_REGION_SIDE:
-            chosen = "crop"
-            reason = (f"no masks; a {margin} px margin crop leaves {median_region} px (median), at least the "
-                      f"{size} px input")
-        else:
-            chosen = "surround"
-            reason = (f"no masks for {100 * (1 - share):.0f} % of the images, and a {margin} px margin crop would "
-                      f"leave {median_region} px (median): the whole image is used")
+        chosen = "surround"
+        reason = (f"{'masks for ' + format(100 * share, '.0f') + ' % of the images, but ' if masked else 'no masks; '}"
+                  f"{what} would keep only {median_region} px (median) of the {size} px input: the whole image "
+                  "is used" + (" (the masks still feed the handcrafted features)" if masked else ""))
     record.update(chosen=chosen, reason=reason)
     return PreprocessConfig(mode=chosen, size=size, margin=margin, normalize=normalize, mean=mean, std=std), record
 
