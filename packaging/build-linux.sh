@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 "$PY" -c "import PyInstaller" 2>/dev/null || "$PY" -m pip install -q "pyinstaller>=6.0"
-"$PY" -c "import emclassify._C" || { echo "build-linux.sh: emclassify._C is not built; install with 'pip install --no-build-isolation -e .' first" >&2; exit 1; }
+"$PY" -c "import torch, emclassify._C" || { echo "build-linux.sh: emclassify._C is not built; install with 'pip install --no-build-isolation -e .' first" >&2; exit 1; }
 "$PY" -m PyInstaller --noconfirm --log-level WARN \
     --distpath dist --workpath build/pyinstaller packaging/emclassify.spec
 out=dist/emclassify

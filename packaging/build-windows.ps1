@@ -10,7 +10,7 @@ $py = ".venv\Scripts\python.exe"
 & $py -m pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 & $py -m pip install -q setuptools wheel pybind11 ninja "pyinstaller>=6.0"
 & $py -m pip install -q --no-build-isolation -e ".[gui]"
-& $py -c "import emclassify._C"
+& $py -c "import torch, emclassify._C"
 if ($LASTEXITCODE -ne 0) { throw "emclassify._C was not built (is MSVC on PATH?)" }
 & $py -m PyInstaller --noconfirm --clean --log-level WARN --distpath dist --workpath build\pyinstaller packaging\emclassify.spec
 if ($LASTEXITCODE -ne 0) { throw "PyInstaller failed" }
