@@ -16,7 +16,7 @@ split), so a model file and a cross-validation report say the same things:
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -49,7 +49,6 @@ class Assessed:
     selection: Optional[Dict] = None
     svm_model: Optional[nn.Module] = None
     majority_class: int = 0
-    extra: Dict = field(default_factory=dict)
 
     def card_metrics(self, n_validation: int) -> Dict:
         """The model card's ``metrics`` entry."""
@@ -69,7 +68,7 @@ def _compact(m: Dict) -> Dict:
 def _score(model: nn.Module, data: InputSet, classes: Sequence[str], tta: bool = False):
     logits = predict_logits(model, data.x, data.features, tta=tta)
     pred = logits.argmax(1) if logits.numel() else torch.zeros(0, dtype=torch.long)
-    return logits, metrics.summary(metrics.confusion_matrix(data.labels, pred, len(classes)), classes)
+    return logits, metrics.score(data.labels, pred, classes)
 
 
 def fit_svm_baseline(train: InputSet, n_classes: int, seed: int) -> Optional[nn.Module]:
@@ -116,10 +115,6 @@ def fit_assessed(train: InputSet, val: InputSet, classes: Sequence[str], pcfg: P
     return Assessed(model=model, arch=arch, fit=fit, temperature=temperature, calibration=calib, scores=scores,
                     flags=flag_list, selection=selection, svm_model=svm,
                     majority_class=int(np.bincount(train.labels.numpy(), minlength=k).argmax()))
-
-
-def history_dicts(fit: FitResult) -> List[Dict]:
-    return [asdict(h) for h in fit.history]
 
 
 __all__ = ["Assessed", "fit_assessed", "fit_svm_baseline"]

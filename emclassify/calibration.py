@@ -52,32 +52,16 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float(np.exp((a + b) / 2))
 
 
-def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
-    """ECE of ``N x C`` probabilities against int labels (confidence = max probability)."""
-    p = np.asarray(probabilities, dtype=np.float64)
-    y = np.asarray(labels)
-    if len(y) == 0:
-        return 0.0
-    conf, pred = p.max(1), p.argmax(1)
-    correct = (pred == y).astype(np.float64)
-    edges = np.linspace(0, 1, bins + 1)
-    idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        sel = idx == b
-        if sel.any():
-            ece += sel.mean() * abs(correct[sel].mean() - conf[sel].mean())
-    return float(ece)
-
-
 def reliability_curve(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> Dict:
-    """Per bin: mean confidence, accuracy and count (for the reliability diagram)."""
+    """Per non-empty bin of confidence (max probability): mean confidence, accuracy and count."""
     p = np.asarray(probabilities, dtype=np.float64)
     y = np.asarray(labels)
+    out = {"confidence": [], "accuracy": [], "count": []}
+    if len(y) == 0:
+        return out
     conf, correct = p.max(1), (p.argmax(1) == y)
     edges = np.linspace(0, 1, bins + 1)
     idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
-    out = {"confidence": [], "accuracy": [], "count": []}
     for b in range(bins):
         sel = idx == b
         if sel.any():
@@ -85,6 +69,14 @@ def reliability_curve(probabilities: np.ndarray, labels: np.ndarray, bins: int =
             out["accuracy"].append(float(correct[sel].mean()))
             out["count"].append(int(sel.sum()))
     return out
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE of ``N x C`` probabilities against int labels: the count-weighted mean of
+    |accuracy - confidence| over the bins of :func:`reliability_curve`."""
+    c = reliability_curve(probabilities, labels, bins)
+    n = sum(c["count"])
+    return float(sum(k * abs(a - f) for k, a, f in zip(c["count"], c["accuracy"], c["confidence"])) / n) if n else 0.0
 
 
 def calibrate(logits: torch.Tensor, labels: torch.Tensor) -> Tuple[float, Dict]:

@@ -108,8 +108,7 @@ class CVResult:
 
     def pooled_baselines(self) -> Dict[str, Dict]:
         m = self.evaluated
-        return {name: metrics.summary(metrics.confusion_matrix(self.labels[m], p[m].argmax(1), len(self.classes)),
-                                      self.classes) for name, p in self.baselines.items()}
+        return {name: metrics.score(self.labels[m], p[m].argmax(1), self.classes) for name, p in self.baselines.items()}
 
     def calibration_dict(self) -> Dict:
         from .calibration import expected_calibration_error
@@ -177,7 +176,7 @@ class CVResult:
 
 def _plain_scores(r: "CVResult") -> Dict:
     m = r.evaluated
-    s = metrics.summary(metrics.confusion_matrix(r.labels[m], r.without_tta[m].argmax(1), len(r.classes)), r.classes)
+    s = metrics.score(r.labels[m], r.without_tta[m].argmax(1), r.classes)
     return {k: s[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
 
 

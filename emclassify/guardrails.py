@@ -40,7 +40,7 @@ def majority_scores(train_labels: np.ndarray, test_labels: np.ndarray, classes: 
     k = len(classes)
     majority = int(np.bincount(np.asarray(train_labels), minlength=k).argmax())
     pred = np.full(len(test_labels), majority)
-    out = metrics.summary(metrics.confusion_matrix(test_labels, pred, k), classes)
+    out = metrics.score(test_labels, pred, classes)
     out["predicts"] = classes[majority]
     return out
 

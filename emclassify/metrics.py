@@ -61,4 +61,9 @@ def summary(cm: np.ndarray, classes: Sequence[str]) -> Dict:
 
 
 
-__all__: List[str] = ["confusion_matrix", "per_class", "summary"]
+def score(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str]) -> Dict:
+    """:func:`summary` of the confusion matrix of ``y_true`` against ``y_pred``."""
+    return summary(confusion_matrix(y_true, y_pred, len(classes)), classes)
+
+
+__all__: List[str] = ["confusion_matrix", "per_class", "score", "summary"]
