@@ -475,7 +475,10 @@ def train(dataset: Dataset, pcfg: PreprocessConfig, cfg: TrainConfig, out, on_ep
     data = load_inputs(dataset.samples, pcfg, dataset.classes, want_features=True, progress=on_load)
     refuse_too_small(data)
     if len(data) < 4:
-        raise ValueError(f"only {len(data)} usable images: too few to train on")
+        unread = "".join(f"\n  {e}" for e in data.errors[:10]) + (
+            f"\n  ... and {len(data.errors) - 10} more" if len(data.errors) > 10 else "")
+        raise ValueError(f"only {len(data)} usable images: too few to train on"
+                         + (f"; {len(data.errors)} could not be used:{unread}" if data.errors else ""))
     groups = [s.group for s in data.samples] if dataset.has_groups else None
     tr, va = holdout_split(data.labels.numpy(), groups, cfg.val_fraction, cfg.seed)
     val_set = data.subset(va)
