@@ -30,11 +30,12 @@ import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from ._native import backend_description
 from ._version import __version__
 from .assets import default_model_path
+from .events import BatchClassified, BatchStarted, Progress, emit
 from .inference import DEFAULT_BATCH_SIZE, BatchResult, CancelToken, Classifier, FileResult, classify_folder
 from .io import DatasetError, FolderListing, list_images
 from .modelfile import ModelFileError, file_sha256, load_model, software_versions, utc_now
@@ -259,7 +260,7 @@ def _still_valid(previous: List[FileResult], listing: FolderListing) -> tuple:
 def build_summary(
     *,
     folder: Path,
-    csv_path: Path,
+    csv_path: Optional[Path],
     trained,
     device: str,
     results: List[FileResult],
@@ -284,7 +285,7 @@ def build_summary(
         "emclassify_version": __version__,
         "created": utc_now(),
         "folder": str(folder),
-        "csv": csv_path.name,
+        "csv": csv_path.name if csv_path else None,
         "complete": complete,
         "model": {
             "path": str(trained.path) if trained.path else "",
@@ -319,6 +320,148 @@ def build_summary(
     }
 
 
+class BatchRun:
+    """One classification of a folder by one model: the core object the CLI, the GUI and notebooks share.
+
+    Construction checks everything that can be checked before work starts (model file, device,
+    folder listing) and raises :class:`BatchError` with a message naming the problem.
+    :meth:`batches` classifies, yielding one :class:`BatchResult` per batch and collecting the rows
+    in :attr:`results`; :meth:`summary` and :meth:`save` turn the rows into the lab record (CSV +
+    summary JSON, written atomically). :func:`run_batch` adds what a headless run to a named file
+    needs on top (partial file after every batch, lock, resume); the GUI classifies into memory and
+    saves on export. :meth:`from_csv` reopens a finished record (e.g. of a headless run) for review.
+    """
+
+    def __init__(self, folder, model=None, batch_size: int = DEFAULT_BATCH_SIZE, device: str = "auto",
+                 workers: Optional[int] = None, allow_outside: bool = False):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise BatchError(f"batch size must be a whole number >= 1, got {batch_size!r}")
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise BatchError(f"{folder}: no such folder")
+        model_path = Path(model) if model else default_model_path()
+        try:
+            trained = load_model(model_path)
+        except ModelFileError as exc:
+            raise BatchError(str(exc)) from None
+        try:
+            classifier = Classifier(trained, device=device)
+        except (RuntimeError, ValueError) as exc:
+            raise BatchError(str(exc)) from None
+        try:
+            listing = list_images(folder, allow_outside=allow_outside)
+        except DatasetError as exc:
+            raise BatchError(str(exc)) from None
+        if not listing.samples:
+            raise BatchError(f"{folder}: no image files found (looked for .tif .tiff .png .jpg .jpeg .bmp, recursively)")
+        self._setup(trained, classifier, listing, batch_size, workers)
+
+    def _setup(self, trained, classifier: Optional[Classifier], listing: FolderListing, batch_size: int,
+               workers: Optional[int]) -> None:
+        self.trained, self.classifier, self.listing = trained, classifier, listing
+        self.batch_size, self.workers = batch_size, workers
+        self.results: List[FileResult] = []
+        self.resumed = 0
+        self.resume_check: Optional[Dict] = None
+        self.complete = False
+        self.device = str(classifier.device) if classifier is not None else "cpu"
+        self._t0 = time.perf_counter()
+        self.elapsed = 0.0
+
+    @property
+    def classes(self) -> List[str]:
+        return list(self.trained.card.classes)
+
+    @property
+    def root(self) -> Path:
+        """The classified folder; rows' ``path`` are relative to it."""
+        return self.listing.root
+
+    @property
+    def total(self) -> int:
+        return len(self.listing.samples)
+
+    def batches(self, cancel: Optional[CancelToken] = None, skip=(),
+                progress: Optional[Progress] = None) -> Iterator[BatchResult]:
+        """Classify the files not in ``skip`` (relative paths), batch by batch, collecting the rows.
+
+        progress receives :class:`~emclassify.events.BatchStarted`, then a
+        :class:`~emclassify.events.BatchClassified` per batch once the caller has taken the batch
+        (so a listener that stops the run never loses rows the caller has not recorded). Stops after the batch in progress when ``cancel`` is cancelled; :attr:`complete` says
+        whether every file was reached.
+        """
+        if self.classifier is None:
+            raise BatchError(f"{self.root}: this record was reopened for review; classify the folder again to add rows")
+        self.complete = False
+        skip = set(skip)
+        emit(progress, BatchStarted(self, sum(1 for s in self.listing.samples if s.relpath not in skip)))
+        for batch in classify_folder(self.root, self.classifier, batch_size=self.batch_size, skip=skip,
+                                     cancel=cancel, workers=self.workers, listing=self.listing):
+            self.results.extend(batch.results)
+            self.elapsed = time.perf_counter() - self._t0
+            yield batch  # the caller records it first (run_batch: appends the rows to the partial file)
+            emit(progress, BatchClassified(batch))
+        self.complete = not (cancel is not None and cancel.cancelled)
+        self.elapsed = time.perf_counter() - self._t0
+
+    def summary(self, csv_path=None) -> Dict:
+        """The summary of the rows so far (``csv``: the CSV's name, None while the record is unsaved)."""
+        return build_summary(folder=self.root, csv_path=Path(csv_path) if csv_path else None, trained=self.trained,
+                             device=self.device, results=self.results, ignored=self.listing.ignored,
+                             complete=self.complete, elapsed=self.elapsed, resumed=self.resumed,
+                             unreadable=self.listing.unreadable, resume_check=self.resume_check)
+
+    def save(self, csv_path) -> Tuple[Path, Path, Dict]:
+        """Write the CSV and ``<csv stem>.summary.json`` atomically; returns both paths and the summary."""
+        csv_path = Path(csv_path)
+        write_csv(csv_path, self.results, self.classes)
+        summary = self.summary(csv_path)
+        return csv_path, write_json(summary_path_for(csv_path), summary), summary
+
+    @classmethod
+    def from_csv(cls, csv_path, model=None) -> "BatchRun":
+        """Reopen a finished record (CSV + its summary) for viewing and review.
+
+        The model is the one the summary names (or ``model``); its SHA-256 must match the
+        record's, so the review log names the model that made the predictions. The rows are the
+        CSV's; the folder is the summary's (it must still exist to show the images).
+        """
+        csv_path = Path(csv_path)
+        summary = _read_json_dict(summary_path_for(csv_path))
+        if summary is None:
+            raise BatchError(f"{csv_path}: its summary {summary_path_for(csv_path).name} is missing or unreadable")
+        recorded = summary.get("model") if isinstance(summary.get("model"), dict) else {}
+        model_path = Path(model) if model else Path(str(recorded.get("path") or ""))
+        if not str(model_path) or not model_path.is_file():
+            raise BatchError(f"{csv_path}: the model that wrote it ({recorded.get('path') or 'unknown'}) is not "
+                             "found; choose that model file")
+        try:
+            trained = load_model(model_path)
+        except ModelFileError as exc:
+            raise BatchError(str(exc)) from None
+        if recorded.get("sha256") and trained.sha256 != recorded.get("sha256"):
+            raise BatchError(f"{csv_path}: written with another model (sha256 {str(recorded['sha256'])[:12]}…) "
+                             f"than {model_path} ({trained.sha256[:12]}…)")
+        folder = Path(str(summary.get("folder") or ""))
+        if not folder.is_dir():
+            raise BatchError(f"{csv_path}: the classified folder {folder} no longer exists")
+        try:
+            rows = read_csv(csv_path, trained.card.classes)
+        except ReportError as exc:
+            raise BatchError(str(exc)) from None
+        unreadable = [(str(u.get("path")), str(u.get("reason"))) for u in summary.get("unreadable_entries") or []
+                      if isinstance(u, dict)]
+        listing = FolderListing(folder.resolve(), [], [str(p) for p in summary.get("ignored_non_image") or []],
+                                unreadable)
+        run = cls.__new__(cls)
+        run._setup(trained, None, listing, DEFAULT_BATCH_SIZE, None)
+        run.results = rows
+        run.complete = bool(summary.get("complete", True))
+        run.elapsed = float(summary.get("elapsed_s") or 0.0)
+        run.device = str(summary.get("device") or "cpu")
+        return run
+
+
 def run_batch(
     folder,
     model=None,
@@ -326,58 +469,37 @@ def run_batch(
     batch_size: int = DEFAULT_BATCH_SIZE,
     device: str = "auto",
     resume: bool = False,
-    on_batch: Optional[Callable[[BatchResult], None]] = None,
+    progress: Optional[Progress] = None,
     cancel: Optional[CancelToken] = None,
     workers: Optional[int] = None,
     allow_outside: bool = False,
 ) -> BatchOutcome:
     """Classify every image under ``folder`` and write the CSV + summary. See module doc.
 
-    Raises :class:`BatchError` when nothing can run.
+    progress receives a :class:`emclassify.events.BatchClassified` per batch. Raises
+    :class:`BatchError` when nothing can run.
     """
-    t0 = time.perf_counter()
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise BatchError(f"batch size must be a whole number >= 1, got {batch_size!r}")
     folder = Path(folder)
     if not folder.is_dir():
         raise BatchError(f"{folder}: no such folder")
     csv_path = Path(out) if out else default_output(folder)
     check_output(csv_path)
-    model_path = Path(model) if model else default_model_path()
-    try:
-        trained = load_model(model_path)
-    except ModelFileError as exc:
-        raise BatchError(str(exc)) from None
-    try:
-        classifier = Classifier(trained, device=device)
-    except (RuntimeError, ValueError) as exc:
-        raise BatchError(str(exc)) from None
-    try:
-        listing = list_images(folder, allow_outside=allow_outside)
-    except DatasetError as exc:
-        raise BatchError(str(exc)) from None
-    if not listing.samples:
-        raise BatchError(f"{folder}: no image files found (looked for .tif .tiff .png .jpg .jpeg .bmp, recursively)")
+    run = BatchRun(folder, model, batch_size=batch_size, device=device, workers=workers, allow_outside=allow_outside)
     try:
         csv_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BatchError(f"{csv_path}: cannot write output: {exc.strerror or exc}") from None
     with output_lock(csv_path):
-        return _run_locked(t0, csv_path, trained, classifier, listing, batch_size, resume, on_batch, cancel, workers)
+        return _run_locked(run, csv_path, resume, progress, cancel)
 
 
-def _run_locked(t0, csv_path, trained, classifier, listing, batch_size, resume, on_batch, cancel,
-                workers) -> BatchOutcome:
+def _run_locked(run: BatchRun, csv_path: Path, resume: bool, progress, cancel) -> BatchOutcome:
     partial = partial_path_for(csv_path)
-    classes = trained.card.classes
-    identity = _run_identity(trained, listing.root)
-    resume_check = None
-    previous: List[FileResult] = []
+    classes = run.classes
+    identity = _run_identity(run.trained, run.root)
     if resume:
-        previous, resume_check = _still_valid(_load_previous(csv_path, classes, identity), listing)
-    done_paths = {r.path for r in previous}
-
-    new: List[FileResult] = []
+        previous, run.resume_check = _still_valid(_load_previous(csv_path, classes, identity), run.listing)
+        run.results, run.resumed = list(previous), len(previous)
     interrupted = False
     try:
         write_json(run_record_path_for(csv_path), {**identity, "started": utc_now(), "emclassify_version": __version__})
@@ -387,40 +509,19 @@ def _run_locked(t0, csv_path, trained, classifier, listing, batch_size, resume, 
     try:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(csv_columns(classes))
-        writer.writerows(row_values(r, classes) for r in previous)
+        writer.writerows(row_values(r, classes) for r in run.results)
         fh.flush()
         try:
-            for batch in classify_folder(
-                listing.root, classifier, batch_size=batch_size, skip=done_paths, cancel=cancel,
-                workers=workers, listing=listing,
-            ):
-                new.extend(batch.results)
+            for batch in run.batches(cancel=cancel, skip={r.path for r in run.results}, progress=progress):
                 writer.writerows(row_values(r, classes) for r in batch.results)
                 fh.flush()
-                if on_batch is not None:
-                    on_batch(batch)
         except KeyboardInterrupt:
             interrupted = True
+            run.complete = False
     finally:
         fh.close()
 
-    results = previous + new
-    complete = not interrupted and not (cancel is not None and cancel.cancelled)
-    write_csv(csv_path, results, classes)
-    summary = build_summary(
-        folder=listing.root,
-        csv_path=csv_path,
-        trained=trained,
-        device=str(classifier.device),
-        results=results,
-        ignored=listing.ignored,
-        complete=complete,
-        elapsed=time.perf_counter() - t0,
-        resumed=len(previous),
-        unreadable=listing.unreadable,
-        resume_check=resume_check,
-    )
-    summary_path = write_json(summary_path_for(csv_path), summary)
+    _, summary_path, summary = run.save(csv_path)
     for leftover in (partial, run_record_path_for(csv_path)):
         with contextlib.suppress(OSError):
             os.unlink(leftover)
@@ -430,4 +531,4 @@ def _run_locked(t0, csv_path, trained, classifier, listing, batch_size, resume, 
         code = EXIT_SOME_ERRORS
     else:
         code = EXIT_OK
-    return BatchOutcome(csv_path, summary_path, summary, results, code)
+    return BatchOutcome(csv_path, summary_path, summary, run.results, code)

@@ -1,8 +1,11 @@
 """The ``emclassify`` command line: a thin layer over the Python API.
 
 Subcommands: ``batch`` (classify a folder -> CSV + summary), ``info`` (print a
-model card), ``synth`` (write synthetic liposomes), ``models`` (the
-architecture table). ``emclassify --version`` names the active op backend.
+model card), ``synth`` (write synthetic liposomes), ``train`` (train a model),
+``cv`` (cross-validation report), ``compare`` (architectures on identical folds),
+``gui`` (the desktop app), ``models`` (the architecture table), ``bench`` (native
+speed). ``emclassify --version`` names the active op backend. The parser is built
+from :mod:`emclassify.defaults` without importing torch, so ``--help`` is quick.
 """
 from __future__ import annotations
 
@@ -16,41 +19,36 @@ from typing import List, Optional
 from ._version import __version__
 
 
-def _fmt_seconds(s: Optional[float]) -> str:
-    if s is None:
-        return "--:--"
-    s = int(round(s))
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
-
-
 class ProgressBar:
-    """A one-line progress bar on a terminal (stderr); silent when stderr is not a terminal."""
+    """A progress bar on stderr (tqdm), shown only on a terminal unless ``enabled`` says otherwise.
+
+    update(done, total, rate, eta): absolute position; rate and eta come from the core's own
+    measurement (:class:`emclassify.inference.BatchResult`), tqdm only draws.
+    """
 
     def __init__(self, label: str, stream=None, enabled: Optional[bool] = None):
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty() if enabled is None else enabled
         self.label = label
-        self._last = 0.0
+        self._bar = None
 
     def update(self, done: int, total: int, rate: float, eta: Optional[float], force: bool = False) -> None:
         if not self.enabled:
             return
-        now = time.monotonic()
-        if not force and now - self._last < 0.1 and done < total:
-            return
-        self._last = now
-        width = 30
-        frac = done / total if total else 1.0
-        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
-        self.stream.write(
-            f"\r{self.label} [{bar}] {done}/{total} {100 * frac:5.1f}%  {rate:6.1f} img/s  ETA {_fmt_seconds(eta)} "
-        )
-        self.stream.flush()
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=self.label, unit="img", file=self.stream, mininterval=0.1,
+                             dynamic_ncols=True, leave=True)
+        self._bar.total = total
+        self._bar.n = done
+        self._bar.set_postfix_str(f"{rate:.1f} img/s", refresh=False)
+        self._bar.refresh() if force or done >= total else self._bar.update(0)
 
     def close(self) -> None:
-        if self.enabled and self._last:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 def _version_text() -> str:
@@ -94,6 +92,7 @@ def _silence_libraries() -> None:
 
 def cmd_batch(args) -> int:
     from .batch import EXIT_NOTHING_RAN, BatchError, run_batch
+    from .events import BatchClassified
     from .reports import format_summary
 
     if args.quiet:
@@ -107,7 +106,8 @@ def cmd_batch(args) -> int:
             **({"batch_size": args.batch_size} if args.batch_size else {}),
             device=args.device,
             resume=args.resume,
-            on_batch=lambda b: bar.update(b.done, b.total, b.rate, b.eta),
+            progress=lambda e: bar.update(e.batch.done, e.batch.total, e.batch.rate, e.batch.eta)
+            if isinstance(e, BatchClassified) else None,
             workers=args.workers,
             allow_outside=args.allow_outside_paths,
         )
@@ -199,18 +199,34 @@ def _load_dataset(path, allow_outside: bool = False):
     return ds
 
 
-class _EpochPrinter:
-    """Per-epoch progress lines with ETA (an upper bound: early stopping may end sooner)."""
+class _ProgressPrinter:
+    """Prints the core's progress events (:mod:`emclassify.events`): a decoding bar, one line per
+    epoch with the remaining time of the whole command (an upper bound: early stopping may end
+    sooner), one line per finished fold. show_arch: prefix lines with the architecture (compare)."""
 
-    def __init__(self, prefix: str = ""):
-        self.prefix = prefix
-        self.seconds: List[float] = []
+    def __init__(self, show_arch: bool = False):
+        self.show_arch = show_arch
+        self.decoding = None
 
-    def __call__(self, log) -> None:
-        self.seconds.append(log.seconds)
-        eta = (log.epochs - log.epoch) * sum(self.seconds) / len(self.seconds)
-        print(f"{self.prefix}epoch {log.epoch:3d}/{log.epochs}  loss {log.train_loss:.4f}  val loss {log.val_loss:.4f}"
-              f"  val macro-F1 {log.val_macro_f1:.4f}  ({log.seconds:.1f} s, ETA ≤ {_fmt_seconds(eta)})", flush=True)
+    def _where(self, arch: str, fold, folds) -> str:
+        parts = ([arch] if self.show_arch else []) + ([f"fold {fold + 1}/{folds}"] if fold is not None else [])
+        return " ".join(parts) + "  " if parts else ""
+
+    def __call__(self, event) -> None:
+        from .events import Decoding, EpochEnded, FoldEnded, format_seconds
+
+        if isinstance(event, Decoding):
+            self.decoding = self.decoding or _load_bar("decoding")
+            self.decoding(event.done, event.total)
+        elif isinstance(event, EpochEnded):
+            log = event.log
+            print(f"{self._where(event.arch, event.fold, event.folds)}epoch {log.epoch:3d}/{log.epochs}  "
+                  f"loss {log.train_loss:.4f}  val loss {log.val_loss:.4f}  val macro-F1 {log.val_macro_f1:.4f}  "
+                  f"({log.seconds:.1f} s, remaining ≤ {format_seconds(event.remaining_s)})", flush=True)
+        elif isinstance(event, FoldEnded):
+            m = event.metrics
+            print(f"{self._where(event.arch, event.fold, event.folds).rstrip()}: test accuracy {m['accuracy']:.4f}, "
+                  f"macro-F1 {m['macro_f1']:.4f}", flush=True)
 
 
 def _load_bar(label: str):
@@ -267,7 +283,7 @@ def cmd_train(args) -> int:
         return prepared
     pcfg, tcfg, ds, decision = prepared
     try:
-        outcome = train(ds, pcfg, tcfg, args.out, on_epoch=_EpochPrinter(), on_load=_load_bar("decoding"),
+        outcome = train(ds, pcfg, tcfg, args.out, progress=_ProgressPrinter(),
                         name=args.name or "", problem=args.problem or "", input_decision=decision)
     except ValueError as exc:
         print(f"emclassify train: {exc}", file=sys.stderr)
@@ -296,26 +312,6 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _cv_progress(prefix_arch: bool):
-    printer = {}
-    loader = _load_bar("decoding")
-
-    def on_progress(*a):
-        arch, event, info = a if prefix_arch else ("", *a)
-        if event == "load":
-            loader(info["done"], info["total"])
-        elif event == "fold_start":
-            printer["p"] = _EpochPrinter(f"{arch + ' ' if arch else ''}fold {info['fold'] + 1}/{info['k']}  ")
-        elif event == "epoch":
-            printer["p"](info["log"])
-        elif event == "fold_end":
-            m = info["metrics"]
-            print(f"{arch + ' ' if arch else ''}fold {info['fold'] + 1}/{info['k']}: test accuracy "
-                  f"{m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}", flush=True)
-
-    return on_progress
-
-
 def cmd_cv(args) -> int:
     from .cv_report import write_cv_report
     from .evaluation import cross_validate
@@ -325,7 +321,7 @@ def cmd_cv(args) -> int:
         return prepared
     pcfg, tcfg, ds, decision = prepared
     try:
-        result = cross_validate(ds, pcfg, tcfg, k=args.folds, on_progress=_cv_progress(False))
+        result = cross_validate(ds, pcfg, tcfg, k=args.folds, progress=_ProgressPrinter())
     except ValueError as exc:
         print(f"emclassify cv: {exc}", file=sys.stderr)
         return 4
@@ -356,7 +352,7 @@ def cmd_compare(args) -> int:
     pcfg, tcfg, ds, decision = prepared
     archs = [a.strip() for a in args.archs.split(",") if a.strip()]
     try:
-        comp = compare(ds, archs, pcfg, tcfg, k=args.folds, on_progress=_cv_progress(True))
+        comp = compare(ds, archs, pcfg, tcfg, k=args.folds, progress=_ProgressPrinter(show_arch=True))
     except ValueError as exc:
         print(f"emclassify compare: {exc}", file=sys.stderr)
         return 4
@@ -467,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--problem", choices=["lamellarity", "encapsulation"], default="lamellarity")
     s.add_argument("--n", type=_positive_int, default=1000, help="number of particles (default 1000)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--proportions", help="class proportions in class order, e.g. 0.5,0.4,0.1 (default: the seed paper's)")
+    s.add_argument("--proportions", help="class proportions in class order, e.g. 0.5,0.4,0.1 (default: the published liposome mix, e.g. lamellarity 87/12/0.6 %%)")
     s.set_defaults(func=cmd_synth)
 
     def training_options(sp, arch: bool = True):

@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
 from . import metrics
+from .events import Decoding, EpochEnded, FoldEnded, FoldStarted, Progress, RemainingTime, emit
 from .inference import CancelToken
 from .io import Dataset
-from .models import parse_arch
+from .models import SVM, parse_arch
 from .preprocess import PreprocessConfig
-from .training import EpochLog, InputSet, TrainConfig, fit_model, holdout_split, load_inputs, predict_logits
+from .training import EpochLog, InputSet, TrainConfig, holdout_split, load_inputs, predict_logits
 
 
 def make_folds(labels: Sequence[int], groups: Optional[Sequence], k: int, seed: int) -> np.ndarray:
@@ -191,7 +192,6 @@ def _compact(m: Dict) -> Dict:
             "confusion_matrix": m["confusion_matrix"]}
 
 
-ProgressFn = Callable[[str, Dict], None]
 
 
 def cross_validate(
@@ -201,13 +201,16 @@ def cross_validate(
     k: int = 5,
     inputs: Optional[InputSet] = None,
     folds: Optional[np.ndarray] = None,
-    on_progress: Optional[ProgressFn] = None,
+    progress: Optional[Progress] = None,
     cancel: Optional[CancelToken] = None,
+    clock: Optional[RemainingTime] = None,
 ) -> CVResult:
     """k-fold CV of ``cfg.arch``. ``inputs``/``folds`` may be shared between architectures.
 
-    on_progress(event, info): events ``load`` {done, total}, ``fold_start`` {fold, k},
-    ``epoch`` {fold, k, log}, ``fold_end`` {fold, k, metrics}.
+    progress: receives :class:`~emclassify.events.Decoding` (when ``inputs`` is None), then per
+    fold :class:`~emclassify.events.FoldStarted`, :class:`~emclassify.events.EpochEnded` and
+    :class:`~emclassify.events.FoldEnded`. clock: the remaining-time estimate of a larger call
+    (:func:`compare` shares one across architectures).
     """
     from .assess import fit_assessed
     from .training import refuse_too_small
@@ -215,7 +218,7 @@ def cross_validate(
     t0 = time.perf_counter()
     if inputs is None:
         inputs = load_inputs(dataset.samples, pcfg, dataset.classes, want_features=True,
-                             progress=(lambda d, t: on_progress("load", {"done": d, "total": t})) if on_progress else None)
+                             progress=lambda done, total: emit(progress, Decoding(done, total)))
         refuse_too_small(inputs)
     _, uses_features = parse_arch(cfg.arch)
     if uses_features and inputs.features is None:
@@ -225,6 +228,9 @@ def cross_validate(
     if folds is None:
         folds = make_folds(labels, groups, k, cfg.seed)
     k = int(folds.max()) + 1
+    epochs_based = cfg.arch != SVM
+    if clock is None:
+        clock = RemainingTime(runs=k, epochs=cfg.epochs)
     n_classes = len(dataset.classes)
     probs = np.zeros((len(labels), n_classes))
     raw = np.zeros_like(probs)
@@ -239,15 +245,16 @@ def cross_validate(
             complete = False
             break
         tf = time.perf_counter()
-        if on_progress:
-            on_progress("fold_start", {"fold": f, "k": k})
+        emit(progress, FoldStarted(cfg.arch, f, k))
+        if epochs_based:
+            clock.run_started()
         train_idx = np.nonzero(folds != f)[0]
         test_idx = np.nonzero(folds == f)[0]
         tr_groups = [groups[i] for i in train_idx] if groups else None
         inner_tr, inner_va = holdout_split(labels[train_idx], tr_groups, cfg.val_fraction, cfg.seed + f)
         res = fit_assessed(
             inputs.subset(train_idx[inner_tr]), inputs.subset(train_idx[inner_va]), dataset.classes, pcfg, cfg,
-            on_epoch=(lambda log, f=f: on_progress("epoch", {"fold": f, "k": k, "log": log})) if on_progress else None,
+            on_epoch=lambda log, f=f: emit(progress, EpochEnded(cfg.arch, log, f, k, clock.epoch_ended(log.seconds))),
             cancel=cancel, where=f"fold {f + 1} inner validation",
         )
         test = inputs.subset(test_idx)
@@ -267,8 +274,9 @@ def cross_validate(
                 **({"selection": res.selection} if res.selection else {})}
         results.append(FoldResult(f, len(train_idx), len(test_idx), fm, res.fit.history, res.fit.best_epoch,
                                   res.fit.stopped, time.perf_counter() - tf, info))
-        if on_progress:
-            on_progress("fold_end", {"fold": f, "k": k, "metrics": fm})
+        if epochs_based:
+            clock.run_ended()
+        emit(progress, FoldEnded(cfg.arch, f, k, fm))
         if res.fit.stopped in ("interrupted", "cancelled"):
             complete = False
             break
@@ -325,9 +333,12 @@ def paired_fold_test(f1_a: Sequence[float], f1_b: Sequence[float]) -> Dict:
 
 
 def compare(dataset: Dataset, archs: Sequence[str], pcfg: PreprocessConfig, cfg: TrainConfig, k: int = 5,
-            alpha: float = 0.05, on_progress: Optional[Callable[[str, str, Dict], None]] = None,
+            alpha: float = 0.05, progress: Optional[Progress] = None,
             cancel: Optional[CancelToken] = None) -> Comparison:
-    """Cross-validate every architecture on identical folds and test each pair for a difference."""
+    """Cross-validate every architecture on identical folds and test each pair for a difference.
+
+    progress: as :func:`cross_validate` (events carry their architecture); the remaining time
+    covers all architectures."""
     if len(archs) < 2:
         raise ValueError("compare needs at least two architectures")
     for a in archs:
@@ -335,17 +346,18 @@ def compare(dataset: Dataset, archs: Sequence[str], pcfg: PreprocessConfig, cfg:
     from .training import refuse_too_small
 
     inputs = load_inputs(dataset.samples, pcfg, dataset.classes, want_features=True,
-                         progress=(lambda d, t: on_progress("", "load", {"done": d, "total": t})) if on_progress else None)
+                         progress=lambda done, total: emit(progress, Decoding(done, total)))
     refuse_too_small(inputs)
     groups = [s.group for s in inputs.samples] if dataset.has_groups else None
     folds = make_folds(inputs.labels.numpy(), groups, k, cfg.seed)
+    clock = RemainingTime(runs=k * sum(1 for a in archs if a != SVM), epochs=cfg.epochs)
     results = []
     for a in archs:
         if cancel is not None and cancel.cancelled:
             break
         acfg = TrainConfig(**{**cfg.to_dict(), "arch": a})
         results.append(cross_validate(dataset, pcfg, acfg, k, inputs=inputs, folds=folds, cancel=cancel,
-                                      on_progress=(lambda e, i, a=a: on_progress(a, e, i)) if on_progress else None))
+                                      progress=progress, clock=clock))
     tests = []
     for i in range(len(results)):
         for j in range(i + 1, len(results)):

@@ -59,10 +59,19 @@ def current_user() -> str:
 
 
 class ReviewStore:
-    """Labelled manifest + audit log in ``dest`` (see module doc)."""
+    """Labelled manifest + audit log in ``dest`` (see module doc).
 
-    def __init__(self, dest, user: Optional[str] = None):
+    classified_root: the folder whose images are reviewed; ``dest`` must lie outside it
+    (:class:`ValueError` otherwise), so a review never writes into the folder it describes.
+    """
+
+    def __init__(self, dest, user: Optional[str] = None, classified_root=None):
         self.dest = Path(dest).resolve()
+        if classified_root is not None:
+            root = Path(classified_root).resolve()
+            if self.dest == root or root in self.dest.parents:
+                raise ValueError(f"{dest}: inside the classified folder {root}; choose a labels folder outside it "
+                                 "(the classified folder is never modified)")
         self.user = user or current_user()
         self.manifest = self.dest / "manifest.csv"
         self.log = self.dest / "review_log.csv"

@@ -14,6 +14,7 @@ from emclassify.batch import (EXIT_NOTHING_RAN, EXIT_OK, EXIT_SOME_ERRORS, parti
                               run_record_path_for)
 from emclassify.modelfile import file_sha256
 from emclassify.cli import main
+from emclassify.events import BatchClassified
 from emclassify.inference import CancelToken, Classifier
 from emclassify.io import read_image
 
@@ -153,12 +154,13 @@ def test_cancel_keeps_what_is_done(tmp_path, mixed_folder, model_file):
     cancel = CancelToken()
     seen = []
 
-    def on_batch(b):
-        seen.append(b.done)
-        cancel.cancel()
+    def on_event(e):
+        if isinstance(e, BatchClassified):
+            seen.append(e.batch.done)
+            cancel.cancel()
 
     outcome = run_batch(mixed_folder, model=model_file, out=tmp_path / "r.csv", batch_size=2,
-                        on_batch=on_batch, cancel=cancel)
+                        progress=on_event, cancel=cancel)
     assert seen == [2] and outcome.summary["complete"] is False
     assert len(read_rows(tmp_path / "r.csv")[1]) == 2
 
@@ -191,3 +193,30 @@ def test_default_model_on_bundled_samples_via_console(tmp_path):
     correct = sum(t == row["predicted_class"] for t, row in zip(truth, rows))
     assert correct >= 33
     assert any(t == row["predicted_class"] == "multilamellar" for t, row in zip(truth, rows))
+
+
+def test_batch_run_object_shared_by_cli_and_gui(tmp_path, mixed_folder, model_file):
+    from emclassify.batch import BatchError, BatchRun
+    from emclassify.events import BatchStarted
+
+    run = BatchRun(mixed_folder, model_file, batch_size=2)
+    events = []
+    batches = list(run.batches(progress=events.append))
+    assert isinstance(events[0], BatchStarted) and events[0].total == run.total
+    assert sum(isinstance(e, BatchClassified) for e in events) == len(batches)
+    assert run.complete and len(run.results) == run.total
+    assert run.summary()["csv"] is None  # not saved yet: no invented file name
+    csv_path, summary_path, summary = run.save(tmp_path / "rec.csv")
+    assert summary["csv"] == "rec.csv" and summary_path.is_file()
+    # the same rows as the CLI's record of the same folder and model
+    run_batch(mixed_folder, model=model_file, out=tmp_path / "cli.csv", batch_size=2)
+    assert csv_path.read_text() == (tmp_path / "cli.csv").read_text()
+    # reopened for review: the rows and the model that wrote them
+    back = BatchRun.from_csv(csv_path)
+    assert [r.path for r in back.results] == [r.path for r in run.results]
+    assert back.trained.sha256 == run.trained.sha256 and back.root == run.root
+    other = make_model_file(tmp_path / "other.safetensors", seed=5)
+    with pytest.raises(BatchError, match="another model"):
+        BatchRun.from_csv(csv_path, model=other)
+    with pytest.raises(BatchError, match="reopened for review"):
+        list(back.batches())

@@ -69,8 +69,14 @@ def test_cv_end_to_end_on_synthetic_set(small_synth, tmp_path):
     pcfg = PreprocessConfig(mode="crop", size=24)
     cfg = TrainConfig(arch="lipnet1", **FAST)
     events = []
-    res = cross_validate(small_synth, pcfg, cfg, k=3, on_progress=lambda e, i: events.append(e))
-    assert {"load", "fold_start", "epoch", "fold_end"} <= set(events)
+    res = cross_validate(small_synth, pcfg, cfg, k=3, progress=events.append)
+    kinds = [type(e).__name__ for e in events]
+    assert {"Decoding", "FoldStarted", "EpochEnded", "FoldEnded"} <= set(kinds)
+    assert kinds.index("Decoding") < kinds.index("FoldStarted") < kinds.index("EpochEnded") < kinds.index("FoldEnded")
+    epochs = [e for e in events if type(e).__name__ == "EpochEnded"]
+    assert all(e.fold is not None and e.folds == 3 and e.arch == "lipnet1" for e in epochs)
+    # the remaining-time estimate exists from the first epoch on and reaches zero at the last one
+    assert epochs[0].remaining_s is not None and epochs[0].remaining_s > 0 and epochs[-1].remaining_s == 0
     m = res.metrics_dict()
     assert m["classes"] == ["full", "empty", "uncertain"] and m["n_samples"] == 90
     assert np.asarray(m["confusion_matrix"]).sum() == 90

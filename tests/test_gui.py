@@ -25,9 +25,12 @@ def window(qtbot, tmp_path):
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
     w = MainWindow(settings)
     w.resize(1200, 820)
-    qtbot.addWidget(w)
+    # pytest-qt closes the window before this fixture's teardown; the "export before closing?"
+    # question is its own test, so it is answered "discard" here.
+    qtbot.addWidget(w, before_close_func=lambda win: setattr(win, "confirm_discard", lambda: True))
     w.show()
     yield w
+    w.confirm_discard = lambda: True
     w.close()
 
 
@@ -83,6 +86,10 @@ def test_classify_folder_rows_error_progress_export(qtbot, window, folder_with_c
     assert (tmp_path / "gui.summary.json").is_file()
     # composition chart and adjusted percentages shown
     assert "adjusted" in tab.composition.text()
+    # no header is cut off: each column is at least as wide as its title
+    header = tab.table.horizontalHeader()
+    for col, text in enumerate(tab.model.headers()[2:], start=2):
+        assert header.sectionSize(col) >= header.fontMetrics().horizontalAdvance(text)
 
 
 def test_cancel_mid_run_keeps_what_is_done(qtbot, window, tmp_path):
@@ -108,6 +115,15 @@ def test_review_correction_written_to_sidecar(qtbot, window, folder_with_corrupt
     assert confs == sorted(confs)  # least confident first
     qtbot.waitUntil(lambda: review.saliency is not None, timeout=30_000)
     shot(window.review, tmp_path, "review")
+    # judging membranes: zoom survives a redraw, contrast changes what is shown
+    before = review.view.item.pixmap().toImage()
+    review.view.zoom_by(2.0)
+    zoom = review.view.zoom()
+    review.gamma.setValue(0.5)
+    assert review.view.zoom() == pytest.approx(zoom)
+    assert review.view.item.pixmap().toImage() != before
+    review.view.fit()
+    assert review.view.zoom() < zoom
     labels_dir = tmp_path / "reviewed"
     review.dest.setText(str(labels_dir))
     first = review.items[0]
@@ -187,9 +203,13 @@ def test_bad_folder_shows_plain_error(qtbot, window, tmp_path):
     assert "not a folder" in window.error_label.text()
 
 
-def test_settings_persist(qtbot, tmp_path, folder_with_corrupt_file):
+def test_settings_persist(qtbot, tmp_path, folder_with_corrupt_file, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
     from emclassify_gui.main_window import MainWindow
 
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a) or QMessageBox.Discard)
     settings = QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat)
     w = MainWindow(settings)
     qtbot.addWidget(w)
@@ -198,6 +218,7 @@ def test_settings_persist(qtbot, tmp_path, folder_with_corrupt_file):
         w.classify.run()
     w.tabs.setCurrentIndex(1)
     w.close()
+    assert asked  # unexported results: the user was asked before the window closed
     again = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))
     qtbot.addWidget(again)
     assert again.classify.folder.text() == str(folder_with_corrupt_file)
@@ -213,3 +234,42 @@ def test_selftest_entry_point(tmp_path):
                        capture_output=True, text=True, env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
     assert r.returncode == 0, r.stderr
     assert "selftest: OK" in r.stdout and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_open_headless_results_for_review_and_unsaved_warning(qtbot, window, folder_with_corrupt_file, tmp_path,
+                                                              monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    out = tmp_path / "headless.csv"
+    run_batch(folder_with_corrupt_file, out=out)  # a run made on the command line
+    tab = window.classify
+    assert tab.open_results(out)
+    assert len(tab.model.rows) == 21 and not tab.unsaved
+    assert "adjusted" in tab.composition.text() and "broken.tif" in tab.message.text()
+    window.review.refresh()
+    assert len(window.review.items) == 20  # the ok rows, ready to review
+    # a record whose summary is gone cannot name its model: a plain message, nothing shown changes
+    (tmp_path / "headless.summary.json").unlink()
+    assert not tab.open_results(out) and "summary" in tab.message.text()
+
+    run_classify(qtbot, window, folder_with_corrupt_file)
+    assert tab.unsaved
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a) or QMessageBox.Cancel)
+    assert not window.confirm_discard() and asked  # cancel keeps the window open
+    tab.export(tmp_path / "saved.csv")
+    assert not tab.unsaved and window.confirm_discard()
+
+
+def test_contrast_stretch_black_white_gamma():
+    import numpy as np
+
+    from emclassify_gui.imaging import stretch
+
+    ramp = np.linspace(0, 1000, 101, dtype=np.float32)
+    plain = stretch(ramp, 0, 100)
+    assert plain[0] == 0 and plain[-1] == 255 and np.all(np.diff(plain.astype(int)) >= 0)
+    narrow = stretch(ramp, 25, 75)
+    assert narrow[20] == 0 and narrow[80] == 255  # outside the chosen percentiles: black and white
+    bright = stretch(ramp, 0, 100, gamma=0.5)
+    assert bright[25] > plain[25] and bright[0] == 0 and bright[-1] == 255

@@ -20,6 +20,7 @@ from emclassify import synth
 from emclassify.batch import (EXIT_NOTHING_RAN, EXIT_OK, EXIT_SOME_ERRORS, BatchError, lock_path_for,
                               partial_path_for, run_batch, run_record_path_for)
 from emclassify.cli import main
+from emclassify.events import BatchClassified
 from emclassify.inference import Classifier, load_for_model
 from emclassify.io import DatasetError, ImageReadError, decode_image, list_images, load_dataset
 from emclassify.modelfile import CARD_KEY, ModelFileError, load_model, read_card
@@ -45,11 +46,12 @@ def _rows(path):
 
 def _killed_run(folder, model, out):
     """A run that dies after its first batch: .partial and its run record are left behind."""
-    def die(_):
-        raise Killed
+    def die(event):
+        if isinstance(event, BatchClassified):
+            raise Killed
 
     with pytest.raises(Killed):
-        run_batch(folder, model=model, out=out, batch_size=2, on_batch=die)
+        run_batch(folder, model=model, out=out, batch_size=2, progress=die)
     assert partial_path_for(out).is_file() and run_record_path_for(out).is_file()
 
 

@@ -37,8 +37,9 @@ class CompositionChart(Canvas):
                         label="adjusted % (95 % interval)")
         ax.set_xticks(x, classes, rotation=20, ha="right")
         ax.set_ylabel("% of classified files")
-        ax.set_ylim(0, 100)
-        ax.legend(fontsize=8)
+        ax.set_ylim(0, 118)  # head room above 100 % so the legend never covers a bar
+        ax.set_yticks(range(0, 101, 20))
+        ax.legend(fontsize=8, loc="upper center", ncols=2, frameon=False)
         ax.grid(axis="y", alpha=0.3)
         self.draw_idle()
 

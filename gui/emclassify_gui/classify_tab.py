@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import html
-
-import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -14,11 +12,10 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
                                QTableView, QTextBrowser, QVBoxLayout, QWidget)
 
 from emclassify.assets import default_model_path
-from emclassify.batch import build_summary
-from emclassify.inference import DEFAULT_BATCH_SIZE, Classifier, FileResult, classify_folder
-from emclassify.io import list_images
+from emclassify.batch import BatchError, BatchRun
+from emclassify.events import BatchClassified, BatchStarted
+from emclassify.inference import DEFAULT_BATCH_SIZE, FileResult
 from emclassify.modelfile import ModelFileError, load_model
-from emclassify.reports import summary_path_for, write_csv, write_json
 
 from .charts import CompositionChart
 from .imaging import ThumbnailCache
@@ -29,19 +26,12 @@ SORT_ROLE = Qt.UserRole + 1
 
 
 def classify_job(report, cancel, folder: str, model_path: str, device: str = "auto",
-                 batch_size: int = DEFAULT_BATCH_SIZE):
-    """Worker body: load the model, list the folder, classify batch by batch (reported as they finish)."""
-    trained = load_model(model_path)
-    classifier = Classifier(trained, device=device)
-    listing = list_images(folder)
-    if not listing.samples:
-        raise ValueError(f"{folder}: no image files found (.tif .tiff .png .jpg .jpeg .bmp)")
-    report(("start", len(listing.samples), trained))
-    t0 = time.perf_counter()
-    for batch in classify_folder(folder, classifier, batch_size=batch_size, cancel=cancel, listing=listing):
-        report(("batch", batch))
-    return {"trained": trained, "listing": listing, "device": str(classifier.device),
-            "elapsed": time.perf_counter() - t0, "complete": not cancel.cancelled}
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> BatchRun:
+    """Worker body: the core's :class:`BatchRun`, its events forwarded to the view as they happen."""
+    run = BatchRun(folder, model_path, batch_size=batch_size, device=device)
+    for _ in run.batches(cancel=cancel, progress=report):
+        pass
+    return run
 
 
 def describe_card(trained) -> str:
@@ -175,9 +165,9 @@ class ClassifyTab(QWidget):
         super().__init__()
         self.settings = settings
         self.job: Optional[Job] = None
-        self.trained = None
+        self.run_record: Optional[BatchRun] = None  # the run shown (classified here or reopened from a CSV)
         self.summary: Optional[dict] = None
-        self.listing = None
+        self.unsaved = False  # results classified here and not yet exported
         self.thumbs = ThumbnailCache()
 
         self.folder = QLineEdit(settings.value("classify/folder", ""))
@@ -199,6 +189,9 @@ class ClassifyTab(QWidget):
         self.export_btn = QPushButton("Export CSV…  (Ctrl+E)")
         self.export_btn.setEnabled(False)
         self.export_btn.clicked.connect(self.export_dialog)
+        self.open_btn = QPushButton("Open results…")
+        self.open_btn.setToolTip("Show a CSV written by this app or by 'emclassify batch', to filter and review it")
+        self.open_btn.clicked.connect(self.open_dialog)
         self.progress = QProgressBar()
         self.progress_label = QLabel("")
         self.message = error_label()
@@ -223,6 +216,7 @@ class ClassifyTab(QWidget):
         self.table.setSortingEnabled(True)
         self.table.verticalHeader().setDefaultSectionSize(52)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.Interactive)
+        self.table.horizontalHeader().setStretchLastSection(True)  # the error reason gets the room left
         self.table.setSelectionBehavior(QTableView.SelectRows)
         self.table.setWordWrap(False)
         self.table.setTextElideMode(Qt.ElideLeft)  # keep the file name, shorten the folders
@@ -242,7 +236,7 @@ class ClassifyTab(QWidget):
         top.addRow("Images:", row1)
         top.addRow("Model:", row2)
         buttons = QHBoxLayout()
-        for w in (self.run_btn, self.cancel_btn, self.export_btn):
+        for w in (self.run_btn, self.cancel_btn, self.export_btn, self.open_btn):
             buttons.addWidget(w)
         buttons.addWidget(self.progress, 1)
         buttons.addWidget(self.progress_label)
@@ -280,11 +274,13 @@ class ClassifyTab(QWidget):
         self.set_model(self.model_path.text())
 
     def _size_columns(self) -> None:
+        """Thumbnail and file columns fixed; every other column at least as wide as its header text."""
         header = self.table.horizontalHeader()
+        metrics = header.fontMetrics()
         header.resizeSection(0, 60)
         header.resizeSection(1, 300)
-        for col in range(2, self.model.columnCount()):
-            header.resizeSection(col, 95)
+        for col, text in enumerate(self.model.headers()[2:], start=2):
+            header.resizeSection(col, max(95, metrics.horizontalAdvance(text) + 28))  # + sort arrow and margins
 
     # ------------------------------------------------------------------ inputs
     def pick_folder(self) -> None:
@@ -326,6 +322,7 @@ class ClassifyTab(QWidget):
         self.settings.setValue("classify/folder", folder)
         self.settings.setValue("classify/model", model)
         self.summary = None
+        self.unsaved = False
         self.export_btn.setEnabled(False)
         self.run_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
@@ -343,39 +340,52 @@ class ClassifyTab(QWidget):
             self.job.cancel.cancel()
             self.progress_label.setText("cancelling…")
 
-    def on_progress(self, event) -> None:
-        kind = event[0]
-        if kind == "start":
-            _, total, trained = event
-            self.trained = trained
-            self.model.reset(trained.card.classes, Path(self.folder.text()).resolve())
-            self.class_filter.blockSignals(True)
-            self.class_filter.clear()
-            self.class_filter.addItem("all classes", "")
-            for c in trained.card.classes:
-                self.class_filter.addItem(c, c)
-            self.class_filter.blockSignals(False)
-            self.progress.setMaximum(max(total, 1))
-            return
-        batch = event[1]
-        self.model.add(batch.results)
-        self.progress.setMaximum(max(batch.total, 1))
-        self.progress.setValue(batch.done)
-        eta = "--" if batch.eta is None else f"{batch.eta:.0f} s"
-        self.progress_label.setText(f"{batch.done}/{batch.total} files · {batch.rate:.1f} img/s · ETA {eta}")
-        self.results_changed.emit()
+    @property
+    def trained(self):
+        """The model of the run shown, or None."""
+        return self.run_record.trained if self.run_record is not None else None
 
-    def on_done(self, info) -> None:
-        self.listing = info["listing"]
-        self.summary = build_summary(folder=self.listing.root, csv_path=Path("unsaved.csv"), trained=info["trained"],
-                                     device=info["device"], results=self.model.rows, ignored=self.listing.ignored,
-                                     complete=info["complete"], elapsed=info["elapsed"], resumed=0)
+    def _show_run(self, run: BatchRun) -> None:
+        """Empty the table for ``run``'s classes (its rows arrive batch by batch, or all at once)."""
+        self.run_record = run
+        self.model.reset(run.classes, run.root)
+        self.class_filter.blockSignals(True)
+        self.class_filter.clear()
+        self.class_filter.addItem("all classes", "")
+        for c in run.classes:
+            self.class_filter.addItem(c, c)
+        self.class_filter.blockSignals(False)
+
+    def on_progress(self, event) -> None:
+        if isinstance(event, BatchStarted):
+            self._show_run(event.run)
+            self.progress.setMaximum(max(event.total, 1))
+        elif isinstance(event, BatchClassified):
+            batch = event.batch
+            self.model.add(batch.results)
+            self.progress.setMaximum(max(batch.total, 1))
+            self.progress.setValue(batch.done)
+            eta = "--" if batch.eta is None else f"{batch.eta:.0f} s"
+            self.progress_label.setText(f"{batch.done}/{batch.total} files · {batch.rate:.1f} img/s · ETA {eta}")
+            self.results_changed.emit()
+
+    def on_done(self, run: BatchRun) -> None:
+        self.run_record = run
+        self.summary = run.summary()
+        self.unsaved = bool(run.results)
         self.show_composition()
         done = len(self.model.rows)
         errors = self.summary["files"]["error"]
-        state = "finished" if info["complete"] else "cancelled"
+        state = "finished" if run.complete else "cancelled"
         self.progress_label.setText(f"{state}: {done} files" + (f", {errors} in error" if errors else ""))
+        self._show_notes()
+        self._idle()
+        self.status.emit(f"{state}: {done} files classified")
+        self.finished.emit()
+
+    def _show_notes(self) -> None:
         notes = []
+        errors = self.summary["files"]["error"]
         if errors:
             first = self.summary["errors"][0]
             notes.append(f"{errors} file(s) could not be classified, e.g. {first['path']}: {first['error']}. "
@@ -385,9 +395,36 @@ class ClassifyTab(QWidget):
                          "model was trained on (whole micrographs?): their predictions are unreliable.")
         if notes:
             self.message.setText(" ".join(notes))
+
+    def open_dialog(self) -> None:
+        f, _ = QFileDialog.getOpenFileName(self, "Open results (CSV lab record)",
+                                           self.settings.value("classify/export_dir", str(Path.home())), "CSV (*.csv)")
+        if f:
+            self.open_results(f)
+
+    def open_results(self, csv_path, model=None) -> bool:
+        """Show a finished record (CSV + summary, e.g. of a headless ``emclassify batch``) for filtering and review."""
+        if self.running():
+            return False
+        self.message.setText("")
+        try:
+            run = BatchRun.from_csv(csv_path, model=model)
+        except BatchError as exc:
+            self.show_error(str(exc))
+            return False
+        self._show_run(run)
+        self.model.add(run.results)
+        self.folder.setText(str(run.root))
+        self.set_model(str(run.trained.path))
+        self.summary = run.summary(csv_path)
+        self.unsaved = False
+        self.show_composition()
+        self.progress_label.setText(f"opened {Path(csv_path).name}: {len(run.results)} files")
+        self._show_notes()
         self._idle()
-        self.status.emit(f"{state}: {done} files classified")
-        self.finished.emit()
+        self.results_changed.emit()
+        self.status.emit(f"opened {csv_path}")
+        return True
 
     def on_failed(self, message: str) -> None:
         self.show_error(message)
@@ -412,7 +449,7 @@ class ClassifyTab(QWidget):
         self.chart.show_summary(s)
         adj = s.get("adjusted", {}).get("classes")
         rows = ["<table cellspacing=4><tr><th align=left>class</th><th>files</th><th>%</th>"
-                + ("<th>adjusted % [95 % interval]</th>" if adj else "") + "</tr>"]
+                + ("<th>adjusted %<br>[95 % interval]</th>" if adj else "") + "</tr>"]
         for c, n in s["counts"].items():
             cell = ""
             if adj and adj[c]["percent"] is not None:
@@ -424,7 +461,7 @@ class ClassifyTab(QWidget):
 
     # ------------------------------------------------------------------ export
     def export_dialog(self) -> None:
-        if not self.model.rows:
+        if self.run_record is None or not self.run_record.results:
             return
         start = str(Path(self.settings.value("classify/export_dir", str(Path.home()))) /
                     f"{Path(self.folder.text()).name}.emclassify.csv")
@@ -433,12 +470,9 @@ class ClassifyTab(QWidget):
             self.export(f)
 
     def export(self, path) -> Path:
-        """Write the CSV and its summary (the same format as ``emclassify batch``)."""
-        path = Path(path)
-        write_csv(path, self.model.rows, self.model.classes)
-        summary = dict(self.summary or {})
-        summary["csv"] = path.name
-        write_json(summary_path_for(path), summary)
+        """Write the CSV and its summary (the same format as ``emclassify batch``, by the same code)."""
+        path, summary_path, self.summary = self.run_record.save(path)
+        self.unsaved = False
         self.settings.setValue("classify/export_dir", str(path.parent))
-        self.status.emit(f"wrote {path} and {summary_path_for(path).name}")
+        self.status.emit(f"wrote {path} and {summary_path.name}")
         return path

@@ -12,13 +12,17 @@ from PySide6.QtGui import QImage, QPixmap
 from emclassify.io import ImageReadError, read_image
 
 
-def stretch(arr: np.ndarray) -> np.ndarray:
-    """Any-dtype image -> uint8 with a 1–99 % percentile contrast stretch."""
+def stretch(arr: np.ndarray, black: float = 1.0, white: float = 99.0, gamma: float = 1.0) -> np.ndarray:
+    """Any-dtype image -> uint8: the ``black``..``white`` percentiles mapped to 0..255, then ``gamma``
+    (< 1 brightens the dark membrane layers, > 1 darkens). Display only; never the model's input."""
     a = np.asarray(arr, dtype=np.float32)
-    lo, hi = np.percentile(a, [1, 99]) if a.size > 1 else (float(a.min()), float(a.max()))
+    lo, hi = np.percentile(a, [black, white]) if a.size > 1 else (float(a.min()), float(a.max()))
     if hi <= lo:
         hi = lo + 1
-    return np.clip((a - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
+    unit = np.clip((a - lo) / (hi - lo), 0.0, 1.0)
+    if gamma != 1.0:
+        unit = unit ** float(gamma)
+    return (unit * 255.0).astype(np.uint8)
 
 
 def _qimage_rgb(rgb: np.ndarray) -> QImage:
@@ -38,18 +42,33 @@ def outline(mask: np.ndarray) -> np.ndarray:
 
 
 def compose(image: np.ndarray, mask: Optional[np.ndarray] = None, saliency: Optional[np.ndarray] = None,
-            show_mask: bool = True, show_saliency: bool = True) -> QImage:
-    """Grey particle, optional saliency heat overlay (red -> yellow, alpha by strength) and mask outline (cyan)."""
-    g = stretch(image).astype(np.float32)
+            show_mask: bool = True, show_saliency: bool = True, contrast=(1.0, 99.0, 1.0)) -> QImage:
+    """Grey particle (``contrast``: black %, white %, gamma as :func:`stretch`), optional saliency heat
+    overlay (:func:`saliency_colour`: red -> yellow, alpha by strength) and mask outline (cyan)."""
+    g = stretch(image, *contrast).astype(np.float32)
     rgb = np.stack([g, g, g], axis=-1)
     if show_saliency and saliency is not None:
-        s = np.clip(saliency, 0, 1)[..., None]
-        heat = np.concatenate([np.full_like(s, 255), 255 * s, np.zeros_like(s)], axis=-1)
-        alpha = 0.65 * s
+        heat, alpha = saliency_colour(np.clip(saliency, 0, 1))
         rgb = rgb * (1 - alpha) + heat * alpha
     if show_mask and mask is not None:
         rgb[outline(mask)] = (0, 230, 255)
     return _qimage_rgb(rgb.astype(np.uint8))
+
+
+def saliency_colour(s: np.ndarray):
+    """Saliency in [0, 1] -> (RGB float ``... x 3``, alpha ``... x 1``): red at weak, yellow at strong,
+    more opaque where stronger. The colour key (:func:`saliency_key`) is drawn from the same function."""
+    s = np.asarray(s, dtype=np.float32)[..., None]
+    heat = np.concatenate([np.full_like(s, 255), 255 * s, np.zeros_like(s)], axis=-1)
+    return heat, 0.65 * s
+
+
+def saliency_key(width: int = 160, height: int = 12) -> QPixmap:
+    """A horizontal colour bar, weak (left) to strong (right) saliency, over mid grey."""
+    ramp = np.tile(np.linspace(0, 1, width, dtype=np.float32), (height, 1))
+    heat, alpha = saliency_colour(ramp)
+    rgb = np.full((height, width, 3), 128.0, np.float32) * (1 - alpha) + heat * alpha
+    return QPixmap.fromImage(_qimage_rgb(rgb.astype(np.uint8)))
 
 
 class ThumbnailCache:

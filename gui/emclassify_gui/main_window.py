@@ -46,6 +46,7 @@ class MainWindow(QMainWindow):
         file_menu = self.menuBar().addMenu("&File")
         for text, slot, key in (("Open image folder…", self.classify.pick_folder, "Ctrl+O"),
                                 ("Open model…", self.classify.pick_model, "Ctrl+M"),
+                                ("Open results (CSV)…", self.classify.open_dialog, None),
                                 ("Export CSV…", self.classify.export_dialog, None)):
             act = QAction(text, self)
             act.triggered.connect(slot)
@@ -75,7 +76,25 @@ class MainWindow(QMainWindow):
         self.error_label.setText(text if len(text) < 160 else text[:157] + "…")
         self.error_label.setToolTip(text)
 
+    def confirm_discard(self) -> bool:
+        """Ask before results classified here and never exported are lost; True to go on."""
+        if not self.classify.unsaved:
+            return True
+        n = len(self.classify.model.rows)
+        answer = QMessageBox.question(
+            self, "Results not exported",
+            f"The results of {n} classified files have not been exported to a CSV lab record.\n"
+            "Export them before closing?",
+            QMessageBox.Save | QMessageBox.Discard | QMessageBox.Cancel, QMessageBox.Save)
+        if answer == QMessageBox.Save:
+            self.classify.export_dialog()
+            return not self.classify.unsaved
+        return answer == QMessageBox.Discard
+
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        if not self.confirm_discard():
+            event.ignore()
+            return
         for tab in (self.classify, self.review, self.train, self.cv):
             if tab.job is not None:
                 tab.job.stop_and_wait()

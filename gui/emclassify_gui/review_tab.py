@@ -6,12 +6,11 @@ Keys: Enter/Space confirm, 1–9 correct to that class, Left/Right previous/next
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import List, Optional
 
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QKeySequence, QPixmap, QShortcut
-from PySide6.QtWidgets import (QCheckBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem,
+from PySide6.QtWidgets import (QCheckBox, QDoubleSpinBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem,
                                QPushButton, QSplitter, QVBoxLayout, QWidget)
 
 from emclassify.inference import Classifier, FileResult
@@ -19,8 +18,8 @@ from emclassify.io import ImageReadError, read_image, read_mask
 from emclassify.review import ReviewStore, current_user
 from emclassify.saliency import saliency_map
 
-from .imaging import compose
-from .widgets import error_label
+from .imaging import compose, saliency_key
+from .widgets import ZoomView, error_label
 from .workers import Job
 
 
@@ -48,9 +47,30 @@ class ReviewTab(QWidget):
         self.gallery.setResizeMode(QListWidget.Adjust)
         self.gallery.setMovement(QListWidget.Static)
         self.gallery.currentRowChanged.connect(self.show_item)
-        self.view = QLabel("Classify a folder first; its least confident particles appear here.")
-        self.view.setAlignment(Qt.AlignCenter)
-        self.view.setMinimumSize(320, 320)
+        self.view = ZoomView("Classify a folder (or open results) first;\nits least confident particles appear here.")
+        fit_btn = QPushButton("Fit")
+        fit_btn.setToolTip("Fit the particle to the view (mouse wheel zooms, dragging pans)")
+        fit_btn.clicked.connect(self.view.fit)
+        self.black = QDoubleSpinBox()
+        self.black.setRange(0.0, 49.0)
+        self.black.setValue(1.0)
+        self.black.setSuffix(" %")
+        self.black.setToolTip("black point: this percentile of the image's grey values and darker show black")
+        self.white = QDoubleSpinBox()
+        self.white.setRange(51.0, 100.0)
+        self.white.setValue(99.0)
+        self.white.setSuffix(" %")
+        self.white.setToolTip("white point: this percentile of the image's grey values and brighter show white")
+        self.gamma = QDoubleSpinBox()
+        self.gamma.setRange(0.2, 5.0)
+        self.gamma.setSingleStep(0.1)
+        self.gamma.setValue(1.0)
+        self.gamma.setToolTip("gamma: below 1 brightens dark membrane layers, above 1 darkens")
+        for w in (self.black, self.white, self.gamma):
+            w.valueChanged.connect(self.redraw)
+        key = QLabel()
+        key.setPixmap(saliency_key())
+        key.setToolTip("saliency colour key: how strongly each pixel drove the decision")
         self.info = QLabel("")
         self.info.setWordWrap(True)
         self.show_mask = QCheckBox("mask outline")
@@ -76,8 +96,18 @@ class ReviewTab(QWidget):
         toggles = QHBoxLayout()
         toggles.addWidget(self.show_mask)
         toggles.addWidget(self.show_sal)
+        toggles.addWidget(QLabel("weak"))
+        toggles.addWidget(key)
+        toggles.addWidget(QLabel("strong"))
         toggles.addStretch(1)
         rv.addLayout(toggles)
+        view_row = QHBoxLayout()
+        for label, w in (("black", self.black), ("white", self.white), ("gamma", self.gamma)):
+            view_row.addWidget(QLabel(label))
+            view_row.addWidget(w)
+        view_row.addWidget(fit_btn)
+        view_row.addStretch(1)
+        rv.addLayout(view_row)
         rv.addWidget(self.info)
         dest_row = QHBoxLayout()
         dest_row.addWidget(self.dest, 1)
@@ -110,14 +140,15 @@ class ReviewTab(QWidget):
     def refresh(self) -> None:
         """Load the classify tab's ok results, least confident first."""
         tab = self.classify_tab
-        if tab.trained is None:
+        run = tab.run_record
+        if run is None:
             return
         self.classifier = None
-        self.items = sorted((r for r in tab.model.rows if r.ok), key=lambda r: r.confidence)
+        self.items = sorted((r for r in run.results if r.ok), key=lambda r: r.confidence)
         self.gallery.clear()
         for r in self.items:
             item = QListWidgetItem(f"{r.predicted_class}\n{r.confidence:.2f}")
-            pix = tab.thumbs.get(tab.model.root / r.path)
+            pix = tab.thumbs.get(run.root / r.path)
             if pix is not None:
                 item.setIcon(QIcon(pix))
             item.setToolTip(r.path)
@@ -126,7 +157,7 @@ class ReviewTab(QWidget):
             w = self.class_buttons.takeAt(0).widget()
             if w:
                 w.deleteLater()
-        for i, c in enumerate(tab.trained.card.classes):
+        for i, c in enumerate(run.classes):
             b = QPushButton(f"{i + 1}: {c}")
             b.clicked.connect(lambda _=False, i=i: self.correct_index(i))
             self.class_buttons.addWidget(b)
@@ -142,7 +173,7 @@ class ReviewTab(QWidget):
             return
         self.current = row
         r = self.items[row]
-        root = self.classify_tab.model.root
+        root = self.classify_tab.run_record.root
         self.message.setText("")
         try:
             self.image = read_image(root / r.path).array
@@ -152,19 +183,19 @@ class ReviewTab(QWidget):
             self.message.setText(str(exc))
             return
         self.saliency = None
-        probs = ", ".join(f"{c} {p:.3f}" for c, p in zip(self.classify_tab.model.classes, r.probabilities))
+        probs = ", ".join(f"{c} {p:.3f}" for c, p in zip(self.classify_tab.run_record.classes, r.probabilities))
         self.info.setText(f"<b>{r.path}</b><br>predicted <b>{r.predicted_class}</b> "
                           f"(confidence {r.confidence:.3f}); {probs}")
         self.redraw()
         self.compute_saliency()
 
     def compute_saliency(self) -> None:
-        if self.image is None or self.classify_tab.trained is None:
+        if self.image is None or self.classify_tab.run_record is None:
             return
         if self.job is not None and self.job.is_running():
             self.job.cancel.cancel()
         if self.classifier is None:
-            self.classifier = Classifier(self.classify_tab.trained, device="cpu")
+            self.classifier = Classifier(self.classify_tab.run_record.trained, device="cpu")
         row = self.current
         self.job = Job(saliency_job, self.classifier, self.image, self.mask)
         self.job.done.connect(lambda sal, row=row: self._saliency_ready(row, sal))
@@ -181,9 +212,9 @@ class ReviewTab(QWidget):
     def redraw(self, *_):
         if self.image is None:
             return
-        qimg = compose(self.image, self.mask, self.saliency, self.show_mask.isChecked(), self.show_sal.isChecked())
-        pix = QPixmap.fromImage(qimg)
-        self.view.setPixmap(pix.scaled(self.view.size() * 0.95, Qt.KeepAspectRatio, Qt.SmoothTransformation))
+        qimg = compose(self.image, self.mask, self.saliency, self.show_mask.isChecked(), self.show_sal.isChecked(),
+                       contrast=(self.black.value(), self.white.value(), self.gamma.value()))
+        self.view.set_pixmap(QPixmap.fromImage(qimg))
 
     # ------------------------------------------------------------------ decisions
     def pick_dest(self) -> None:
@@ -196,23 +227,21 @@ class ReviewTab(QWidget):
             self.record(self.items[self.current].predicted_class)
 
     def correct_index(self, k: int) -> None:
-        classes = self.classify_tab.model.classes
+        classes = self.classify_tab.run_record.classes
         if self.current is not None and 0 <= k < len(classes):
             self.record(classes[k])
 
     def record(self, label: str) -> None:
         dest = self.dest.text().strip()
-        root = self.classify_tab.model.root
+        run = self.classify_tab.run_record
+        root = run.root
         if not dest:
             self.message.setText("Choose a folder for the reviewed labels first (Labels folder…).")
             return
-        if Path(dest).resolve() == root or root in Path(dest).resolve().parents:
-            self.message.setText("Choose a labels folder outside the classified folder: it is never modified.")
-            return
         r = self.items[self.current]
-        trained = self.classify_tab.trained
+        trained = run.trained
         try:
-            ReviewStore(dest, user=self.user.text().strip() or None).record(
+            ReviewStore(dest, user=self.user.text().strip() or None, classified_root=root).record(
                 root / r.path, label, predicted=r.predicted_class, confidence=r.confidence, sha256=r.sha256,
                 model_sha256=trained.sha256 if trained else "", mask=(root / r.mask) if r.mask else None)
         except (OSError, ValueError) as exc:

@@ -1,6 +1,7 @@
 """Train a model, and cross-validate or compare models, from labelled data."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -11,7 +12,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from emclassify.cv_report import write_compare_report, write_cv_report
-from emclassify.evaluation import compare, cross_validate
+from emclassify.evaluation import Comparison, compare, cross_validate
+from emclassify.events import Decoding, EpochEnded, FoldEnded, format_seconds
 from emclassify.io import load_dataset
 from emclassify.models import list_archs
 from emclassify.guardrails import format_flags
@@ -24,30 +26,36 @@ from .widgets import error_label
 from .workers import Job
 
 
+@dataclass(frozen=True)
+class DataReady:
+    """The view's own event: the dataset is listed and its input settings decided."""
+
+    dataset: object
+    preprocess: object
+    decision: dict
+
+
 def _dataset_and_input(report, dataset_path: str, input_request: dict):
     """Load the dataset and decide its input settings (``auto`` mode) exactly as the CLI does."""
     ds = load_dataset(dataset_path)
-    report(("dataset", ds))
     pcfg, decision = decide_preprocess(ds.samples, **input_request)
-    report(("input", pcfg, decision))
+    report(DataReady(ds, pcfg, decision))
     return ds, pcfg, decision
 
 
 def train_job(report, cancel, dataset_path: str, input_request: dict, cfg: TrainConfig, out: str):
     ds, pcfg, decision = _dataset_and_input(report, dataset_path, input_request)
-    return train(ds, pcfg, cfg, out, on_epoch=lambda log: report(("epoch", log)), cancel=cancel,
-                 on_load=lambda d, t: report(("load", d, t)), input_decision=decision)
+    return train(ds, pcfg, cfg, out, progress=report, cancel=cancel, input_decision=decision)
 
 
 def cv_job(report, cancel, dataset_path: str, input_request: dict, cfg: TrainConfig, archs, folds: int):
     ds, pcfg, decision = _dataset_and_input(report, dataset_path, input_request)
     if len(archs) == 1:
         cfg = TrainConfig(**{**cfg.to_dict(), "arch": archs[0]})
-        result = cross_validate(ds, pcfg, cfg, k=folds, cancel=cancel,
-                                on_progress=lambda e, i: report((e, archs[0], i)))
+        result = cross_validate(ds, pcfg, cfg, k=folds, cancel=cancel, progress=report)
         results = [result]
     else:
-        result = compare(ds, archs, pcfg, cfg, k=folds, cancel=cancel, on_progress=lambda a, e, i: report((e, a, i)))
+        result = compare(ds, archs, pcfg, cfg, k=folds, cancel=cancel, progress=report)
         results = result.results
     for r in results:
         r.settings["input_decision"] = decision
@@ -212,25 +220,26 @@ class TrainTab(QWidget):
             self.log.appendPlainText("stopping after this epoch; the best model so far will be saved")
 
     def on_progress(self, event) -> None:
-        if event[0] == "dataset":
-            ds = event[1]
+        if isinstance(event, DataReady):
+            ds, pcfg, decision = event.dataset, event.preprocess, event.decision
             counts = ", ".join(f"{c} {n}" for c, n in ds.class_counts().items())
             self.log.appendPlainText(f"{len(ds)} images: {counts}")
             for w in ds.warnings:
                 self.log.appendPlainText(f"note: {w}")
-        elif event[0] == "input":
-            pcfg, decision = event[1], event[2]
             self.log.appendPlainText(f"input: mode {pcfg.mode} ({decision['reason']}), {pcfg.size}×{pcfg.size} px")
             if decision.get("note"):
                 self.log.appendPlainText(f"note: {decision['note']}")
-        elif event[0] == "load":
-            self.status.emit(f"decoding images {event[1]}/{event[2]}")
-        else:
-            log = event[1]
+        elif isinstance(event, Decoding):
+            self.status.emit(f"decoding images {event.done}/{event.total}")
+        elif isinstance(event, EpochEnded):
+            log = event.log
             self.history.append(log)
             self.curves.show_history(self.history)
             self.log.appendPlainText(f"epoch {log.epoch}/{log.epochs}: loss {log.train_loss:.4f}, "
-                                     f"validation macro-F1 {log.val_macro_f1:.4f} ({log.seconds:.1f} s)")
+                                     f"validation macro-F1 {log.val_macro_f1:.4f} ({log.seconds:.1f} s; "
+                                     f"at most {format_seconds(event.remaining_s)} left)")
+            self.status.emit(f"training: epoch {log.epoch}/{log.epochs}, at most {format_seconds(event.remaining_s)} "
+                             "left (early stopping may end sooner)")
 
     def on_done(self, outcome) -> None:
         v = outcome.validation
@@ -360,25 +369,23 @@ class CVTab(QWidget):
         self.job.start(self)
 
     def on_progress(self, event) -> None:
-        kind = event[0]
-        if kind == "dataset":
-            self.progress.setText(f"{len(event[1])} images")
-        elif kind == "load":
-            _, _, info = event
-            self.progress.setText(f"decoding {info['done']}/{info['total']}")
-        elif kind == "epoch":
-            _, arch, info = event
-            log = info["log"]
-            self.progress.setText(f"{arch}: fold {info['fold'] + 1}/{info['k']}, epoch {log.epoch}/{log.epochs}, "
-                                  f"validation macro-F1 {log.val_macro_f1:.3f}")
-        elif kind == "fold_end":
-            _, arch, info = event
-            self.progress.setText(f"{arch}: fold {info['fold'] + 1}/{info['k']} done, "
-                                  f"test macro-F1 {info['metrics']['macro_f1']:.3f}")
+        if isinstance(event, DataReady):
+            self.progress.setText(f"{len(event.dataset)} images; input {event.preprocess.mode}, "
+                                  f"{event.preprocess.size}×{event.preprocess.size} px")
+        elif isinstance(event, Decoding):
+            self.progress.setText(f"decoding {event.done}/{event.total}")
+        elif isinstance(event, EpochEnded):
+            log = event.log
+            self.progress.setText(f"{event.arch}: fold {event.fold + 1}/{event.folds}, epoch {log.epoch}/{log.epochs}, "
+                                  f"validation macro-F1 {log.val_macro_f1:.3f} · at most "
+                                  f"{format_seconds(event.remaining_s)} left")
+        elif isinstance(event, FoldEnded):
+            self.progress.setText(f"{event.arch}: fold {event.fold + 1}/{event.folds} done, "
+                                  f"test macro-F1 {event.metrics['macro_f1']:.3f}")
 
     def results(self):
         r = self.result
-        return [] if r is None else (r.results if hasattr(r, "results") else [r])
+        return [] if r is None else (r.results if isinstance(r, Comparison) else [r])
 
     def on_done(self, result) -> None:
         self.result = result
@@ -388,7 +395,7 @@ class CVTab(QWidget):
         self.show_arch.blockSignals(False)
         self.show_selected()
         lines = []
-        if hasattr(result, "tests"):
+        if isinstance(result, Comparison):
             lines += [f"<b>{t['a']} vs {t['b']}</b>: {t['verdict']}" for t in result.tests]
         first = self.results()[0].metrics_dict() if self.results() else {}
         for name, b in first.get("baselines", {}).items():
@@ -437,7 +444,7 @@ class CVTab(QWidget):
             self.export(d)
 
     def export(self, folder) -> Path:
-        if hasattr(self.result, "tests"):
+        if isinstance(self.result, Comparison):
             paths = write_compare_report(self.result, folder)
         else:
             paths = write_cv_report(self.result, folder)

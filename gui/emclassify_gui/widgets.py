@@ -1,7 +1,9 @@
 """Small widgets shared by the views."""
 from __future__ import annotations
 
-from PySide6.QtWidgets import QLabel
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QPixmap
+from PySide6.QtWidgets import QGraphicsPixmapItem, QGraphicsScene, QGraphicsView, QLabel
 
 
 def error_label() -> QLabel:
@@ -10,3 +12,47 @@ def error_label() -> QLabel:
     label.setStyleSheet("color: #b03a2e")
     label.setWordWrap(True)
     return label
+
+
+class ZoomView(QGraphicsView):
+    """A picture that zooms with the mouse wheel (about the cursor) and pans by dragging.
+
+    ``set_pixmap`` keeps the zoom and position when the same-size picture is redrawn (mask or
+    saliency toggled, contrast changed) and fits a new picture to the window; ``fit`` refits.
+    """
+
+    MIN_ZOOM, MAX_ZOOM = 0.05, 64.0
+
+    def __init__(self, placeholder: str = ""):
+        super().__init__()
+        self.setScene(QGraphicsScene(self))
+        self.item = QGraphicsPixmapItem()
+        self.item.setTransformationMode(Qt.FastTransformation)  # pixels stay pixels when zoomed in
+        self.scene().addItem(self.item)
+        self.placeholder = self.scene().addText(placeholder)
+        self.setDragMode(QGraphicsView.ScrollHandDrag)
+        self.setTransformationAnchor(QGraphicsView.AnchorUnderMouse)
+        self.setBackgroundBrush(QColor("#202020"))
+        self.setMinimumSize(320, 320)
+
+    def zoom(self) -> float:
+        return self.transform().m11()
+
+    def set_pixmap(self, pixmap: QPixmap) -> None:
+        same_size = not self.item.pixmap().isNull() and self.item.pixmap().size() == pixmap.size()
+        self.placeholder.setVisible(False)
+        self.item.setPixmap(pixmap)
+        self.scene().setSceneRect(self.item.boundingRect())
+        if not same_size:
+            self.fit()
+
+    def fit(self) -> None:
+        if not self.item.pixmap().isNull():
+            self.fitInView(self.item, Qt.KeepAspectRatio)
+
+    def zoom_by(self, factor: float) -> None:
+        factor = max(self.MIN_ZOOM / self.zoom(), min(self.MAX_ZOOM / self.zoom(), factor))
+        self.scale(factor, factor)
+
+    def wheelEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        self.zoom_by(1.25 if event.angleDelta().y() > 0 else 0.8)
