@@ -5,11 +5,12 @@ what ``emclassify cv`` does inside every fold (on the fold's inner validation
 split), so a model file and a cross-validation report say the same things:
 
 1. fit the requested architecture on the training part (``auto``: the
-   CNN+features fusion, :data:`emclassify.models.AUTO_CANDIDATES`);
+   CNN+features fusion averaged with the SVM, :data:`emclassify.models.AUTO_CANDIDATES`);
 2. score it, the majority-class baseline and the SVM on handcrafted features
    (fitted on the same training part) on the validation part;
-3. ``auto`` keeps whichever of the fusion and the SVM has the higher validation
-   macro-F1 (the fusion on a tie) and records both scores;
+3. ``auto`` keeps whichever of the ensemble and the SVM alone has the higher
+   validation macro-F1 (the ensemble on a tie) and records both scores (an
+   ensemble's SVM is the baseline SVM: one fit serves both);
 4. fit a temperature on the kept model's validation logits
    (:mod:`emclassify.calibration`);
 5. :func:`emclassify.guardrails.flags` on the validation scores.
@@ -25,7 +26,7 @@ from torch import nn
 
 from . import guardrails, metrics
 from .calibration import calibrate
-from .models import AUTO, AUTO_CANDIDATES, SVM, fit_svm
+from .models import AUTO, AUTO_CANDIDATES, SVM, NetSVMEnsemble, fit_svm
 from .preprocess import PreprocessConfig
 from .training import FitResult, InputSet, TrainConfig, fit_model, predict_logits
 
@@ -90,7 +91,12 @@ def fit_assessed(train: InputSet, val: InputSet, classes: Sequence[str], pcfg: P
     fit = fit_model(train, val, classes, pcfg, run_cfg, on_epoch=on_epoch, cancel=cancel)
     model = fit.model
     logits, score = _score(model, val, classes, cfg.tta)
-    svm = fit.model if arch == SVM else fit_svm_baseline(train, k, cfg.seed)
+    if arch == SVM:
+        svm = fit.model
+    elif isinstance(fit.model, NetSVMEnsemble):
+        svm = fit.model.svm
+    else:
+        svm = fit_svm_baseline(train, k, cfg.seed)
     scores = {"model": score, "majority": guardrails.majority_scores(train.labels.numpy(), val.labels.numpy(), classes)}
     svm_logits = None
     if svm is not None:

@@ -165,7 +165,7 @@ class _ChannelsLast(nn.Module):
         x = x.contiguous(memory_format=torch.channels_last)
         return self.model.trunk(x) if self.trunk_only else self.model.head(self.model.trunk(x))
 
-    def features(self, x):
+    def feature_maps(self, x):
         return self.model.trunk(x.contiguous(memory_format=torch.channels_last))
 
 
@@ -181,11 +181,11 @@ class _MkldnnTrunk(nn.Module):
         self.trunk = torch.utils.mkldnn.to_mkldnn(trunk)
         self.head = folded.head
 
-    def features(self, x):
+    def feature_maps(self, x):
         return self.trunk(x.to_mkldnn()).to_dense()
 
     def forward(self, x):
-        return self.head(self.features(x))
+        return self.head(self.feature_maps(x))
 
 
 class _Compiled(nn.Module):
@@ -204,7 +204,7 @@ class _Compiled(nn.Module):
     def forward(self, x):
         return self.model(x)
 
-    def features(self, x):
+    def feature_maps(self, x):
         return self.trunk(x)
 
 
@@ -433,9 +433,9 @@ def _measure_models(cfg: BenchConfig, model: LipNet, x: torch.Tensor, log) -> Tu
             with native_disabled():
                 t0 = time.perf_counter()
                 with torch.inference_mode():
-                    variant(batches[0]), variant.features(batches[0])  # compile (when compiling)
+                    variant(batches[0]), variant.feature_maps(batches[0])  # compile (when compiling)
                 first_call_s = time.perf_counter() - t0
-                tuned[name] = {"model": rate(variant), "trunk": rate(variant.features)}
+                tuned[name] = {"model": rate(variant), "trunk": rate(variant.feature_maps)}
             if "compile" in name:
                 compile_s = first_call_s
         except Exception as exc:  # noqa: BLE001 - a variant that cannot run here is reported, not fatal

@@ -60,11 +60,13 @@ def draw_confusion(fig, cm, classes: List[str], title: str = "") -> None:
 
 def draw_curves(fig, histories, best_epochs=None, title_suffix: str = "") -> None:
     """Training loss and validation macro-F1 by epoch, one line per run (fold) in ``histories``."""
+    from matplotlib.ticker import MaxNLocator
+
     a1, a2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     best_epochs = best_epochs or [0] * len(histories)
     for i, (hist, best) in enumerate(zip(histories, best_epochs)):
         ep = [h.epoch for h in hist]
-        label = f"fold {i + 1}" if len(histories) > 1 else "training"
+        label = f"fold {i + 1}" if len(histories) > 1 else None  # one run: no legend to read
         a1.plot(ep, [h.train_loss for h in hist], label=label)
         a2.plot(ep, [h.val_macro_f1 for h in hist], label=label)
         if best:
@@ -73,7 +75,8 @@ def draw_curves(fig, histories, best_epochs=None, title_suffix: str = "") -> Non
     a2.set(xlabel="epoch", ylabel="macro-F1", title="validation macro-F1 (dot = kept epoch)", ylim=(0, 1.02))
     for a in (a1, a2):
         a.grid(alpha=0.3)
-    if any(histories):
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    if len(histories) > 1 and any(histories):
         a2.legend(fontsize=7, loc="lower right")
     else:
         for a in (a1, a2):

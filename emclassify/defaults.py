@@ -22,7 +22,7 @@ DEFAULT_NORMALIZE = "zscore"
 # ---- training (emclassify.training.TrainConfig)
 BALANCE_STRATEGIES = ("none", "class-weights", "oversample", "undersample", "synthetic")
 TRAIN_DEFAULTS: Dict[str, object] = {
-    "arch": AUTO,            # the CNN+features fusion or the SVM, whichever validates better (emclassify.assess)
+    "arch": AUTO,            # the CNN+features fusion averaged with the SVM, or the SVM alone (emclassify.assess)
     "epochs": 12,
     "batch_size": 64,
     "lr": 2e-3,
@@ -40,7 +40,7 @@ TRAIN_DEFAULTS: Dict[str, object] = {
 DEFAULT_FOLDS = 5
 # Architecture names for help texts; tests hold it equal to emclassify.models.list_archs().
 ARCH_NAMES = ("auto", "lipnet1", "lipnet2", "lipnet3", "lipnet4", "lipnet5", "lipnet-fcn", "svm",
-              "<cnn>+features")
+              "<cnn>+features", "lipnet-fcn+features+svm")
 
 # ---- batch (emclassify.batch)
 DEFAULT_BATCH_SIZE = 64

@@ -25,7 +25,8 @@ import torch
 
 from ._version import __version__
 from .atomic import atomic_path
-from .models import SVMModel, create_model, parse_arch
+from .models import NetSVMEnsemble, SVMModel, create_model, ensemble_member, parse_arch
+from .models.ensemble import split_state_dict
 from .preprocess import PreprocessConfig
 
 CARD_KEY = "emclassify_card"
@@ -274,6 +275,39 @@ def _open(path, with_tensors: bool = True):
     return ModelCard.from_dict(card_dict, source=str(path)), tensors
 
 
+def _svm_from(tensors, card) -> SVMModel:
+    model = SVMModel.from_state_dict(tensors)
+    if model.num_classes != len(card.classes):
+        raise ValueError(f"SVM has {model.num_classes} classes, card lists {len(card.classes)}")
+    return model
+
+
+def _network_from(tensors, card, arch: str) -> torch.nn.Module:
+    """Build ``arch`` for the card's classes and input size and load ``tensors`` into it.
+
+    Shapes are compared first, on the meta device (no memory): a card whose input size or class
+    count implies other weights than the file holds is refused before anything is allocated.
+    """
+    n_features = int(tensors["feature_mean"].numel()) if "feature_mean" in tensors else 0
+    build = lambda: create_model(arch, num_classes=len(card.classes),  # noqa: E731
+                                 input_size=card.preprocess.size, n_features=n_features)
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in build().state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in tensors.items()}
+    if expected != got:
+        diff = sorted(set(expected) ^ set(got)) or [k for k in expected if expected[k] != got[k]]
+        k = diff[0]
+        raise ValueError(f"weights do not match architecture {arch!r} at input size "
+                         f"{card.preprocess.size} px: {k} is {got.get(k, 'missing')} in the file, "
+                         f"{expected.get(k, 'not expected')} for the architecture")
+    model = build()
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"weights do not match architecture {arch!r}: {' '.join(str(exc).splitlines()[:3])}") from None
+    return model
+
+
 def load_model(path) -> TrainedModel:
     """Load a model file: build the architecture named in its card and load the weights.
 
@@ -294,36 +328,17 @@ def load_model(path) -> TrainedModel:
                 f"model uses handcrafted features version {card.features.get('version')}, "
                 f"this emclassify computes version {FEATURES_VERSION}; retrain the model"
             )
+        member = ensemble_member(card.arch)
         if base is None:
-            model = SVMModel.from_state_dict(tensors)
-            if model.num_classes != len(card.classes):
-                raise ValueError(f"SVM has {model.num_classes} classes, card lists {len(card.classes)}")
+            model = _svm_from(tensors, card)
+        elif member is not None:
+            net_tensors, svm_tensors, temperature = split_state_dict(tensors)
+            net = _network_from(net_tensors, card, member)
+            model = NetSVMEnsemble(net, _svm_from(svm_tensors, card), temperature)
         else:
-            n_features = int(tensors["feature_mean"].numel()) if "feature_mean" in tensors else 0
-            build = lambda: create_model(card.arch, num_classes=len(card.classes),  # noqa: E731
-                                         input_size=card.preprocess.size, n_features=n_features)
-            # Shapes first, on the meta device (no memory): a card whose input size or class count
-            # implies other weights than the file holds is refused before anything is allocated.
-            with torch.device("meta"):
-                expected = {k: tuple(v.shape) for k, v in build().state_dict().items()}
-            got = {k: tuple(v.shape) for k, v in tensors.items()}
-            if expected != got:
-                diff = sorted(set(expected) ^ set(got)) or [k for k in expected if expected[k] != got[k]]
-                k = diff[0]
-                raise ValueError(f"weights do not match architecture {card.arch!r} at input size "
-                                 f"{card.preprocess.size} px: {k} is {got.get(k, 'missing')} in the file, "
-                                 f"{expected.get(k, 'not expected')} for the architecture")
-            model = build()
+            model = _network_from(tensors, card, card.arch)
     except (ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise ModelFileError(f"{path}: {exc}") from None
-    try:
-        if base is not None:
-            model.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0:3]
-        raise ModelFileError(
-            f"{path}: weights do not match architecture {card.arch!r}: {' '.join(first)}"
-        ) from None
     model.eval()
     return TrainedModel(model=model, card=card, path=path, sha256=file_sha256(path))
 

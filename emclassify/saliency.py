@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from . import ops
 from .features import particle_features
+from .models import forward
 from .preprocess import region_box, resized_shape, to_bool_mask
 
 
@@ -30,11 +31,9 @@ def saliency_map(classifier, image: np.ndarray, mask: Optional[np.ndarray] = Non
     x = ops.preprocess([image], [mask], cfg).to(classifier.device).requires_grad_(True)
     model = classifier.model
     with torch.enable_grad():
-        if classifier.kind == "image":
-            logits = model(x)
-        else:
-            f = torch.as_tensor(particle_features(image, mask)[None]).to(classifier.device)
-            logits = model(x, f)
+        f = None if classifier.kind == "image" else torch.as_tensor(particle_features(image, mask)[None]).to(
+            classifier.device)
+        logits = forward(model, x, f)
         k = int(logits.argmax(1)) if target is None else int(target)
         (grad,) = torch.autograd.grad(logits[0, k], x)
     sal = (grad * x).abs()[0, 0].detach().cpu()

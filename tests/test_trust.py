@@ -18,7 +18,8 @@ from emclassify.input_decision import decide_preprocess
 from emclassify.io import load_dataset
 from emclassify.modelfile import load_model, read_card
 from emclassify.preprocess import MIN_REGION_SIDE, PreprocessConfig
-from emclassify.training import TooSmallError, TrainConfig, train
+from emclassify.models import AUTO_CANDIDATES
+from emclassify.training import TooSmallError, TrainConfig, load_inputs, train
 
 from conftest import write_tiff
 
@@ -126,10 +127,47 @@ def test_auto_architecture_choice_is_recorded(tmp_path):
     ds = load_dataset(tmp_path / "d")
     out = train(ds, PreprocessConfig(mode="crop", size=24), TrainConfig(arch="auto", **FAST), tmp_path / "m.safetensors")
     sel = out.card.metrics["selection"]
-    assert set(sel["candidates"]) == {"lipnet-fcn+features", "svm"}
+    assert set(sel["candidates"]) == set(AUTO_CANDIDATES) == {"lipnet-fcn+features+svm", "svm"}
     assert out.card.arch == sel["kept"] and out.card.training["arch_requested"] == "auto"
     best = max(sel["candidates"], key=lambda a: (sel["candidates"][a], a != "svm"))
     assert sel["kept"] == best
+
+
+def test_ensemble_is_the_mean_of_its_members_and_round_trips(tmp_path):
+    from emclassify.inference import Classifier
+    from emclassify.modelfile import ModelFileError, load_model
+    from emclassify.models import NetSVMEnsemble
+
+    synth.generate(tmp_path / "d", "lamellarity", 60, seed=2, proportions=(0.5, 0.4, 0.1))
+    ds = load_dataset(tmp_path / "d")
+    out = train(ds, PreprocessConfig(mode="crop", size=24), TrainConfig(arch="lipnet-fcn+features+svm", **FAST),
+                tmp_path / "m.safetensors")
+    trained = load_model(out.path)
+    model = trained.model
+    assert isinstance(model, NetSVMEnsemble) and trained.card.arch == "lipnet-fcn+features+svm"
+    assert float(model.net_temperature) == pytest.approx(out.card.training["svm"]["net_temperature"])
+    data = load_inputs(ds.samples[:12], trained.card.preprocess, ds.classes, want_features=True)
+    f = torch.as_tensor(data.features)
+    with torch.no_grad():
+        p = torch.exp(model(data.x, f)).double()
+        p_net = torch.softmax(model.net(data.x, f).double() / float(model.net_temperature), 1)
+        p_svm = torch.softmax(model.svm(f).double(), 1)
+    assert torch.allclose(p, (p_net + p_svm) / 2, atol=1e-5)
+    probs = Classifier(trained, device="cpu").predict_proba_inputs(data.x[:4], data.features[:4])
+    assert np.allclose(probs.sum(1), 1.0)
+    # a file whose ensemble holds tensors of neither member is refused
+    from safetensors.torch import load_file, save_file
+    from emclassify.modelfile import CARD_KEY
+    from safetensors import safe_open
+
+    with safe_open(str(out.path), "pt") as fh:
+        meta = fh.metadata()
+    tensors = load_file(str(out.path))
+    tensors["stray"] = torch.zeros(1)
+    save_file(tensors, str(tmp_path / "bad.safetensors"), metadata=meta)
+    with pytest.raises(ModelFileError, match="unexpected tensors"):
+        load_model(tmp_path / "bad.safetensors")
+    assert CARD_KEY in meta
 
 
 # --------------------------------------------------------------------------- calibration

@@ -11,17 +11,19 @@ from typing import Dict, List, Optional
 import torch
 from torch import nn
 
+from .ensemble import ENSEMBLE_SUFFIX, NetSVMEnsemble
 from .fusion import FusionNet
 from .lipnet import LipNet, LipNetSpec, count_macs, min_input_size, trunk_output_side
 from .svm import SVMModel, fit_svm
 
 SVM = "svm"
 FEATURE_SUFFIX = "+features"
-# "auto": fit the CNN+features fusion and the SVM on the same training part and keep the one with
-# the higher macro-F1 on the validation split (recorded in the card). The SVM wins on small data,
-# the fusion on larger sets (BENCHMARKS.md).
+# "auto": fit the CNN+features fusion and the SVM on the same training part, average them
+# (emclassify.models.ensemble), and keep the ensemble or the SVM alone, whichever has the higher
+# macro-F1 on the validation split (recorded in the card). The SVM alone wins on small data, the
+# ensemble on larger sets (BENCHMARKS.md).
 AUTO = "auto"
-AUTO_CANDIDATES = ("lipnet-fcn+features", SVM)
+AUTO_CANDIDATES = ("lipnet-fcn+features+svm", SVM)
 
 S, V = "same", "valid"
 
@@ -50,7 +52,7 @@ _REGISTRY: Dict[str, LipNetSpec] = {
             "lipnet4",
             stages=(((32, S), (32, V)), ((64, S), (64, V))),
             dense=512,
-            description="conv32 · conv32 · pool · conv64 · conv64 · pool · dense 512 (the seed's LipNet-4)",
+            description="conv32 · conv32 · pool · conv64 · conv64 · pool · dense 512 (LipNet-4 of the published liposome study)",
         ),
         LipNetSpec(
             "lipnet5",
@@ -78,7 +80,19 @@ def list_models() -> List[str]:
 
 def list_archs() -> List[str]:
     """Every name ``train``/``cv`` accept: the CNNs, ``svm``, and ``<cnn>+features`` fusions."""
-    return [AUTO] + list(_REGISTRY) + [SVM] + [f"{n}{FEATURE_SUFFIX}" for n in _REGISTRY]
+    return ([AUTO] + list(_REGISTRY) + [SVM] + [f"{n}{FEATURE_SUFFIX}" for n in _REGISTRY]
+            + [AUTO_CANDIDATES[0]])
+
+
+def ensemble_member(name: str) -> Optional[str]:
+    """The network architecture of an ensemble name ``<network>+svm``, else None."""
+    if name.endswith(ENSEMBLE_SUFFIX) and name != SVM:
+        member = name[: -len(ENSEMBLE_SUFFIX)]
+        parse_arch(member)
+        if member in (SVM, AUTO) or ensemble_member(member):
+            raise ValueError(f"{name!r}: an ensemble averages one network with the SVM")
+        return member
+    return None
 
 
 def parse_arch(name: str):
@@ -87,6 +101,9 @@ def parse_arch(name: str):
         return None, True
     if name == AUTO:
         return parse_arch(AUTO_CANDIDATES[0])
+    member = ensemble_member(name)
+    if member is not None:
+        return parse_arch(member)[0], True
     base, fused = (name[: -len(FEATURE_SUFFIX)], True) if name.endswith(FEATURE_SUFFIX) else (name, False)
     get_spec(base)
     return base, fused
@@ -119,12 +136,18 @@ def model_logits(model: nn.Module, x: Optional[torch.Tensor], features=None, tta
     tta: average the logits over the 8 D4 views of the image (test-time augmentation; a particle
     seen in a TEM has no preferred orientation). Ignored by feature-only models.
     """
+    if input_kind(model) == "features" or not tta:
+        return forward(model, x, features)
+    return torch.stack([forward(model, v, features) for v in d4_views(x)]).mean(0)
+
+
+def forward(model: nn.Module, x: Optional[torch.Tensor], features=None) -> torch.Tensor:
+    """The one place that knows what each model kind takes: ``image`` -> model(x), ``features`` ->
+    model(f), ``image+features`` -> model(x, f). x: float32 ``N x 1 x S x S``; features: ``N x F``."""
     kind = input_kind(model)
     if kind == "features":
         return model(features)
-    views = d4_views(x) if tta else [x]
-    outs = [model(v) if kind == "image" else model(v, features) for v in views]
-    return outs[0] if len(outs) == 1 else torch.stack(outs).mean(0)
+    return model(x) if kind == "image" else model(x, features)
 
 
 def create_model(name: str, num_classes: int, input_size: int = 64, in_channels: int = 1,
@@ -135,6 +158,8 @@ def create_model(name: str, num_classes: int, input_size: int = 64, in_channels:
     dropout becomes half of it); it changes no weights. SVMs are not built empty: see
     :func:`fit_svm`.
     """
+    if ensemble_member(name) is not None:
+        raise ValueError("an ensemble is made by fitting its members (emclassify.training.fit_model), not built empty")
     base, fused = parse_arch(name)
     if base is None:
         raise ValueError("an SVM is made by fitting (emclassify.models.fit_svm), not built empty")
@@ -170,12 +195,16 @@ __all__ = [
     "AUTO",
     "AUTO_CANDIDATES",
     "FEATURE_SUFFIX",
+    "ENSEMBLE_SUFFIX",
     "FusionNet",
+    "NetSVMEnsemble",
+    "ensemble_member",
     "SVM",
     "SVMModel",
     "fit_svm",
     "input_kind",
     "model_logits",
+    "forward",
     "d4_views",
     "list_archs",
     "parse_arch",

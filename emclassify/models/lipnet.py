@@ -169,9 +169,9 @@ class LipNet(nn.Module):
             self.embedding_dim = spec.dense
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        return self.head(self.feature_maps(x))
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
         """Trunk output ``N x C x h x w``: fused native blocks for inference, PyTorch layers otherwise."""
         if self.training or torch.is_grad_enabled() or not ops.conv_block_native_ok(x):
             return self.trunk(x)
@@ -196,7 +196,7 @@ class LipNet(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features ``N x embedding_dim`` (for fusion with handcrafted features)."""
-        h = self.features(x)
+        h = self.feature_maps(x)
         for layer in list(self.head)[:-1]:
             h = layer(h)
         return h
@@ -225,30 +225,16 @@ def min_input_size(spec: LipNetSpec) -> int:
 def count_macs(model: LipNet, input_size: int, trunk_only: bool = False) -> int:
     """Multiply-accumulates of one forward pass on a ``1 x C x S x S`` input (conv + linear).
 
-    trunk_only: count the conv trunk alone (what the fused native op computes).
+    Counted by ``torch.utils.flop_counter`` (FLOPs / 2) on the PyTorch layers; trunk_only: count the
+    conv trunk alone (what the fused native op computes).
     """
-    macs = 0
-    hooks = []
+    from torch.utils.flop_counter import FlopCounterMode
 
-    def conv_hook(mod, _inp, out):
-        nonlocal macs
-        macs += out.numel() * mod.in_channels * mod.kernel_size[0] * mod.kernel_size[1] // mod.groups
-
-    def linear_hook(mod, _inp, out):
-        nonlocal macs
-        macs += out.numel() * mod.in_features
-
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            hooks.append(m.register_forward_hook(conv_hook))
-        elif isinstance(m, nn.Linear):
-            hooks.append(m.register_forward_hook(linear_hook))
     was_training = model.training
     model.eval()
-    with torch.enable_grad():  # the hooks must see the PyTorch layers, not the fused inference op
-        x = torch.zeros(1, model.trunk[0].blocks[0].conv.in_channels, input_size, input_size)
+    x = torch.zeros(1, model.trunk[0].blocks[0].conv.in_channels, input_size, input_size)
+    counter = FlopCounterMode(display=False)
+    with torch.enable_grad(), counter:  # autograd on: the PyTorch layers, not the fused inference op
         model.trunk(x) if trunk_only else model(x)
     model.train(was_training)
-    for h in hooks:
-        h.remove()
-    return macs
+    return counter.get_total_flops() // 2

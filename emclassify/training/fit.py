@@ -1,0 +1,209 @@
+"""The fit loop: a network (or ensemble, or SVM) on an :class:`InputSet` split, with early stopping
+on validation macro-F1, batch-norm recalibration and channels-last steps."""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import metrics
+from ..features import N_FEATURES
+from ..inference import CancelToken, resolve_device
+from ..models import create_model, ensemble_member, fit_svm, forward, input_kind, model_logits, parse_arch
+from ..preprocess import PreprocessConfig
+from .augment import augment
+from .balance import class_weights, epoch_indices, synthetic_topup
+from .config import EpochLog, FitResult, TrainConfig
+from .inputs import InputSet
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, x: torch.Tensor, features: Optional[np.ndarray] = None,
+                   device: Optional[torch.device] = None, batch_size: int = 256, tta: bool = False) -> torch.Tensor:
+    """Logits ``N x C`` of any model kind, in batches (``tta``: see :func:`model_logits`)."""
+    model.eval()
+    kind = input_kind(model)
+    device = device or torch.device("cpu")
+    if kind == "features":
+        return model(torch.as_tensor(features)).float()
+    outs = []
+    for i in range(0, x.shape[0], batch_size):
+        xb = x[i : i + batch_size].to(device)
+        fb = None if kind == "image" else torch.as_tensor(features[i : i + batch_size]).to(device)
+        outs.append(model_logits(model, xb, fb, tta).float().cpu())
+    return torch.cat(outs) if outs else torch.zeros((0, getattr(model, "num_classes", 0)))
+
+
+# 512 clean images estimate the statistics as well as 1,024 did (validation macro-F1 per epoch within
+# noise, BENCHMARKS.md "Training throughput") at half the cost, ~7 % of an epoch on NanoShapes.
+PRECISE_BN_SAMPLES = 512
+# Training runs the trunk channels-last: oneDNN's convolutions and their backward skip the layout
+# reorders they do for NCHW tensors (BENCHMARKS.md "Training throughput": ~1.25x per step on 2 cores).
+TRAIN_MEMORY_FORMAT = torch.channels_last
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, train: InputSet, device: torch.device, gen: torch.Generator,
+                          n: int = PRECISE_BN_SAMPLES, batch_size: int = 128,
+                          memory_format: torch.memory_format = torch.contiguous_format) -> None:
+    """Re-estimate batch-norm statistics on clean (un-augmented) training images, dropout off.
+
+    Why: the running statistics gathered during training mix augmented inputs and
+    dropout noise (dropout before batch-norm shifts the variance seen at inference),
+    which made validation scores jump from epoch to epoch and early stopping pick
+    epochs by luck. Measured on NanoShapes (BENCHMARKS.md): validation macro-F1 per
+    epoch becomes smooth, test accuracy unchanged, ~15 % more time per epoch.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the recalibration batches
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.eval()
+    idx = torch.randperm(train.labels.shape[0], generator=gen)[:n]
+    for start in range(0, idx.numel(), batch_size):
+        b = idx[start : start + batch_size]
+        if b.numel() < 2:
+            continue
+        xb = train.x[b].to(device).contiguous(memory_format=memory_format)
+        forward(model, xb, None if train.features is None else torch.as_tensor(train.features[b.numpy()]).to(device))
+    for m, mom in zip(bns, momenta):
+        m.momentum = mom
+    model.eval()
+
+
+def fit(train: InputSet, val: InputSet, n_classes: int, cfg: TrainConfig,
+        on_epoch: Optional[Callable[[EpochLog], None]] = None,
+        cancel: Optional[CancelToken] = None, memory_format: torch.memory_format = TRAIN_MEMORY_FORMAT,
+        bn_samples: int = PRECISE_BN_SAMPLES) -> FitResult:
+    """Train ``cfg.arch`` (a LipNet or fusion) on preprocessed inputs; keep the epoch with the best
+    validation macro-F1. Ctrl-C or ``cancel`` stop after the current epoch, keeping the best so far.
+
+    memory_format / bn_samples: speed settings (the benchmark harness compares them side by side);
+    the returned model is contiguous whatever the training layout.
+    """
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    size = train.x.shape[-1]
+    _, fused = parse_arch(cfg.arch)
+    model = create_model(cfg.arch, n_classes, size, n_features=N_FEATURES if fused else 0, dropout=cfg.dropout)
+    if fused:
+        model.set_feature_stats(torch.as_tensor(train.features))
+    model = model.to(device=device, memory_format=memory_format)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    n_train = train.labels.shape[0]
+    steps_per_epoch = max(1, math.ceil(n_train / cfg.batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
+                                                pct_start=0.15)
+    weight = class_weights(train.labels, n_classes).to(device) if cfg.balance == "class-weights" else None
+    loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+    val_loss_fn = nn.CrossEntropyLoss()
+    feats = torch.as_tensor(train.features) if fused else None
+    order_balance = cfg.balance if cfg.balance in ("oversample", "undersample") else "none"
+
+    result = FitResult(model=model)
+    best_f1, best_state, since_best = -1.0, None, 0
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            model.train()
+            order = epoch_indices(train.labels, n_classes, order_balance, gen)
+            total, count = 0.0, 0
+            for start in range(0, order.numel(), cfg.batch_size):
+                idx = order[start : start + cfg.batch_size]
+                if idx.numel() < 2:  # batch-norm needs more than one sample
+                    continue
+                xb = train.x[idx]
+                if cfg.augment:
+                    xb = augment(xb, gen)
+                xb, yb = xb.to(device).contiguous(memory_format=memory_format), train.labels[idx].to(device)
+                logits = forward(model, xb, None if feats is None else feats[idx].to(device))
+                loss = loss_fn(logits, yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if sched.last_epoch + 1 < sched.total_steps:
+                    sched.step()
+                total += float(loss.detach()) * idx.numel()
+                count += idx.numel()
+            recalibrate_batchnorm(model, train, device, gen, n=bn_samples, memory_format=memory_format)
+            logits = predict_logits(model, val.x, val.features, device)
+            pred = logits.argmax(1) if logits.numel() else torch.zeros(0, dtype=torch.long)
+            summ = metrics.summary(metrics.confusion_matrix(val.labels, pred, n_classes),
+                                   [str(i) for i in range(n_classes)])
+            val_loss = float(val_loss_fn(logits, val.labels)) if logits.numel() else float("nan")
+            log = EpochLog(epoch, cfg.epochs, total / max(count, 1), val_loss, summ["macro_f1"], summ["accuracy"],
+                           time.perf_counter() - t0)
+            result.history.append(log)
+            if on_epoch is not None:
+                on_epoch(log)
+            if summ["macro_f1"] > best_f1 + 1e-9:
+                best_f1, since_best = summ["macro_f1"], 0
+                best_state = copy.deepcopy(model.state_dict())
+                result.best_epoch = epoch
+            else:
+                since_best += 1
+            if cancel is not None and cancel.cancelled:
+                result.stopped = "cancelled"
+                break
+            if since_best >= cfg.patience:
+                result.stopped = "early-stopping"
+                break
+    except KeyboardInterrupt:
+        result.stopped = "interrupted"
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.to(memory_format=torch.contiguous_format).eval().cpu()
+    return result
+
+
+def fit_model(train_set: InputSet, val_set: InputSet, classes: Sequence[str], pcfg: PreprocessConfig,
+              cfg: TrainConfig, on_epoch=None, cancel=None) -> FitResult:
+    """Fit any architecture: balance strategy, then the SVM or the network."""
+    n_classes = len(classes)
+    _, uses_features = parse_arch(cfg.arch)
+    if cfg.balance == "synthetic":
+        train_set = synthetic_topup(train_set, classes, pcfg, cfg.seed, uses_features)
+    if cfg.arch == "svm":
+        model, info = fit_svm(train_set.features, train_set.labels.numpy(), n_classes, seed=cfg.seed)
+        return FitResult(model=model, best_epoch=0, stopped="completed", info=asdict(info))
+    member = ensemble_member(cfg.arch)
+    if member is not None:
+        return fit_ensemble(train_set, val_set, n_classes, TrainConfig(**{**cfg.to_dict(), "arch": member}),
+                            on_epoch=on_epoch, cancel=cancel)
+    return fit(train_set, val_set, n_classes, cfg, on_epoch=on_epoch, cancel=cancel)
+
+
+def fit_ensemble(train_set: InputSet, val_set: InputSet, n_classes: int, net_cfg: TrainConfig, on_epoch=None,
+                 cancel=None) -> FitResult:
+    """``<network>+svm``: the network (``net_cfg.arch``) and the SVM fitted on the same training part
+    (the SVM on a bounded stratified subsample, :func:`emclassify.guardrails.subsample_for_svm`),
+    the network's temperature fitted on the validation part, then averaged
+    (:class:`emclassify.models.NetSVMEnsemble`)."""
+    from ..calibration import calibrate
+    from ..guardrails import subsample_for_svm
+    from ..models import NetSVMEnsemble
+
+    net = fit(train_set, val_set, n_classes, net_cfg, on_epoch=on_epoch, cancel=cancel)
+    labels = train_set.labels.numpy()
+    idx = subsample_for_svm(labels, net_cfg.seed)
+    svm, info = fit_svm(train_set.features[idx], labels[idx], n_classes, seed=net_cfg.seed)
+    temperature = 1.0
+    if len(val_set):
+        temperature, _ = calibrate(predict_logits(net.model, val_set.x, val_set.features, tta=net_cfg.tta),
+                                   val_set.labels)
+    model = NetSVMEnsemble(net.model, svm, temperature).eval()
+    return FitResult(model=model, history=net.history, best_epoch=net.best_epoch, stopped=net.stopped,
+                     info={**asdict(info), "net_temperature": temperature})
