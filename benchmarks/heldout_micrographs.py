@@ -26,6 +26,16 @@ from emclassify.io import load_dataset
 from emclassify.training import TrainConfig, load_inputs, train
 
 
+def per_group_accuracy(samples, y, pred) -> dict:
+    """Accuracy on each test micrograph (``group``), so a gap to the CV estimate can be traced to
+    micrographs (compare with the CV's out-of-fold predictions.csv of the same particles)."""
+    out = {}
+    for g in sorted({s.group for s in samples}):
+        idx = [i for i, s in enumerate(samples) if s.group == g]
+        out[g] = {"n": len(idx), "accuracy": round(float(np.mean(y[idx] == pred[idx])), 4)}
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("train_dir")
@@ -55,6 +65,7 @@ def main() -> int:
         "majority": {k: majority[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")},
         "validation": {k: outcome.validation[k] for k in ("accuracy", "macro_f1")},
         "flags": [f["code"] for f in outcome.flags], "train_seconds": round(seconds, 1),
+        "per_micrograph_accuracy": per_group_accuracy(data.samples, y, probs.argmax(1)),
     }, indent=2))
     return 0
 

@@ -83,7 +83,7 @@ def make_model(root: Path, epochs: int) -> None:
         name="emclassify default lamellarity model",
         problem=PROBLEM,
         description=(
-            "Trained by packaging/make_assets.py on synthetic liposomes from emclassify.synth only "
+            "Trained on synthetic liposome images made by emclassify's own generator only "
             "(no real micrographs). A demo and starting point: train on your own labelled particles "
             "before relying on it."
         ),
