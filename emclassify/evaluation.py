@@ -23,7 +23,7 @@ import torch
 
 from . import metrics
 from .events import Decoding, EpochEnded, FoldEnded, FoldStarted, Progress, RemainingTime, emit
-from .inference import CancelToken
+from .runtime import CancelToken
 from .io import Dataset
 from .models import SVM, parse_arch
 from .preprocess import PreprocessConfig

@@ -10,7 +10,6 @@ flat: only the batches in flight are held.
 from __future__ import annotations
 
 import os
-import threading
 
 import time
 from collections import deque
@@ -30,35 +29,8 @@ from .io import (FolderListing, ImageReadError, Sample, has_undecodable_name, li
 from .modelfile import TrainedModel, load_model
 from .models import input_kind, model_logits
 from .preprocess import PreprocessConfig
+from .runtime import CancelToken, resolve_device  # noqa: F401 - re-exported (their home is emclassify.runtime)
 from .segment import auto_mask
-
-
-class CancelToken:
-    """Thread-safe stop flag: ``cancel()`` from any thread; the run stops after the current batch."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU. ``cuda`` without a GPU is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(
-            "--device cuda was requested but no CUDA GPU is usable by this torch "
-            f"({torch.__version__}); use --device cpu or auto"
-        )
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda")
-    return torch.device(device)
 
 
 @dataclass

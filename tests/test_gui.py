@@ -143,6 +143,16 @@ def test_review_correction_written_to_sidecar(qtbot, window, folder_with_corrupt
     assert all(s.mask is not None for s in ds.samples)
     # nothing was written into the classified folder
     assert not any(p.suffix == ".csv" for p in folder_with_corrupt_file.rglob("*"))
+    # retrain from the reviewed labels in one step: the Train view takes the labels folder and starts
+    for _ in range(6):
+        review.confirm()
+    train = window.train
+    with qtbot.waitSignal(train.finished, timeout=300_000):
+        qtbot.mouseClick(review.train_btn, Qt.LeftButton)
+    assert window.tabs.currentWidget() is train and train.dataset.text() == str(labels_dir)
+    model = tmp_path / "reviewed.safetensors"
+    assert train.out.text() == str(model)
+    assert model.is_file() or train.message.text()  # a model, or a plain reason (e.g. too few labels)
 
 
 @pytest.fixture(scope="module")

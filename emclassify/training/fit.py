@@ -14,7 +14,7 @@ from torch import nn
 
 from .. import metrics
 from ..features import N_FEATURES
-from ..inference import CancelToken, resolve_device
+from ..runtime import CancelToken, resolve_device
 from ..models import create_model, ensemble_member, fit_svm, forward, input_kind, model_logits, parse_arch
 from ..preprocess import PreprocessConfig
 from .augment import augment

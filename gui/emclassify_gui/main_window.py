@@ -30,6 +30,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.tabs)
         self.classify.finished.connect(self.review.refresh)
         self.train.model_saved.connect(self.classify.set_model)
+        self.review.train_requested.connect(self._train_on_reviewed)
         self.error_label = QLabel("")
         self.error_label.setStyleSheet("color: #b03a2e")
         self.statusBar().addPermanentWidget(self.error_label)
@@ -62,6 +63,10 @@ class MainWindow(QMainWindow):
         about = QAction("About emclassify", self)
         about.triggered.connect(self.about)
         help_menu.addAction(about)
+
+    def _train_on_reviewed(self, labels_folder: str) -> None:
+        self.tabs.setCurrentWidget(self.train)
+        self.train.train_on(labels_folder)
 
     def about(self) -> None:
         QMessageBox.about(self, "About emclassify",

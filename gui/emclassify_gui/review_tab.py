@@ -6,6 +6,7 @@ Keys: Enter/Space confirm, 1–9 correct to that class, Left/Right previous/next
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import List, Optional
 
 from PySide6.QtCore import QSize, Qt, Signal
@@ -30,6 +31,7 @@ def saliency_job(report, cancel, classifier: Classifier, image, mask):
 class ReviewTab(QWidget):
     status = Signal(str)
     error = Signal(str)
+    train_requested = Signal(str)  # the labels folder: train a model on the reviewed particles
 
     def __init__(self, settings, classify_tab):
         super().__init__()
@@ -85,6 +87,10 @@ class ReviewTab(QWidget):
         pick.clicked.connect(self.pick_dest)
         self.user = QLineEdit(settings.value("review/user", current_user()))
         self.user.setMaximumWidth(160)
+        self.train_btn = QPushButton("Train on reviewed labels…")
+        self.train_btn.setToolTip("Train a new model on the particles reviewed into the labels folder "
+                                  "(opens the Train view with that folder and starts)")
+        self.train_btn.clicked.connect(self.request_training)
         self.confirm_btn = QPushButton("Confirm  (Enter)")
         self.confirm_btn.clicked.connect(self.confirm)
         self.class_buttons = QHBoxLayout()
@@ -114,6 +120,7 @@ class ReviewTab(QWidget):
         dest_row.addWidget(pick)
         dest_row.addWidget(QLabel("reviewer:"))
         dest_row.addWidget(self.user)
+        dest_row.addWidget(self.train_btn)
         rv.addLayout(dest_row)
         decide = QHBoxLayout()
         decide.addWidget(self.confirm_btn)
@@ -221,6 +228,13 @@ class ReviewTab(QWidget):
         d = QFileDialog.getExistingDirectory(self, "Folder for reviewed labels", self.dest.text())
         if d:
             self.dest.setText(d)
+
+    def request_training(self) -> None:
+        dest = self.dest.text().strip()
+        if not dest or not (Path(dest) / "manifest.csv").is_file():
+            self.message.setText("Review some particles into a labels folder first: training uses its manifest.csv.")
+            return
+        self.train_requested.emit(dest)
 
     def confirm(self) -> None:
         if self.current is not None:

@@ -182,6 +182,17 @@ class TrainTab(QWidget):
         layout.addWidget(self.log)
         QShortcut(QKeySequence("Ctrl+T"), self, self.start)
 
+    def train_on(self, dataset: str) -> None:
+        """Start training on ``dataset`` at once (e.g. the labels folder of a review), the model saved
+        beside it as ``<folder name>.safetensors`` unless a training is already running."""
+        if self.job is not None and self.job.is_running():
+            self.message.setText("A training is already running; stop it first.")
+            return
+        folder = Path(dataset)
+        self.dataset.setText(str(folder))
+        self.out.setText(str(folder.parent / f"{folder.name}.safetensors"))
+        self.start()
+
     def pick_out(self) -> None:
         f, _ = QFileDialog.getSaveFileName(self, "Model file", self.out.text(), "emclassify models (*.safetensors)")
         if f:

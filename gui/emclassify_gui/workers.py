@@ -12,7 +12,7 @@ import traceback
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from emclassify.inference import CancelToken
+from emclassify.runtime import CancelToken
 
 
 def plain_message(exc: BaseException) -> str:
