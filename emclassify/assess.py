@@ -104,7 +104,7 @@ def fit_assessed(train: InputSet, val: InputSet, classes: Sequence[str], pcfg: P
     selection = None
     if requested == AUTO and svm is not None and arch != SVM:
         keep_svm = scores["svm"]["macro_f1"] > score["macro_f1"] + 1e-9
-        selection = {"rule": f"higher macro-F1 on the {where} split (the CNN on a tie)",
+        selection = {"rule": f"higher macro-F1 on the {where} split (the ensemble or network on a tie)",
                      "candidates": {arch: score["macro_f1"], SVM: scores["svm"]["macro_f1"]},
                      "kept": SVM if keep_svm else arch}
         if keep_svm:

@@ -299,7 +299,7 @@ class CVTab(QWidget):
         arch_row = QHBoxLayout()
         for a in list_archs():
             cb = QCheckBox(a)
-            cb.setChecked(a in ("lipnet-fcn", "svm"))
+            cb.setChecked(a == TrainConfig().arch)  # the default model; its baselines are reported beside it
             self.arch_boxes[a] = cb
         arch_grid = QGridLayout()
         for i, cb in enumerate(self.arch_boxes.values()):

@@ -1,0 +1,96 @@
+"""The README's screenshots, from real runs of the desktop app (offscreen), whole windows.
+
+    QT_QPA_PLATFORM=offscreen python packaging/screenshots.py [docs/images]
+
+Classify: the bundled samples with the bundled model. Review: the least confident of them, with
+saliency. Train and Cross-validate (3 folds): a synthetic lamellarity set (600 particles at a 60/30/10
+mix) with the default settings, so the curves and the confusion matrix are
+those of a real model, not a two-epoch test model. Folders are shown by name under a neutral
+parent (``~/emclassify-demo/...``) so no temporary path appears in a picture.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from PySide6.QtCore import QEventLoop, QSettings, QTimer
+from PySide6.QtWidgets import QApplication
+
+
+def wait(signal, seconds: float) -> None:
+    loop = QEventLoop()
+    signal.connect(loop.quit)
+    QTimer.singleShot(int(seconds * 1000), loop.quit)
+    loop.exec()
+
+
+def main(argv=None) -> int:
+    out = Path((argv or sys.argv[1:] or ["docs/images"])[0])
+    out.mkdir(parents=True, exist_ok=True)
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    from emclassify import synth
+    from emclassify.assets import default_model_path, sample_folder
+    from emclassify_gui.main_window import MainWindow
+
+    demo = Path.home() / "emclassify-demo"
+    work = Path(tempfile.mkdtemp())
+    try:
+        if demo.exists():
+            shutil.rmtree(demo)
+        shutil.copytree(sample_folder(), demo / "samples")
+        synth.generate(demo / "lamellarity-600", "lamellarity", 600, seed=7, proportions=(0.6, 0.3, 0.1))
+        w = MainWindow(QSettings(str(work / "settings.ini"), QSettings.IniFormat))
+        w.confirm_discard = lambda: True
+        w.resize(1280, 860)
+        w.show()
+
+        c = w.classify
+        c.folder.setText(str(demo / "samples"))
+        c.set_model(str(default_model_path()))
+        c.run()
+        wait(c.finished, 120)
+        c.table.sortByColumn(3, 0)
+        w.tabs.setCurrentWidget(c)
+        app.processEvents()
+        w.grab().save(str(out / "classify.png"))
+
+        r = w.review
+        w.tabs.setCurrentWidget(r)
+        r.refresh()
+        for _ in range(300):  # the saliency of the first particle is computed in a worker thread
+            if r.saliency is not None:
+                break
+            if r.job is not None and r.job.is_running():
+                wait(r.job.done, 1)
+            app.processEvents()
+        app.processEvents()
+        w.grab().save(str(out / "review.png"))
+
+        t = w.train
+        w.tabs.setCurrentWidget(t)
+        t.dataset.setText(str(demo / "lamellarity-600"))
+        t.out.setText(str(demo / "lamellarity-600.safetensors"))
+        t.start()
+        wait(t.finished, 900)
+        app.processEvents()
+        w.grab().save(str(out / "train.png"))
+
+        v = w.cv
+        w.tabs.setCurrentWidget(v)
+        v.dataset.setText(str(demo / "lamellarity-600"))
+        v.folds.setValue(3)
+        v.run()
+        wait(v.finished, 1800)
+        app.processEvents()
+        w.grab().save(str(out / "cross-validate.png"))
+        print(f"wrote {', '.join(p.name for p in sorted(out.glob('*.png')))} to {out}")
+        return 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(demo, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
