@@ -78,7 +78,7 @@ def draw_curves(fig, histories, best_epochs=None, title_suffix: str = "") -> Non
         a.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     if len(histories) > 1 and any(histories):
         a2.legend(fontsize=7, loc="lower right")
-    else:
+    elif not any(histories):
         for a in (a1, a2):
             a.text(0.5, 0.5, "no epochs (not an iterative model)", ha="center", va="center", transform=a.transAxes)
 

@@ -126,3 +126,28 @@ def test_cv_on_nanoshapes_subset(nanoshapes, tmp_path):
     m = res.metrics_dict()
     assert m["n_samples"] == len(full.samples)
     assert m["accuracy"] > 0.6  # three shapes: chance is ~0.37
+
+
+def test_training_curves_say_no_epochs_only_when_there_are_none():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from emclassify.cv_report import draw_curves
+    from emclassify.training import EpochLog
+
+    hist = [EpochLog(e, 3, 1.0 / e, 0.5, 0.5 + 0.1 * e, 0.6, 1.0) for e in (1, 2, 3)]
+
+    def texts(fig):
+        return [t.get_text() for ax in fig.axes for t in ax.texts]
+
+    one, folds, none = Figure(), Figure(), Figure()
+    draw_curves(one, [hist], [2])
+    draw_curves(folds, [hist, hist], [2, 3])
+    draw_curves(none, [[]], [0])
+    assert not texts(one) and one.axes[1].get_legend() is None  # one run: nothing to tell apart
+    assert folds.axes[1].get_legend() is not None and not texts(folds)
+    assert any("no epochs" in t for t in texts(none))
+    ticks = one.axes[0].xaxis.get_major_locator().tick_values(1, 3)
+    assert all(float(t).is_integer() for t in ticks)

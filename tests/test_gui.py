@@ -115,6 +115,12 @@ def test_review_correction_written_to_sidecar(qtbot, window, folder_with_corrupt
     assert confs == sorted(confs)  # least confident first
     qtbot.waitUntil(lambda: review.saliency is not None, timeout=30_000)
     shot(window.review, tmp_path, "review")
+    # the particle fills the view although it was drawn while the Review tab was hidden
+    window.tabs.setCurrentWidget(review)
+    qtbot.waitUntil(lambda: review.view.isVisible())
+    shown = review.view.mapFromScene(review.view.item.sceneBoundingRect()).boundingRect()
+    assert shown.width() >= 0.8 * review.view.viewport().width() or \
+        shown.height() >= 0.8 * review.view.viewport().height()
     # judging membranes: zoom survives a redraw, contrast changes what is shown
     before = review.view.item.pixmap().toImage()
     review.view.zoom_by(2.0)

@@ -34,6 +34,7 @@ class ZoomView(QGraphicsView):
         self.setTransformationAnchor(QGraphicsView.AnchorUnderMouse)
         self.setBackgroundBrush(QColor("#202020"))
         self.setMinimumSize(320, 320)
+        self.fitted = True
 
     def zoom(self) -> float:
         return self.transform().m11()
@@ -47,12 +48,28 @@ class ZoomView(QGraphicsView):
             self.fit()
 
     def fit(self) -> None:
+        """Fit the picture to the view, and keep it fitted while the view is resized or shown,
+        until the user zooms."""
+        self.fitted = True
         if not self.item.pixmap().isNull():
             self.fitInView(self.item, Qt.KeepAspectRatio)
 
     def zoom_by(self, factor: float) -> None:
         factor = max(self.MIN_ZOOM / self.zoom(), min(self.MAX_ZOOM / self.zoom(), factor))
+        self.fitted = False
         self.scale(factor, factor)
+
+    # A picture set while the view was hidden (e.g. the Review tab filled while Classify is shown)
+    # was fitted to a view of no size: refit once the view has its real size.
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        super().resizeEvent(event)
+        if self.fitted:
+            self.fit()
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        super().showEvent(event)
+        if self.fitted:
+            self.fit()
 
     def wheelEvent(self, event) -> None:  # noqa: N802 (Qt API)
         self.zoom_by(1.25 if event.angleDelta().y() > 0 else 0.8)
