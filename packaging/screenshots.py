@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from PySide6.QtCore import QEventLoop, QSettings, QTimer
+from PySide6.QtCore import QEventLoop, QSettings, Qt, QTimer
 from PySide6.QtWidgets import QApplication
 
 
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
         c.set_model(str(default_model_path()))
         c.run()
         wait(c.finished, 120)
-        c.table.sortByColumn(3, 0)
+        c.table.sortByColumn(3, Qt.AscendingOrder)  # least confident first
         w.tabs.setCurrentWidget(c)
         app.processEvents()
         w.grab().save(str(out / "classify.png"))
