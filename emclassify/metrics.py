@@ -2,6 +2,11 @@
 
 Zero-division convention: a ratio whose denominator is 0 is reported as 0.0
 (sklearn's ``zero_division=0``), so a class never predicted has PPV 0 and F1 0.
+
+Why not scikit-learn's functions: the lab report needs TNR and NPV, which scikit-learn does not
+compute, and all five come from one confusion matrix here; a property test holds every figure
+scikit-learn does compute (confusion matrix, precision, recall, F1, macro-F1, balanced accuracy)
+equal to scikit-learn's (tests/test_metrics.py).
 """
 from __future__ import annotations
 
@@ -58,7 +63,6 @@ def summary(cm: np.ndarray, classes: Sequence[str]) -> Dict:
         "per_class": pc,
         "confusion_matrix": cm.astype(int).tolist(),
     }
-
 
 
 def score(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str]) -> Dict:

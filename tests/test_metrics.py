@@ -40,3 +40,38 @@ def test_zero_division_cases():
     s = metrics.summary(cm, ["a", "b", "c"])
     assert s["macro_f1"] == pytest.approx((6 / 8 + 0.0) / 2)  # c is in neither truth nor prediction: not averaged
     assert metrics.summary(np.zeros((2, 2), int), ["x", "y"])["accuracy"] == 0.0
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(2, 5).flatmap(lambda k: st.tuples(
+    st.just(k), st.lists(st.tuples(st.integers(0, k - 1), st.integers(0, k - 1)), min_size=1, max_size=60))))
+def test_metrics_equal_scikit_learn(case):
+    """Our confusion-matrix metrics (kept for TNR/NPV, which scikit-learn lacks) equal scikit-learn's."""
+    import numpy as np
+    from sklearn.metrics import balanced_accuracy_score, f1_score, precision_recall_fscore_support
+    from sklearn.metrics import confusion_matrix as sk_confusion
+
+    from emclassify.metrics import confusion_matrix, score
+
+    import warnings
+
+    warnings.simplefilter("ignore")  # scikit-learn warns about classes absent from y_true; that is the case tested
+    k, pairs = case
+    y, p = np.array([a for a, _ in pairs]), np.array([b for _, b in pairs])
+    classes = [f"c{i}" for i in range(k)]
+    assert (confusion_matrix(y, p, k) == sk_confusion(y, p, labels=list(range(k)))).all()
+    s = score(y, p, classes)
+    prec, rec, f1, support = precision_recall_fscore_support(y, p, labels=list(range(k)), zero_division=0)
+    for i, c in enumerate(classes):
+        assert s["per_class"][c]["ppv"] == pytest.approx(prec[i])
+        assert s["per_class"][c]["tpr"] == pytest.approx(rec[i])
+        assert s["per_class"][c]["f1"] == pytest.approx(f1[i])
+        assert s["per_class"][c]["support"] == support[i]
+    present = sorted(set(y) | set(p))
+    assert s["macro_f1"] == pytest.approx(f1_score(y, p, labels=present, average="macro", zero_division=0))
+    assert s["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, p))
+    assert s["accuracy"] == pytest.approx(float(np.mean(y == p)))
