@@ -8,9 +8,9 @@ split), so a model file and a cross-validation report say the same things:
    CNN+features fusion averaged with the SVM, :data:`emclassify.models.AUTO_CANDIDATES`);
 2. score it, the majority-class baseline and the SVM on handcrafted features
    (fitted on the same training part) on the validation part;
-3. ``auto`` keeps whichever of the ensemble and the SVM alone has the higher
-   validation macro-F1 (the ensemble on a tie) and records both scores (an
-   ensemble's SVM is the baseline SVM: one fit serves both);
+3. ``auto`` keeps whichever of the ensemble, its network alone and the SVM alone
+   has the higher validation macro-F1 (in that order on a tie) and records all
+   scores (an ensemble's SVM is the baseline SVM: one fit serves both);
 4. fit a temperature on the kept model's validation logits
    (:mod:`emclassify.calibration`);
 5. :func:`emclassify.guardrails.flags` on the validation scores.
@@ -26,7 +26,7 @@ from torch import nn
 
 from . import guardrails, metrics
 from .calibration import calibrate
-from .models import AUTO, AUTO_CANDIDATES, SVM, NetSVMEnsemble, fit_svm
+from .models import AUTO, AUTO_CANDIDATES, SVM, NetSVMEnsemble, ensemble_member, fit_svm
 from .preprocess import PreprocessConfig
 from .training import FitResult, InputSet, TrainConfig, fit_model, predict_logits
 
@@ -103,14 +103,24 @@ def fit_assessed(train: InputSet, val: InputSet, classes: Sequence[str], pcfg: P
         svm_logits, scores["svm"] = _score(svm, val, classes)
     selection = None
     if requested == AUTO and svm is not None and arch != SVM:
-        keep_svm = scores["svm"]["macro_f1"] > score["macro_f1"] + 1e-9
-        selection = {"rule": f"higher macro-F1 on the {where} split (the ensemble or network on a tie)",
-                     "candidates": {arch: score["macro_f1"], SVM: scores["svm"]["macro_f1"]},
-                     "kept": SVM if keep_svm else arch}
-        if keep_svm:
-            model, arch, logits = svm, SVM, svm_logits
-            scores["model"] = scores["svm"]
-            fit = FitResult(model=svm, stopped="completed", info={"selected_over": AUTO_CANDIDATES[0]})
+        # Candidates in order of preference on a tie: the ensemble, its network alone (wins where the
+        # SVM is weak, e.g. features from automatic segmentation), the SVM alone (wins on small data).
+        options = {arch: (model, logits, score, fit)}
+        if isinstance(fit.model, NetSVMEnsemble):
+            net = fit.model.net
+            net_logits, net_score = _score(net, val, classes, cfg.tta)
+            options[ensemble_member(arch)] = (net, net_logits, net_score,
+                                              FitResult(model=net, history=fit.history, best_epoch=fit.best_epoch,
+                                                        stopped=fit.stopped))
+        options[SVM] = (svm, svm_logits, scores["svm"],
+                        FitResult(model=svm, stopped="completed", info={"selected_over": arch}))
+        best = max(options[a][2]["macro_f1"] for a in options)
+        kept = next(a for a in options if options[a][2]["macro_f1"] >= best - 1e-9)
+        selection = {"rule": f"higher macro-F1 on the {where} split (on a tie: ensemble, then network, then SVM)",
+                     "candidates": {a: o[2]["macro_f1"] for a, o in options.items()}, "kept": kept}
+        if kept != arch:
+            model, logits, scores["model"], fit = options[kept]
+            arch = kept
     temperature, calib = calibrate(logits, val.labels) if len(val) else (1.0, {})
     train_counts = dict(zip(classes, torch.bincount(train.labels, minlength=k).tolist()))
     val_counts = dict(zip(classes, torch.bincount(val.labels, minlength=k).tolist()))

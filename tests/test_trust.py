@@ -127,10 +127,12 @@ def test_auto_architecture_choice_is_recorded(tmp_path):
     ds = load_dataset(tmp_path / "d")
     out = train(ds, PreprocessConfig(mode="crop", size=24), TrainConfig(arch="auto", **FAST), tmp_path / "m.safetensors")
     sel = out.card.metrics["selection"]
-    assert set(sel["candidates"]) == set(AUTO_CANDIDATES) == {"lipnet-fcn+features+svm", "svm"}
+    assert set(sel["candidates"]) == set(AUTO_CANDIDATES) == {"lipnet-fcn+features+svm", "lipnet-fcn+features", "svm"}
     assert out.card.arch == sel["kept"] and out.card.training["arch_requested"] == "auto"
-    best = max(sel["candidates"], key=lambda a: (sel["candidates"][a], a != "svm"))
+    # the highest validation macro-F1; on a tie the earlier candidate (ensemble, network, SVM)
+    best = max(AUTO_CANDIDATES, key=lambda a: (sel["candidates"][a], -AUTO_CANDIDATES.index(a)))
     assert sel["kept"] == best
+    assert load_model(out.path).card.arch == best  # the kept model is the one saved
 
 
 def test_ensemble_is_the_mean_of_its_members_and_round_trips(tmp_path):

@@ -19,11 +19,11 @@ from .svm import SVMModel, fit_svm
 SVM = "svm"
 FEATURE_SUFFIX = "+features"
 # "auto": fit the CNN+features fusion and the SVM on the same training part, average them
-# (emclassify.models.ensemble), and keep the ensemble or the SVM alone, whichever has the higher
-# macro-F1 on the validation split (recorded in the card). The SVM alone wins on small data, the
-# ensemble on larger sets (BENCHMARKS.md).
+# (emclassify.models.ensemble), and keep the ensemble, the fusion alone or the SVM alone, whichever
+# has the higher macro-F1 on the validation split (recorded in the card). The SVM alone wins on small
+# data, the fusion alone where the SVM is weak, the ensemble on larger sets (BENCHMARKS.md).
 AUTO = "auto"
-AUTO_CANDIDATES = ("lipnet-fcn+features+svm", SVM)
+AUTO_CANDIDATES = ("lipnet-fcn+features+svm", "lipnet-fcn+features", SVM)
 
 S, V = "same", "valid"
 
