@@ -22,7 +22,7 @@ DEFAULT_NORMALIZE = "zscore"
 # ---- training (emclassify.training.TrainConfig)
 BALANCE_STRATEGIES = ("none", "class-weights", "oversample", "undersample", "synthetic")
 TRAIN_DEFAULTS: Dict[str, object] = {
-    "arch": AUTO,            # the CNN+features fusion averaged with the SVM, or the SVM alone (emclassify.assess)
+    "arch": AUTO,            # fusion+SVM ensemble, fusion alone or SVM alone, by validation (emclassify.assess)
     "epochs": 12,
     "batch_size": 64,
     "lr": 2e-3,
