@@ -449,15 +449,19 @@ class BatchRun:
             rows = read_csv(csv_path, trained.card.classes)
         except ReportError as exc:
             raise BatchError(str(exc)) from None
-        unreadable = [(str(u.get("path")), str(u.get("reason"))) for u in summary.get("unreadable_entries") or []
+        def as_list(value) -> list:  # a hand-edited summary may hold anything: keep what is well formed
+            return value if isinstance(value, list) else []
+
+        unreadable = [(str(u.get("path")), str(u.get("reason"))) for u in as_list(summary.get("unreadable_entries"))
                       if isinstance(u, dict)]
-        listing = FolderListing(folder.resolve(), [], [str(p) for p in summary.get("ignored_non_image") or []],
+        listing = FolderListing(folder.resolve(), [], [str(p) for p in as_list(summary.get("ignored_non_image"))],
                                 unreadable)
         run = cls.__new__(cls)
         run._setup(trained, None, listing, DEFAULT_BATCH_SIZE, None)
         run.results = rows
-        run.complete = bool(summary.get("complete", True))
-        run.elapsed = float(summary.get("elapsed_s") or 0.0)
+        run.complete = summary.get("complete") is not False
+        elapsed = summary.get("elapsed_s")
+        run.elapsed = float(elapsed) if isinstance(elapsed, (int, float)) and not isinstance(elapsed, bool) else 0.0
         run.device = str(summary.get("device") or "cpu")
         return run
 

@@ -220,3 +220,21 @@ def test_batch_run_object_shared_by_cli_and_gui(tmp_path, mixed_folder, model_fi
         BatchRun.from_csv(csv_path, model=other)
     with pytest.raises(BatchError, match="reopened for review"):
         list(back.batches())
+
+
+def test_reopening_a_record_with_a_hand_edited_summary_never_crashes(tmp_path, mixed_folder, model_file):
+    from emclassify.batch import BatchError, BatchRun
+
+    out = tmp_path / "rec.csv"
+    run_batch(mixed_folder, model=model_file, out=out, batch_size=2)
+    summary_path = out.with_name("rec.summary.json")
+    good = json.loads(summary_path.read_text())
+    summary_path.write_text(json.dumps({**good, "elapsed_s": "soon", "ignored_non_image": 7,
+                                        "unreadable_entries": "x", "complete": "yes"}))
+    back = BatchRun.from_csv(out)
+    assert back.elapsed == 0.0 and back.listing.ignored == [] and back.complete
+    for broken in ("{", "[]", json.dumps({**good, "folder": str(tmp_path / "gone")}),
+                   json.dumps({**good, "model": {"path": str(tmp_path / "none.safetensors")}})):
+        summary_path.write_text(broken)
+        with pytest.raises(BatchError):
+            BatchRun.from_csv(out)
