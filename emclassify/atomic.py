@@ -13,8 +13,12 @@ from typing import Iterator
 
 
 @contextlib.contextmanager
-def atomic_path(target) -> Iterator[Path]:
-    """Yield a temporary path in ``target``'s folder; on success rename it onto ``target``."""
+def atomic_path(target, durable: bool = True) -> Iterator[Path]:
+    """Yield a temporary path in ``target``'s folder; on success rename it onto ``target``.
+
+    durable: fsync before the rename (records); derived files written by the thousand (particle
+    crops) skip it: the rename alone still means no reader sees half a file.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -23,8 +27,9 @@ def atomic_path(target) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
+        if durable:
+            with open(tmp_path, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
@@ -42,4 +47,11 @@ def write_text_atomic(target, text: str, encoding: str = "utf-8") -> Path:
     with atomic_path(target) as tmp:
         with open(tmp, "w", encoding=encoding, newline="") as fh:
             fh.write(text)
+    return Path(target)
+
+
+def write_bytes_atomic(target, data: bytes, durable: bool = True) -> Path:
+    """Write ``data`` to ``target`` atomically (see :func:`atomic_path` for ``durable``)."""
+    with atomic_path(target, durable) as tmp:
+        tmp.write_bytes(data)
     return Path(target)

@@ -37,7 +37,8 @@ from ._version import __version__
 from .assets import default_model_path
 from .events import BatchClassified, BatchStarted, Progress, emit
 from .inference import DEFAULT_BATCH_SIZE, BatchResult, CancelToken, Classifier, FileResult, classify_folder
-from .io import DatasetError, FolderListing, list_images
+from .atomic import write_bytes_atomic
+from .io import IMAGE_EXTENSIONS, DatasetError, FolderListing, list_images
 from .modelfile import ModelFileError, file_sha256, load_model, software_versions, utc_now
 from .prevalence import adjusted_prevalence, card_confusion
 from .reports import (
@@ -45,6 +46,7 @@ from .reports import (
     class_summary,
     csv_columns,
     read_csv,
+    row_key,
     row_values,
     summary_path_for,
     write_csv,
@@ -78,6 +80,12 @@ def default_output(folder) -> Path:
     cwd = Path.cwd().resolve()
     where = root.parent if cwd == root or root in cwd.parents else cwd
     return where / f"{root.name}.emclassify.csv"
+
+
+def histogram_path_for(csv_path) -> Path:
+    """The per-class diameter histogram written beside the summary: ``<csv stem>.sizes.png``."""
+    p = Path(csv_path)
+    return p.with_name(p.stem + ".sizes.png")
 
 
 def partial_path_for(csv_path) -> Path:
@@ -178,8 +186,13 @@ def check_output(csv_path: Path) -> None:
         raise BatchError(f"{csv_path}: {parent} is not a folder")
 
 
-def _run_identity(trained, folder: Path) -> Dict:
-    return {"model_sha256": trained.sha256, "folder": str(folder), "classes": list(trained.card.classes)}
+def _run_identity(trained, folder: Path, finding: Optional[Dict] = None) -> Dict:
+    """What a resumed run must share with the one that wrote the record: model, folder and, for
+    micrographs, the finder with its settings and any pixel-size override."""
+    identity = {"model_sha256": trained.sha256, "folder": str(folder), "classes": list(trained.card.classes)}
+    if finding is not None:
+        identity["finding"] = finding
+    return identity
 
 
 def _check_same_run(source: Path, recorded: Dict, identity: Dict) -> None:
@@ -191,6 +204,12 @@ def _check_same_run(source: Path, recorded: Dict, identity: Dict) -> None:
     if recorded.get("folder") != identity["folder"]:
         raise BatchError(f"{source}: written for folder {recorded.get('folder')!r}, not {identity['folder']!r}; "
                          "choose another --out, or drop --resume to start over")
+    if recorded.get("finding") != identity.get("finding"):
+        def what(f):
+            return "particle images" if not f else f"micrographs ({json.dumps(f, sort_keys=True)})"
+        raise BatchError(f"{source}: written for {what(recorded.get('finding'))}, this run classifies "
+                         f"{what(identity.get('finding'))}; use the same settings, choose another --out, or "
+                         "drop --resume to start over")
 
 
 def _read_json_dict(path: Path) -> Optional[Dict]:
@@ -211,7 +230,8 @@ def _load_previous(csv_path: Path, classes, identity: Dict) -> List[FileResult]:
             raise BatchError(f"{csv_path}: its summary {summary_path_for(csv_path).name} is missing or unreadable, "
                              "so the model and folder that wrote it cannot be checked; drop --resume to start over")
         model = summary.get("model") if isinstance(summary.get("model"), dict) else {}
-        _check_same_run(csv_path, {"model_sha256": model.get("sha256"), "folder": summary.get("folder")}, identity)
+        _check_same_run(csv_path, {"model_sha256": model.get("sha256"), "folder": summary.get("folder"),
+                                   "finding": summary.get("finding")}, identity)
         sources.append(csv_path)
     if partial.is_file():
         record = _read_json_dict(run_record_path_for(csv_path))
@@ -220,14 +240,22 @@ def _load_previous(csv_path: Path, classes, identity: Dict) -> List[FileResult]:
                              "unreadable, so the model that wrote it cannot be checked; drop --resume to start over")
         _check_same_run(partial, record, identity)
         sources.append(partial)
-    rows: Dict[str, FileResult] = {}
+    rows: Dict[str, List[FileResult]] = {}  # by file: a later source replaces all of a file's rows
     for source in sources:
         try:
-            for r in read_csv(source, classes):
-                rows[r.path] = r
+            read = read_csv(source, classes)
         except ReportError as exc:
             raise BatchError(str(exc)) from None
-    return list(rows.values())
+        if source == partial and identity.get("finding") is not None and read:
+            # The partial file is written micrograph by micrograph; its last micrograph may have been
+            # cut short mid-way (a killed run), so it is classified again.
+            last = read[-1].path
+            read = [r for r in read if r.path != last]
+        fresh: Dict[str, Dict[tuple, FileResult]] = {}
+        for r in read:
+            fresh.setdefault(r.path, {})[row_key(r)] = r
+        rows.update({path: list(by_key.values()) for path, by_key in fresh.items()})
+    return [r for path_rows in rows.values() for r in path_rows]
 
 
 def _still_valid(previous: List[FileResult], listing: FolderListing) -> tuple:
@@ -238,6 +266,7 @@ def _still_valid(previous: List[FileResult], listing: FolderListing) -> tuple:
     """
     by_path = {s.relpath: s for s in listing.samples}
     kept, changed, gone, retried = [], 0, 0, 0
+    unchanged: Dict[str, bool] = {}  # a micrograph's rows share one file: hash it once
     for r in previous:
         sample = by_path.get(r.path)
         if sample is None:
@@ -245,11 +274,12 @@ def _still_valid(previous: List[FileResult], listing: FolderListing) -> tuple:
         elif not r.sha256:
             retried += 1
         else:
-            try:
-                same = file_sha256(sample.path) == r.sha256
-            except OSError:
-                same = False
-            if same:
+            if r.path not in unchanged:
+                try:
+                    unchanged[r.path] = file_sha256(sample.path) == r.sha256
+                except OSError:
+                    unchanged[r.path] = False
+            if unchanged[r.path]:
                 kept.append(r)
             else:
                 changed += 1
@@ -270,11 +300,27 @@ def build_summary(
     resumed: int,
     unreadable=(),
     resume_check: Optional[Dict] = None,
+    finding: Optional[Dict] = None,
+    size_histogram: Optional[str] = None,
+    micrograph_notes: Optional[Dict[str, List[str]]] = None,
 ) -> Dict:
+    """The run summary JSON. finding: the finder and its settings of a micrograph run (None for
+    particle images); size_histogram: the name of the diameter histogram PNG written beside it."""
+    from .micrographs import micrograph_table, size_summary
+
     card = trained.card
-    errors = [{"path": r.path, "error": r.error} for r in results if not r.ok]
+    errors = [{"path": r.path, **({"particle": r.particle.index} if r.particle is not None else {}),
+               "error": r.error} for r in results if r.failed]
     n_ok = sum(r.ok for r in results)
     per_class = class_summary(results, card.classes)
+    if finding is None:
+        files = {"total": len(results), "ok": n_ok, "error": len(errors)}
+    else:  # a micrograph run counts micrographs here and particles under "particles"
+        paths = {r.path for r in results}
+        broken = {r.path for r in results if r.failed and r.particle is None}
+        files = {"total": len(paths), "ok": len(paths - broken), "error": len(broken),
+                 "none_found": len({r.path for r in results if r.status == "none_found"})}
+    files.update(resumed=resumed, ignored_non_image=len(ignored), unreadable_entries=len(unreadable))
     confusion, source = card_confusion(card)
     if confusion is not None:
         adjusted = adjusted_prevalence([per_class["counts"][c] for c in card.classes], confusion, card.classes)
@@ -301,17 +347,16 @@ def build_summary(
         "device": device,
         "backend": backend_description(),
         "software": software_versions(),
-        "files": {
-            "total": len(results),
-            "ok": n_ok,
-            "error": len(errors),
-            "resumed": resumed,
-            "ignored_non_image": len(ignored),
-            "unreadable_entries": len(unreadable),
-        },
+        "files": files,
+        **({"finding": finding, "particles": {"total": sum(r.particle is not None for r in results), "ok": n_ok,
+                                              "error": sum(r.failed and r.particle is not None for r in results)},
+            "micrographs": micrograph_table(results, list(card.classes), micrograph_notes)}
+           if finding is not None else {}),
         **({"resume": resume_check} if resume_check else {}),
         **per_class,
         "adjusted": adjusted,
+        "sizes": {**size_summary(results, list(card.classes)),
+                  **({"histogram": size_histogram} if size_histogram else {})},
         "size_warnings": sum(1 for r in results if any(SIZE_NOTE in w for w in r.warnings)),
         "errors": errors,
         "ignored_non_image": ignored,
@@ -333,7 +378,13 @@ class BatchRun:
     """
 
     def __init__(self, folder, model=None, batch_size: int = DEFAULT_BATCH_SIZE, device: str = "auto",
-                 workers: Optional[int] = None, allow_outside: bool = False):
+                 workers: Optional[int] = None, allow_outside: bool = False, finder=None,
+                 pixel_size_nm: Optional[float] = None, save_crops=None, save_labels=None):
+        """finder: a particle finder (:func:`emclassify.finding.make_finder`) to classify whole
+        micrographs, one row per particle; None classifies each file as one particle image.
+        pixel_size_nm: overrides the pixel size read from the files' metadata. save_crops /
+        save_labels (micrographs): folders for the particle crops (a training set layout) and the
+        instance label images."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise BatchError(f"batch size must be a whole number >= 1, got {batch_size!r}")
         folder = Path(folder)
@@ -353,13 +404,26 @@ class BatchRun:
         except DatasetError as exc:
             raise BatchError(str(exc)) from None
         if not listing.samples:
-            raise BatchError(f"{folder}: no image files found (looked for .tif .tiff .png .jpg .jpeg .bmp, recursively)")
+            raise BatchError(f"{folder}: no image files found (looked for {' '.join(IMAGE_EXTENSIONS)}, recursively)")
+        if finder is None and (save_crops or save_labels):
+            raise BatchError("--save-crops and --save-labels need --micrographs (particles are found in micrographs)")
         self._setup(trained, classifier, listing, batch_size, workers)
+        self.finder, self.pixel_size_nm = finder, pixel_size_nm
+        self.save_crops = Path(save_crops) if save_crops else None
+        self.save_labels = Path(save_labels) if save_labels else None
+        for out in (self.save_crops, self.save_labels):
+            if out is not None and (out.resolve() == self.root or self.root in out.resolve().parents):
+                raise BatchError(f"{out}: is inside the classified folder {self.root}; write crops and labels "
+                                 "elsewhere (the next run would read them as images)")
 
     def _setup(self, trained, classifier: Optional[Classifier], listing: FolderListing, batch_size: int,
                workers: Optional[int]) -> None:
         self.trained, self.classifier, self.listing = trained, classifier, listing
         self.batch_size, self.workers = batch_size, workers
+        self.finder, self.pixel_size_nm = None, None
+        self.save_crops = self.save_labels = None
+        self._finding_record: Optional[Dict] = None
+        self.micrograph_notes: Dict[str, List[str]] = {}
         self.results: List[FileResult] = []
         self.resumed = 0
         self.resume_check: Optional[Dict] = None
@@ -381,6 +445,20 @@ class BatchRun:
     def total(self) -> int:
         return len(self.listing.samples)
 
+    @property
+    def micrographs(self) -> bool:
+        """True when files are whole micrographs (one row per particle found)."""
+        return self.finder is not None or self._finding_record is not None
+
+    @property
+    def finding(self) -> Optional[Dict]:
+        """The finder and its settings (and any pixel-size override) of a micrograph run, else None."""
+        if self._finding_record is not None:
+            return self._finding_record
+        if self.finder is None:
+            return None
+        return {**self.finder.params(), "pixel_size_nm_override": self.pixel_size_nm}
+
     def batches(self, cancel: Optional[CancelToken] = None, skip=(),
                 progress: Optional[Progress] = None) -> Iterator[BatchResult]:
         """Classify the files not in ``skip`` (relative paths), batch by batch, collecting the rows.
@@ -395,8 +473,13 @@ class BatchRun:
         self.complete = False
         skip = set(skip)
         emit(progress, BatchStarted(self, sum(1 for s in self.listing.samples if s.relpath not in skip)))
-        for batch in classify_folder(self.root, self.classifier, batch_size=self.batch_size, skip=skip,
-                                     cancel=cancel, workers=self.workers, listing=self.listing):
+        if self.finder is not None:
+            source = self._micrograph_batches(skip, cancel)
+        else:
+            source = classify_folder(self.root, self.classifier, batch_size=self.batch_size, skip=skip,
+                                     cancel=cancel, workers=self.workers, listing=self.listing,
+                                     pixel_size_nm=self.pixel_size_nm)
+        for batch in source:
             self.results.extend(batch.results)
             self.elapsed = time.perf_counter() - self._t0
             yield batch  # the caller records it first (run_batch: appends the rows to the partial file)
@@ -404,18 +487,48 @@ class BatchRun:
         self.complete = not (cancel is not None and cancel.cancelled)
         self.elapsed = time.perf_counter() - self._t0
 
+    def _micrograph_batches(self, skip, cancel) -> Iterator[BatchResult]:
+        from .micrographs import CropWriter, classify_micrographs, crop_context, write_label_image
+
+        crops = CropWriter(self.save_crops) if self.save_crops else None
+        context = crop_context(self.trained.card)
+
+        def exported(found, rows):
+            self.micrograph_notes[found.sample.relpath] = found.notes
+            if crops is not None:
+                crops.add(found, rows, context)
+            if self.save_labels is not None:
+                write_label_image(self.save_labels, found)
+
+        try:
+            yield from classify_micrographs(self.listing, self.classifier, self.finder, self.batch_size, skip,
+                                            cancel, self.pixel_size_nm, exported)
+        finally:
+            if crops is not None:
+                crops.close()
+
     def summary(self, csv_path=None) -> Dict:
         """The summary of the rows so far (``csv``: the CSV's name, None while the record is unsaved)."""
         return build_summary(folder=self.root, csv_path=Path(csv_path) if csv_path else None, trained=self.trained,
                              device=self.device, results=self.results, ignored=self.listing.ignored,
                              complete=self.complete, elapsed=self.elapsed, resumed=self.resumed,
-                             unreadable=self.listing.unreadable, resume_check=self.resume_check)
+                             unreadable=self.listing.unreadable, resume_check=self.resume_check,
+                             finding=self.finding, micrograph_notes=self.micrograph_notes,
+                             size_histogram=histogram_path_for(csv_path).name if csv_path else None)
 
     def save(self, csv_path) -> Tuple[Path, Path, Dict]:
-        """Write the CSV and ``<csv stem>.summary.json`` atomically; returns both paths and the summary."""
+        """Write the CSV, ``<csv stem>.summary.json`` and (when particles were measured) the diameter
+        histogram ``<csv stem>.sizes.png``, each atomically; returns the CSV and summary paths and the summary."""
+        from .micrographs import size_histogram_png
+
         csv_path = Path(csv_path)
-        write_csv(csv_path, self.results, self.classes)
+        write_csv(csv_path, self.results, self.classes, micrographs=self.micrographs)
+        png = size_histogram_png(self.results, self.classes)
+        if png is not None:
+            write_bytes_atomic(histogram_path_for(csv_path), png)
         summary = self.summary(csv_path)
+        if png is None:
+            summary["sizes"].pop("histogram", None)
         return csv_path, write_json(summary_path_for(csv_path), summary), summary
 
     @classmethod
@@ -463,6 +576,8 @@ class BatchRun:
         elapsed = summary.get("elapsed_s")
         run.elapsed = float(elapsed) if isinstance(elapsed, (int, float)) and not isinstance(elapsed, bool) else 0.0
         run.device = str(summary.get("device") or "cpu")
+        finding = summary.get("finding")
+        run._finding_record = finding if isinstance(finding, dict) else None
         return run
 
 
@@ -477,9 +592,14 @@ def run_batch(
     cancel: Optional[CancelToken] = None,
     workers: Optional[int] = None,
     allow_outside: bool = False,
+    finder=None,
+    pixel_size_nm: Optional[float] = None,
+    save_crops=None,
+    save_labels=None,
 ) -> BatchOutcome:
     """Classify every image under ``folder`` and write the CSV + summary. See module doc.
 
+    finder, pixel_size_nm, save_crops, save_labels: as in :class:`BatchRun` (micrographs).
     progress receives a :class:`emclassify.events.BatchClassified` per batch. Raises
     :class:`BatchError` when nothing can run.
     """
@@ -488,7 +608,8 @@ def run_batch(
         raise BatchError(f"{folder}: no such folder")
     csv_path = Path(out) if out else default_output(folder)
     check_output(csv_path)
-    run = BatchRun(folder, model, batch_size=batch_size, device=device, workers=workers, allow_outside=allow_outside)
+    run = BatchRun(folder, model, batch_size=batch_size, device=device, workers=workers, allow_outside=allow_outside,
+                   finder=finder, pixel_size_nm=pixel_size_nm, save_crops=save_crops, save_labels=save_labels)
     try:
         csv_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -500,7 +621,7 @@ def run_batch(
 def _run_locked(run: BatchRun, csv_path: Path, resume: bool, progress, cancel) -> BatchOutcome:
     partial = partial_path_for(csv_path)
     classes = run.classes
-    identity = _run_identity(run.trained, run.root)
+    identity = _run_identity(run.trained, run.root, run.finding)
     if resume:
         previous, run.resume_check = _still_valid(_load_previous(csv_path, classes, identity), run.listing)
         run.results, run.resumed = list(previous), len(previous)
@@ -512,12 +633,13 @@ def _run_locked(run: BatchRun, csv_path: Path, resume: bool, progress, cancel) -
         raise BatchError(f"{csv_path}: cannot write output: {exc.strerror or exc}") from None
     try:
         writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(csv_columns(classes))
-        writer.writerows(row_values(r, classes) for r in run.results)
+        micrographs = run.micrographs
+        writer.writerow(csv_columns(classes, micrographs))
+        writer.writerows(row_values(r, classes, micrographs) for r in run.results)
         fh.flush()
         try:
             for batch in run.batches(cancel=cancel, skip={r.path for r in run.results}, progress=progress):
-                writer.writerows(row_values(r, classes) for r in batch.results)
+                writer.writerows(row_values(r, classes, micrographs) for r in batch.results)
                 fh.flush()
         except KeyboardInterrupt:
             interrupted = True
@@ -531,7 +653,7 @@ def _run_locked(run: BatchRun, csv_path: Path, resume: bool, progress, cancel) -
             os.unlink(leftover)
     if interrupted:
         code = EXIT_INTERRUPTED
-    elif summary["files"]["error"]:
+    elif summary["errors"]:
         code = EXIT_SOME_ERRORS
     else:
         code = EXIT_OK

@@ -1,6 +1,7 @@
 """The ``emclassify`` command line: a thin layer over the Python API.
 
-Subcommands: ``batch`` (classify a folder -> CSV + summary), ``info`` (print a
+Subcommands: ``batch`` (classify a folder -> CSV + summary; ``--micrographs``: one row per particle
+found), ``find-eval`` (score a particle finder on outlined micrographs), ``info`` (print a
 model card), ``synth`` (write synthetic liposomes), ``train`` (train a model),
 ``cv`` (cross-validation report), ``compare`` (architectures on identical folds),
 ``gui`` (the desktop app), ``models`` (the architecture table), ``bench`` (native
@@ -44,6 +45,17 @@ class ProgressBar:
         self._bar.n = done
         self._bar.set_postfix_str(f"{rate:.1f} img/s", refresh=False)
         self._bar.refresh() if force or done >= total else self._bar.update(0)
+
+    def counter(self):
+        """A ``progress(done, total)`` callback that measures rate and ETA from its first call's clock."""
+        t0 = time.perf_counter()
+
+        def progress(done: int, total: int) -> None:
+            el = time.perf_counter() - t0
+            rate = done / el if el > 0 else 0.0
+            self.update(done, total, rate, (total - done) / rate if rate else None)
+
+        return progress
 
     def close(self) -> None:
         if self._bar is not None:
@@ -95,9 +107,31 @@ def cmd_batch(args) -> int:
     from .events import BatchClassified
     from .reports import format_summary
 
+    from .defaults import EXIT_USAGE
+    from .finding import make_finder
+    from .io.microscope import PixelSizeError, parse_length
+
     if args.quiet:
         _silence_libraries()
-    bar = ProgressBar("classifying", enabled=False if args.quiet else None)
+    try:
+        pixel_size = parse_length(args.pixel_size) if args.pixel_size else None
+    except PixelSizeError as exc:
+        print(f"emclassify batch: --pixel-size: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finder = None
+    if args.micrographs:
+        try:
+            finder = make_finder(args.finder, diameter_px=args.particle_diameter, polarity=args.polarity,
+                                 exclude_border=args.exclude_border or None)
+        except ValueError as exc:
+            print(f"emclassify batch: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    elif any(v is not None for v in (args.particle_diameter, args.polarity, args.save_crops, args.save_labels)) \
+            or args.exclude_border:
+        print("emclassify batch: --particle-diameter, --polarity, --exclude-border, --save-crops and "
+              "--save-labels apply to whole micrographs: add --micrographs", file=sys.stderr)
+        return EXIT_USAGE
+    bar = ProgressBar("micrographs" if args.micrographs else "classifying", enabled=False if args.quiet else None)
     try:
         outcome = run_batch(
             args.folder,
@@ -110,6 +144,10 @@ def cmd_batch(args) -> int:
             if isinstance(e, BatchClassified) else None,
             workers=args.workers,
             allow_outside=args.allow_outside_paths,
+            finder=finder,
+            pixel_size_nm=pixel_size,
+            save_crops=args.save_crops,
+            save_labels=args.save_labels,
         )
     except BatchError as exc:
         bar.close()
@@ -144,6 +182,8 @@ def cmd_info(args) -> int:
 def cmd_synth(args) -> int:
     from . import synth
 
+    if args.n is None:
+        args.n = 24 if args.micrographs else 1000
     props = None
     if args.proportions:
         try:
@@ -153,20 +193,24 @@ def cmd_synth(args) -> int:
                   file=sys.stderr)
             return 2
     bar = ProgressBar("generating")
-    t0 = time.perf_counter()
-
-    def progress(done, total):
-        el = time.perf_counter() - t0
-        rate = done / el if el > 0 else 0.0
-        bar.update(done, total, rate, (total - done) / rate if rate else None)
+    progress = bar.counter()
 
     try:
-        prov = synth.generate(Path(args.out), args.problem, args.n, seed=args.seed, proportions=props,
-                              progress=progress)
+        if args.micrographs:
+            prov = synth.generate_micrographs(Path(args.out), args.problem, args.micrographs, seed=args.seed,
+                                              side=args.side, per_micrograph=args.n, proportions=props,
+                                              progress=progress)
+        else:
+            prov = synth.generate(Path(args.out), args.problem, args.n, seed=args.seed, proportions=props,
+                                  progress=progress)
     except ValueError as exc:
         print(f"emclassify synth: {exc}", file=sys.stderr)
         return 2
     bar.close()
+    if args.micrographs:
+        print(f"wrote {args.micrographs} {args.side}x{args.side} px micrographs holding {prov['particles']} "
+              f"{args.problem} particles to {args.out} (images/, instances/, particles.csv)")
+        return 0
     counts = ", ".join(f"{c} {n}" for c, n in prov["counts"].items())
     print(f"wrote {args.n} {args.problem} particles ({counts}) to {args.out}")
     return 0
@@ -415,8 +459,42 @@ def cmd_bench(args) -> int:
         write_text_atomic(Path(args.markdown), f"Command: `{result['command']}`\n\n{text}\n")
     return 0
 
+def cmd_find_eval(args) -> int:
+    from .atomic import write_text_atomic
+    from .finding import make_finder
+    from .finding.evaluate import EvaluationError, evaluate_finder
+
+    try:
+        finder = make_finder(args.finder, diameter_px=args.particle_diameter, polarity=args.polarity)
+    except ValueError as exc:
+        print(f"emclassify find-eval: {exc}", file=sys.stderr)
+        return 2
+    bar = ProgressBar("micrographs")
+    progress = bar.counter()
+
+    try:
+        result = evaluate_finder(Path(args.folder), finder, overlays=args.overlays, progress=progress)
+    except EvaluationError as exc:
+        bar.close()
+        print(f"emclassify find-eval: {exc}", file=sys.stderr)
+        return 4
+    bar.close()
+    o = result["overall"]
+    iou = "n/a" if o["mean_iou"] is None else f"{o['mean_iou']:.3f}"
+    print(f"{args.finder} finder on {o['micrographs']} micrographs: {o['matched']} of {o['true']} outlined particles "
+          f"found at IoU >= 0.5 ({o['found']} found in all)\n  precision {o['precision']:.3f}  recall "
+          f"{o['recall']:.3f}  F1 {o['f1']:.3f}  mean IoU of matches {iou}  mean |count error| per micrograph "
+          f"{o['count_error_abs_mean'] or 0:.1f}  ({result['megapixels_per_s']} Mpx/s)")
+    for e in result["errors"]:
+        print(f"  error: {e['micrograph']}: {e['error']}", file=sys.stderr)
+    out = Path(args.out)
+    write_text_atomic(out, json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 3 if result["errors"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from .defaults import EXIT_CODES
+    from .defaults import DEFAULT_FINDER, EXIT_CODES, FINDER_NAMES
 
     p = argparse.ArgumentParser(
         prog="emclassify",
@@ -431,11 +509,13 @@ def build_parser() -> argparse.ArgumentParser:
         "batch",
         help="classify every image under a folder into a CSV lab record",
         description="Classify every image under FOLDER (recursively; mask files excluded) and write one CSV "
-        "row per file plus <csv stem>.summary.json.",
+        "row per file plus <csv stem>.summary.json. With --micrographs each file is a whole micrograph: its "
+        "particles are found, measured and classified, one CSV row per particle.",
         epilog=f"exit codes:\n{codes}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    b.add_argument("folder", help="folder of particle images (TIFF, PNG, JPEG, BMP)")
+    b.add_argument("folder", help="folder of particle images or (--micrographs) whole micrographs "
+                                  "(TIFF, PNG, JPEG, BMP, MRC, DM3/DM4, EMD, SER)")
     b.add_argument("--model", "-m", help="model file (default: the bundled lamellarity model)")
     b.add_argument("--out", "-o", help="output CSV (default: ./<folder name>.emclassify.csv)")
     b.add_argument("--batch-size", "-b", type=_positive_int, default=None,
@@ -447,7 +527,36 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
     b.add_argument("--allow-outside-paths", action="store_true",
                    help="let a manifest.csv in FOLDER name masks outside FOLDER (refused by default)")
+    b.add_argument("--pixel-size", metavar="LENGTH",
+                   help="pixel size, e.g. 0.52nm or 5.2A (default: from each file's metadata; sizes in nm need it)")
+    m = b.add_argument_group("whole micrographs (one CSV row per particle found)")
+    m.add_argument("--micrographs", action="store_true",
+                   help="the files are whole micrographs: find the particles in each, then classify each particle")
+    m.add_argument("--finder", default=DEFAULT_FINDER, choices=FINDER_NAMES,
+                   help=f"particle finder (default {DEFAULT_FINDER})")
+    m.add_argument("--particle-diameter", type=float, default=None, metavar="PX",
+                   help="expected particle diameter in pixels (default: estimated per micrograph)")
+    m.add_argument("--polarity", choices=["dark", "bright"], default=None,
+                   help="particles darker (default; bright-field TEM, cryo-EM) or brighter than the background")
+    m.add_argument("--exclude-border", action="store_true",
+                   help="drop particles cut by the micrograph's edge (default: keep them, with a warning)")
+    m.add_argument("--save-crops", metavar="DIR",
+                   help="write every particle as image + mask + manifest.csv (the layout train and review read)")
+    m.add_argument("--save-labels", metavar="DIR", help="write each micrograph's instance labels as a TIFF")
     b.set_defaults(func=cmd_batch)
+
+    fe = sub.add_parser(
+        "find-eval", help="measure a particle finder on micrographs with outlined particles",
+        description="Run a particle finder on FOLDER/images/* and score it against FOLDER/instances/* (instance "
+        "label images): precision, recall and F1 at IoU >= 0.5, mean IoU of matches, count error per micrograph.")
+    fe.add_argument("folder", help="folder with images/ and instances/ (e.g. from emclassify synth --micrographs)")
+    fe.add_argument("--finder", default=DEFAULT_FINDER, choices=FINDER_NAMES, help=f"default {DEFAULT_FINDER}")
+    fe.add_argument("--particle-diameter", type=float, default=None, metavar="PX",
+                    help="expected particle diameter in px (default: estimated per micrograph)")
+    fe.add_argument("--polarity", choices=["dark", "bright"], default=None, help="default dark")
+    fe.add_argument("--out", default="finder-metrics.json", help="metrics JSON (default finder-metrics.json)")
+    fe.add_argument("--overlays", metavar="DIR", help="write one PNG per micrograph: found red, outlined green")
+    fe.set_defaults(func=cmd_find_eval)
 
     i = sub.add_parser("info", help="print a model file's card", description="Print a model file's card.")
     i.add_argument("model", help="model file (.safetensors)")
@@ -457,11 +566,17 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "synth",
         help="write synthetic TEM liposome images with masks and a manifest",
-        description="Write OUT/images/<class>/*.tif, OUT/masks/<class>/*.tif and OUT/manifest.csv.",
+        description="Write OUT/images/<class>/*.tif, OUT/masks/<class>/*.tif and OUT/manifest.csv; with "
+        "--micrographs N, whole fields of several particles: OUT/images/*.tif, OUT/instances/*.tif (instance "
+        "labels) and OUT/particles.csv.",
     )
     s.add_argument("out", help="output folder")
     s.add_argument("--problem", choices=["lamellarity", "encapsulation"], default="lamellarity")
-    s.add_argument("--n", type=_positive_int, default=1000, help="number of particles (default 1000)")
+    s.add_argument("--n", type=_positive_int, default=None,
+                   help="number of particles (default 1000), or with --micrographs particles per micrograph (default 24)")
+    s.add_argument("--micrographs", type=_positive_int, default=None, metavar="N",
+                   help="write N whole micrographs with instance labels instead (images/, instances/, particles.csv)")
+    s.add_argument("--side", type=_positive_int, default=1024, help="micrograph side in px (default 1024)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--proportions", help="class proportions in class order, e.g. 0.5,0.4,0.1 (default: the published liposome mix, e.g. lamellarity 87/12/0.6 %%)")
     s.set_defaults(func=cmd_synth)

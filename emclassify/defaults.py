@@ -42,6 +42,10 @@ DEFAULT_FOLDS = 5
 ARCH_NAMES = ("auto", "lipnet1", "lipnet2", "lipnet3", "lipnet4", "lipnet5", "lipnet-fcn", "svm",
               "<cnn>+features", "lipnet-fcn+features+svm")
 
+# ---- finding particles in micrographs (emclassify.finding); tests hold it equal to its registry
+FINDER_NAMES = ("classical",)
+DEFAULT_FINDER = "classical"
+
 # ---- batch (emclassify.batch)
 DEFAULT_BATCH_SIZE = 64
 EXIT_OK = 0

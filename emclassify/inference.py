@@ -23,6 +23,7 @@ import torch
 
 from . import ops
 from .features import FeatureCache, particle_features
+from .finding.detections import Particle, ParticleSize
 from .input_decision import size_warning
 from .io import (FolderListing, ImageReadError, Sample, has_undecodable_name, list_images, read_image,
                  read_mask)
@@ -37,8 +38,14 @@ from .segment import auto_mask
 class FileResult:
     """The outcome for one file: a CSV row of the lab record.
 
+    In a micrograph run (:mod:`emclassify.micrographs`) a row is one particle: ``path`` is the
+    micrograph, ``particle`` the particle found in it (box, centroid, size, detection score),
+    and a micrograph in which none were found gets one row of status ``none_found``.
+
     probabilities: one float per class (model output order) when ``status == "ok"``.
     mask: relative path of the mask that was used ("" if none).
+    size: the particle's area and equivalent diameter from its mask (given, found or automatic
+    segmentation), with nm figures when the pixel size is known; None without a mask.
     """
 
     path: str
@@ -52,10 +59,17 @@ class FileResult:
     height: Optional[int] = None
     mask: str = ""
     warnings: List[str] = field(default_factory=list)
+    size: Optional[ParticleSize] = None
+    particle: Optional[Particle] = None
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def failed(self) -> bool:
+        """An error row (a file or particle that could not be classified); ``none_found`` is not."""
+        return self.status == "error"
 
 
 @dataclass
@@ -170,7 +184,8 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def load_for_model(sample: Sample, root: Path, cfg: PreprocessConfig, want_features: bool = False,
-                   cache: Optional[FeatureCache] = None, prepare_large: bool = False) -> _Loaded:
+                   cache: Optional[FeatureCache] = None, prepare_large: bool = False,
+                   pixel_size_nm: Optional[float] = None) -> _Loaded:
     """Decode one sample and its mask as the model needs; errors become an error row.
 
     Mask rule: ``surround`` reads no mask (unless features are wanted). ``crop`` uses
@@ -181,7 +196,7 @@ def load_for_model(sample: Sample, root: Path, cfg: PreprocessConfig, want_featu
 
     A region under :data:`~emclassify.preprocess.MIN_REGION_SIDE` px is an error row (too small
     to classify). prepare_large: preprocess images over :data:`LARGE_IMAGE_PIXELS` here and keep
-    only the model input.
+    only the model input. pixel_size_nm: overrides the file's own (for the nm sizes).
     """
     result = FileResult(path=sample.relpath)
     if has_undecodable_name(sample.path):
@@ -227,6 +242,9 @@ def load_for_model(sample: Sample, root: Path, cfg: PreprocessConfig, want_featu
     if problem is not None:
         result.status, result.error = "error", problem
         return _Loaded(result)
+    size_mask = given if given is not None else auto
+    pixel = pixel_size_nm if pixel_size_nm is not None else loaded.pixel_size_nm
+    result.size = ParticleSize.from_mask(size_mask, pixel) if size_mask is not None else None
     features = None
     if want_features:
         cache = cache or FeatureCache()
@@ -276,6 +294,7 @@ def classify_folder(
     workers: Optional[int] = None,
     prefetch: int = 2,
     listing: Optional[FolderListing] = None,
+    pixel_size_nm: Optional[float] = None,
 ) -> Iterator[BatchResult]:
     """Classify every image under ``folder``, yielding a :class:`BatchResult` per batch.
 
@@ -301,7 +320,7 @@ def classify_folder(
 
     def load_batch(batch: Sequence[Sample]) -> List[_Loaded]:
         return list(pool.map(lambda s: load_for_model(s, listing.root, cfg, classifier.needs_features, cache,
-                                                      prepare_large), batch))
+                                                      prepare_large, pixel_size_nm), batch))
 
     workers = default_decode_workers() if workers is None else max(1, workers)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="emclassify-read") as pool:

@@ -71,7 +71,8 @@ def size_warning(height: int, width: int, stats: Dict) -> str:
         return ""
     longer, shorter = max(height, width), min(height, width)
     if longer > 4 * stats["longer_p95"]:
-        what = "a whole micrograph?" if longer >= 1024 else "much larger than the training images"
+        what = ("a whole micrograph? classify its particles with --micrographs" if longer >= 1024
+                else "much larger than the training images")
     elif shorter * 4 < stats["shorter_p5"]:
         what = "much smaller than the training images"
     else:

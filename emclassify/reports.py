@@ -1,14 +1,25 @@
-"""The lab record: per-file CSV and the run summary JSON.
+"""The lab record: per-file (or per-particle) CSV and the run summary JSON.
 
-CSV columns, in this order::
+Particle images, one row per file, columns in this order::
 
     path, sha256, status, error, predicted_class, confidence,
-    prob_<class> (one per class, model order), width, height, mask, warnings
+    prob_<class> (one per class, model order), width, height, mask,
+    area_px, diameter_px, pixel_size_nm, area_nm2, diameter_nm, warnings
 
-``path`` is relative to the classified folder (POSIX separators); ``status`` is
-``ok`` or ``error``; ``error`` is empty when ok; probabilities and confidence
-have 6 decimals; ``mask`` is the mask file used (relative), ``warnings`` notes
-joined by ``"; "``. Both files are written atomically.
+Micrographs (``batch --micrographs``), one row per particle found::
+
+    micrograph, sha256, particle, cx, cy, x0, y0, x1, y1,
+    area_px, diameter_px, pixel_size_nm, area_nm2, diameter_nm, touches_border, detection_score,
+    status, error, predicted_class, confidence, prob_<class>..., warnings
+
+``path``/``micrograph`` is relative to the classified folder (POSIX separators); ``status`` is
+``ok``, ``error`` or (micrographs) ``none_found``; ``error`` is empty unless in error;
+probabilities and confidence have 6 decimals. Sizes come from the particle's mask
+(equivalent-circle diameter); the nm columns are empty when the pixel size is unknown (the
+columns are always there, so every record of a lab has the same layout). Coordinates and boxes
+are pixel indices of the micrograph (box half-open). ``warnings`` are notes joined by ``"; "``.
+Both files are written atomically. CSVs of earlier versions (without the size columns) are
+still read for ``--resume`` and review.
 """
 from __future__ import annotations
 
@@ -19,63 +30,132 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
 from .atomic import write_text_atomic
+from .finding.detections import Particle, ParticleSize
 from .inference import FileResult
 from .io import sort_key
 
 LEADING = ["path", "sha256", "status", "error", "predicted_class", "confidence"]
-TRAILING = ["width", "height", "mask", "warnings"]
+SIZE_COLUMNS = ["area_px", "diameter_px", "pixel_size_nm", "area_nm2", "diameter_nm"]
+TRAILING = ["width", "height", "mask"] + SIZE_COLUMNS + ["warnings"]
+LEGACY_TRAILING = ["width", "height", "mask", "warnings"]  # before sizes were recorded
+PARTICLE_LEADING = (["micrograph", "sha256", "particle", "cx", "cy", "x0", "y0", "x1", "y1"] + SIZE_COLUMNS
+                    + ["touches_border", "detection_score", "status", "error", "predicted_class", "confidence"])
 
 
 class ReportError(Exception):
     """An existing CSV that cannot be resumed; the message says why."""
 
 
-def csv_columns(classes: Sequence[str]) -> List[str]:
-    return LEADING + [f"prob_{c}" for c in classes] + TRAILING
+def csv_columns(classes: Sequence[str], micrographs: bool = False) -> List[str]:
+    probs = [f"prob_{c}" for c in classes]
+    if micrographs:
+        return PARTICLE_LEADING + probs + ["warnings"]
+    return LEADING + probs + TRAILING
 
 
-def _num(v: Optional[float]) -> str:
-    return "" if v is None else f"{v:.6f}"
+def _num(v: Optional[float], digits: int = 6) -> str:
+    return "" if v is None else f"{v:.{digits}f}"
 
 
-def row_values(r: FileResult, classes: Sequence[str]) -> List[str]:
+def _size_values(size: Optional[ParticleSize]) -> List[str]:
+    if size is None:
+        return [""] * len(SIZE_COLUMNS)
+    nm = size.pixel_size_nm
+    return [str(size.area_px), _num(size.diameter_px, 3), "" if nm is None else f"{nm:.6g}",
+            _num(size.area_nm2, 3), _num(size.diameter_nm, 3)]
+
+
+def row_values(r: FileResult, classes: Sequence[str], micrographs: bool = False) -> List[str]:
     probs = r.probabilities if r.probabilities is not None else [None] * len(classes)
+    verdict = [r.status, r.error, r.predicted_class, _num(r.confidence), *[_num(p) for p in probs]]
+    if micrographs:
+        p = r.particle
+        where = ([str(p.index), _num(p.centroid[0], 2), _num(p.centroid[1], 2), *map(str, p.box)]
+                 if p is not None else [""] * 7)
+        found = ["yes" if p.touches_border else "no", _num(p.score, 4)] if p is not None else ["", ""]
+        return [r.path, r.sha256, *where, *_size_values(r.size), *found, *verdict, "; ".join(r.warnings)]
     return [
         r.path,
         r.sha256,
-        r.status,
-        r.error,
-        r.predicted_class,
-        _num(r.confidence),
-        *[_num(p) for p in probs],
+        *verdict,
         "" if r.width is None else str(r.width),
         "" if r.height is None else str(r.height),
         r.mask,
+        *_size_values(r.size),
         "; ".join(r.warnings),
     ]
 
 
-def csv_text(results: Iterable[FileResult], classes: Sequence[str], header: bool = True) -> str:
+def csv_text(results: Iterable[FileResult], classes: Sequence[str], header: bool = True,
+             micrographs: bool = False) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     if header:
-        w.writerow(csv_columns(classes))
+        w.writerow(csv_columns(classes, micrographs))
     for r in results:
-        w.writerow(row_values(r, classes))
+        w.writerow(row_values(r, classes, micrographs))
     return buf.getvalue()
 
 
+def row_key(r: FileResult) -> tuple:
+    """Identity of a row: the file, and in micrograph runs the particle number."""
+    return (r.path, r.particle.index if r.particle is not None else 0)
+
+
 def sorted_results(results: Iterable[FileResult]) -> List[FileResult]:
-    return sorted(results, key=lambda r: sort_key(r.path))
+    return sorted(results, key=lambda r: (sort_key(r.path), row_key(r)[1]))
 
 
-def write_csv(path, results: Iterable[FileResult], classes: Sequence[str]) -> Path:
-    """Write the full CSV atomically, rows in the stable path order."""
-    return write_text_atomic(path, csv_text(sorted_results(results), classes))
+def write_csv(path, results: Iterable[FileResult], classes: Sequence[str], micrographs: bool = False) -> Path:
+    """Write the full CSV atomically, rows in the stable path (then particle) order."""
+    return write_text_atomic(path, csv_text(sorted_results(results), classes, micrographs=micrographs))
+
+
+def _int(v: str) -> Optional[int]:
+    try:
+        return int(v) if v else None
+    except ValueError:
+        return None
+
+
+def _float(v: str) -> Optional[float]:
+    try:
+        return float(v) if v else None
+    except ValueError:
+        return None
+
+
+def _read_size(d: Dict[str, str]) -> Optional[ParticleSize]:
+    area = _int(d.get("area_px", ""))
+    diameter = _float(d.get("diameter_px", ""))
+    if area is None or diameter is None:
+        return None
+    return ParticleSize(area, diameter, _float(d.get("pixel_size_nm", "")))
+
+
+def _read_particle(d: Dict[str, str], size: Optional[ParticleSize]) -> Optional[Particle]:
+    box = [_int(d.get(k, "")) for k in ("x0", "y0", "x1", "y1")]
+    index, cx, cy = _int(d.get("particle", "")), _float(d.get("cx", "")), _float(d.get("cy", ""))
+    if index is None or cx is None or cy is None or None in box or size is None:
+        return None
+    return Particle(index, tuple(box), (cx, cy), size, d.get("touches_border") == "yes",
+                    _float(d.get("detection_score", "")) or 0.0)
+
+
+def csv_layout(header: Sequence[str], classes: Sequence[str]) -> Optional[str]:
+    """``particles``, ``micrographs`` or ``legacy`` (particles, before size columns) for a header
+    written for these classes; None when it is not an emclassify CSV of these classes."""
+    if list(header) == csv_columns(classes):
+        return "particles"
+    if list(header) == csv_columns(classes, micrographs=True):
+        return "micrographs"
+    if list(header) == LEADING + [f"prob_{c}" for c in classes] + LEGACY_TRAILING:
+        return "legacy"
+    return None
 
 
 def read_csv(path, classes: Sequence[str]) -> List[FileResult]:
-    """Read rows back from a CSV written for ``classes`` (for ``--resume``).
+    """Read rows back from a CSV written for ``classes`` (for ``--resume`` and review), either layout.
 
     Raises :class:`ReportError` when the columns do not match these classes (a
     CSV of another model must not be silently extended).
@@ -88,8 +168,8 @@ def read_csv(path, classes: Sequence[str]) -> List[FileResult]:
             rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ReportError(f"{path}: cannot read: {exc}") from None
-    expected = csv_columns(classes)
-    if header != expected:
+    layout = csv_layout(header or [], classes)
+    if layout is None:
         raise ReportError(
             f"{path}: columns do not match this model's classes ({', '.join(classes)}); "
             "it was written by another model or is not an emclassify CSV"
@@ -97,23 +177,29 @@ def read_csv(path, classes: Sequence[str]) -> List[FileResult]:
     n = len(classes)
     out = []
     for values in rows:
-        if len(values) != len(expected):
+        if len(values) != len(header):
             continue  # a torn last line of an interrupted run: that file is redone
-        d = dict(zip(expected, values))
-        probs = [float(d[f"prob_{c}"]) for c in classes] if d["status"] == "ok" else None
+        d = dict(zip(header, values))
+        try:
+            probs = [float(d[f"prob_{c}"]) for c in classes] if d["status"] == "ok" else None
+        except ValueError:
+            continue  # a hand-edited or torn row: that file is redone
+        size = _read_size(d)
         out.append(
             FileResult(
-                path=d["path"],
+                path=d["micrograph"] if layout == "micrographs" else d["path"],
                 sha256=d["sha256"],
                 status=d["status"],
                 error=d["error"],
                 predicted_class=d["predicted_class"],
-                confidence=float(d["confidence"]) if d["confidence"] else None,
+                confidence=_float(d["confidence"]),
                 probabilities=probs if probs is None or len(probs) == n else None,
-                width=int(d["width"]) if d["width"] else None,
-                height=int(d["height"]) if d["height"] else None,
-                mask=d["mask"],
+                width=_int(d.get("width", "")),
+                height=_int(d.get("height", "")),
+                mask=d.get("mask", ""),
                 warnings=[w for w in d["warnings"].split("; ") if w],
+                size=size,
+                particle=_read_particle(d, size) if layout == "micrographs" else None,
             )
         )
     return out
@@ -142,17 +228,28 @@ def summary_path_for(csv_path) -> Path:
 def format_summary(summary: Dict) -> str:
     """Terminal text of a batch summary."""
     files = summary["files"]
-    lines = [
-        f"{files['ok']} of {files['total']} files classified"
-        + (f", {files['error']} in error" if files["error"] else "")
-        + (f", {files['ignored_non_image']} non-image files ignored" if files.get("ignored_non_image") else ""),
-    ]
+    particles = summary.get("particles")
+    if particles is not None:
+        unit = "particles"
+        lines = [
+            f"{particles['total']} particles found in {files['total']} micrographs, {particles['ok']} classified"
+            + (f", {particles['error']} in error" if particles["error"] else "")
+            + (f"; {files['none_found']} micrographs with none found" if files.get("none_found") else "")
+            + (f"; {files['error']} micrographs unreadable" if files["error"] else ""),
+        ]
+    else:
+        unit = "files"
+        lines = [
+            f"{files['ok']} of {files['total']} files classified"
+            + (f", {files['error']} in error" if files["error"] else "")
+            + (f", {files['ignored_non_image']} non-image files ignored" if files.get("ignored_non_image") else ""),
+        ]
     width = max([len(c) for c in summary["counts"]] + [5])
     adjusted = summary.get("adjusted", {}).get("classes")
     if adjusted:
-        lines.append(f"  {'class':<{width}} {'files':>7}  {'raw %':>7}  {'adjusted % [95 % interval]':>30}")
+        lines.append(f"  {'class':<{width}} {unit:>9}  {'raw %':>7}  {'adjusted % [95 % interval]':>30}")
     for c, n in summary["counts"].items():
-        line = f"  {c:<{width}} {n:>7}  {summary['percentages'][c]:6.2f} %"
+        line = f"  {c:<{width}} {n:>9}  {summary['percentages'][c]:6.2f} %"
         if adjusted and adjusted[c]["percent"] is not None:
             a = adjusted[c]
             line += f"  {a['percent']:8.2f} %  [{a['ci95'][0]:6.2f}, {a['ci95'][1]:6.2f}]"
@@ -163,12 +260,20 @@ def format_summary(summary: Dict) -> str:
         if unseen:
             lines.append(f"  note: the model's held-out data had no {', '.join(unseen)} particles, so how well it "
                          "recognises them is unknown and their intervals are wide")
+    sizes = summary.get("sizes") or {}
+    by_class = sizes.get("diameter_nm") or sizes.get("diameter_px") or {}
+    unit_name = "nm" if sizes.get("diameter_nm") else "px"
+    measured = {c: v for c, v in by_class.items() if v.get("n")}
+    if measured:
+        lines.append(f"  diameter ({unit_name}, median [IQR]): " + "; ".join(
+            f"{c} {v['median']:.1f} [{v['q1']:.1f}-{v['q3']:.1f}]" for c, v in measured.items()))
     if summary.get("size_warnings"):
         lines.append(f"  WARNING: {summary['size_warnings']} image(s) are far larger or smaller than the images this "
                      "model was trained on (whole micrographs?); their predictions are unreliable (see 'warnings' in "
                      "the CSV)")
     for e in summary.get("errors", [])[:10]:
-        lines.append(f"  error: {e['path']}: {e['error']}")
+        where = f"{e['path']} particle {e['particle']}" if "particle" in e else e["path"]
+        lines.append(f"  error: {where}: {e['error']}")
     if len(summary.get("errors", [])) > 10:
         lines.append(f"  ... and {len(summary['errors']) - 10} more errors (see the CSV)")
     return "\n".join(lines)

@@ -127,29 +127,18 @@ def _low_freq_noise(rng, shape, cell: int = 24) -> np.ndarray:
     return _interp_matrix(shape[0], gh) @ coarse @ _interp_matrix(shape[1], gw).T
 
 
-def render(problem: str, cls: str, seed: int, index: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Render particle ``index`` of class ``cls``: (image uint8 HxW, mask uint8 HxW with 0/255)."""
-    classes, _ = PROBLEMS[problem]
-    if cls not in classes:
-        raise ValueError(f"class {cls!r} is not one of {problem}'s classes {classes}")
-    mic = micrograph(seed, index // GROUP_SIZE)
-    rng = np.random.default_rng([seed, index])
+def _vesicle(problem: str, cls: str, rng, mic: Micrograph, yy, xx, cy: float, cx: float, radius: float,
+             a: float, b: float, theta: float):
+    """Darkness (float32, the grid's shape) of one vesicle of class ``cls`` centred at (cy, cx).
 
-    radius = rng.uniform(18, 55)
-    ratio = rng.uniform(1.0, 1.3)
-    a, b = radius * np.sqrt(ratio), radius / np.sqrt(ratio)
-    theta = rng.uniform(0, np.pi)
-    extent = int(np.ceil(max(a, b) + 3))
-    side_h = 2 * (extent + SURROUND) + int(rng.integers(0, 7))
-    side_w = 2 * (extent + SURROUND) + int(rng.integers(0, 7))
-    cy = side_h / 2 + rng.uniform(-3, 3)
-    cx = side_w / 2 + rng.uniform(-3, 3)
-    yy, xx = np.mgrid[0:side_h, 0:side_w].astype(np.float32)
+    Returns (darkness, elliptic radius per pixel, membrane sigma, membrane amplitude); draws its
+    random figures from ``rng`` in a fixed order (the images of a seed never change).
+    """
     rho, phi = _elliptic_radius(yy, xx, cy, cx, a, b, theta)
 
     sigma = rng.uniform(0.75, 1.05)
     amp = mic.contrast * rng.uniform(0.8, 1.2) / 2
-    dark = np.zeros((side_h, side_w), np.float32)
+    dark = np.zeros(yy.shape, np.float32)
 
     # --- membranes -------------------------------------------------------------
     n_layers = 1
@@ -169,7 +158,7 @@ def render(problem: str, cls: str, seed: int, index: int) -> Tuple[np.ndarray, n
     # --- interior --------------------------------------------------------------
     inner = radius - (n_layers - 1) * spacing - LEAFLET_GAP
     inside = np.clip((inner - rho) / 1.5, 0, 1)  # soft-edged interior
-    grain = ndimage.gaussian_filter(rng.standard_normal((side_h, side_w), dtype=np.float32), 1.5)
+    grain = ndimage.gaussian_filter(rng.standard_normal(yy.shape, dtype=np.float32), 1.5)
     if problem == "encapsulation":
         if cls == "full":
             density = rng.uniform(0.18, 0.35)
@@ -200,6 +189,38 @@ def render(problem: str, cls: str, seed: int, index: int) -> Tuple[np.ndarray, n
             if problem == "lamellarity":
                 dark += _bilayer(rho2, r2 - spacing, amp * 0.8, sigma)
         # what == 2: heavy defocus, applied below
+    return dark, rho, sigma, amp
+
+
+def _imaging(dark: np.ndarray, texture: np.ndarray, blur: float, mic: Micrograph, rng) -> np.ndarray:
+    """Darkness -> 8-bit image: transmission over a textured background, blur, shot noise."""
+    transmitted = mic.background * texture * np.clip(1 - dark, 0.02, None)
+    transmitted = ndimage.gaussian_filter(transmitted, blur)
+    # Shot noise: Poisson(dose) in its Gaussian form (dose >= 15 e-/px), much cheaper to draw.
+    electrons = np.maximum(transmitted, 0) * np.float32(mic.dose / mic.background)
+    electrons += np.sqrt(electrons) * rng.standard_normal(electrons.shape, dtype=np.float32)
+    return np.clip(np.rint(electrons * np.float32(mic.background / mic.dose)), 0, 255).astype(np.uint8)
+
+
+def render(problem: str, cls: str, seed: int, index: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Render particle ``index`` of class ``cls``: (image uint8 HxW, mask uint8 HxW with 0/255)."""
+    classes, _ = PROBLEMS[problem]
+    if cls not in classes:
+        raise ValueError(f"class {cls!r} is not one of {problem}'s classes {classes}")
+    mic = micrograph(seed, index // GROUP_SIZE)
+    rng = np.random.default_rng([seed, index])
+
+    radius = rng.uniform(18, 55)
+    ratio = rng.uniform(1.0, 1.3)
+    a, b = radius * np.sqrt(ratio), radius / np.sqrt(ratio)
+    theta = rng.uniform(0, np.pi)
+    extent = int(np.ceil(max(a, b) + 3))
+    side_h = 2 * (extent + SURROUND) + int(rng.integers(0, 7))
+    side_w = 2 * (extent + SURROUND) + int(rng.integers(0, 7))
+    cy = side_h / 2 + rng.uniform(-3, 3)
+    cx = side_w / 2 + rng.uniform(-3, 3)
+    yy, xx = np.mgrid[0:side_h, 0:side_w].astype(np.float32)
+    dark, rho, sigma, amp = _vesicle(problem, cls, rng, mic, yy, xx, cy, cx, radius, a, b, theta)
     # --- neighbours in the surrounding (outside the mask) ----------------------
     if rng.random() < mic.crowding:
         ang = rng.uniform(0, 2 * np.pi)
@@ -209,17 +230,121 @@ def render(problem: str, cls: str, seed: int, index: int) -> Tuple[np.ndarray, n
         rho3 = np.sqrt((yy - oy) ** 2 + (xx - ox) ** 2)
         dark += _bilayer(rho3, r3, amp, sigma)
 
-    # --- imaging ---------------------------------------------------------------
     texture = 1 + mic.texture * _low_freq_noise(rng, (side_h, side_w))
-    transmitted = mic.background * texture * np.clip(1 - dark, 0.02, None)
     blur = mic.blur * (rng.uniform(2.0, 3.0) if cls == "uncertain" and rng.random() < 0.35 else 1.0)
-    transmitted = ndimage.gaussian_filter(transmitted, blur)
-    # Shot noise: Poisson(dose) in its Gaussian form (dose >= 15 e-/px), much cheaper to draw.
-    electrons = np.maximum(transmitted, 0) * np.float32(mic.dose / mic.background)
-    electrons += np.sqrt(electrons) * rng.standard_normal(electrons.shape, dtype=np.float32)
-    image = np.clip(np.rint(electrons * np.float32(mic.background / mic.dose)), 0, 255).astype(np.uint8)
+    image = _imaging(dark, texture, blur, mic, rng)
     mask = np.where(rho <= radius + LEAFLET_GAP / 2 + 2 * sigma, np.uint8(255), np.uint8(0))
     return image, mask
+
+
+MICROGRAPH_SIDE = 1024   # px, default side of a synthetic micrograph
+TOUCHING = 0.3           # share of particles placed against an earlier one (their masks 0-2 px apart)
+
+
+@dataclass
+class SynthMicrograph:
+    """A synthetic field of several particles with its ground truth.
+
+    image: uint8 (H, W); labels: uint16 (H, W), 0 background, k the pixels of particle k;
+    particles: one dict per particle (``particle`` = k, ``label``, ``cx``, ``cy``, ``touching``).
+    """
+
+    name: str
+    image: np.ndarray
+    labels: np.ndarray
+    particles: List[Dict]
+
+
+def render_micrograph(problem: str, seed: int, index: int, side: int = MICROGRAPH_SIDE, n: int = 24,
+                      proportions: Optional[Sequence[float]] = None) -> SynthMicrograph:
+    """Render micrograph ``index``: ``n`` vesicles (fewer if the field is full) at random places, about
+    :data:`TOUCHING` of them against an earlier one, imaged like :func:`render`'s particles (no
+    overlaps: every pixel belongs to at most one particle, so the labels are exact)."""
+    props = resolve_proportions(problem, proportions)
+    classes = PROBLEMS[problem][0]
+    mic = micrograph(seed, 10_000 + index)
+    rng = np.random.default_rng([seed, 0x3A1C, index])
+    dark = np.zeros((side, side), np.float32)
+    labels = np.zeros((side, side), np.uint16)
+    placed: List[Tuple[float, float, float]] = []  # cy, cx, bounding radius
+    particles: List[Dict] = []
+    for _ in range(n):
+        cls = classes[int(rng.choice(len(classes), p=props))]
+        radius = rng.uniform(18, 55)
+        ratio = rng.uniform(1.0, 1.15)
+        a, b = radius * np.sqrt(ratio), radius / np.sqrt(ratio)
+        theta = rng.uniform(0, np.pi)
+        bound = max(a, b) * (radius + 6) / ((a + b) / 2) + 1  # encloses the mask
+        touching = bool(placed) and rng.random() < TOUCHING
+        for _attempt in range(60):
+            if touching:
+                oy, ox, orad = placed[int(rng.integers(len(placed)))]
+                ang = rng.uniform(0, 2 * np.pi)
+                dist = orad + bound + rng.uniform(0, 2)
+                cy, cx = oy + np.sin(ang) * dist, ox + np.cos(ang) * dist
+            else:
+                cy, cx = rng.uniform(bound, side - bound), rng.uniform(bound, side - bound)
+            inside = bound <= cy <= side - bound and bound <= cx <= side - bound
+            if inside and all(np.hypot(cy - py, cx - px) >= pr + bound for py, px, pr in placed):
+                break
+        else:
+            continue  # no room left for this one
+        pad = int(np.ceil(bound)) + 12  # membranes' blur reaches past the mask
+        y0, y1 = max(0, int(cy) - pad), min(side, int(cy) + pad + 1)
+        x0, x1 = max(0, int(cx) - pad), min(side, int(cx) + pad + 1)
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        d, rho, sigma, _amp = _vesicle(problem, cls, rng, mic, yy, xx, cy, cx, radius, a, b, theta)
+        dark[y0:y1, x0:x1] += d
+        k = len(particles) + 1
+        mask = (rho <= radius + LEAFLET_GAP / 2 + 2 * sigma) & (labels[y0:y1, x0:x1] == 0)
+        labels[y0:y1, x0:x1][mask] = k
+        placed.append((cy, cx, bound))
+        particles.append({"particle": k, "label": cls, "cx": round(float(cx), 2), "cy": round(float(cy), 2),
+                          "touching": touching})
+    texture = 1 + mic.texture * _low_freq_noise(rng, (side, side), cell=96)
+    image = _imaging(dark, texture, mic.blur, mic, rng)
+    return SynthMicrograph(f"synth{seed}-field{index:04d}", image, labels, particles)
+
+
+def generate_micrographs(out: Path, problem: str, n: int, seed: int = 0, side: int = MICROGRAPH_SIDE,
+                         per_micrograph: int = 24, proportions: Optional[Sequence[float]] = None,
+                         progress=None) -> Dict:
+    """Write ``n`` synthetic micrographs in the layout of NanoShapes micrographs; return the provenance.
+
+    ``OUT/images/<name>.tif`` (8 bit), ``OUT/instances/<name>.tif`` (uint16 instance labels),
+    ``OUT/particles.csv`` (``micrograph,particle,label,x0,y0,x1,y1,cx,cy,area_px``),
+    ``OUT/classes.txt`` and ``OUT/synth.json``.
+    """
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "instances").mkdir(parents=True, exist_ok=True)
+    classes = PROBLEMS[problem][0]
+    props = resolve_proportions(problem, proportions)
+    rows = []
+    for i in range(n):
+        m = render_micrograph(problem, seed, i, side, per_micrograph, props)
+        (out / "images" / f"{m.name}.tif").write_bytes(_tiff_bytes(m.image, compress=False))
+        (out / "instances" / f"{m.name}.tif").write_bytes(_tiff_bytes(m.labels, compress=True))
+        boxes = ndimage.find_objects(m.labels.astype(np.int32))
+        for p in m.particles:
+            sl = boxes[p["particle"] - 1]
+            area = int((m.labels[sl] == p["particle"]).sum())
+            rows.append((f"images/{m.name}.tif", p["particle"], p["label"], sl[1].start, sl[0].start, sl[1].stop,
+                         sl[0].stop, p["cx"], p["cy"], area))
+        if progress:
+            progress(i + 1, n)
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["micrograph", "particle", "label", "x0", "y0", "x1", "y1", "cx", "cy", "area_px"])
+    writer.writerows(rows)
+    write_text_atomic(out / "particles.csv", text.getvalue())
+    write_text_atomic(out / "classes.txt", "".join(f"{c}\n" for c in classes))
+    provenance = {"generator": "emclassify.synth (micrographs)", "emclassify": __version__, "problem": problem,
+                  "micrographs": n, "seed": seed, "side_px": side, "per_micrograph": per_micrograph,
+                  "classes": list(classes), "proportions": list(props), "particles": len(rows),
+                  "touching_share": TOUCHING}
+    write_text_atomic(out / "synth.json", json.dumps(provenance, indent=2) + "\n")
+    return provenance
 
 
 @dataclass(frozen=True)
@@ -326,6 +451,10 @@ def generate(
 
 __all__ = [
     "GROUP_SIZE",
+    "MICROGRAPH_SIDE",
+    "SynthMicrograph",
+    "generate_micrographs",
+    "render_micrograph",
     "PROBLEMS",
     "SURROUND",
     "SynthItem",

@@ -52,7 +52,8 @@ def test_mixed_folder_rows_columns_exit_code(tmp_path, mixed_folder, model_file)
     assert code == EXIT_SOME_ERRORS
     cols, rows = read_rows(out)
     assert cols == ["path", "sha256", "status", "error", "predicted_class", "confidence",
-                    "prob_a", "prob_b", "prob_c", "width", "height", "mask", "warnings"]
+                    "prob_a", "prob_b", "prob_c", "width", "height", "mask",
+                    "area_px", "diameter_px", "pixel_size_nm", "area_nm2", "diameter_nm", "warnings"]
     assert [r["path"] for r in rows] == sorted(GOOD + list(BAD), key=lambda p: tuple(p.lower().split("/")))
     by = {r["path"]: r for r in rows}
     for rel in GOOD:

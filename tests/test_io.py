@@ -125,7 +125,7 @@ def test_tiff_header_then_garbage_rejected(tmp_path):
 
 def test_absurd_dimensions_rejected(tmp_path):
     p = write_tiff(tmp_path / "wide.tif", np.zeros((1, MAX_SIDE + 1), np.uint8))
-    assert "larger than a particle crop" in _reason(p)
+    assert "larger than emclassify reads" in _reason(p)
 
 
 def test_nan_float_rejected(tmp_path):

@@ -20,10 +20,11 @@ from typing import List, Optional, Union
 
 import numpy as np
 
+from .microscope import MICROSCOPE_EXTENSIONS, read_microscope_file, tiff_pixel_size_nm
 from .tiff_fast import InflationError, decode_baseline_tiff
 
-IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
-MAX_SIDE = 16384          # px; a particle crop is never this big
+IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp") + MICROSCOPE_EXTENSIONS
+MAX_SIDE = 16384          # px; 16k x 4k micrographs are read, larger sides are refused
 MAX_PIXELS = 64 * 2**20   # 64 Mpx, guards memory before decoding
 # Bytes read from one file at most: 64 Mpx of float32 plus headers. Checked with stat() before
 # reading, and the read itself stops there, so a huge or growing file cannot exhaust memory.
@@ -54,11 +55,13 @@ class LoadedImage:
     array: (H, W) uint8 | uint16 | float32, raw intensities.
     sha256: hex digest of the file's bytes (the lab record's identity of the file).
     warnings: human-readable notes (e.g. RGB converted to grey).
+    pixel_size_nm: nm per pixel as the file's metadata records it (:mod:`.microscope`), else None.
     """
 
     array: np.ndarray
     sha256: str
     warnings: List[str] = field(default_factory=list)
+    pixel_size_nm: Optional[float] = None
 
     @property
     def height(self) -> int:
@@ -91,7 +94,7 @@ def _check_dimensions(path: PathLike, height: int, width: int) -> None:
     if height > MAX_SIDE or width > MAX_SIDE or height * width > MAX_PIXELS:
         raise ImageReadError(
             path,
-            f"image is {width}x{height} px, larger than a particle crop can be "
+            f"image is {width}x{height} px, larger than emclassify reads "
             f"(limit {MAX_SIDE} px per side, {MAX_PIXELS // 2**20} Mpx)",
         )
 
@@ -172,22 +175,33 @@ def _decode_pil(path: PathLike, data: bytes) -> np.ndarray:
         return np.asarray(im)
 
 
-def decode_image(path: PathLike, data: bytes, checksum: bool = True) -> LoadedImage:
+def decode_image(path: PathLike, data: bytes, checksum: bool = True, with_pixel_size: bool = True) -> LoadedImage:
     """Decode image bytes (already read from ``path``) into a :class:`LoadedImage`.
 
     checksum: compute the SHA-256 of the bytes (else ``sha256`` is "": masks need none).
+    with_pixel_size: read the pixel size from TIFF metadata (masks need none). MRC/DM/EMD/SER
+    files are decoded from ``path`` itself by their readers (:mod:`.microscope`).
     """
     sha = hashlib.sha256(data).hexdigest() if checksum else ""
     if len(data) == 0:
         raise ImageReadError(path, "empty file (0 bytes)")
     kind = _sniff(data)
-    if kind is None:
+    microscope = Path(path).suffix.lower() in MICROSCOPE_EXTENSIONS
+    if kind is None and not microscope:
         raise ImageReadError(path, "not a TIFF, PNG, JPEG or BMP image (unrecognised file contents)")
     notes: List[str] = []
+    pixel_size = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # decoder chatter; real problems raise
-            arr = _decode_tiff(path, data) if kind == "tiff" else _decode_pil(path, data)
+            if kind is None:
+                kind = Path(path).suffix.lower().lstrip(".")
+                arr, pixel_size = read_microscope_file(path)  # these readers take the file, not bytes
+            elif kind == "tiff":
+                arr = _decode_tiff(path, data)
+                pixel_size = tiff_pixel_size_nm(data) if with_pixel_size else None
+            else:
+                arr = _decode_pil(path, data)
     except ImageReadError:
         raise
     except InflationError as exc:
@@ -209,13 +223,13 @@ def decode_image(path: PathLike, data: bytes, checksum: bool = True) -> LoadedIm
     arr = np.ascontiguousarray(arr)
     if not arr.flags.writeable:  # PIL hands out read-only views; torch warns about those
         arr = arr.copy()
-    return LoadedImage(arr, sha, notes)
+    return LoadedImage(arr, sha, notes, pixel_size)
 
 
-def read_image(path: PathLike, checksum: bool = True) -> LoadedImage:
+def read_image(path: PathLike, checksum: bool = True, with_pixel_size: bool = True) -> LoadedImage:
     """Read and decode one image file. Raises :class:`ImageReadError` with the reason.
 
-    checksum: as in :func:`decode_image`.
+    checksum, with_pixel_size: as in :func:`decode_image`.
     """
     try:
         st = os.stat(path)
@@ -238,7 +252,7 @@ def read_image(path: PathLike, checksum: bool = True) -> LoadedImage:
         raise ImageReadError(path, "permission denied") from None
     except OSError as exc:
         raise ImageReadError(path, f"cannot read file: {exc.strerror or exc}") from None
-    return decode_image(path, data, checksum)
+    return decode_image(path, data, checksum, with_pixel_size)
 
 
 def read_mask(path: PathLike, shape: Optional[tuple] = None) -> np.ndarray:
@@ -246,7 +260,7 @@ def read_mask(path: PathLike, shape: Optional[tuple] = None) -> np.ndarray:
 
     ``shape``: the image's (H, W); a mismatch is an :class:`ImageReadError`.
     """
-    loaded = read_image(path, checksum=False)
+    loaded = read_image(path, checksum=False, with_pixel_size=False)
     mask = loaded.array != 0
     if shape is not None and mask.shape != tuple(shape):
         raise ImageReadError(

@@ -1,0 +1,150 @@
+"""What a particle finder returns: an instance label image and one measured :class:`Particle` each.
+
+Coordinates are pixel indices of the micrograph as numpy and scikit-image count them: x is the
+column, y the row, (0, 0) the centre of the top-left pixel; boxes are half-open
+``[x0, x1) x [y0, y1)``. Sizes: ``area_px`` is the
+pixel count of the instance; ``diameter_px`` the equivalent-circle diameter ``2 sqrt(area / pi)``;
+the nanometre figures are these times the pixel size (nm/px), ``None`` when it is unknown.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from scipy import ndimage
+
+
+@dataclass(frozen=True)
+class ParticleSize:
+    """Size of one particle from its mask: pixels always, nanometres when the pixel size is known."""
+
+    area_px: int
+    diameter_px: float
+    pixel_size_nm: Optional[float] = None
+
+    @property
+    def area_nm2(self) -> Optional[float]:
+        return None if self.pixel_size_nm is None else self.area_px * self.pixel_size_nm ** 2
+
+    @property
+    def diameter_nm(self) -> Optional[float]:
+        return None if self.pixel_size_nm is None else self.diameter_px * self.pixel_size_nm
+
+    @classmethod
+    def from_area(cls, area_px: int, pixel_size_nm: Optional[float] = None) -> "ParticleSize":
+        return cls(int(area_px), 2.0 * math.sqrt(max(0, area_px) / math.pi), pixel_size_nm)
+
+    @classmethod
+    def from_mask(cls, mask: Optional[np.ndarray], pixel_size_nm: Optional[float] = None) -> Optional["ParticleSize"]:
+        """Size of a bool/0-nonzero mask; None for a missing or empty mask."""
+        if mask is None:
+            return None
+        area = int(np.count_nonzero(mask))
+        return cls.from_area(area, pixel_size_nm) if area else None
+
+
+@dataclass(frozen=True)
+class Particle:
+    """One found particle. ``index`` is its value in the label image (1-based)."""
+
+    index: int
+    box: Tuple[int, int, int, int]   # x0, y0, x1, y1, half-open
+    centroid: Tuple[float, float]    # cx, cy
+    size: ParticleSize
+    touches_border: bool
+    score: float                     # detection confidence in [0, 1] (finder-specific, see the finder)
+
+    @property
+    def width(self) -> int:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> int:
+        return self.box[3] - self.box[1]
+
+
+@dataclass
+class Detections:
+    """The particles of one micrograph.
+
+    labels: int32 (H, W), 0 background, ``p.index`` the pixels of particle ``p``.
+    particles: in label order.
+    """
+
+    labels: np.ndarray
+    particles: List[Particle]
+    notes: List[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.particles)
+
+
+def measure(labels: np.ndarray, scores: Optional[Dict[int, float]] = None,
+            pixel_size_nm: Optional[float] = None) -> Detections:
+    """Measure every instance of a label image (int, 0 = background) into :class:`Detections`.
+
+    Labels are renumbered 1..n in order of first appearance (row-major) so that the CSV's
+    ``particle`` numbers read top to bottom. scores: label -> score (default 1.0).
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be 2-D, got shape {labels.shape}")
+    flat = labels.ravel()
+    present, first = np.unique(flat, return_index=True)
+    keep = present != 0
+    present, first = present[keep], first[keep]
+    order = np.argsort(first, kind="stable")
+    old_ids = present[order]
+    lut = np.zeros(int(labels.max()) + 1 if labels.size else 1, dtype=np.int32)
+    lut[old_ids] = np.arange(1, len(old_ids) + 1, dtype=np.int32)
+    relabelled = lut[labels] if labels.size else labels.astype(np.int32)
+    H, W = labels.shape
+    particles: List[Particle] = []
+    if len(old_ids):
+        slices = ndimage.find_objects(relabelled)
+        idx = np.arange(1, len(old_ids) + 1)
+        areas = ndimage.sum_labels(np.ones_like(relabelled, dtype=np.int64), relabelled, idx)
+        centres = ndimage.center_of_mass(np.ones_like(relabelled, dtype=np.float64), relabelled, idx)
+        for k, (sl, area, (cy, cx)) in enumerate(zip(slices, areas, centres), start=1):
+            ys, xs = sl
+            box = (int(xs.start), int(ys.start), int(xs.stop), int(ys.stop))
+            border = box[0] == 0 or box[1] == 0 or box[2] == W or box[3] == H
+            old = int(old_ids[k - 1])
+            score = float(scores.get(old, 1.0)) if scores else 1.0
+            particles.append(Particle(k, box, (float(cx), float(cy)),
+                                      ParticleSize.from_area(int(area), pixel_size_nm), bool(border), score))
+    return Detections(relabelled.astype(np.int32, copy=False), particles)
+
+
+def cut_out(image: np.ndarray, labels: np.ndarray, particle: Particle, context: int
+            ) -> Tuple[np.ndarray, np.ndarray, Tuple[int, int, int, int]]:
+    """The particle image a classifier sees: its box grown by ``context`` px per side (clipped to
+    the micrograph), and its own mask there (other particles are outside it).
+
+    Returns (image crop, bool mask crop, (x0, y0, x1, y1) of the crop in the micrograph).
+    """
+    H, W = labels.shape
+    x0, y0, x1, y1 = particle.box
+    cx0, cy0 = max(0, x0 - context), max(0, y0 - context)
+    cx1, cy1 = min(W, x1 + context), min(H, y1 + context)
+    crop = np.ascontiguousarray(image[cy0:cy1, cx0:cx1])
+    mask = labels[cy0:cy1, cx0:cx1] == particle.index
+    return crop, mask, (cx0, cy0, cx1, cy1)
+
+
+def sizes_by_class(diameters: Sequence[float], classes: Sequence[str], names: Sequence[str]) -> Dict[str, Dict]:
+    """Median, quartiles and count of diameters per class name (only classes in ``names``)."""
+    out: Dict[str, Dict] = {}
+    d = np.asarray(diameters, dtype=np.float64)
+    c = np.asarray(classes, dtype=object)
+    for name in names:
+        v = d[c == name] if len(d) else d
+        if not len(v):
+            out[name] = {"n": 0, "median": None, "q1": None, "q3": None}
+            continue
+        q1, med, q3 = np.percentile(v, [25, 50, 75])
+        out[name] = {"n": int(len(v)), "median": round(float(med), 3), "q1": round(float(q1), 3),
+                     "q3": round(float(q3), 3)}
+    return out

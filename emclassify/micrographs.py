@@ -1,0 +1,301 @@
+"""Whole micrographs in, one row per particle out: find, cut out, measure and classify.
+
+:func:`classify_micrographs` is the micrograph counterpart of
+:func:`emclassify.inference.classify_folder` and yields the same :class:`BatchResult`, one per
+micrograph, so :class:`emclassify.batch.BatchRun` (CSV, summary, resume, GUI) runs both. Per
+micrograph:
+
+1. decode it (any format :func:`emclassify.io.read_image` reads; pixel size from its metadata
+   unless ``pixel_size_nm`` overrides it);
+2. find the particles (a finder from :mod:`emclassify.finding`, chosen by name);
+3. cut each out as the classifier was trained to see particles (:func:`crop_context`: its box
+   plus the surround its training images had), with its own mask (neighbours outside it);
+4. classify the particles in batches; a particle whose region is under the classifier's
+   minimum becomes an error row, a particle cut by the micrograph's edge gets a warning.
+
+The next micrograph is decoded and searched in a background thread while the current one is
+classified; memory holds at most two micrographs at a time, whatever their number.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Collection, Dict, Iterator, List, Optional
+
+import numpy as np
+
+from .atomic import write_bytes_atomic, write_text_atomic
+from .defaults import DEFAULT_MARGIN
+from .finding import Detections, cut_out
+from .inference import BatchResult, CancelToken, Classifier, FileResult, batched
+from .input_decision import size_warning
+from .io import FolderListing, ImageReadError, Sample, read_image
+
+BORDER_NOTE = "particle is cut by the micrograph's edge: its size and class are less reliable"
+
+
+def crop_context(card) -> int:
+    """Pixels of surround around a found particle's box when it is cut out for this classifier.
+
+    Models trained with masks record their images' median side and mask box (the input decision):
+    half their difference is the surround they saw. Otherwise the default margin (50 px, the
+    seed's particle images).
+    """
+    decision = (card.training or {}).get("input_decision") or {}
+    side, box = decision.get("median_image_side"), decision.get("median_mask_box")
+    if isinstance(side, int) and isinstance(box, int) and side > box > 0:
+        return max(2, (side - box) // 2)
+    return DEFAULT_MARGIN
+
+
+@dataclass
+class FoundMicrograph:
+    """One micrograph decoded and searched (or the reason it could not be)."""
+
+    sample: Sample
+    error: Optional[ImageReadError] = None
+    image: Optional[np.ndarray] = None
+    sha256: str = ""
+    pixel_size_nm: Optional[float] = None
+    detections: Optional[Detections] = None
+    warnings: List[str] = field(default_factory=list)
+
+    @property
+    def notes(self) -> List[str]:
+        """What the reader and the finder noted about the whole micrograph (the summary's
+        per-micrograph ``notes``; particle rows carry only their own warnings)."""
+        return list(self.warnings) + (list(self.detections.notes) if self.detections is not None else [])
+
+
+def find_in(sample: Sample, finder, pixel_size_nm: Optional[float] = None) -> FoundMicrograph:
+    """Decode one micrograph and find its particles; errors are kept, never raised."""
+    try:
+        loaded = read_image(sample.path)
+    except ImageReadError as exc:
+        return FoundMicrograph(sample, error=exc)
+    pixel = pixel_size_nm if pixel_size_nm is not None else loaded.pixel_size_nm
+    out = FoundMicrograph(sample, image=loaded.array, sha256=loaded.sha256, pixel_size_nm=pixel,
+                          warnings=list(loaded.warnings))
+    try:
+        out.detections = finder.find(loaded.array, pixel)
+    except (ValueError, MemoryError) as exc:
+        out.error = ImageReadError(sample.path, f"particle finding failed: {exc}")
+    return out
+
+
+def _micrograph_rows(found: FoundMicrograph, classifier: Classifier, context: int, batch_size: int,
+                     sides: Optional[Dict]) -> List[FileResult]:
+    rel = found.sample.relpath
+    if found.error is not None:
+        return [FileResult(path=rel, sha256=found.sha256, status="error", error=found.error.reason,
+                           warnings=list(found.warnings))]
+    det = found.detections
+    if not det.particles:
+        return [FileResult(path=rel, sha256=found.sha256, status="none_found",
+                           height=found.image.shape[0], width=found.image.shape[1],
+                           warnings=found.notes + ["no particles found"])]
+    cfg = classifier.config
+    rows: List[FileResult] = []
+    todo = []
+    for p in det.particles:
+        crop, mask, _ = cut_out(found.image, det.labels, p, context)
+        r = FileResult(path=rel, sha256=found.sha256, height=crop.shape[0], width=crop.shape[1],
+                       size=p.size, particle=p)
+        if p.touches_border:
+            r.warnings.append(BORDER_NOTE)
+        problem = cfg.region_problem(crop.shape[0], crop.shape[1], mask)
+        if problem is not None:
+            r.status, r.error = "error", problem
+        else:
+            if sides:
+                note = size_warning(crop.shape[0], crop.shape[1], sides)
+                if note:
+                    r.warnings.append(note)
+            todo.append((r, crop, mask))
+        rows.append(r)
+    for chunk in batched(todo, batch_size):
+        try:
+            probs = classifier.predict_proba([c for _, c, _ in chunk], [m for _, _, m in chunk])
+        except (RuntimeError, ValueError) as exc:  # e.g. out of memory: rows, not a crash
+            for r, _, _ in chunk:
+                r.status, r.error = "error", f"classification failed: {exc}"
+            continue
+        for (r, _, _), pr in zip(chunk, probs):
+            k = int(np.argmax(pr))
+            r.probabilities = [float(v) for v in pr]
+            r.predicted_class = classifier.classes[k]
+            r.confidence = float(pr[k])
+    return rows
+
+
+def classify_micrographs(
+    listing: FolderListing,
+    classifier: Classifier,
+    finder,
+    batch_size: int = 64,
+    skip: Collection[str] = (),
+    cancel: Optional[CancelToken] = None,
+    pixel_size_nm: Optional[float] = None,
+    on_found=None,
+) -> Iterator[BatchResult]:
+    """Classify the particles of every micrograph in ``listing``; one :class:`BatchResult` per micrograph.
+
+    skip: relative paths not to process (``--resume``). on_found(FoundMicrograph, rows): called
+    after each micrograph (crop and label export). Stops after the micrograph in progress when
+    ``cancel`` is cancelled.
+    """
+    todo = [s for s in listing.samples if s.relpath not in skip]
+    total = len(todo)
+    context = crop_context(classifier.card)
+    batch_size = classifier.images_per_batch(batch_size)
+    sides = classifier.card.data.get("image_sides_px") if isinstance(classifier.card.data, dict) else None
+    keys = ("longer_p95", "shorter_p5", "shorter_median", "longer_median")
+    sides = sides if isinstance(sides, dict) and all(isinstance(sides.get(k), int) for k in keys) else None
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="emclassify-find") as pool:
+        pending = pool.submit(find_in, todo[0], finder, pixel_size_nm) if todo else None
+        for i in range(total):
+            if cancel is not None and cancel.cancelled:
+                pending.cancel()
+                return
+            found = pending.result()
+            pending = pool.submit(find_in, todo[i + 1], finder, pixel_size_nm) if i + 1 < total else None
+            rows = _micrograph_rows(found, classifier, context, batch_size, sides)
+            if on_found is not None:
+                on_found(found, rows)
+            elapsed = time.perf_counter() - start
+            rate = (i + 1) / elapsed if elapsed > 0 else 0.0
+            eta = (total - i - 1) / rate if rate > 0 else None
+            yield BatchResult(rows, i + 1, total, elapsed, rate, eta, listing)
+
+
+# ---- what a micrograph run writes besides the CSV ----------------------------------------------
+
+class CropWriter:
+    """``--save-crops DIR``: every classified particle as ``images/<class>/<name>.tif`` plus
+    ``masks/<class>/<name>.tif`` and ``manifest.csv`` (``path,mask,label,group``, the micrograph
+    as ``group``): the layout ``emclassify train`` and the Review view read. ``label`` is the
+    predicted class, to be corrected in review before training on it."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        self.rows: List[tuple] = []
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def add(self, found: FoundMicrograph, rows: List[FileResult], context: int) -> None:
+        import tifffile
+
+        if found.detections is None:
+            return
+        stem = Path(found.sample.relpath).with_suffix("").as_posix().replace("/", "__")
+        for r in rows:
+            if not r.ok or r.particle is None:
+                continue
+            crop, mask, _ = cut_out(found.image, found.detections.labels, r.particle, context)
+            name = f"{stem}_p{r.particle.index:04d}.tif"
+            img_rel, mask_rel = f"images/{r.predicted_class}/{name}", f"masks/{r.predicted_class}/{name}"
+            for rel, arr in ((img_rel, crop), (mask_rel, mask.astype(np.uint8) * 255)):
+                buf = io.BytesIO()
+                tifffile.imwrite(buf, arr, photometric="minisblack")
+                (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
+                write_bytes_atomic(self.root / rel, buf.getvalue(), durable=False)
+            self.rows.append((img_rel, mask_rel, r.predicted_class, Path(found.sample.relpath).with_suffix("").as_posix()))
+
+    def close(self) -> Path:
+        text = io.StringIO()
+        w = csv.writer(text, lineterminator="\n")
+        w.writerow(["path", "mask", "label", "group"])
+        w.writerows(sorted(self.rows))
+        return write_text_atomic(self.root / "manifest.csv", text.getvalue())
+
+
+def write_label_image(root, found: FoundMicrograph) -> Optional[Path]:
+    """``--save-labels DIR``: the micrograph's instance labels as ``<name>.labels.tif`` (uint16, or
+    uint32 past 65,535 particles; 0 background, k the ``particle`` k of the CSV)."""
+    import tifffile
+
+    if found.detections is None:
+        return None
+    labels = found.detections.labels
+    dtype = np.uint16 if int(labels.max(initial=0)) < 2**16 else np.uint32
+    rel = Path(found.sample.relpath).with_suffix("")
+    out = Path(root) / f"{rel.as_posix()}.labels.tif"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, labels.astype(dtype), photometric="minisblack", compression="zlib")
+    return write_bytes_atomic(out, buf.getvalue())
+
+
+def micrograph_table(results: List[FileResult], classes: List[str], notes: Optional[Dict[str, List[str]]] = None
+                     ) -> List[Dict]:
+    """Per micrograph: particles found, classified, in error, counts and % per class, pixel size, and
+    the notes of the reader and finder (``notes``: by path, for the micrographs of this session)."""
+    by: Dict[str, List[FileResult]] = {}
+    for r in results:
+        by.setdefault(r.path, []).append(r)
+    table = []
+    for path in sorted(by):
+        rows = by[path]
+        ok = [r for r in rows if r.ok]
+        counts = {c: sum(r.predicted_class == c for r in ok) for c in classes}
+        sizes = [r.size for r in rows if r.size is not None]
+        table.append({
+            "micrograph": path,
+            "status": ("error" if any(r.failed and r.particle is None for r in rows) else
+                       "none_found" if any(r.status == "none_found" for r in rows) else "ok"),
+            "particles": sum(r.particle is not None for r in rows),
+            "classified": len(ok),
+            "errors": sum(r.failed for r in rows),
+            "counts": counts,
+            "percentages": {c: (100.0 * counts[c] / len(ok) if ok else 0.0) for c in classes},
+            "pixel_size_nm": sizes[0].pixel_size_nm if sizes else None,
+            **({"notes": notes[path]} if notes and path in notes else {}),
+        })
+    return table
+
+
+def size_summary(results: List[FileResult], classes: List[str]) -> Dict:
+    """Diameter (equivalent circle) per predicted class: n, median, quartiles, in px and, when every
+    measured particle has a pixel size, in nm."""
+    from .finding import sizes_by_class
+
+    ok = [r for r in results if r.ok and r.size is not None]
+    names = [r.predicted_class for r in ok]
+    out = {"unit_note": "equivalent-circle diameter of each particle's mask",
+           "diameter_px": sizes_by_class([r.size.diameter_px for r in ok], names, classes)}
+    if ok and all(r.size.pixel_size_nm is not None for r in ok):
+        out["diameter_nm"] = sizes_by_class([r.size.diameter_nm for r in ok], names, classes)
+    return out
+
+
+def size_histogram_png(results: List[FileResult], classes: List[str]) -> Optional[bytes]:
+    """PNG bytes of the diameter histogram per predicted class (nm when known for all, else px)."""
+    ok = [r for r in results if r.ok and r.size is not None]
+    if not ok:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    in_nm = all(r.size.pixel_size_nm is not None for r in ok)
+    values = {c: [r.size.diameter_nm if in_nm else r.size.diameter_px for r in ok if r.predicted_class == c]
+              for c in classes}
+    allv = np.concatenate([np.asarray(v, float) for v in values.values() if v])
+    bins = np.histogram_bin_edges(allv, bins=min(40, max(5, int(np.sqrt(len(allv))))))
+    fig = Figure(figsize=(6.4, 3.6), dpi=110)
+    ax = fig.add_subplot(111)
+    for c in classes:
+        if values[c]:
+            ax.hist(values[c], bins=bins, alpha=0.6, label=f"{c} (n={len(values[c])})")
+    ax.set_xlabel("diameter (nm)" if in_nm else "diameter (px; pixel size unknown)")
+    ax.set_ylabel("particles")
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()

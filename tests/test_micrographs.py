@@ -1,0 +1,320 @@
+"""Whole micrographs: finding particles, measuring them, microscope formats, and the micrograph batch run."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from emclassify.batch import BatchError, BatchRun, partial_path_for, run_batch
+from emclassify.cli import main
+from emclassify.defaults import EXIT_SOME_ERRORS, EXIT_USAGE, FINDER_NAMES
+from emclassify.finding import FINDERS, ClassicalFinder, ParticleSize, cut_out, make_finder, measure
+from emclassify.finding.matching import match_instances, summarise
+from emclassify.io import read_image
+from emclassify.io.microscope import PIXEL_SIZE_RANGE_NM, PixelSizeError, parse_length
+from emclassify.runtime import CancelToken
+from emclassify.synth import generate_micrographs, render_micrograph
+
+
+def disc_field(centres, radius, side=256, seed=0, background=180.0, particle=110.0, noise=6.0):
+    """Dark discs on a bright, noisy background: (uint8 image, int32 true labels)."""
+    yy, xx = np.mgrid[:side, :side]
+    truth = np.zeros((side, side), np.int32)
+    for k, (cy, cx) in enumerate(centres, 1):
+        truth[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius * radius] = k
+    rng = np.random.default_rng(seed)
+    img = np.where(truth > 0, particle, background) + rng.normal(0, noise, (side, side))
+    return np.clip(img, 0, 255).astype(np.uint8), truth
+
+
+# ---- finders -------------------------------------------------------------------------------------
+
+def test_finder_registry_matches_the_cli_choices():
+    assert tuple(FINDERS) == FINDER_NAMES
+    with pytest.raises(ValueError, match="unknown particle finder"):
+        make_finder("magic")
+    with pytest.raises(ValueError, match="polarity"):
+        make_finder("classical", polarity="grey")
+
+
+def test_classical_finder_recovers_separate_discs_positions_and_sizes():
+    centres = [(50, 50), (50, 150), (150, 60), (160, 180), (210, 110), (100, 210)]
+    img, truth = disc_field(centres, 15)
+    det = ClassicalFinder().find(img, pixel_size_nm=0.5)
+    match = match_instances(det.labels, truth)
+    assert len(det) == 6 and match.tp == 6
+    assert min(iou for _, _, iou in match.pairs) > 0.9
+    true_area = int((truth == 1).sum())
+    for p in det.particles:
+        nearest = min(centres, key=lambda c: math.hypot(c[1] - p.centroid[0], c[0] - p.centroid[1]))
+        assert math.hypot(nearest[1] - p.centroid[0], nearest[0] - p.centroid[1]) < 1.0
+        assert abs(p.size.area_px - true_area) / true_area < 0.1
+        assert p.size.diameter_nm == pytest.approx(p.size.diameter_px * 0.5)
+        assert not p.touches_border and 0.63 <= p.score < 1
+
+
+@pytest.mark.parametrize("gap", [0, 1])
+def test_classical_finder_separates_touching_discs(gap):
+    img, truth = disc_field([(128, 100), (128, 130 + gap)], 15)
+    det = ClassicalFinder().find(img)
+    assert match_instances(det.labels, truth).tp == 2
+
+
+def test_classical_finder_bright_particles_and_flat_images():
+    img, truth = disc_field([(60, 60), (180, 170)], 14, background=60.0, particle=150.0)
+    assert match_instances(ClassicalFinder(polarity="bright").find(img).labels, truth).tp == 2
+    flat = ClassicalFinder().find(np.full((128, 128), 100, np.uint8))
+    assert len(flat) == 0 and "nothing stands out" in flat.notes[0]
+
+
+def test_border_particles_are_flagged_or_dropped():
+    img, truth = disc_field([(10, 128), (128, 128)], 20)  # the first one is cut by the top edge
+    det = ClassicalFinder().find(img)
+    assert sorted(p.touches_border for p in det.particles) == [False, True]
+    assert [p.touches_border for p in ClassicalFinder(exclude_border=True).find(img).particles] == [False]
+
+
+def test_finder_on_synthetic_micrographs_with_touching_vesicles():
+    """Sparse liposome fields from the generator (~30 % placed against another one)."""
+    matches = []
+    for i in range(2):
+        m = render_micrograph("lamellarity", 3, i, side=640, n=14)
+        assert m.labels.max() == len(m.particles) and any(p["touching"] for p in m.particles)
+        matches.append(match_instances(ClassicalFinder().find(m.image).labels, m.labels))
+    s = summarise(matches)
+    # Measured figures of this finder on such fields: BENCHMARKS.md ("Finding particles").
+    assert s["precision"] >= 0.6 and s["recall"] >= 0.4 and s["mean_iou"] >= 0.75
+
+
+def test_measure_renumbers_in_reading_order_and_measures_analytically():
+    labels = np.zeros((40, 60), np.int32)
+    labels[30:34, 5:9] = 7      # 16 px, lower
+    labels[2:12, 40:50] = 3     # 100 px, upper: first in reading order
+    det = measure(labels, scores={3: 0.5, 7: 0.9}, pixel_size_nm=2.0)
+    assert [p.index for p in det.particles] == [1, 2]
+    upper, lower = det.particles
+    assert upper.box == (40, 2, 50, 12) and upper.size.area_px == 100 and upper.score == 0.5
+    assert upper.size.diameter_px == pytest.approx(2 * math.sqrt(100 / math.pi))
+    assert upper.size.area_nm2 == pytest.approx(400.0) and lower.score == 0.9
+    assert upper.centroid == pytest.approx((44.5, 6.5))
+    crop, mask, box = cut_out(np.arange(40 * 60).reshape(40, 60), det.labels, upper, context=3)
+    assert box == (37, 0, 53, 15) and mask.sum() == 100 and crop.shape == mask.shape == (15, 16)
+
+
+def test_match_instances_counts_and_iou():
+    truth = np.zeros((20, 20), np.int32)
+    truth[0:10, 0:10] = 1
+    truth[12:20, 12:20] = 2
+    found = np.zeros_like(truth)
+    found[0:10, 0:8] = 5        # IoU 0.8 with particle 1
+    found[0:3, 15:18] = 6       # nothing there
+    m = match_instances(found, truth)
+    assert (m.tp, m.fp, m.fn) == (1, 1, 1) and m.pairs[0][:2] == (5, 1)
+    assert m.pairs[0][2] == pytest.approx(0.8)
+    s = summarise([m, match_instances(truth, truth)])
+    assert s["f1"] == pytest.approx(2 * (3 / 4) * (3 / 4) / (3 / 2)) and s["count_error_mean"] == 0
+
+
+# ---- pixel sizes and formats ------------------------------------------------------------------
+
+UNITS = {"nm": 1.0, "µm": 1e3, "um": 1e3, "A": 0.1, "Å": 0.1, "pm": 1e-3, "": 1.0}
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=st.floats(min_value=1e-3, max_value=1e3, allow_nan=False), unit=st.sampled_from(sorted(UNITS)),
+       space=st.sampled_from(["", " "]))
+def test_parse_length_reads_what_users_write(value, unit, space):
+    nm = value * UNITS[unit]
+    lo, hi = PIXEL_SIZE_RANGE_NM
+    text = f"{value!r}{space}{unit}"
+    if lo <= nm <= hi:
+        assert parse_length(text) == pytest.approx(nm, rel=1e-5)
+    else:
+        with pytest.raises(PixelSizeError):
+            parse_length(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=30))
+def test_parse_length_never_fails_other_than_with_a_message(text):
+    try:
+        nm = parse_length(text)
+    except PixelSizeError as exc:
+        assert "pixel size" in str(exc)
+    else:
+        assert PIXEL_SIZE_RANGE_NM[0] <= nm <= PIXEL_SIZE_RANGE_NM[1]
+
+
+def test_pixel_size_from_files_written_by_their_own_libraries(tmp_path):
+    import mrcfile
+    import tifffile
+    from rsciio.emd import file_writer
+
+    a = (np.random.default_rng(0).random((40, 50)) * 1000).astype(np.float32)
+    with mrcfile.new(tmp_path / "x.mrc") as m:
+        m.set_data(a)
+        m.voxel_size = 5.2  # Å
+    tifffile.imwrite(tmp_path / "ome.ome.tif", a.astype(np.uint16), ome=True,
+                     metadata={"PhysicalSizeX": 0.00052, "PhysicalSizeXUnit": "µm", "PhysicalSizeY": 0.00052})
+    tifffile.imwrite(tmp_path / "ij.tif", a.astype(np.uint16), imagej=True, resolution=(1 / 0.52, 1 / 0.52),
+                     metadata={"unit": "nm"})
+    tifffile.imwrite(tmp_path / "plain.tif", a.astype(np.uint16), resolution=(72, 72))
+    axes = [{"name": n, "size": s, "scale": 0.25, "units": "nm", "offset": 0, "navigate": False}
+            for n, s in (("y", 40), ("x", 50))]
+    file_writer(str(tmp_path / "x.emd"), {"data": a, "axes": axes, "metadata": {"General": {"title": "t"},
+                                                                                 "Signal": {"signal_type": ""}},
+                                          "original_metadata": {}})
+    expected = {"x.mrc": 0.52, "ome.ome.tif": 0.52, "ij.tif": 0.52, "plain.tif": None, "x.emd": 0.25}
+    for name, nm in expected.items():
+        loaded = read_image(tmp_path / name)
+        assert loaded.array.shape == (40, 50), name
+        assert loaded.pixel_size_nm == (pytest.approx(nm) if nm else None), name
+    np.testing.assert_array_equal(read_image(tmp_path / "x.mrc").array, a)
+
+
+def test_unreadable_microscope_files_are_errors_naming_the_problem(tmp_path):
+    import mrcfile
+
+    with mrcfile.new(tmp_path / "movie.mrc") as m:
+        m.set_data(np.zeros((3, 8, 8), np.float32))
+    (tmp_path / "broken.dm3").write_bytes(b"not a DigitalMicrograph file" * 4)
+    (tmp_path / "broken.ser").write_bytes(b"\x00" * 64)
+    from emclassify.io import ImageReadError
+
+    with pytest.raises(ImageReadError, match="3 sections"):
+        read_image(tmp_path / "movie.mrc")
+    for name in ("broken.dm3", "broken.ser"):
+        with pytest.raises(ImageReadError, match="cannot decode"):
+            read_image(tmp_path / name)
+
+
+# ---- the micrograph batch run ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fields(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fields")
+    generate_micrographs(root / "src", "lamellarity", 3, seed=4, side=512, per_micrograph=8)
+    run = root / "run"
+    run.mkdir()
+    for p in sorted((root / "src" / "images").iterdir()):
+        (run / p.name).write_bytes(p.read_bytes())
+    (run / "corrupt.tif").write_bytes(b"II*\x00" + b"\x00" * 20)
+    return root
+
+
+def _rows(path):
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_micrograph_batch_rows_summary_crops_and_labels(tmp_path, fields):
+    out = tmp_path / "out" / "fields.csv"
+    code = main(["batch", str(fields / "run"), "--micrographs", "--pixel-size", "0.8nm", "--out", str(out),
+                 "--save-crops", str(tmp_path / "crops"), "--save-labels", str(tmp_path / "labels"), "-q"])
+    assert code == EXIT_SOME_ERRORS  # the corrupt micrograph
+    rows = _rows(out)
+    assert list(rows[0])[:3] == ["micrograph", "sha256", "particle"]
+    corrupt = [r for r in rows if r["micrograph"] == "corrupt.tif"]
+    assert len(corrupt) == 1 and corrupt[0]["status"] == "error" and "TIFF" in corrupt[0]["error"]
+    particles = [r for r in rows if r["particle"]]
+    assert len(particles) >= 6 and {r["status"] for r in particles} <= {"ok", "error"}
+    for r in particles:
+        area = int(r["area_px"])
+        assert float(r["diameter_px"]) == pytest.approx(2 * math.sqrt(area / math.pi), abs=1e-3)
+        assert float(r["area_nm2"]) == pytest.approx(area * 0.64, rel=1e-4)
+        x0, y0, x1, y1 = (int(r[k]) for k in ("x0", "y0", "x1", "y1"))
+        assert x0 <= float(r["cx"]) < x1 and y0 <= float(r["cy"]) < y1
+    summary = json.loads((tmp_path / "out" / "fields.summary.json").read_text())
+    assert summary["files"]["total"] == 4 and summary["files"]["error"] == 1
+    assert summary["particles"]["total"] == len(particles)
+    assert summary["finding"]["finder"] == "classical" and summary["finding"]["pixel_size_nm_override"] == 0.8
+    assert {m["micrograph"] for m in summary["micrographs"]} == {r["micrograph"] for r in rows}
+    assert "diameter_nm" in summary["sizes"] and (tmp_path / "out" / summary["sizes"]["histogram"]).is_file()
+    assert not list((tmp_path / "out").glob("*.tmp")) and not partial_path_for(out).exists()
+    # the crops are a training set: the layout `train` reads, the micrograph as the group
+    from emclassify.io import load_dataset
+
+    ok = [r for r in particles if r["status"] == "ok"]
+    ds = load_dataset(tmp_path / "crops")
+    assert len(ds) == len(ok) and all(s.mask is not None for s in ds.samples)
+    assert {s.group for s in ds.samples} == {r["micrograph"][:-4] for r in ok}
+    import tifffile
+
+    labels = tifffile.imread(tmp_path / "labels" / f"{ok[0]['micrograph'][:-4]}.labels.tif")
+    assert labels.max() == max(int(r["particle"]) for r in particles if r["micrograph"] == ok[0]["micrograph"])
+
+
+def test_micrograph_resume_continues_and_refuses_other_settings(tmp_path, fields):
+    out = tmp_path / "r.csv"
+    cancel = CancelToken()
+    run = BatchRun(fields / "run", finder=make_finder("classical"))
+    seen = []
+    for batch in run.batches(cancel=cancel):
+        seen.append(batch)
+        if len(seen) == 2:
+            cancel.cancel()  # stop after the corrupt micrograph and one good one
+    assert len(seen) == 2 and not run.complete
+    assert seen[0].results[0].path == "corrupt.tif" and seen[1].results[0].particle is not None
+    run.save(out)
+    full = run_batch(fields / "run", out=tmp_path / "full.csv", finder=make_finder("classical"))
+    resumed = run_batch(fields / "run", out=out, resume=True, finder=make_finder("classical"))
+    # the good micrograph's rows are kept; the corrupt one (never read) is retried
+    assert resumed.summary["files"]["resumed"] == len(seen[1].results)
+    assert resumed.summary["resume"]["unread_retried"] == 1
+    key = ("micrograph", "particle", "predicted_class", "area_px")
+    assert sorted(tuple(r[k] for k in key) for r in _rows(out)) == \
+        sorted(tuple(r[k] for k in key) for r in _rows(full.csv_path))
+    with pytest.raises(BatchError, match="this run classifies"):
+        run_batch(fields / "run", out=out, resume=True, finder=make_finder("classical", diameter_px=30.0))
+    with pytest.raises(BatchError, match="this run classifies"):
+        run_batch(fields / "run", out=out, resume=True)  # as particle images
+
+
+def test_micrograph_options_need_micrographs_and_valid_values(tmp_path, fields, capsys):
+    base = ["batch", str(fields / "run"), "--out", str(tmp_path / "x.csv"), "-q"]
+    assert main(base + ["--save-crops", str(tmp_path / "c")]) == EXIT_USAGE
+    assert "add --micrographs" in capsys.readouterr().err
+    assert main(base + ["--micrographs", "--pixel-size", "fast"]) == EXIT_USAGE
+    assert "pixel size" in capsys.readouterr().err
+    with pytest.raises(BatchError, match="inside the classified folder"):
+        BatchRun(fields / "run", finder=make_finder("classical"), save_crops=fields / "run" / "crops")
+
+
+def test_particle_images_gain_sizes_from_their_masks(tmp_path):
+    import tifffile
+
+    root = tmp_path / "imgs"
+    (root / "masks").mkdir(parents=True)
+    img, truth = disc_field([(40, 40)], 12, side=80)
+    tifffile.imwrite(root / "p1.tif", img, resolution=(1 / 0.5, 1 / 0.5), imagej=True, metadata={"unit": "nm"})
+    tifffile.imwrite(root / "masks" / "p1.tif", (truth > 0).astype(np.uint8) * 255)
+    out = run_batch(root, out=tmp_path / "p.csv")
+    r = _rows(out.csv_path)[0]
+    area = int((truth > 0).sum())
+    assert int(r["area_px"]) == area and float(r["pixel_size_nm"]) == 0.5
+    assert float(r["diameter_nm"]) == pytest.approx(ParticleSize.from_area(area).diameter_px * 0.5, abs=1e-3)
+
+
+def test_synth_micrographs_and_find_eval_from_the_command_line(tmp_path, capsys):
+    assert main(["synth", str(tmp_path / "f"), "--micrographs", "2", "--side", "384", "--n", "6"]) == 0
+    rows = _rows(tmp_path / "f" / "particles.csv")
+    assert len(rows) >= 8 and {r["micrograph"] for r in rows} == {f"images/synth0-field000{i}.tif" for i in range(2)}
+    import tifffile
+
+    labels = tifffile.imread(tmp_path / "f" / "instances" / "synth0-field0000.tif")
+    first = [r for r in rows if r["micrograph"].endswith("0000.tif")]
+    assert labels.max() == len(first) and int(first[0]["area_px"]) == int((labels == 1).sum())
+    # a broken instance image is an error of that micrograph, and the others are still scored
+    (tmp_path / "f" / "instances" / "synth0-field0001.tif").write_bytes(b"junk")
+    out = tmp_path / "m.json"
+    assert main(["find-eval", str(tmp_path / "f"), "--out", str(out), "--overlays", str(tmp_path / "ov")]) == 3
+    metrics = json.loads(out.read_text())
+    assert metrics["overall"]["micrographs"] == 1 and len(metrics["errors"]) == 1
+    assert metrics["overall"]["true"] == len(first) and (tmp_path / "ov" / "synth0-field0000.png").is_file()
+    assert "F1" in capsys.readouterr().out
+    assert main(["find-eval", str(tmp_path / "nowhere"), "--out", str(out)]) == 4
