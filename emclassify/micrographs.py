@@ -82,8 +82,8 @@ def find_in(sample: Sample, finder, pixel_size_nm: Optional[float] = None) -> Fo
                           warnings=list(loaded.warnings))
     try:
         out.detections = finder.find(loaded.array, pixel)
-    except (ValueError, MemoryError) as exc:
-        out.error = ImageReadError(sample.path, f"particle finding failed: {exc}")
+    except Exception as exc:  # noqa: BLE001 - one micrograph's failure is its error row; the run goes on
+        out.error = ImageReadError(sample.path, f"particle finding failed: {exc or type(exc).__name__}")
     return out
 
 

@@ -318,3 +318,24 @@ def test_synth_micrographs_and_find_eval_from_the_command_line(tmp_path, capsys)
     assert metrics["overall"]["true"] == len(first) and (tmp_path / "ov" / "synth0-field0000.png").is_file()
     assert "F1" in capsys.readouterr().out
     assert main(["find-eval", str(tmp_path / "nowhere"), "--out", str(out)]) == 4
+
+
+def test_odd_micrographs_give_rows_never_a_crash(tmp_path):
+    import tifffile
+
+    root = tmp_path / "odd"
+    root.mkdir()
+    rng = np.random.default_rng(1)
+    tifffile.imwrite(root / "one.tif", np.zeros((1, 1), np.uint8))
+    tifffile.imwrite(root / "thin.tif", (rng.random((1, 3000)) * 255).astype(np.uint8))
+    tifffile.imwrite(root / "flat.tif", np.full((64, 64), 7, np.uint16))
+    tifffile.imwrite(root / "noise.tif", rng.random((50, 70)).astype(np.float32) - 0.5)
+    (root / "trunc.tif").write_bytes((root / "flat.tif").read_bytes()[:200])
+    out = run_batch(root, out=tmp_path / "odd.csv", finder=make_finder("classical"))
+    by = {}
+    for r in _rows(out.csv_path):
+        by.setdefault(r["micrograph"], []).append(r)
+    assert set(by) == {"one.tif", "thin.tif", "flat.tif", "noise.tif", "trunc.tif"}
+    assert by["flat.tif"][0]["status"] == "none_found" and by["trunc.tif"][0]["status"] == "error"
+    assert all(r["status"] in ("ok", "error", "none_found") for rows in by.values() for r in rows)
+    assert all("particle finding failed" not in r["error"] for rows in by.values() for r in rows)

@@ -66,10 +66,11 @@ MIN_SCORE = 0.63
 
 def _bin(image: np.ndarray, factor: int) -> np.ndarray:
     """Mean over ``factor x factor`` blocks (edges cropped to a whole number of blocks)."""
+    H, W = image.shape
+    factor = min(factor, H, W)  # a micrograph thinner than a block is not binned past one pixel
     if factor <= 1:
         return image
-    H, W = image.shape
-    h, w = max(1, H // factor), max(1, W // factor)
+    h, w = H // factor, W // factor
     crop = image[: h * factor, : w * factor]
     return crop.reshape(h, factor, w, factor).mean(axis=(1, 3), dtype=np.float32)
 
@@ -170,7 +171,7 @@ def estimate_diameter(image: np.ndarray, polarity: str = "dark") -> Optional[flo
     ``ESTIMATE_SIDE`` px, scaled back.
     """
     img = np.asarray(image, dtype=np.float32)
-    factor = max(1, int(math.ceil(max(img.shape) / ESTIMATE_SIDE)))
+    factor = max(1, min(int(math.ceil(max(img.shape) / ESTIMATE_SIDE)), *img.shape))  # as _bin clamps it
     small = _bin(img, factor)
     guess = max(small.shape) / 16.0
     fg, _, _ = _foreground(small, guess, polarity)
@@ -183,7 +184,7 @@ def estimate_diameter(image: np.ndarray, polarity: str = "dark") -> Optional[flo
         return None
     idx = np.arange(1, n + 1)
     radii = np.asarray(ndimage.maximum(dist, labels, idx))
-    areas = np.asarray(ndimage.sum_labels(np.ones_like(labels), labels, idx), dtype=np.float64)
+    areas = np.bincount(labels.ravel(), minlength=n + 1)[1:].astype(np.float64)
     keep = radii >= 2
     if not keep.any():
         return None
@@ -237,7 +238,7 @@ class ClassicalFinder:
             return det
         if self.diameter_px is None:
             notes.append(f"particle diameter estimated at {d:.0f} px")
-        factor = max(1, int(d // TARGET_DIAMETER_PX))
+        factor = max(1, min(int(d // TARGET_DIAMETER_PX), *img.shape))  # as _bin clamps it
         work = _bin(img, factor)
         dw = d / factor
         fg, smooth, noise = _foreground(work, dw, self.polarity)
@@ -245,7 +246,7 @@ class ClassicalFinder:
         n = int(labels.max())
         idx = np.arange(1, n + 1)
         # Filters, at the working scale (areas in working px, limits converted).
-        diam = 2.0 * np.sqrt(ndimage.sum_labels(np.ones_like(labels), labels, idx) / math.pi) * factor
+        diam = 2.0 * np.sqrt(np.bincount(labels.ravel(), minlength=n + 1)[1:] / math.pi) * factor
         lo = self.min_diameter_px or max(4.0, d / 4.0)
         hi = self.max_diameter_px or 4.0 * d
         scores = _contrast_scores(smooth, labels, fg, noise)
