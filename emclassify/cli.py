@@ -1,8 +1,9 @@
 """The ``emclassify`` command line: a thin layer over the Python API.
 
 Subcommands: ``batch`` (classify a folder -> CSV + summary; ``--micrographs``: one row per particle
-found), ``find-eval`` (score a particle finder on outlined micrographs), ``info`` (print a
-model card), ``synth`` (write synthetic liposomes), ``train`` (train a model),
+found), ``find-eval`` (score particle finders on outlined micrographs; ``--folds``: cross-validate
+the learned one beside the classical one), ``train-finder`` (train the learned finder), ``info``
+(print a model or finder card), ``synth`` (write synthetic liposomes), ``train`` (train a model),
 ``cv`` (cross-validation report), ``compare`` (architectures on identical folds),
 ``gui`` (the desktop app), ``models`` (the architecture table), ``bench`` (native
 speed). ``emclassify --version`` names the active op backend. The parser is built
@@ -15,7 +16,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from ._version import __version__
 
@@ -110,6 +111,7 @@ def cmd_batch(args) -> int:
     from .defaults import EXIT_USAGE
     from .finding import make_finder
     from .io.microscope import PixelSizeError, parse_length
+    from .modelfile import ModelFileError
 
     if args.quiet:
         _silence_libraries()
@@ -122,14 +124,14 @@ def cmd_batch(args) -> int:
     if args.micrographs:
         try:
             finder = make_finder(args.finder, diameter_px=args.particle_diameter, polarity=args.polarity,
-                                 exclude_border=args.exclude_border or None)
-        except ValueError as exc:
+                                 exclude_border=args.exclude_border or None, model=args.finder_model)
+        except (ValueError, ModelFileError) as exc:
             print(f"emclassify batch: {exc}", file=sys.stderr)
             return EXIT_USAGE
-    elif any(v is not None for v in (args.particle_diameter, args.polarity, args.save_crops, args.save_labels)) \
-            or args.exclude_border:
-        print("emclassify batch: --particle-diameter, --polarity, --exclude-border, --save-crops and "
-              "--save-labels apply to whole micrographs: add --micrographs", file=sys.stderr)
+    elif any(v is not None for v in (args.particle_diameter, args.polarity, args.save_crops, args.save_labels,
+                                     args.finder_model)) or args.exclude_border:
+        print("emclassify batch: --particle-diameter, --polarity, --exclude-border, --finder-model, --save-crops "
+              "and --save-labels apply to whole micrographs: add --micrographs", file=sys.stderr)
         return EXIT_USAGE
     bar = ProgressBar("micrographs" if args.micrographs else "classifying", enabled=False if args.quiet else None)
     try:
@@ -165,9 +167,17 @@ def cmd_batch(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .modelfile import ModelFileError, file_sha256, format_card, read_card
+    from .modelfile import FINDER_FORMAT_NAME, ModelFileError, file_sha256, format_card, read_card, read_safetensors
 
     try:
+        raw, _ = read_safetensors(args.model, with_tensors=False)
+        if isinstance(raw, dict) and raw.get("format") == FINDER_FORMAT_NAME:
+            from .finding.finderfile import FinderCard, format_finder_card
+
+            fcard = FinderCard.from_dict(raw, source=str(args.model))
+            print(json.dumps(fcard.to_dict(), indent=2) if args.json
+                  else format_finder_card(fcard, path=args.model, sha256=file_sha256(args.model)))
+            return 0
         card = read_card(args.model)
     except ModelFileError as exc:
         print(f"emclassify info: {exc}", file=sys.stderr)
@@ -459,38 +469,177 @@ def cmd_bench(args) -> int:
         write_text_atomic(Path(args.markdown), f"Command: `{result['command']}`\n\n{text}\n")
     return 0
 
-def cmd_find_eval(args) -> int:
-    from .atomic import write_text_atomic
+def _finder_from_args(args, command: str):
+    """The finder named on the command line, or None after printing why it cannot be made."""
     from .finding import make_finder
-    from .finding.evaluate import EvaluationError, evaluate_finder
+    from .modelfile import ModelFileError
 
     try:
-        finder = make_finder(args.finder, diameter_px=args.particle_diameter, polarity=args.polarity)
-    except ValueError as exc:
-        print(f"emclassify find-eval: {exc}", file=sys.stderr)
+        return make_finder(args.finder, diameter_px=args.particle_diameter, polarity=args.polarity,
+                           model=getattr(args, "finder_model", None))
+    except (ValueError, ModelFileError) as exc:
+        print(f"emclassify {command}: {exc}", file=sys.stderr)
+        return None
+
+
+def _print_finder_scores(label: str, o: Dict, seconds_note: str = "") -> None:
+    iou = "n/a" if o["mean_iou"] is None else f"{o['mean_iou']:.3f}"
+    print(f"{label} on {o['micrographs']} micrographs: {o['matched']} of {o['true']} outlined particles "
+          f"found at IoU >= 0.5 ({o['found']} found in all)\n  precision {o['precision']:.3f}  recall "
+          f"{o['recall']:.3f}  F1 {o['f1']:.3f}  mean IoU of matches {iou}  mean |count error| per micrograph "
+          f"{o['count_error_abs_mean'] or 0:.1f}{seconds_note}")
+
+
+def _print_end_to_end(e: Dict) -> None:
+    per = ", ".join(f"{c} {v:.3f}" for c, v in e["per_class_f1"].items())
+    acc = "n/a" if e["matched_accuracy"] is None else f"{e['matched_accuracy']:.3f}"
+    print(f"  end to end (found and classified vs outlined): macro-F1 {e['macro_f1']:.3f} ({per}); "
+          f"classes of the {e['matched_particles']} matched particles: accuracy {acc}, macro-F1 {e['matched_macro_f1']:.3f}")
+
+
+def cmd_find_eval(args) -> int:
+    from .atomic import write_text_atomic
+    from .finding.evaluate import EvaluationError, evaluate_finder
+    from .modelfile import ModelFileError
+
+    classifier = None
+    if args.classifier:
+        from .inference import Classifier
+
+        try:
+            classifier = Classifier.from_file(args.classifier, device="cpu")
+        except ModelFileError as exc:
+            print(f"emclassify find-eval: {exc}", file=sys.stderr)
+            return 4
+    if args.folds:
+        return _find_eval_folds(args, classifier)
+    finder = _finder_from_args(args, "find-eval")
+    if finder is None:
         return 2
     bar = ProgressBar("micrographs")
     progress = bar.counter()
 
     try:
-        result = evaluate_finder(Path(args.folder), finder, overlays=args.overlays, progress=progress)
+        result = evaluate_finder(Path(args.folder), finder, overlays=args.overlays, progress=progress,
+                                 classifier=classifier)
     except EvaluationError as exc:
         bar.close()
         print(f"emclassify find-eval: {exc}", file=sys.stderr)
         return 4
     bar.close()
-    o = result["overall"]
-    iou = "n/a" if o["mean_iou"] is None else f"{o['mean_iou']:.3f}"
-    print(f"{args.finder} finder on {o['micrographs']} micrographs: {o['matched']} of {o['true']} outlined particles "
-          f"found at IoU >= 0.5 ({o['found']} found in all)\n  precision {o['precision']:.3f}  recall "
-          f"{o['recall']:.3f}  F1 {o['f1']:.3f}  mean IoU of matches {iou}  mean |count error| per micrograph "
-          f"{o['count_error_abs_mean'] or 0:.1f}  ({result['megapixels_per_s']} Mpx/s)")
+    _print_finder_scores(f"{args.finder} finder", result["overall"], f"  ({result['megapixels_per_s']} Mpx/s)")
+    if "end_to_end" in result:
+        _print_end_to_end(result["end_to_end"])
     for e in result["errors"]:
         print(f"  error: {e['micrograph']}: {e['error']}", file=sys.stderr)
     out = Path(args.out)
     write_text_atomic(out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
     return 3 if result["errors"] else 0
+
+
+def _find_eval_folds(args, classifier) -> int:
+    """``find-eval --folds K``: the learned finder trained per fold beside the classical one."""
+    from .atomic import write_text_atomic
+    from .events import FinderStep, format_seconds
+    from .finding import ClassicalFinder
+    from .finding.evaluate import EvaluationError, cross_validate_finders
+    from .finding.training import FinderTrainingError
+
+    if args.finder != "classical" or args.finder_model:
+        print("emclassify find-eval: --folds trains the learned finder per fold and compares it with the classical "
+              "one; --finder/--finder-model do not apply", file=sys.stderr)
+        return 2
+    try:
+        classical = ClassicalFinder(**{k: v for k, v in (("diameter_px", args.particle_diameter),
+                                                          ("polarity", args.polarity)) if v is not None})
+    except ValueError as exc:
+        print(f"emclassify find-eval: {exc}", file=sys.stderr)
+        return 2
+    settings = _finder_settings(args)
+    if settings is None:
+        return 2
+
+    def progress(ev):
+        if isinstance(ev, FinderStep) and (ev.step % 50 == 0 or ev.step == ev.steps):
+            print(f"fold {ev.fold + 1}/{ev.folds}  step {ev.step}/{ev.steps}  loss {ev.loss:.3f}  "
+                  f"remaining {format_seconds(ev.remaining_s)}", flush=True)
+
+    try:
+        result = cross_validate_finders(Path(args.folder), folds=args.folds, settings=settings, classical=classical,
+                                        classifier_for=(lambda names: classifier) if classifier else None,
+                                        progress=progress, overlays=args.overlays)
+    except (EvaluationError, FinderTrainingError) as exc:
+        print(f"emclassify find-eval: {exc}", file=sys.stderr)
+        return 4
+    for name in ("learned", "classical"):
+        if result[name]["overall"] is None:
+            continue
+        _print_finder_scores(f"{name} finder, {args.folds}-fold by micrograph", result[name]["overall"])
+        if "end_to_end" in result[name]:
+            _print_end_to_end(result[name]["end_to_end"])
+    for row in result["per_fold"]:
+        for flag in row["flags"]:
+            print(f"  fold {row['fold']}: {flag}", file=sys.stderr)
+    for e in result["errors"]:
+        print(f"  error: {e['micrograph']}: {e['error']}", file=sys.stderr)
+    out = Path(args.out)
+    write_text_atomic(out, json.dumps(result, indent=2, default=str) + "\n")
+    print(f"wrote {out}")
+    return 3 if result["errors"] else 0
+
+
+def _finder_settings(args):
+    from .finding.training import FinderTrainSettings
+
+    try:
+        return FinderTrainSettings(steps=args.steps, batch=args.batch, crop=args.crop, val_fraction=args.val_fraction,
+                                   seed=args.seed)
+    except ValueError as exc:
+        print(f"emclassify: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_train_finder(args) -> int:
+    from .events import FinderStep
+    from .finding.evaluate import EvaluationError
+    from .finding.finderfile import format_finder_card, save_finder
+    from .finding.training import FinderTrainingError, train_finder
+
+    settings = _finder_settings(args)
+    if settings is None:
+        return 2
+    bar = ProgressBar("training")
+
+    def progress(ev):
+        if isinstance(ev, FinderStep):
+            bar.update(ev.step, ev.steps, None, None)
+
+    try:
+        loaded, errors = train_finder(Path(args.folder), settings, progress=progress)
+    except (EvaluationError, FinderTrainingError) as exc:
+        bar.close()
+        print(f"emclassify train-finder: {exc}", file=sys.stderr)
+        return 4
+    bar.close()
+    for e in errors:
+        print(f"  error: {e['micrograph']}: {e['error']} (left out)", file=sys.stderr)
+    path = save_finder(Path(args.out), loaded.net, loaded.card)
+    print(format_finder_card(loaded.card, path=path))
+    print(f"wrote {path}  (use it with: emclassify batch FOLDER --micrographs --finder learned --finder-model {path})")
+    return 3 if errors else 0
+
+
+def _finder_training_args(parser) -> None:
+    from .defaults import FINDER_TRAINING as S
+
+    g = parser.add_argument_group("learned finder training")
+    g.add_argument("--steps", type=_positive_int, default=S['steps'], help=f"optimisation steps (default {S['steps']})")
+    g.add_argument("--batch", type=_positive_int, default=S['batch'], help=f"crops per step (default {S['batch']})")
+    g.add_argument("--crop", type=_positive_int, default=S['crop'], help=f"crop side in px (default {S['crop']})")
+    g.add_argument("--val-fraction", type=float, default=S['val_fraction'],
+                   help=f"share of micrographs held out for thresholds and validation (default {S['val_fraction']})")
+    g.add_argument("--seed", type=int, default=S['seed'], help=f"default {S['seed']}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -534,6 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the files are whole micrographs: find the particles in each, then classify each particle")
     m.add_argument("--finder", default=DEFAULT_FINDER, choices=FINDER_NAMES,
                    help=f"particle finder (default {DEFAULT_FINDER})")
+    m.add_argument("--finder-model", metavar="FILE", help="the learned finder's model file (from train-finder)")
     m.add_argument("--particle-diameter", type=float, default=None, metavar="PX",
                    help="expected particle diameter in pixels (default: estimated per micrograph)")
     m.add_argument("--polarity", choices=["dark", "bright"], default=None,
@@ -551,12 +701,30 @@ def build_parser() -> argparse.ArgumentParser:
         "label images): precision, recall and F1 at IoU >= 0.5, mean IoU of matches, count error per micrograph.")
     fe.add_argument("folder", help="folder with images/ and instances/ (e.g. from emclassify synth --micrographs)")
     fe.add_argument("--finder", default=DEFAULT_FINDER, choices=FINDER_NAMES, help=f"default {DEFAULT_FINDER}")
+    fe.add_argument("--finder-model", metavar="FILE", help="the learned finder's model file (from train-finder)")
+    fe.add_argument("--classifier", metavar="MODEL",
+                    help="also classify the found particles and score them end to end against FOLDER/particles.csv "
+                         "(a classifier not trained on these micrographs)")
+    fe.add_argument("--folds", type=int, default=None, metavar="K",
+                    help="cross-validate instead: train the learned finder on the other micrographs of each of K "
+                         "folds and score it beside the classical finder on the held-out ones")
+    _finder_training_args(fe)
     fe.add_argument("--particle-diameter", type=float, default=None, metavar="PX",
                     help="expected particle diameter in px (default: estimated per micrograph)")
     fe.add_argument("--polarity", choices=["dark", "bright"], default=None, help="default dark")
     fe.add_argument("--out", default="finder-metrics.json", help="metrics JSON (default finder-metrics.json)")
     fe.add_argument("--overlays", metavar="DIR", help="write one PNG per micrograph: found red, outlined green")
     fe.set_defaults(func=cmd_find_eval)
+
+    tf = sub.add_parser(
+        "train-finder", help="train the learned particle finder on micrographs with outlined particles",
+        description="Train a small U-Net to find particles (touching ones separated) on FOLDER/images/* with "
+        "FOLDER/instances/* (instance label images); whole micrographs are held out to choose thresholds and to "
+        "score it beside the classical finder. Writes a safetensors model file with a card.")
+    tf.add_argument("folder", help="folder with images/ and instances/ (e.g. from emclassify synth --micrographs)")
+    tf.add_argument("--out", "-o", default="finder.safetensors", help="model file (default finder.safetensors)")
+    _finder_training_args(tf)
+    tf.set_defaults(func=cmd_train_finder)
 
     i = sub.add_parser("info", help="print a model file's card", description="Print a model file's card.")
     i.add_argument("model", help="model file (.safetensors)")

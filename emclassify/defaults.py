@@ -43,8 +43,12 @@ ARCH_NAMES = ("auto", "lipnet1", "lipnet2", "lipnet3", "lipnet4", "lipnet5", "li
               "<cnn>+features", "lipnet-fcn+features+svm")
 
 # ---- finding particles in micrographs (emclassify.finding); tests hold it equal to its registry
-FINDER_NAMES = ("classical",)
+FINDER_NAMES = ("classical", "learned")
 DEFAULT_FINDER = "classical"
+# How the learned finder is trained (emclassify.finding.training.FinderTrainSettings reads these):
+# measured on NanoShapes micrographs, BENCHMARKS.md "Finding particles".
+FINDER_TRAINING = {"steps": 800, "batch": 8, "crop": 192, "learning_rate": 3e-3, "weight_decay": 1e-4,
+                   "widths": (16, 32, 64, 128), "val_fraction": 0.2, "seed": 0}
 
 # ---- batch (emclassify.batch)
 DEFAULT_BATCH_SIZE = 64

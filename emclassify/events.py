@@ -76,7 +76,23 @@ class BatchClassified:
     batch: Any
 
 
-Event = Union[Decoding, FoldStarted, EpochEnded, FoldEnded, BatchStarted, BatchClassified]
+@dataclass(frozen=True)
+class FinderStep:
+    """Particle-finder training made ``step`` of ``steps`` optimisation steps (``train-finder``).
+
+    loss: mean training loss since the last event. fold/folds: set in ``find-eval --folds``.
+    remaining_s: estimated seconds left in the whole call (None until measurable).
+    """
+
+    step: int
+    steps: int
+    loss: float
+    fold: Optional[int] = None
+    folds: Optional[int] = None
+    remaining_s: Optional[float] = None
+
+
+Event = Union[Decoding, FoldStarted, EpochEnded, FoldEnded, BatchStarted, BatchClassified, FinderStep]
 Progress = Callable[[Event], None]
 
 
@@ -144,5 +160,5 @@ def format_seconds(seconds: Optional[float]) -> str:
     return f"{m} min" if m < 60 else f"{m // 60} h {m % 60:02d} min"
 
 
-__all__ = ["BatchClassified", "BatchStarted", "Decoding", "EpochEnded", "Event", "FoldEnded", "FoldStarted", "Progress",
+__all__ = ["BatchClassified", "BatchStarted", "Decoding", "EpochEnded", "Event", "FinderStep", "FoldEnded", "FoldStarted", "Progress",
            "RemainingTime", "emit", "format_seconds"]

@@ -173,6 +173,48 @@ def classify_micrographs(
             yield BatchResult(rows, i + 1, total, elapsed, rate, eta, listing)
 
 
+class ParticleLookup:
+    """The particles of a micrograph run, cut back out for viewing and review (GUI).
+
+    The CSV keeps each particle's box, not its mask; the run's finder is deterministic, so finding
+    again in the same micrograph gives the same labels (checked: the particle count must equal the
+    run's, else :class:`ValueError`). The last ``keep`` micrographs stay in memory.
+    """
+
+    def __init__(self, root, finder, context: int = DEFAULT_MARGIN, keep: int = 2):
+        self.root, self.finder, self.context, self.keep = Path(root), finder, context, keep
+        self._cache: Dict[str, tuple] = {}
+
+    @classmethod
+    def for_run(cls, run) -> "ParticleLookup":
+        """For a :class:`emclassify.batch.BatchRun` (classified here or reopened from its CSV)."""
+        from .finding import finder_from_record
+
+        finder = run.finder if run.finder is not None else finder_from_record(run.finding)
+        return cls(run.root, finder, crop_context(run.trained.card))
+
+    def micrograph(self, relpath: str) -> tuple:
+        """(image, Detections) of one micrograph of the run."""
+        if relpath not in self._cache:
+            found = find_in(Sample(path=self.root / relpath, relpath=relpath), self.finder)
+            if found.error is not None:
+                raise ValueError(f"{relpath}: {found.error.reason}")
+            if len(self._cache) >= self.keep:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[relpath] = (found.image, found.detections)
+        return self._cache[relpath]
+
+    def particle(self, result: FileResult) -> tuple:
+        """(image crop, bool mask) of a particle row, as the classifier saw it."""
+        image, det = self.micrograph(result.path)
+        p = result.particle
+        if p is None or not 1 <= p.index <= len(det.particles) or det.particles[p.index - 1].box != p.box:
+            raise ValueError(f"{result.path}: particle {p.index if p else '?'} is not where the run found it "
+                             "(the micrograph or the finder changed since the run)")
+        crop, mask, _ = cut_out(image, det.labels, det.particles[p.index - 1], self.context)
+        return crop, mask
+
+
 # ---- what a micrograph run writes besides the CSV ----------------------------------------------
 
 class CropWriter:

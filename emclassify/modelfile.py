@@ -233,6 +233,23 @@ def read_card(path) -> ModelCard:
 
 
 def _open(path, with_tensors: bool = True):
+    card_dict, tensors = read_safetensors(path, with_tensors)
+    if isinstance(card_dict, dict) and card_dict.get("format") == FINDER_FORMAT_NAME:
+        raise ModelFileError(f"{path}: a particle-finder model (made by `emclassify train-finder`), not a "
+                             "classifier; give it with --finder-model")
+    return ModelCard.from_dict(card_dict, source=str(path)), tensors
+
+
+# The card format of particle-finder files (emclassify.finding.finderfile); named here so that
+# either loader can tell the user which kind of file they gave.
+FINDER_FORMAT_NAME = "emclassify-finder"
+
+
+def read_safetensors(path, with_tensors: bool = True):
+    """(card JSON object, tensors) of an emclassify safetensors file, after the checks every model
+    file gets: a regular file, under MAX_MODEL_BYTES, a safetensors header (not a pickle), readable,
+    with a card that parses as JSON. The card's content is the caller's to validate.
+    """
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -272,7 +289,7 @@ def _open(path, with_tensors: bool = True):
         raise ModelFileError(f"{path}: model card is not valid JSON: {exc}") from None
     except RecursionError:
         raise ModelFileError(f"{path}: model card is nested too deeply to be a model card") from None
-    return ModelCard.from_dict(card_dict, source=str(path)), tensors
+    return card_dict, tensors
 
 
 def _svm_from(tensors, card) -> SVMModel:

@@ -102,9 +102,34 @@ class ReviewStore:
             raise ValueError("a review needs a label")
         self.dest.mkdir(parents=True, exist_ok=True)
         ref = self._copy(image, "images", sha256)
+        self._write(ref, self._copy(mask, "masks", ""), label, group, str(Path(image).resolve()), predicted,
+                    confidence, sha256, model_sha256)
+
+    def record_particle(self, micrograph: Path, index: int, image, mask, label: str, *, predicted: str = "",
+                        confidence: Optional[float] = None, sha256: str = "", model_sha256: str = "") -> None:
+        """Record a particle found in a micrograph: its crop and mask (2-D arrays, as the classifier
+        saw them) are written as TIFFs, with the micrograph as ``group`` and ``micrograph#index`` as
+        source. sha256: the micrograph's."""
+        import tifffile
+
+        if not label:
+            raise ValueError("a review needs a label")
+        micrograph = Path(micrograph)
+        name = f"{(sha256 or 'nosha')[:12]}_{micrograph.stem}_p{int(index):04d}.tif"
+        refs = []
+        for folder, array in (("images", image), ("masks", (mask > 0).astype("uint8") * 255)):
+            target = self.dest / folder / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(target) as tmp:
+                tifffile.imwrite(tmp, array)
+            refs.append(f"{folder}/{name}")
+        self._write(refs[0], refs[1], label, micrograph.stem, f"{micrograph.resolve()}#{int(index)}", predicted,
+                    confidence, sha256, model_sha256)
+
+    def _write(self, ref: str, mask_ref: str, label: str, group: Optional[str], source: str, predicted: str,
+               confidence: Optional[float], sha256: str, model_sha256: str) -> None:
         rows = {r["path"]: r for r in _read_rows(self.manifest)}
-        rows[ref] = {"path": ref, "label": label, "mask": self._copy(mask, "masks", ""), "group": group or "",
-                     "source": str(Path(image).resolve())}
+        rows[ref] = {"path": ref, "label": label, "mask": mask_ref, "group": group or "", "source": source}
         log = _read_rows(self.log)
         log.append({"time_utc": utc_now(), "user": self.user, "path": ref, "sha256": sha256,
                     "model_sha256": model_sha256, "predicted_class": predicted,

@@ -289,3 +289,43 @@ def test_contrast_stretch_black_white_gamma():
     assert narrow[20] == 0 and narrow[80] == 255  # outside the chosen percentiles: black and white
     bright = stretch(ramp, 0, 100, gamma=0.5)
     assert bright[25] > plain[25] and bright[0] == 0 and bright[-1] == 255
+
+
+def test_micrograph_mode_outlines_click_to_row_and_review(qtbot, window, tmp_path):
+    """Whole micrographs from the window: one row per particle, the micrograph shown with class-coloured
+    outlines, a click on a particle selects its row, and a reviewed particle becomes a training crop."""
+    fields = tmp_path / "fields"
+    synth.generate_micrographs(fields, "lamellarity", 2, seed=5, side=384, per_micrograph=6)
+    tab = window.classify
+    tab.input_kind.setCurrentIndex(tab.input_kind.findData("micrographs"))
+    assert tab.finder_row.isVisible() and not tab.finder_model.isVisible()  # classical needs no file
+    run_classify(qtbot, window, fields / "images")
+    rows = tab.model.rows
+    assert rows and all(r.particle is not None for r in rows if r.status == "ok")
+    assert tab.micrograph_panel.isVisible()
+    first = next(r for r in rows if r.ok)
+    tab.table.setCurrentIndex(tab.proxy.mapFromSource(tab.model.index(rows.index(first), 1)))
+    panel = tab.micrograph_panel
+    qtbot.waitUntil(lambda: panel.shown is not None and not panel.view.item.pixmap().isNull(), timeout=60_000)
+    shot(window, tmp_path, "micrographs")
+    # a click on another particle's centre selects that particle's row
+    relpath, image, det = panel.shown
+    other = next(p for p in det.particles if p.index != first.particle.index)
+    cx, cy = other.centroid
+    assert det.labels[int(cy), int(cx)] == other.index  # the test clicks inside the particle
+    panel._clicked(cx + 0.5, cy + 0.5)
+    current = tab.model.rows[tab.proxy.mapToSource(tab.table.currentIndex()).row()]
+    assert current.path == relpath and current.particle.index == other.index
+    # review it: the crop and mask the classifier saw go to the labels folder, grouped by micrograph
+    window._review_result(current)
+    review = window.review
+    assert window.tabs.currentWidget() is review and review.items[review.current] is current
+    assert review.image is not None and review.mask is not None and review.mask.any()
+    labels_dir = tmp_path / "reviewed"
+    review.dest.setText(str(labels_dir))
+    review.confirm()
+    from emclassify.io import load_dataset
+
+    ds = load_dataset(labels_dir)
+    assert [s.group for s in ds.samples] == [os.path.splitext(os.path.basename(relpath))[0]]
+    assert ds.samples[0].label == current.predicted_class and ds.samples[0].mask is not None

@@ -2,20 +2,23 @@
 
 A finder turns one 2-D micrograph into :class:`Detections` (an instance label image plus one
 measured :class:`Particle` per instance). Finders are chosen by name like classifiers
-(:data:`FINDERS`): ``classical`` (threshold + watershed, no training, :mod:`.classical`).
+(:data:`FINDERS`): ``classical`` (threshold + watershed, no training, :mod:`.classical`) and
+``learned`` (a U-Net trained on outlined micrographs by ``emclassify train-finder``, :mod:`.learned`).
 :mod:`.matching` scores detections against outlined particles (F1 at IoU >= 0.5, IoU of matches,
 count error).
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Dict
 
 from .classical import ClassicalFinder, estimate_diameter
 from .detections import Detections, Particle, ParticleSize, cut_out, measure, sizes_by_class
+from .learned import LearnedFinder
 
 from ..defaults import DEFAULT_FINDER  # noqa: E402  (one source of defaults)
 
-FINDERS: Dict[str, type] = {"classical": ClassicalFinder}
+FINDERS: Dict[str, type] = {"classical": ClassicalFinder, "learned": LearnedFinder}
 
 
 def list_finders():
@@ -23,11 +26,46 @@ def list_finders():
 
 
 def make_finder(name: str = DEFAULT_FINDER, **params):
-    """A finder by name with its parameters (None values mean the finder's default)."""
+    """A finder by name with its parameters (None values mean the finder's default).
+
+    A parameter the finder does not take (e.g. ``polarity`` for ``learned``, which learnt it) is
+    a ValueError naming it; so is a missing or foreign ``model`` file for ``learned``.
+    """
     if name not in FINDERS:
         raise ValueError(f"unknown particle finder {name!r}; choose one of {', '.join(FINDERS)}")
-    return FINDERS[name](**{k: v for k, v in params.items() if v is not None})
+    cls = FINDERS[name]
+    given = {k: v for k, v in params.items() if v is not None}
+    known = {f.name for f in dataclasses.fields(cls)}
+    foreign = sorted(set(given) - known)
+    if foreign:
+        raise ValueError(f"the {name} finder does not take {', '.join(foreign)}")
+    if name == "learned" and "model" not in given:
+        raise ValueError("the learned finder needs its model file (--finder-model, made by `emclassify train-finder`)")
+    return cls(**given)
 
 
-__all__ = ["ClassicalFinder", "DEFAULT_FINDER", "Detections", "FINDERS", "Particle", "ParticleSize", "cut_out",
-           "estimate_diameter", "list_finders", "make_finder", "measure", "sizes_by_class"]
+def finder_from_record(finding: Dict):
+    """The finder a micrograph run used, rebuilt from its summary's ``finding`` record
+    (:meth:`emclassify.batch.BatchRun.finding`). A learned finder whose model file is gone or has
+    changed since the run is a ValueError saying so: its particles would not be the run's.
+    """
+    from ..modelfile import ModelFileError
+
+    if not isinstance(finding, dict) or finding.get("finder") not in FINDERS:
+        raise ValueError("the run does not record which particle finder it used")
+    name = finding["finder"]
+    known = {f.name for f in dataclasses.fields(FINDERS[name])} - {"native", "preloaded"}
+    params = {k: v for k, v in finding.items() if k in known and v is not None}
+    try:
+        finder = make_finder(name, **params)
+    except ModelFileError as exc:
+        raise ValueError(f"the run's finder model cannot be loaded: {exc}") from None
+    recorded = finding.get("model_sha256")
+    if recorded and finder.params().get("model_sha256") != recorded:
+        raise ValueError(f"the finder model {finding.get('model')} has changed since the run; its particles "
+                         "would not be the run's")
+    return finder
+
+
+__all__ = ["ClassicalFinder", "DEFAULT_FINDER", "Detections", "FINDERS", "LearnedFinder", "Particle", "ParticleSize", "cut_out",
+           "estimate_diameter", "finder_from_record", "list_finders", "make_finder", "measure", "sizes_by_class"]

@@ -6,13 +6,26 @@ pixels of particle k). Per micrograph and over all: found, true and matched part
 0.5, precision, recall, F1, the mean IoU of matched particles and the count error
 (:mod:`.matching`). A micrograph whose instance image is missing or of another size is reported
 as an error and left out of the figures; the run goes on.
+
+**End to end** (``classifier`` given, and ``FOLDER/particles.csv`` naming each outlined particle's
+class): the found particles are cut out and classified as ``batch --micrographs`` does, and per
+class c, a found particle predicted c that matches an outlined c particle is a true positive; one
+predicted c that matches nothing or another class is a false positive; an outlined c particle
+not found, or found and called otherwise, is a false negative. The end-to-end macro-F1 therefore
+counts finding and classifying errors together; the classification-only macro-F1 over matched
+particles is reported beside it. The classifier must not have been trained on these micrographs.
+
+**Cross-validation** (:func:`cross_validate_finders`): whole micrographs are held out in k folds;
+the learned finder is trained on the others (its thresholds chosen on an inner held-out part)
+and scored on them beside the classical finder, on the same micrographs.
 """
 from __future__ import annotations
 
+import csv
 import io
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -56,40 +69,235 @@ def overlay_png(image: np.ndarray, found: np.ndarray, truth: np.ndarray) -> byte
     return buf.getvalue()
 
 
-def evaluate_finder(folder, finder, overlays=None, progress: Optional[Callable[[int, int], None]] = None) -> Dict:
-    """Run ``finder`` on every outlined micrograph under ``folder``; return the metrics dict.
+def truth_classes(folder) -> Dict[Tuple[str, int], str]:
+    """(micrograph path relative to the folder, particle number) -> class, from ``particles.csv``
+    (``micrograph,particle,label,...``); empty when the file is absent or unreadable."""
+    path = Path(folder) / "particles.csv"
+    out: Dict[Tuple[str, int], str] = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                try:
+                    out[(str(row["micrograph"]), int(row["particle"]))] = str(row["label"])
+                except (KeyError, TypeError, ValueError):
+                    continue
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return {}
+    return out
 
-    overlays: a folder for one ``<name>.png`` per micrograph (found red, outlined green).
+
+def classify_found(image: np.ndarray, detections, classifier, batch_size: int = 64) -> Dict[int, str]:
+    """Found particle index -> predicted class, cut out and classified as ``batch --micrographs`` does."""
+    from ..io import Sample
+    from ..micrographs import FoundMicrograph, _micrograph_rows, crop_context
+
+    found = FoundMicrograph(Sample(path=Path("micrograph"), relpath="micrograph"), image=image, detections=detections)
+    rows = _micrograph_rows(found, classifier, crop_context(classifier.card), classifier.images_per_batch(batch_size),
+                            None)
+    return {r.particle.index: r.predicted_class for r in rows if r.particle is not None and r.predicted_class}
+
+
+def end_to_end_scores(records: Sequence[Tuple[InstanceMatch, Dict[int, str], Dict[int, str]]],
+                      classes: Sequence[str]) -> Dict:
+    """Per-class and macro F1 of finding + classifying (module doc).
+
+    records: per micrograph (match, found index -> predicted class, true index -> true class).
+    Found particles without a prediction (region too small) count as predicted "none".
     """
+    tp = {c: 0 for c in classes}
+    fp = {c: 0 for c in classes}
+    fn = {c: 0 for c in classes}
+    matched_right = matched = 0
+    per_class_matched = {c: [0, 0, 0] for c in classes}  # tp, fp, fn among matched particles only
+    for match, predicted, truth in records:
+        paired_found = {f: t for f, t, _ in match.pairs}
+        paired_true = set(paired_found.values())
+        for f, p in predicted.items():
+            t = paired_found.get(f)
+            if p in tp and t is not None and truth.get(t) == p:
+                tp[p] += 1
+            elif p in fp:
+                fp[p] += 1
+        for t, c in truth.items():
+            if c not in fn:
+                continue
+            f = next((f for f, tt in paired_found.items() if tt == t), None) if t in paired_true else None
+            if f is None or predicted.get(f) != c:
+                fn[c] += 1
+        for f, t in paired_found.items():
+            c, p = truth.get(t), predicted.get(f)
+            if c is None:
+                continue
+            matched += 1
+            matched_right += int(p == c)
+            if c in per_class_matched:
+                per_class_matched[c][0 if p == c else 2] += 1
+            if p != c and p in per_class_matched:
+                per_class_matched[p][1] += 1
+
+    def f1(a, b, c):
+        return 2 * a / (2 * a + b + c) if a + b + c else 0.0
+
+    per_class = {c: round(f1(tp[c], fp[c], fn[c]), 4) for c in classes}
+    matched_f1 = {c: round(f1(*per_class_matched[c]), 4) for c in classes}
+    return {"classes": list(classes), "per_class_f1": per_class, "macro_f1": round(float(np.mean(list(per_class.values()))), 4),
+            "matched_particles": matched,
+            "matched_accuracy": round(matched_right / matched, 4) if matched else None,
+            "matched_per_class_f1": matched_f1,
+            "matched_macro_f1": round(float(np.mean(list(matched_f1.values()))), 4)}
+
+
+def _read_pair(folder: Path, image_path: Path, instance_path: Path):
+    """(relative name, image, truth labels) or (relative name, error message)."""
+    rel = image_path.relative_to(folder).as_posix()
+    try:
+        image = read_image(image_path, with_pixel_size=False).array
+        truth = read_image(instance_path, checksum=False, with_pixel_size=False).array.astype(np.int64)
+    except ImageReadError as exc:
+        return rel, str(exc)
+    if truth.shape != image.shape:
+        return rel, (f"instance image is {truth.shape[1]}x{truth.shape[0]} px, "
+                     f"the micrograph {image.shape[1]}x{image.shape[0]} px")
+    return rel, image, truth
+
+
+def _evaluate_pairs(folder: Path, pairs, finder, overlays=None, classifier=None, truths=None,
+                    progress: Optional[Callable[[int, int], None]] = None) -> Dict:
     from ..atomic import write_bytes_atomic
 
-    pairs = outlined_micrographs(folder)
-    per, matches, errors = [], [], []
+    per, matches, errors, records = [], [], [], []
     start = time.perf_counter()
     pixels = 0
     for i, (image_path, instance_path) in enumerate(pairs, 1):
-        rel = image_path.relative_to(folder).as_posix()
-        try:
-            image = read_image(image_path).array
-            truth = read_image(instance_path, checksum=False, with_pixel_size=False).array.astype(np.int64)
-        except ImageReadError as exc:
-            errors.append({"micrograph": rel, "error": str(exc)})
+        got = _read_pair(folder, image_path, instance_path)
+        if len(got) == 2:
+            errors.append({"micrograph": got[0], "error": got[1]})
             continue
-        if truth.shape != image.shape:
-            errors.append({"micrograph": rel, "error": f"instance image is {truth.shape[1]}x{truth.shape[0]} px, "
-                                                        f"the micrograph {image.shape[1]}x{image.shape[0]} px"})
-            continue
+        rel, image, truth = got
         det = finder.find(image)
         m: InstanceMatch = match_instances(det.labels, truth)
         matches.append(m)
         pixels += image.size
-        per.append({"micrograph": rel, **{k: v for k, v in summarise([m]).items() if k != "micrographs"},
-                    "notes": det.notes})
+        row = {"micrograph": rel, **{k: v for k, v in summarise([m]).items() if k != "micrographs"},
+               "notes": det.notes}
+        if classifier is not None:
+            predicted = classify_found(image, det, classifier)
+            true_cls = {k: c for (name, k), c in (truths or {}).items() if name == rel}
+            records.append((m, predicted, true_cls))
+            row["found_by_class"] = {c: sum(1 for p in predicted.values() if p == c) for c in classifier.classes}
+            row["true_by_class"] = {c: sum(1 for t in true_cls.values() if t == c) for c in classifier.classes}
+        per.append(row)
         if overlays is not None:
             write_bytes_atomic(Path(overlays) / f"{image_path.stem}.png", overlay_png(image, det.labels, truth))
         if progress:
             progress(i, len(pairs))
     elapsed = time.perf_counter() - start
-    return {"folder": str(folder), "finder": finder.params(), "iou_threshold": 0.5,
-            "overall": summarise(matches), "per_micrograph": per, "errors": errors,
-            "seconds": round(elapsed, 2), "megapixels_per_s": round(pixels / 1e6 / elapsed, 3) if elapsed else None}
+    out = {"finder": finder.params(), "overall": summarise(matches), "per_micrograph": per, "errors": errors,
+           "seconds": round(elapsed, 2), "megapixels_per_s": round(pixels / 1e6 / elapsed, 3) if elapsed else None,
+           "_matches": matches}
+    if classifier is not None:
+        out["end_to_end"] = end_to_end_scores(records, classifier.classes)
+        out["_records"] = records
+    return out
+
+
+def evaluate_finder(folder, finder, overlays=None, progress: Optional[Callable[[int, int], None]] = None,
+                    classifier=None) -> Dict:
+    """Run ``finder`` on every outlined micrograph under ``folder``; return the metrics dict.
+
+    overlays: a folder for one ``<name>.png`` per micrograph (found red, outlined green).
+    classifier: an :class:`emclassify.inference.Classifier` for the end-to-end scores (module doc).
+    """
+    folder = Path(folder)
+    truths = _classifier_truths(folder, classifier)
+    out = _evaluate_pairs(folder, outlined_micrographs(folder), finder, overlays, classifier, truths, progress)
+    out.pop("_records", None)
+    out.pop("_matches")
+    return {"folder": str(folder), "iou_threshold": 0.5, **out}
+
+
+def _classifier_truths(folder: Path, classifier):
+    if classifier is None:
+        return None
+    truths = truth_classes(folder)
+    if not truths:
+        raise EvaluationError(f"{folder}/particles.csv (micrograph,particle,label) is needed to score classes "
+                              "end to end; it is missing or unreadable")
+    unknown = sorted(set(truths.values()) - set(classifier.classes))
+    if unknown:
+        raise EvaluationError(f"the outlined particles have classes the classifier does not know: {', '.join(unknown[:5])}")
+    return truths
+
+
+def micrograph_folds(n: int, folds: int, seed: int = 0) -> List[List[int]]:
+    """``folds`` disjoint lists of micrograph indices (shuffled by ``seed``, sizes differing by <= 1)."""
+    if not 2 <= folds <= n:
+        raise EvaluationError(f"{folds} folds need at least {folds} micrographs (and at least 2 folds); there are {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    return [sorted(int(i) for i in order[k::folds]) for k in range(folds)]
+
+
+def cross_validate_finders(folder, folds: int = 5, settings=None, classical=None, classifier_for=None,
+                           progress=None, cancel=None, overlays=None, seed: int = 0) -> Dict:
+    """k-fold, micrograph-wise evaluation of the learned finder beside the classical one (module doc).
+
+    settings: :class:`~emclassify.finding.training.FinderTrainSettings`. classical: the classical
+    finder to compare (default settings when None). classifier_for(training micrograph names) ->
+    Classifier or None: a classifier per fold for the end-to-end scores (it must not have seen the
+    held-out micrographs). Returns {"learned": ..., "classical": ..., "folds": [...]}.
+    """
+    from .classical import ClassicalFinder
+    from .learned import LearnedFinder
+    from .training import FinderTrainSettings, fit_finder, load_outlined, split_validation
+
+    folder = Path(folder)
+    settings = settings or FinderTrainSettings()
+    classical = classical or ClassicalFinder()
+    pairs = outlined_micrographs(folder)
+    data, errors = load_outlined(pairs, folder)
+    by_name = {d.name: d for d in data}
+    usable = [p for p in pairs if p[0].relative_to(folder).as_posix() in by_name]
+    truths = truth_classes(folder) if classifier_for is not None else None
+    parts = micrograph_folds(len(usable), folds, seed)
+    results = {"learned": [], "classical": []}
+    fold_rows = []
+    start = time.perf_counter()
+    for k, test_idx in enumerate(parts):
+        if cancel is not None and cancel.cancelled:
+            break
+        train = [data[i] for i in range(len(usable)) if i not in set(test_idx)]
+        inner_train, inner_val = split_validation(len(train), settings.val_fraction, settings.seed + k)
+
+        def remaining(frac, k=k):
+            spent = time.perf_counter() - start
+            done = k + frac
+            return spent / done * (folds - done) if done > 0 else None
+
+        loaded = fit_finder([train[i] for i in inner_train], [train[i] for i in inner_val], settings, progress, cancel,
+                            fold=k, folds=folds, remaining=remaining, source=str(folder))
+        learned = LearnedFinder("", preloaded=loaded)
+        clf = classifier_for([d.name for d in train]) if classifier_for is not None else None
+        test_pairs = [usable[i] for i in test_idx]
+        row = {"fold": k + 1, "test": [p[0].relative_to(folder).as_posix() for p in test_pairs],
+               "seed_threshold": loaded.card.seed_threshold, "training": loaded.card.training,
+               "flags": loaded.card.metrics.get("flags", [])}
+        for name, finder in (("learned", learned), ("classical", classical)):
+            r = _evaluate_pairs(folder, test_pairs, finder, overlays if name == "learned" else None, clf, truths)
+            results[name].append(r)
+            row[name] = dict(r["overall"])
+            if "end_to_end" in r:
+                row[name]["end_to_end_macro_f1"] = r["end_to_end"]["macro_f1"]
+        fold_rows.append(row)
+    out = {"folder": str(folder), "folds": folds, "seed": seed, "iou_threshold": 0.5, "errors": errors,
+           "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(settings).items()},
+           "per_fold": fold_rows, "seconds": round(time.perf_counter() - start, 1)}
+    for name, rs in results.items():
+        matches = [m for r in rs for m in r["_matches"]]
+        merged = {"overall": summarise(matches) if rs else None,
+                  "per_micrograph": [row for r in rs for row in r["per_micrograph"]]}
+        if classifier_for is not None and rs:
+            merged["end_to_end"] = end_to_end_scores([rec for r in rs for rec in r.get("_records", [])],
+                                                     rs[0]["end_to_end"]["classes"])
+        out[name] = merged
+    return out
+

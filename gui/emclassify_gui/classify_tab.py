@@ -12,6 +12,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
                                QTableView, QTextBrowser, QVBoxLayout, QWidget)
 
 from emclassify.assets import default_model_path
+from emclassify.defaults import FINDER_NAMES
+from emclassify.finding import make_finder
 from emclassify.batch import BatchError, BatchRun
 from emclassify.events import BatchClassified, BatchStarted
 from emclassify.inference import DEFAULT_BATCH_SIZE, FileResult
@@ -19,16 +21,20 @@ from emclassify.modelfile import ModelFileError, load_model
 
 from .charts import CompositionChart
 from .imaging import ThumbnailCache
+from .micrograph_view import MicrographPanel
 from .widgets import error_label
 from .workers import Job
 
 SORT_ROLE = Qt.UserRole + 1
+FINDER_LABELS = {"classical": "classical (threshold + watershed; no training)",
+                 "learned": "learned (a U-Net trained on outlined micrographs)"}
 
 
 def classify_job(report, cancel, folder: str, model_path: str, device: str = "auto",
-                 batch_size: int = DEFAULT_BATCH_SIZE) -> BatchRun:
-    """Worker body: the core's :class:`BatchRun`, its events forwarded to the view as they happen."""
-    run = BatchRun(folder, model_path, batch_size=batch_size, device=device)
+                 batch_size: int = DEFAULT_BATCH_SIZE, finder=None) -> BatchRun:
+    """Worker body: the core's :class:`BatchRun`, its events forwarded to the view as they happen.
+    finder: a particle finder for whole micrographs (one row per particle), None for particle images."""
+    run = BatchRun(folder, model_path, batch_size=batch_size, device=device, finder=finder)
     for _ in run.batches(cancel=cancel, progress=report):
         pass
     return run
@@ -76,6 +82,13 @@ class ResultsModel(QAbstractTableModel):
         self.rows.extend(results)
         self.endInsertRows()
 
+    def find(self, relpath: str, index: int) -> Optional[int]:
+        """Row number of particle ``index`` of micrograph ``relpath``."""
+        for i, r in enumerate(self.rows):
+            if r.path == relpath and r.particle is not None and r.particle.index == index:
+                return i
+        return None
+
     def headers(self) -> List[str]:
         return ["", "file", "predicted", "confidence"] + [f"p({c})" for c in self.classes] + ["status", "error / notes"]
 
@@ -95,13 +108,14 @@ class ResultsModel(QAbstractTableModel):
         col = index.column()
         n = len(self.classes)
         if col == 0:
-            if role == Qt.DecorationRole and self.root is not None:
+            # particle rows of a micrograph run: the micrograph panel shows them, not a thumbnail
+            if role == Qt.DecorationRole and self.root is not None and r.particle is None:
                 return self.thumbs.get(self.root / r.path)
             if role == SORT_ROLE:
                 return r.path
             return None
         if col == 1:
-            value = r.path
+            value = r.path if r.particle is None else f"{r.path}  #{r.particle.index}"
         elif col == 2:
             value = r.predicted_class
         elif col == 3:
@@ -160,6 +174,7 @@ class ClassifyTab(QWidget):
     error = Signal(str)
     finished = Signal()
     results_changed = Signal()
+    review_requested = Signal(object)  # a FileResult the user double-clicked, to review it
 
     def __init__(self, settings):
         super().__init__()
@@ -172,6 +187,24 @@ class ClassifyTab(QWidget):
 
         self.folder = QLineEdit(settings.value("classify/folder", ""))
         self.folder.setPlaceholderText("folder of particle images (searched recursively)")
+        self.input_kind = QComboBox()
+        self.input_kind.addItem("particle images (one particle per file)", "particles")
+        self.input_kind.addItem("whole micrographs (find the particles, one row each)", "micrographs")
+        self.finder_name = QComboBox()
+        for name in FINDER_NAMES:
+            self.finder_name.addItem(FINDER_LABELS.get(name, name), name)
+        self.finder_model = QLineEdit(settings.value("classify/finder_model", ""))
+        self.finder_model.setPlaceholderText("finder model file (from emclassify train-finder)")
+        browse_finder = QPushButton("Finder model…")
+        browse_finder.clicked.connect(self.pick_finder_model)
+        self.finder_row = QWidget()
+        fr = QHBoxLayout(self.finder_row)
+        fr.setContentsMargins(0, 0, 0, 0)
+        fr.addWidget(self.finder_name)
+        fr.addWidget(self.finder_model, 1)
+        fr.addWidget(browse_finder)
+        self.input_kind.currentIndexChanged.connect(self._input_kind_changed)
+        self.finder_name.currentIndexChanged.connect(self._input_kind_changed)
         browse_folder = QPushButton("Folder…")
         browse_folder.clicked.connect(self.pick_folder)
         self.model_path = QLineEdit(settings.value("classify/model", str(default_model_path())))
@@ -221,6 +254,13 @@ class ClassifyTab(QWidget):
         self.table.setWordWrap(False)
         self.table.setTextElideMode(Qt.ElideLeft)  # keep the file name, shorten the folders
         self.model.modelReset.connect(self._size_columns)
+        self.micrograph_panel = MicrographPanel()
+        self.micrograph_panel.setVisible(False)
+        self.micrograph_panel.particle_clicked.connect(self.select_particle)
+        self.table.selectionModel().currentRowChanged.connect(self._row_selected)
+        self.table.doubleClicked.connect(
+            lambda index: self.review_requested.emit(self.model.rows[self.proxy.mapToSource(index).row()]))
+        self.table.setToolTip("Double-click a row to review that particle")
         self.chart = CompositionChart(4, 3)
         self.composition = QLabel("")
         self.composition.setTextFormat(Qt.RichText)
@@ -234,6 +274,9 @@ class ClassifyTab(QWidget):
         row2.addWidget(browse_model)
         row2.addWidget(default_btn)
         top.addRow("Images:", row1)
+        top.addRow("Files are:", self.input_kind)
+        top.addRow("Particle finder:", self.finder_row)
+        self.finder_label = top.labelForField(self.finder_row)
         top.addRow("Model:", row2)
         buttons = QHBoxLayout()
         for w in (self.run_btn, self.cancel_btn, self.export_btn, self.open_btn):
@@ -251,10 +294,16 @@ class ClassifyTab(QWidget):
         lv.setContentsMargins(0, 0, 0, 0)
         lv.addLayout(filters)
         lv.addWidget(self.table)
-        right = QGroupBox("Composition")
-        rv = QVBoxLayout(right)
+        composition = QGroupBox("Composition")
+        rv = QVBoxLayout(composition)
         rv.addWidget(self.chart)
         rv.addWidget(self.composition)
+        right = QSplitter(Qt.Vertical)  # micrograph runs: the selected particle's micrograph above
+        right.addWidget(self.micrograph_panel)
+        right.addWidget(composition)
+        right.setChildrenCollapsible(False)
+        right.setSizes([380, 320])
+        self.chart.setMinimumHeight(170)
         split = QSplitter()
         split.addWidget(left)
         split.addWidget(right)
@@ -272,6 +321,9 @@ class ClassifyTab(QWidget):
         QShortcut(QKeySequence("Ctrl+E"), self, self.export_dialog)
         self.model_path.editingFinished.connect(lambda: self.set_model(self.model_path.text()))
         self.set_model(self.model_path.text())
+        kind = self.input_kind.findData(settings.value("classify/input_kind", "particles"))
+        self.input_kind.setCurrentIndex(max(0, kind))
+        self._input_kind_changed()
 
     def _size_columns(self) -> None:
         """Thumbnail and file columns fixed; every other column at least as wide as its header text."""
@@ -283,6 +335,29 @@ class ClassifyTab(QWidget):
             header.resizeSection(col, max(95, metrics.horizontalAdvance(text) + 28))  # + sort arrow and margins
 
     # ------------------------------------------------------------------ inputs
+    @property
+    def micrographs(self) -> bool:
+        return self.input_kind.currentData() == "micrographs"
+
+    def _input_kind_changed(self, *_) -> None:
+        self.finder_row.setVisible(self.micrographs)
+        if self.finder_label is not None:
+            self.finder_label.setVisible(self.micrographs)
+        self.finder_model.setVisible(self.finder_name.currentData() == "learned")
+        self.folder.setPlaceholderText("folder of whole micrographs (searched recursively)" if self.micrographs
+                                       else "folder of particle images (searched recursively)")
+
+    def pick_finder_model(self) -> None:
+        f, _ = QFileDialog.getOpenFileName(self, "Particle-finder model", str(Path(self.finder_model.text()).parent),
+                                           "emclassify finder models (*.safetensors);;All files (*)")
+        if f:
+            self.finder_model.setText(f)
+
+    def make_finder(self):
+        """The finder chosen in the window (core :func:`make_finder`); ValueError/ModelFileError say why not."""
+        name = self.finder_name.currentData()
+        return make_finder(name, model=self.finder_model.text().strip() or None if name == "learned" else None)
+
     def pick_folder(self) -> None:
         d = QFileDialog.getExistingDirectory(self, "Folder of particle images", self.folder.text())
         if d:
@@ -319,6 +394,15 @@ class ClassifyTab(QWidget):
         if not self.set_model(model):
             self.show_error(self.card.toPlainText())
             return
+        finder = None
+        if self.micrographs:
+            try:
+                finder = self.make_finder()
+            except (ValueError, ModelFileError) as exc:
+                self.show_error(str(exc))
+                return
+            self.settings.setValue("classify/finder_model", self.finder_model.text().strip())
+        self.settings.setValue("classify/input_kind", self.input_kind.currentData())
         self.settings.setValue("classify/folder", folder)
         self.settings.setValue("classify/model", model)
         self.summary = None
@@ -328,7 +412,7 @@ class ClassifyTab(QWidget):
         self.cancel_btn.setEnabled(True)
         self.progress.setValue(0)
         self.progress_label.setText("starting…")
-        self.job = Job(classify_job, folder, model)
+        self.job = Job(classify_job, folder, model, finder=finder)
         self.job.progress.connect(self.on_progress)
         self.job.done.connect(self.on_done)
         self.job.failed.connect(self.on_failed)
@@ -349,6 +433,9 @@ class ClassifyTab(QWidget):
         """Empty the table for ``run``'s classes (its rows arrive batch by batch, or all at once)."""
         self.run_record = run
         self.model.reset(run.classes, run.root)
+        self.micrograph_panel.setVisible(run.micrographs)
+        if run.micrographs:
+            self.micrograph_panel.set_run(run, run.classes)
         self.class_filter.blockSignals(True)
         self.class_filter.clear()
         self.class_filter.addItem("all classes", "")
@@ -377,10 +464,15 @@ class ClassifyTab(QWidget):
         done = len(self.model.rows)
         errors = self.summary["files"]["error"]
         state = "finished" if run.complete else "cancelled"
-        self.progress_label.setText(f"{state}: {done} files" + (f", {errors} in error" if errors else ""))
+        if run.micrographs:
+            micrographs = len({r.path for r in self.model.rows})
+            done_text = f"{sum(r.particle is not None for r in self.model.rows)} particles in {micrographs} micrographs"
+        else:
+            done_text = f"{done} files"
+        self.progress_label.setText(f"{state}: {done_text}" + (f", {errors} in error" if errors else ""))
         self._show_notes()
         self._idle()
-        self.status.emit(f"{state}: {done} files classified")
+        self.status.emit(f"{state}: {done_text} classified")
         self.finished.emit()
 
     def _show_notes(self) -> None:
@@ -425,6 +517,26 @@ class ClassifyTab(QWidget):
         self.results_changed.emit()
         self.status.emit(f"opened {csv_path}")
         return True
+
+    def _row_selected(self, current, _previous=None) -> None:
+        if not current.isValid() or not self.micrograph_panel.isVisible():
+            return
+        r = self.model.rows[self.proxy.mapToSource(current).row()]
+        rows = [x for x in self.model.rows if x.path == r.path]
+        self.micrograph_panel.show_particle(r.path, rows, r.particle.index if r.particle else None)
+
+    def select_particle(self, relpath: str, index: int) -> None:
+        """Select (and scroll to) the row of particle ``index`` of ``relpath`` (a click in the micrograph)."""
+        row = self.model.find(relpath, index)
+        if row is None:
+            return
+        if self.errors_only.isChecked() or self.class_filter.currentIndex() or self.conf_filter.value() < 1.0:
+            self.class_filter.setCurrentIndex(0)  # a filter could hide the clicked particle's row
+            self.conf_filter.setValue(1.0)
+            self.errors_only.setChecked(False)
+        proxy_index = self.proxy.mapFromSource(self.model.index(row, 1))
+        self.table.setCurrentIndex(proxy_index)
+        self.table.scrollTo(proxy_index)
 
     def on_failed(self, message: str) -> None:
         self.show_error(message)

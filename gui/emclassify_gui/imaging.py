@@ -55,6 +55,37 @@ def compose(image: np.ndarray, mask: Optional[np.ndarray] = None, saliency: Opti
     return _qimage_rgb(rgb.astype(np.uint8))
 
 
+# One colour per class in a micrograph's outline view (colour-blind-safe Okabe-Ito order).
+CLASS_COLOURS = [(230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178), (213, 94, 0),
+                 (204, 121, 167)]
+UNCLASSIFIED_COLOUR = (160, 160, 160)
+
+
+def class_colour(k: Optional[int]):
+    return UNCLASSIFIED_COLOUR if k is None else CLASS_COLOURS[k % len(CLASS_COLOURS)]
+
+
+def micrograph_outlines(image: np.ndarray, labels: np.ndarray, class_of: dict, selected: Optional[int] = None,
+                        contrast=(1.0, 99.0, 1.0)) -> QImage:
+    """A micrograph with each particle's outline in its class colour (:func:`class_colour`;
+    ``class_of``: particle index -> class index or None) and the ``selected`` particle filled
+    translucent white. Display only."""
+    from skimage.segmentation import find_boundaries
+
+    g = stretch(image, *contrast).astype(np.float32)
+    rgb = np.stack([g, g, g], axis=-1)
+    if selected:
+        sel = labels == selected
+        rgb[sel] = rgb[sel] * 0.5 + 127
+    edges = find_boundaries(labels, mode="inner")
+    n = int(labels.max()) if labels.size else 0
+    lut = np.zeros((n + 1, 3), np.float32)
+    for k in range(1, n + 1):
+        lut[k] = class_colour(class_of.get(k))
+    rgb[edges] = lut[labels[edges]]
+    return _qimage_rgb(rgb.astype(np.uint8))
+
+
 def saliency_colour(s: np.ndarray):
     """Saliency in [0, 1] -> (RGB float ``... x 3``, alpha ``... x 1``): red at weak, yellow at strong,
     more opaque where stronger. The colour key (:func:`saliency_key`) is drawn from the same function."""

@@ -31,6 +31,7 @@ class MainWindow(QMainWindow):
         self.classify.finished.connect(self.review.refresh)
         self.train.model_saved.connect(self.classify.set_model)
         self.review.train_requested.connect(self._train_on_reviewed)
+        self.classify.review_requested.connect(self._review_result)
         self.error_label = QLabel("")
         self.error_label.setStyleSheet("color: #b03a2e")
         self.statusBar().addPermanentWidget(self.error_label)
@@ -63,6 +64,12 @@ class MainWindow(QMainWindow):
         about = QAction("About emclassify", self)
         about.triggered.connect(self.about)
         help_menu.addAction(about)
+
+    def _review_result(self, result) -> None:
+        if self.review.review(result) or (self.review.refresh() or self.review.review(result)):
+            self.tabs.setCurrentWidget(self.review)
+        else:
+            self.statusBar().showMessage(f"{result.path}: not classified ({result.status}), nothing to review", 8000)
 
     def _train_on_reviewed(self, labels_folder: str) -> None:
         self.tabs.setCurrentWidget(self.train)

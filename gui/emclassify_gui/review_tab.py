@@ -155,6 +155,10 @@ class ReviewTab(QWidget):
         self.gallery.clear()
         for r in self.items:
             item = QListWidgetItem(f"{r.predicted_class}\n{r.confidence:.2f}")
+            if r.particle is not None:  # no thumbnail: each would mean finding its micrograph's particles
+                item.setToolTip(f"{r.path}, particle {r.particle.index}")
+                self.gallery.addItem(item)
+                continue
             pix = tab.thumbs.get(run.root / r.path)
             if pix is not None:
                 item.setIcon(QIcon(pix))
@@ -171,6 +175,14 @@ class ReviewTab(QWidget):
         if self.items:
             self.gallery.setCurrentRow(0)
 
+    def review(self, result) -> bool:
+        """Show ``result`` (a row of the classify tab's run) for review; False when it is not reviewable."""
+        for i, r in enumerate(self.items):
+            if r is result:
+                self.gallery.setCurrentRow(i)
+                return True
+        return False
+
     def step(self, delta: int) -> None:
         if self.items:
             self.gallery.setCurrentRow(max(0, min(len(self.items) - 1, self.gallery.currentRow() + delta)))
@@ -183,15 +195,22 @@ class ReviewTab(QWidget):
         root = self.classify_tab.run_record.root
         self.message.setText("")
         try:
-            self.image = read_image(root / r.path).array
-            self.mask = read_mask(root / r.mask, self.image.shape) if r.mask else None
-        except ImageReadError as exc:
+            if r.particle is not None:  # a particle of a micrograph run: cut out as the classifier saw it
+                lookup = self.classify_tab.micrograph_panel.lookup
+                if lookup is None:
+                    raise ValueError(self.classify_tab.micrograph_panel.caption.text())
+                self.image, self.mask = lookup.particle(r)
+            else:
+                self.image = read_image(root / r.path).array
+                self.mask = read_mask(root / r.mask, self.image.shape) if r.mask else None
+        except (ImageReadError, ValueError) as exc:
             self.image = self.mask = None
             self.message.setText(str(exc))
             return
         self.saliency = None
         probs = ", ".join(f"{c} {p:.3f}" for c, p in zip(self.classify_tab.run_record.classes, r.probabilities))
-        self.info.setText(f"<b>{r.path}</b><br>predicted <b>{r.predicted_class}</b> "
+        where = r.path if r.particle is None else f"{r.path}, particle {r.particle.index}"
+        self.info.setText(f"<b>{where}</b><br>predicted <b>{r.predicted_class}</b> "
                           f"(confidence {r.confidence:.3f}); {probs}")
         self.redraw()
         self.compute_saliency()
@@ -255,9 +274,17 @@ class ReviewTab(QWidget):
         r = self.items[self.current]
         trained = run.trained
         try:
-            ReviewStore(dest, user=self.user.text().strip() or None, classified_root=root).record(
-                root / r.path, label, predicted=r.predicted_class, confidence=r.confidence, sha256=r.sha256,
-                model_sha256=trained.sha256 if trained else "", mask=(root / r.mask) if r.mask else None)
+            store = ReviewStore(dest, user=self.user.text().strip() or None, classified_root=root)
+            model_sha = trained.sha256 if trained else ""
+            if r.particle is not None:
+                if self.image is None:
+                    raise ValueError("the particle could not be cut out of its micrograph")
+                store.record_particle(root / r.path, r.particle.index, self.image, self.mask, label,
+                                      predicted=r.predicted_class, confidence=r.confidence, sha256=r.sha256,
+                                      model_sha256=model_sha)
+            else:
+                store.record(root / r.path, label, predicted=r.predicted_class, confidence=r.confidence,
+                             sha256=r.sha256, model_sha256=model_sha, mask=(root / r.mask) if r.mask else None)
         except (OSError, ValueError) as exc:
             self.message.setText(f"could not save the review to {dest}: {exc}")
             return

@@ -1,7 +1,7 @@
 """Small widgets shared by the views."""
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtGui import QColor, QPixmap
 from PySide6.QtWidgets import QGraphicsPixmapItem, QGraphicsScene, QGraphicsView, QLabel
 
@@ -22,6 +22,7 @@ class ZoomView(QGraphicsView):
     """
 
     MIN_ZOOM, MAX_ZOOM = 0.05, 64.0
+    clicked = Signal(float, float)  # a click (not a drag) at this picture pixel (x, y)
 
     def __init__(self, placeholder: str = ""):
         super().__init__()
@@ -70,6 +71,18 @@ class ZoomView(QGraphicsView):
         super().showEvent(event)
         if self.fitted:
             self.fit()
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        self._press = event.position()
+        super().mousePressEvent(event)
+
+    def mouseReleaseEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        super().mouseReleaseEvent(event)
+        press = getattr(self, "_press", None)
+        if press is not None and (event.position() - press).manhattanLength() < 4:
+            p: QPointF = self.mapToScene(event.position().toPoint())
+            self.clicked.emit(p.x(), p.y())
+        self._press = None
 
     def wheelEvent(self, event) -> None:  # noqa: N802 (Qt API)
         self.zoom_by(1.25 if event.angleDelta().y() > 0 else 0.8)

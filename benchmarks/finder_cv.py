@@ -1,0 +1,88 @@
+"""Finders and the whole micrograph pipeline, 5-fold by micrograph (BENCHMARKS.md, "Finding particles").
+
+    python benchmarks/finder_cv.py ../shared/data/nanoshapes-micrographs \\
+        --crops ../shared/data/nanoshapes --folds 5 --out finder-cv.json
+
+Per fold, whole micrographs are held out. On the others, the learned finder is trained with its
+defaults (thresholds on an inner held-out part) and, with ``--crops`` (a particle-image dataset
+whose ``group`` is the micrograph name, e.g. NanoShapes), a classifier is trained with
+``emclassify train``'s defaults on the particles of those micrographs only. On the held-out
+micrographs: learned and classical finders (F1 at IoU >= 0.5, mean IoU, count error), and end to
+end: particles found and classified against the outlined ones (macro-F1 of the classes; see
+:mod:`emclassify.finding.evaluate`). Writes the metrics JSON and prints a summary.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from emclassify.events import FinderStep
+from emclassify.finding.evaluate import cross_validate_finders
+from emclassify.finding.training import FinderTrainSettings
+from emclassify.inference import Classifier
+from emclassify.input_decision import decide_preprocess
+from emclassify.io import Dataset, load_dataset
+from emclassify.training import TrainConfig, train
+
+
+def classifier_trainer(crops: Path, workdir: Path):
+    """classifier_for(training micrograph names): a default classifier trained on their particles."""
+    full = load_dataset(crops)
+
+    def classifier_for(names):
+        groups = {Path(n).stem for n in names}
+        samples = [s for s in full.samples if s.group in groups]
+        ds = Dataset(full.root, samples, full.classes, full.source, class_order=full.class_order)
+        pcfg, decision = decide_preprocess(ds.samples)
+        out = workdir / f"classifier-{len(list(workdir.iterdir()))}.safetensors"
+        t0 = time.perf_counter()
+        train(ds, pcfg, TrainConfig(), out, input_decision=decision)
+        print(f"  classifier on {len(samples)} particles of {len(groups)} micrographs: "
+              f"{time.perf_counter() - t0:.0f} s", flush=True)
+        return Classifier.from_file(out, device="cpu")
+
+    return classifier_for
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("micrographs")
+    ap.add_argument("--crops", help="particle-image dataset of the same micrographs (group = micrograph)")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=FinderTrainSettings.steps)
+    ap.add_argument("--out", default="finder-cv.json")
+    ap.add_argument("--overlays")
+    args = ap.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="finder-cv-"))
+    classifier_for = classifier_trainer(Path(args.crops), workdir) if args.crops else None
+
+    def progress(ev):
+        if isinstance(ev, FinderStep) and ev.step % 100 == 0:
+            print(f"fold {ev.fold + 1}/{ev.folds} step {ev.step}/{ev.steps} loss {ev.loss:.3f} "
+                  f"remaining ~{(ev.remaining_s or 0) / 60:.0f} min", flush=True)
+
+    t0 = time.perf_counter()
+    r = cross_validate_finders(args.micrographs, folds=args.folds, settings=FinderTrainSettings(steps=args.steps),
+                               classifier_for=classifier_for, progress=progress, overlays=args.overlays)
+    r["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    r["torch_threads"] = torch.get_num_threads()
+    Path(args.out).write_text(json.dumps(r, indent=2, default=str) + "\n")
+    for name in ("learned", "classical"):
+        o = r[name]["overall"]
+        line = f"{name:9s} F1 {o['f1']:.3f}  mean IoU {o['mean_iou'] or 0:.3f}  |count error| {o['count_error_abs_mean']:.1f}"
+        if "end_to_end" in r[name]:
+            e = r[name]["end_to_end"]
+            line += f"  end-to-end macro-F1 {e['macro_f1']:.3f} (matched only {e['matched_macro_f1']:.3f})"
+        print(line)
+    print(f"wall {r['wall_seconds'] / 60:.1f} min -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Particle-finder model files: U-Net weights plus a finder card, in one safetensors file.
+
+The same container as classifier files (:mod:`emclassify.modelfile`: no pickle, size-capped,
+checked before use), with its own card format ``emclassify-finder`` so that a finder given as a
+classifier, or a classifier given as a finder, is refused with a message saying which it is.
+``emclassify info FILE`` prints either kind.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from ..atomic import atomic_path
+from ..modelfile import (CARD_KEY, FINDER_FORMAT_NAME, FORMAT_NAME as CLASSIFIER_FORMAT_NAME, ModelFileError, file_sha256,
+                         read_safetensors, software_versions, utc_now)
+from .unet import ARCH, FinderNet
+
+FORMAT_VERSION = 1
+MAX_WIDTH = 512
+
+
+def _number(d: Dict[str, Any], key: str, lo: float, hi: float, where: str) -> float:
+    v = d.get(key)
+    if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi):
+        raise ValueError(f"{where}.{key} must be a number in {lo:g}..{hi:g}, got {str(v)[:40]!r}")
+    return float(v)
+
+
+@dataclass
+class FinderCard:
+    """What a particle finder is, what it was trained on and how well it found particles.
+
+    widths: U-Net channels per level. median_diameter_px: the training particles' median
+    equivalent-circle diameter (px), the scale the network knows; a micrograph whose particles
+    are another size is resampled to it when the user gives their diameter. min_area_px: smaller
+    objects are dropped. foreground_threshold / seed_threshold: where the probability maps are cut
+    (chosen on the validation micrographs when there were any). metrics: validation results
+    beside the classical finder's on the same micrographs.
+    """
+
+    widths: List[int]
+    median_diameter_px: float
+    min_area_px: float
+    foreground_threshold: float = 0.5
+    seed_threshold: float = 0.5
+    arch: str = ARCH
+    name: str = ""
+    training: Dict[str, Any] = field(default_factory=dict)
+    metrics: Dict[str, Any] = field(default_factory=dict)
+    data: Dict[str, Any] = field(default_factory=dict)
+    software: Dict[str, str] = field(default_factory=software_versions)
+    created: str = field(default_factory=utc_now)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"format": FINDER_FORMAT_NAME, "format_version": FORMAT_VERSION, "arch": self.arch,
+                "name": self.name, "widths": list(self.widths), "median_diameter_px": self.median_diameter_px,
+                "min_area_px": self.min_area_px, "foreground_threshold": self.foreground_threshold,
+                "seed_threshold": self.seed_threshold, "training": self.training, "metrics": self.metrics,
+                "data": self.data, "software": self.software, "created": self.created}
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str = "card") -> "FinderCard":
+        """Validate every field (type and range) and build the card; ModelFileError names the problem."""
+        try:
+            if not isinstance(d, dict):
+                raise ValueError(f"the card must be a JSON object, got {type(d).__name__}")
+            if d.get("format") == CLASSIFIER_FORMAT_NAME:
+                raise ValueError("this is a classifier model, not a particle finder; give it with --model")
+            if d.get("format") != FINDER_FORMAT_NAME:
+                raise ValueError(f"not an emclassify particle-finder card (format={str(d.get('format'))[:40]!r})")
+            version = d.get("format_version")
+            if not (isinstance(version, int) and not isinstance(version, bool) and 0 <= version):
+                raise ValueError(f"format_version must be a whole number, got {str(version)[:40]!r}")
+            if version > FORMAT_VERSION:
+                raise ValueError(f"finder format version {version} is newer than this emclassify understands; upgrade")
+            if d.get("arch") != ARCH:
+                raise ValueError(f"unknown finder architecture {str(d.get('arch'))[:40]!r} (this emclassify has {ARCH!r})")
+            widths = d.get("widths")
+            if not (isinstance(widths, list) and 2 <= len(widths) <= 8 and all(
+                    isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= MAX_WIDTH for w in widths)):
+                raise ValueError(f"widths must be 2..8 whole numbers in 1..{MAX_WIDTH}, got {str(widths)[:60]}")
+            for key in ("training", "metrics", "data", "software"):
+                if not isinstance(d.get(key, {}), dict):
+                    raise ValueError(f"{key!r} must be an object")
+            for key in ("name", "created"):
+                if not isinstance(d.get(key, ""), str):
+                    raise ValueError(f"{key!r} must be a string")
+            return cls(widths=list(widths),
+                       median_diameter_px=_number(d, "median_diameter_px", 1.0, 1e5, "card"),
+                       min_area_px=_number(d, "min_area_px", 0.0, 1e10, "card"),
+                       foreground_threshold=_number(d, "foreground_threshold", 0.01, 0.99, "card"),
+                       seed_threshold=_number(d, "seed_threshold", 0.01, 0.99, "card"),
+                       name=d.get("name", ""), training=dict(d.get("training", {})),
+                       metrics=dict(d.get("metrics", {})), data=dict(d.get("data", {})),
+                       software={str(k): str(v) for k, v in d.get("software", {}).items()},
+                       created=d.get("created", ""))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{source}: invalid particle-finder card: {exc}") from None
+
+
+@dataclass
+class LoadedFinder:
+    """A loaded finder network (eval mode, CPU), its card and the file's identity."""
+
+    net: FinderNet
+    card: FinderCard
+    path: Optional[Path] = None
+    sha256: str = ""
+
+
+def save_finder(path, net: FinderNet, card: FinderCard) -> Path:
+    """Write weights + card to ``path`` atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={CARD_KEY: json.dumps(card.to_dict(), sort_keys=True)})
+    return path
+
+
+def read_finder_card(path) -> FinderCard:
+    return FinderCard.from_dict(read_safetensors(path, with_tensors=False)[0], source=str(path))
+
+
+def load_finder(path) -> LoadedFinder:
+    """Load a finder file; ModelFileError for a missing, foreign, corrupt or inconsistent one."""
+    path = Path(path)
+    card_dict, tensors = read_safetensors(path)
+    card = FinderCard.from_dict(card_dict, source=str(path))
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ModelFileError(f"{path}: weights contain NaN or infinite values ({', '.join(sorted(bad)[:5])})")
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in FinderNet(card.widths).state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in tensors.items()}
+    if expected != got:
+        k = (sorted(set(expected) ^ set(got)) or [k for k in expected if expected[k] != got[k]])[0]
+        raise ModelFileError(f"{path}: weights do not match a finder U-Net of widths {card.widths}: {k} is "
+                             f"{got.get(k, 'missing')} in the file, {expected.get(k, 'not expected')} for the network")
+    net = FinderNet(card.widths)
+    net.load_state_dict(tensors, strict=True)
+    net.eval()
+    return LoadedFinder(net, card, path, file_sha256(path))
+
+
+def format_finder_card(card: FinderCard, path=None, sha256: str = "") -> str:
+    """Human-readable card (``emclassify info``)."""
+    lines = [f"particle finder: {path}" if path else "particle finder"]
+    if sha256:
+        lines.append(f"  sha256: {sha256}")
+    lines += [f"  architecture: {card.arch} (widths {', '.join(map(str, card.widths))})",
+              f"  trained on particles of median diameter {card.median_diameter_px:.1f} px; "
+              f"objects under {card.min_area_px:.0f} px² dropped",
+              f"  thresholds: foreground {card.foreground_threshold:.2f}, seed {card.seed_threshold:.2f}",
+              f"  created: {card.created}"]
+    t = card.training
+    if t:
+        lines.append("  training: " + ", ".join(f"{k} {v}" for k, v in t.items() if not isinstance(v, (dict, list))))
+    d = card.data
+    if d:
+        lines.append(f"  data: {d.get('micrographs', '?')} micrographs, {d.get('particles', '?')} particles"
+                     f" from {d.get('source', '?')}")
+    v = card.metrics.get("validation")
+    if isinstance(v, dict) and v.get("learned"):
+        le, cl = v["learned"], v.get("classical") or {}
+        lines.append(f"  validation on {v.get('micrographs', '?')} held-out micrographs: F1 {le.get('f1', 0):.3f}, "
+                     f"mean IoU {le.get('mean_iou', 0):.3f}"
+                     + (f" (classical finder on the same: F1 {cl.get('f1', 0):.3f}, IoU {cl.get('mean_iou', 0):.3f})"
+                        if cl else ""))
+    else:
+        lines.append("  validation: none (no micrographs were held out; measure it with `emclassify find-eval --folds`)")
+    for flag in card.metrics.get("flags", []):
+        lines.append(f"  WARNING: {flag}")
+    return "\n".join(lines)

@@ -1,0 +1,167 @@
+"""The ``learned`` particle finder: a U-Net trained on outlined micrographs (``emclassify train-finder``).
+
+Steps, on one greyscale micrograph:
+
+1. **Scale.** The network knows the particle size it was trained on (the card's median
+   diameter). When the user gives the particles' diameter (``diameter_px``) and it differs by
+   more than 10 %, the micrograph is resampled so that they appear at the trained size; the maps
+   are resampled back, so outlines are at the micrograph's own resolution. Otherwise it runs as
+   is, and a note warns when the particles found are far from the trained size.
+2. **Maps.** The micrograph is normalised (1st..99th percentile to -1..1) and the network
+   predicts foreground probability and centre-ness per pixel (:mod:`.unet`), in tiles for large
+   micrographs.
+3. **Instances.** Seeds are the connected regions where centre-ness exceeds the seed threshold
+   inside the foreground; a watershed on the inverted centre-ness grows them to the foreground's
+   edge (:func:`instances_from_maps`), which separates touching particles along the valley
+   between their centres. Objects smaller than the card's ``min_area_px`` are dropped.
+
+``score`` of a particle: its mean foreground probability. Particles cut by the border are kept
+and flagged (``exclude_border=True`` drops them), as in the classical finder.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+from scipy import ndimage
+
+from .detections import Detections, measure
+from .finderfile import LoadedFinder, load_finder
+from .unet import normalise_micrograph, predict_maps
+
+RESCALE_TOLERANCE = 0.10      # a given diameter within 10 % of the trained one runs unresampled
+SIZE_WARNING_FACTOR = 2.0     # note when the found particles' median diameter is this far off
+
+
+def instances_from_maps(foreground: np.ndarray, centre: np.ndarray, foreground_threshold: float = 0.5,
+                        seed_threshold: float = 0.5, min_area_px: float = 0.0) -> Tuple[np.ndarray, Dict[int, float]]:
+    """Instance labels (int32, H x W) and label -> mean foreground probability (module doc, step 3).
+
+    foreground, centre: float32 (H, W) in 0..1.
+    """
+    from skimage.segmentation import watershed
+
+    mask = foreground > foreground_threshold
+    markers, n = ndimage.label((centre > seed_threshold) & mask)
+    if n == 0:
+        return np.zeros(foreground.shape, np.int32), {}
+    labels = watershed(-centre, markers, mask=mask).astype(np.int32, copy=False)
+    areas = np.bincount(labels.ravel(), minlength=n + 1)
+    drop = areas < min_area_px
+    drop[0] = False
+    if drop.any():
+        labels[drop[labels]] = 0
+    ids = np.nonzero(~drop[1:] & (areas[1:] > 0))[0] + 1
+    means = ndimage.mean(foreground, labels, ids) if len(ids) else []
+    return labels, {int(k): float(v) for k, v in zip(ids, means)}
+
+
+_CACHE: Dict[Tuple[str, int, int], LoadedFinder] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _loaded(path: str) -> LoadedFinder:
+    """One load per file version per process (the finder is called once per micrograph)."""
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_mtime_ns, st.st_size)
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = load_finder(p)
+        return _CACHE[key]
+
+
+@dataclass(frozen=True)
+class LearnedFinder:
+    """U-Net particle finder from a ``train-finder`` model file (module doc). Lengths in px.
+
+    model: path of the finder model file. diameter_px: the particles' diameter in this
+    micrograph, when known (step 1). exclude_border: drop particles cut by the edge.
+    """
+
+    model: str
+    diameter_px: Optional[float] = None
+    exclude_border: bool = False
+    native: Optional[bool] = field(default=None, compare=False)
+    # A network in memory instead of a file (validation during training, cross-validation).
+    preloaded: Optional[LoadedFinder] = field(default=None, compare=False, repr=False)
+
+    name = "learned"
+
+    def __post_init__(self) -> None:
+        if self.preloaded is not None:
+            return
+        if not self.model:
+            raise ValueError("the learned finder needs a finder model file (--finder-model, made by "
+                             "`emclassify train-finder`)")
+        v = self.diameter_px
+        if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            raise ValueError(f"diameter_px must be a positive number of pixels, got {v!r}")
+        _loaded(self.model)  # a missing or foreign file is refused now, not at the first micrograph
+
+    @property
+    def loaded(self) -> LoadedFinder:
+        return self.preloaded if self.preloaded is not None else _loaded(self.model)
+
+    def params(self) -> Dict:
+        lf = self.loaded
+        return {"finder": self.name, "model": str(self.model), "model_sha256": lf.sha256,
+                "diameter_px": self.diameter_px, "exclude_border": self.exclude_border}
+
+    def maps(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray, float]:
+        """(foreground, centre-ness, scale) at the micrograph's own size; scale is the resampling
+        factor the network saw (1.0 when none)."""
+        from skimage.transform import resize
+
+        img = np.asarray(image, dtype=np.float32)
+        trained = self.loaded.card.median_diameter_px
+        scale = 1.0
+        if self.diameter_px is not None and abs(trained / self.diameter_px - 1.0) > RESCALE_TOLERANCE:
+            scale = trained / self.diameter_px
+        work = img
+        if scale != 1.0:
+            shape = (max(1, round(img.shape[0] * scale)), max(1, round(img.shape[1] * scale)))
+            work = resize(img, shape, order=1, anti_aliasing=scale < 1, preserve_range=True).astype(np.float32)
+        fg, centre = predict_maps(self.loaded.net, normalise_micrograph(work), native=self.native)
+        if scale != 1.0:
+            fg = resize(fg, img.shape, order=1, preserve_range=True).astype(np.float32)
+            centre = resize(centre, img.shape, order=1, preserve_range=True).astype(np.float32)
+        return fg, centre, scale
+
+    def find(self, image: np.ndarray, pixel_size_nm: Optional[float] = None,
+             thresholds: Optional[Tuple[float, float]] = None) -> Detections:
+        """Particles of one 2-D micrograph (module doc). thresholds: (foreground, seed) instead of
+        the card's (used when choosing them on validation micrographs)."""
+        img = np.asarray(image, dtype=np.float32)
+        if img.ndim != 2:
+            raise ValueError(f"expected a 2-D micrograph, got shape {img.shape}")
+        fg, centre, scale = self.maps(img)
+        return self.detections(fg, centre, scale, pixel_size_nm, thresholds)
+
+    def detections(self, fg: np.ndarray, centre: np.ndarray, scale: float = 1.0,
+                   pixel_size_nm: Optional[float] = None, thresholds: Optional[Tuple[float, float]] = None
+                   ) -> Detections:
+        """Steps 3 and the border rule, from maps made by :meth:`maps`."""
+        card = self.loaded.card
+        fg_t, seed_t = thresholds or (card.foreground_threshold, card.seed_threshold)
+        labels, scores = instances_from_maps(fg, centre, fg_t, seed_t, card.min_area_px / scale ** 2)
+        det = measure(labels, scores, pixel_size_nm)
+        if self.exclude_border and any(p.touches_border for p in det.particles):
+            cut = [p.index for p in det.particles if p.touches_border]
+            det = measure(np.where(np.isin(det.labels, cut), 0, det.labels),
+                          {p.index: p.score for p in det.particles}, pixel_size_nm)
+        if scale != 1.0:
+            det.notes.append(f"micrograph resampled by {scale:.2f} so that {self.diameter_px:g} px particles "
+                             f"appear at the finder's trained {card.median_diameter_px:.0f} px")
+        elif len(det.particles) >= 5:
+            d = float(np.median([p.size.diameter_px for p in det.particles]))
+            ratio = d / card.median_diameter_px
+            if ratio > SIZE_WARNING_FACTOR or ratio < 1 / SIZE_WARNING_FACTOR:
+                det.notes.append(f"particles found are {d:.0f} px across but the finder was trained on "
+                                 f"{card.median_diameter_px:.0f} px ones: give --particle-diameter so the "
+                                 "micrograph is resampled, or train a finder on micrographs like these")
+        return det

@@ -1,0 +1,288 @@
+"""Training the ``learned`` finder on outlined micrographs: ``emclassify train-finder``.
+
+Input layout: that of :func:`emclassify.finding.evaluate.outlined_micrographs` (``images/`` and
+``instances/`` of the same names; the NanoShapes micrographs and ``emclassify synth
+--micrographs``). Whole micrographs are held out for validation (never pixels of a micrograph
+the network trained on), and on them the thresholds are chosen and the learned finder is scored
+beside the classical one.
+
+Recipe (measured on NanoShapes, BENCHMARKS.md "Finding particles"): random square crops
+(``crop`` px, micrographs drawn in proportion to their area), the 8 rotations/reflections,
+gain, offset and Gaussian noise on the normalised intensities; loss = BCE + Dice on the
+foreground plus 2 x the squared error of the centre-ness; AdamW with a one-cycle schedule.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from ..defaults import FINDER_TRAINING
+from ..events import FinderStep, Progress, emit
+from ..io import ImageReadError, read_image
+from ..runtime import CancelToken
+from .finderfile import FinderCard, LoadedFinder
+from .learned import LearnedFinder
+from .matching import match_instances, summarise
+from .unet import FinderNet, normalise_micrograph
+
+# Seed thresholds tried on the validation micrographs (the foreground threshold stays 0.5: the
+# foreground map is sharp, and on NanoShapes 0.4..0.6 changed F1 by under 0.01).
+SEED_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+MIN_AREA_SHARE = 0.25   # objects under this share of the training particles' 5th-percentile area are dropped
+MIN_MICROGRAPHS = 2
+
+
+class FinderTrainingError(Exception):
+    """Training cannot run on this data; the message says why."""
+
+
+@dataclass(frozen=True)
+class FinderTrainSettings:
+    """How a finder is trained (the one source of these defaults; CLI and GUI read them here)."""
+
+    steps: int = FINDER_TRAINING["steps"]
+    batch: int = FINDER_TRAINING["batch"]
+    crop: int = FINDER_TRAINING["crop"]
+    learning_rate: float = FINDER_TRAINING["learning_rate"]
+    weight_decay: float = FINDER_TRAINING["weight_decay"]
+    widths: Tuple[int, ...] = FINDER_TRAINING["widths"]
+    val_fraction: float = FINDER_TRAINING["val_fraction"]
+    seed: int = FINDER_TRAINING["seed"]
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "batch", "crop"):
+            if int(getattr(self, key)) < 1:
+                raise ValueError(f"{key} must be a positive whole number")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+
+@dataclass
+class OutlinedMicrograph:
+    """One training micrograph: normalised image, instance labels and the two target maps (all H x W)."""
+
+    name: str
+    image: np.ndarray       # float32, normalised (unet.normalise_micrograph)
+    raw: np.ndarray         # as read, for scoring finders on it
+    labels: np.ndarray      # int32 instance labels
+    foreground: np.ndarray  # float32 0/1
+    centre: np.ndarray      # float32 0..1
+
+
+def centreness_target(labels: np.ndarray) -> np.ndarray:
+    """float32 (H, W): per particle, the distance to its own edge over its largest such distance
+    (1 at the centre); 0 on the background. Touching particles each get their own peak."""
+    out = np.zeros(labels.shape, np.float32)
+    for k, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        mask = labels[box] == k
+        dist = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+        peak = dist.max()
+        if peak > 0:
+            out[box][mask] = (dist / peak)[mask]
+    return out
+
+
+def load_outlined(pairs: Sequence[Tuple[Path, Path]], root: Optional[Path] = None
+                  ) -> Tuple[List[OutlinedMicrograph], List[Dict[str, str]]]:
+    """Read (micrograph, instance image) pairs; unreadable or mismatched ones are listed as errors."""
+    good, errors = [], []
+    for image_path, instance_path in pairs:
+        name = image_path.relative_to(root).as_posix() if root else image_path.name
+        try:
+            raw = read_image(image_path, with_pixel_size=False).array
+            labels = read_image(instance_path, checksum=False, with_pixel_size=False).array
+        except ImageReadError as exc:
+            errors.append({"micrograph": name, "error": str(exc)})
+            continue
+        if labels.shape != raw.shape:
+            errors.append({"micrograph": name, "error": f"instance image is {labels.shape[1]}x{labels.shape[0]} px, "
+                                                        f"the micrograph {raw.shape[1]}x{raw.shape[0]} px"})
+            continue
+        if not np.issubdtype(labels.dtype, np.integer):
+            errors.append({"micrograph": name, "error": f"instance image is {labels.dtype}, not whole numbers"})
+            continue
+        labels = labels.astype(np.int32)
+        good.append(OutlinedMicrograph(name, normalise_micrograph(raw), raw, labels,
+                                       (labels > 0).astype(np.float32), centreness_target(labels)))
+    return good, errors
+
+
+def split_validation(n: int, fraction: float, seed: int) -> Tuple[List[int], List[int]]:
+    """(training, validation) indices: round(fraction * n) whole micrographs held out, at least
+    one when fraction > 0, and never all but none for training."""
+    if fraction <= 0 or n < 2:
+        return list(range(n)), []
+    k = min(n - 1, max(1, round(fraction * n)))
+    order = np.random.default_rng(seed).permutation(n)
+    val = sorted(int(i) for i in order[:k])
+    return [i for i in range(n) if i not in set(val)], val
+
+
+def _sample(rng: np.random.Generator, data: Sequence[OutlinedMicrograph], weights: np.ndarray, crop: int):
+    """One augmented (image, foreground, centre) crop, float32 each (crop x crop)."""
+    m = data[rng.choice(len(data), p=weights)]
+    H, W = m.image.shape
+    stack = np.stack([m.image, m.foreground, m.centre])
+    if H < crop or W < crop:  # small micrographs are padded (edge values; zero targets)
+        ph, pw = max(0, crop - H), max(0, crop - W)
+        img = np.pad(stack[0], ((0, ph), (0, pw)), mode="edge")
+        stack = np.concatenate([img[None], np.pad(stack[1:], ((0, 0), (0, ph), (0, pw)))])
+        H, W = stack.shape[1:]
+    y, x = rng.integers(0, H - crop + 1), rng.integers(0, W - crop + 1)
+    a = np.rot90(stack[:, y:y + crop, x:x + crop], int(rng.integers(4)), axes=(1, 2))
+    if rng.random() < 0.5:
+        a = a[:, :, ::-1]
+    a = np.array(a, dtype=np.float32)
+    noise = rng.normal(0.0, rng.uniform(0.0, 0.1), a[0].shape).astype(np.float32)
+    a[0] = a[0] * np.float32(rng.uniform(0.7, 1.3)) + np.float32(rng.uniform(-0.3, 0.3)) + noise
+    return a
+
+
+def _loss(out: torch.Tensor, fg: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    p = torch.sigmoid(out[:, 0])
+    dice = 1 - (2 * (p * fg).sum() + 1) / (p.sum() + fg.sum() + 1)
+    return (F.binary_cross_entropy_with_logits(out[:, 0], fg) + dice
+            + 2.0 * F.mse_loss(torch.sigmoid(out[:, 1]), centre))
+
+
+def train_network(data: Sequence[OutlinedMicrograph], settings: FinderTrainSettings,
+                  progress: Optional[Progress] = None, cancel: Optional[CancelToken] = None,
+                  fold: Optional[int] = None, folds: Optional[int] = None,
+                  remaining: Optional[Callable[[float], Optional[float]]] = None) -> Tuple[FinderNet, Dict]:
+    """Fit a :class:`FinderNet` on ``data``; returns it (eval mode) and a record of the run.
+
+    Stops early, keeping the network as it is, on ``cancel`` or Ctrl-C (record ``stopped``).
+    remaining: maps this run's fraction done to the seconds left in the whole call.
+    """
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    m = 2 ** (len(settings.widths) - 1)
+    crop = max(m, settings.crop // m * m)
+    net = FinderNet(settings.widths).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(net.parameters(), settings.learning_rate, weight_decay=settings.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, settings.learning_rate, total_steps=settings.steps,
+                                                pct_start=0.15)
+    areas = np.asarray([d.image.size for d in data], np.float64)
+    weights = areas / areas.sum()
+    net.train()
+    start, stopped, losses, done = time.perf_counter(), "completed", [], 0
+    report_every = max(1, min(10, settings.steps // 20))
+    try:
+        for step in range(1, settings.steps + 1):
+            if cancel is not None and cancel.cancelled:
+                stopped = "cancelled"
+                break
+            batch = np.stack([_sample(rng, data, weights, crop) for _ in range(settings.batch)])
+            x = torch.from_numpy(batch[:, :1]).contiguous(memory_format=torch.channels_last)
+            loss = _loss(net(x), torch.from_numpy(batch[:, 1]), torch.from_numpy(batch[:, 2]))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            done = step
+            if step % report_every == 0 or step == settings.steps:
+                left = remaining(step / settings.steps) if remaining else None
+                emit(progress, FinderStep(step, settings.steps, float(np.mean(losses[-report_every:])), fold, folds, left))
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+    net.eval()
+    record = {"steps_done": done, "stopped": stopped, "seconds": round(time.perf_counter() - start, 1),
+              "final_loss": round(float(np.mean(losses[-20:])), 4) if losses else None, "crop": crop}
+    return net, record
+
+
+def scale_of(data: Sequence[OutlinedMicrograph]) -> Tuple[float, float, int]:
+    """(median equivalent-circle diameter px, minimum area px, particle count) of the training particles."""
+    areas = np.concatenate([np.bincount(d.labels.ravel())[1:] for d in data]) if data else np.zeros(0)
+    areas = areas[areas > 0]
+    if not len(areas):
+        raise FinderTrainingError("the training micrographs hold no outlined particles")
+    diam = 2.0 * np.sqrt(areas / math.pi)
+    return float(np.median(diam)), max(4.0, MIN_AREA_SHARE * float(np.percentile(areas, 5))), int(len(areas))
+
+
+def score_on(finder, data: Sequence[OutlinedMicrograph]) -> Dict:
+    """The finder's F1 / IoU / count error over ``data`` (matching at IoU >= 0.5)."""
+    return summarise([match_instances(finder.find(d.raw).labels, d.labels) for d in data])
+
+
+def choose_seed_threshold(finder: LearnedFinder, data: Sequence[OutlinedMicrograph]) -> Tuple[float, Dict]:
+    """The seed threshold of :data:`SEED_THRESHOLDS` with the best F1 on ``data`` (ties: closest to 0.5),
+    and the score there. The network runs once per micrograph; only the cut is varied."""
+    maps = [finder.maps(d.raw) for d in data]
+    best = None
+    for t in sorted(SEED_THRESHOLDS, key=lambda t: abs(t - 0.5)):
+        s = summarise([match_instances(finder.detections(fg, c, scale, thresholds=(0.5, t)).labels, d.labels)
+                       for (fg, c, scale), d in zip(maps, data)])
+        if best is None or s["f1"] > best[1]["f1"]:
+            best = (t, s)
+    return best
+
+
+def _brief(s: Dict) -> Dict:
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in s.items()}
+
+
+def fit_finder(train: Sequence[OutlinedMicrograph], val: Sequence[OutlinedMicrograph],
+               settings: FinderTrainSettings, progress: Optional[Progress] = None,
+               cancel: Optional[CancelToken] = None, fold: Optional[int] = None, folds: Optional[int] = None,
+               remaining=None, source: str = "") -> LoadedFinder:
+    """Train on ``train``, choose thresholds and score on ``val`` (beside the classical finder)."""
+    from .classical import ClassicalFinder
+
+    median_d, min_area, n_particles = scale_of(train)
+    net, record = train_network(train, settings, progress, cancel, fold, folds, remaining)
+    card = FinderCard(widths=list(settings.widths), median_diameter_px=round(median_d, 3),
+                      min_area_px=round(min_area, 1),
+                      training={**{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(settings).items()},
+                                **record},
+                      data={"source": source, "micrographs": len(train), "particles": n_particles,
+                            "names": [d.name for d in train],
+                            "validation_names": [d.name for d in val]})
+    loaded = LoadedFinder(net, card)
+    flags = []
+    if record["stopped"] != "completed":
+        flags.append(f"training {record['stopped']} after {record['steps_done']} of {settings.steps} steps")
+    if val:
+        seed_t, learned = choose_seed_threshold(LearnedFinder("", preloaded=loaded), val)
+        card.seed_threshold = seed_t
+        classical = score_on(ClassicalFinder(), val)
+        card.metrics["validation"] = {"micrographs": len(val), "learned": _brief(learned),
+                                      "classical": _brief(classical)}
+        if learned["f1"] <= classical["f1"]:
+            flags.append(f"on the {len(val)} validation micrographs the learned finder (F1 {learned['f1']:.3f}) "
+                         f"does not beat the classical one (F1 {classical['f1']:.3f}): use --finder classical "
+                         "or train on more outlined micrographs")
+    else:
+        flags.append("not validated: no micrographs were held out (measure it with `emclassify find-eval --folds 5`)")
+    card.metrics["flags"] = flags
+    return loaded
+
+
+def train_finder(folder, settings: FinderTrainSettings = FinderTrainSettings(), progress: Optional[Progress] = None,
+                 cancel: Optional[CancelToken] = None) -> Tuple[LoadedFinder, List[Dict[str, str]]]:
+    """``emclassify train-finder FOLDER``: the trained finder and the micrographs that could not be read."""
+    from .evaluate import outlined_micrographs
+
+    folder = Path(folder)
+    data, errors = load_outlined(outlined_micrographs(folder), folder)
+    if len(data) < MIN_MICROGRAPHS:
+        raise FinderTrainingError(f"{folder}: {len(data)} usable outlined micrograph(s); at least {MIN_MICROGRAPHS} "
+                                  "are needed" + (f" ({len(errors)} could not be read)" if errors else ""))
+    train_idx, val_idx = split_validation(len(data), settings.val_fraction, settings.seed)
+    loaded = fit_finder([data[i] for i in train_idx], [data[i] for i in val_idx], settings, progress, cancel,
+                        source=str(folder))
+    if errors:
+        loaded.card.metrics.setdefault("flags", []).append(f"{len(errors)} micrograph(s) could not be read and were left out")
+    return loaded, errors

@@ -1,0 +1,262 @@
+"""The learned particle finder: network, maps -> instances, training, model files, CLI, cross-validation,
+and the end-to-end (found and classified) scores."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from emclassify.cli import main
+from emclassify.defaults import EXIT_USAGE
+from emclassify.finding import LearnedFinder, make_finder
+from emclassify.finding.evaluate import end_to_end_scores, micrograph_folds
+from emclassify.finding.finderfile import FinderCard, load_finder, save_finder
+from emclassify.finding.learned import instances_from_maps
+from emclassify.finding.matching import InstanceMatch, match_instances
+from emclassify.finding.training import (FinderTrainSettings, FinderTrainingError, centreness_target, load_outlined,
+                                         train_finder)
+from emclassify.finding.evaluate import outlined_micrographs
+from emclassify.finding.unet import FinderNet, normalise_micrograph, predict_maps
+from emclassify.modelfile import ModelFileError, load_model, read_safetensors
+from emclassify.synth import generate_micrographs
+
+QUICK = FinderTrainSettings(steps=40, batch=4, crop=128, val_fraction=0.25, seed=0)
+
+
+@pytest.fixture(scope="module")
+def fields(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fields")
+    generate_micrographs(out, "lamellarity", 4, seed=3, side=256, per_micrograph=8)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(fields, tmp_path_factory):
+    loaded, errors = train_finder(fields, QUICK)
+    path = save_finder(tmp_path_factory.mktemp("finder") / "finder.safetensors", loaded.net, loaded.card)
+    return loaded, path
+
+
+def two_touching_discs(side=64, r=12):
+    yy, xx = np.mgrid[:side, :side]
+    labels = np.zeros((side, side), np.int32)
+    labels[(yy - 32) ** 2 + (xx - 20) ** 2 <= r * r] = 1
+    labels[((yy - 32) ** 2 + (xx - 43) ** 2 <= r * r) & (labels == 0)] = 2
+    return labels
+
+
+# ---- from maps to particles -----------------------------------------------------------------------
+
+def test_centreness_peaks_in_each_particle_and_separates_touching_ones():
+    labels = two_touching_discs()
+    centre = centreness_target(labels)
+    assert centre[labels == 0].max() == 0
+    for k in (1, 2):
+        assert centre[labels == k].max() == pytest.approx(1.0)
+    # where the discs touch the centre-ness is low: a valley between two peaks
+    assert centre[32, 31] < 0.3 and centre[32, 20] > 0.9 and centre[32, 43] > 0.9
+
+
+def test_instances_from_ideal_maps_split_touching_particles_and_drop_small_ones():
+    labels = two_touching_discs()
+    labels[5:8, 5:8] = 3  # a 9 px speck
+    fg = (labels > 0).astype(np.float32)
+    found, scores = instances_from_maps(fg, centreness_target(labels), 0.5, 0.5, min_area_px=20)
+    m = match_instances(found, np.where(labels == 3, 0, labels))
+    assert m.tp == 2 and m.fp == 0 and min(iou for *_, iou in m.pairs) > 0.9
+    assert found[6, 6] == 0
+    assert set(scores) == set(np.unique(found[found > 0])) and all(v == pytest.approx(1.0) for v in scores.values())
+    # no seed anywhere: nothing found, not a crash
+    empty, s = instances_from_maps(fg, np.zeros_like(fg))
+    assert empty.max() == 0 and s == {}
+
+
+# ---- the network ----------------------------------------------------------------------------------
+
+def _random_net(seed=0):
+    torch.manual_seed(seed)
+    net = FinderNet((4, 8, 8, 16))
+    for m in net.modules():  # non-trivial batch-norm statistics, so folding is really exercised
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
+@pytest.mark.parametrize("native", [False, None])
+def test_inference_path_equals_the_training_graph_in_eval_mode(native):
+    net = _random_net()
+    x = torch.randn(2, 1, 40, 48)
+    with torch.no_grad():
+        ref = net(x)
+    assert torch.allclose(net.infer(x, native=native), ref, atol=1e-4, rtol=1e-4)
+
+
+def test_tiled_prediction_equals_whole_image_prediction():
+    net = _random_net(1)
+    img = normalise_micrograph(np.random.default_rng(0).normal(100, 20, (300, 261)))
+    whole = predict_maps(net, img, tile=4096)
+    tiled = predict_maps(net, img, tile=160, halo=64)
+    for a, b in zip(whole, tiled):
+        assert a.shape == img.shape
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_odd_sizes_and_flat_images_give_maps_of_their_own_size():
+    net = _random_net()
+    for shape in [(1, 1), (3, 500), (17, 9)]:
+        fg, centre = predict_maps(net, normalise_micrograph(np.zeros(shape)))
+        assert fg.shape == shape and centre.shape == shape and np.isfinite(fg).all()
+    assert not normalise_micrograph(np.full((10, 10), 7.0)).any()
+
+
+# ---- training, files ------------------------------------------------------------------------------
+
+def test_train_save_load_run_round_trip(trained, fields):
+    loaded, path = trained
+    card = loaded.card
+    assert card.data["micrographs"] == 3 and len(card.data["validation_names"]) == 1
+    v = card.metrics["validation"]
+    assert set(v) >= {"learned", "classical", "micrographs"} and 0 <= v["learned"]["f1"] <= 1
+    assert card.training["steps_done"] == QUICK.steps and card.training["stopped"] == "completed"
+    assert 0.3 <= card.seed_threshold <= 0.7
+    again = load_finder(path)
+    assert again.card.to_dict() == card.to_dict()
+    for k, t in loaded.net.state_dict().items():
+        assert torch.equal(t, again.net.state_dict()[k])
+    image = outlined_micrographs(fields)[0][0]
+    from emclassify.io import read_image
+    raw = read_image(image).array
+    a = LearnedFinder("", preloaded=loaded).find(raw)
+    b = make_finder("learned", model=str(path)).find(raw)
+    assert np.array_equal(a.labels, b.labels)
+    assert all(0 <= p.score <= 1 for p in b.particles)
+
+
+def test_training_learns_to_find_particles(fields):
+    """More steps on the same fields: it must beat an untrained network clearly on held-out fields."""
+    settings = FinderTrainSettings(steps=150, batch=4, crop=128, val_fraction=0.25, seed=1)
+    loaded, _ = train_finder(fields, settings)
+    learned = loaded.card.metrics["validation"]["learned"]
+    assert learned["f1"] >= 0.5 and learned["mean_iou"] >= 0.6
+
+
+def test_a_classifier_file_is_refused_as_a_finder_and_vice_versa(trained, tmp_path):
+    from emclassify.assets import default_model_path
+
+    _, path = trained
+    with pytest.raises(ModelFileError, match="classifier"):
+        load_finder(default_model_path())
+    with pytest.raises(ModelFileError, match="particle-finder"):
+        load_model(path)
+    with pytest.raises(ValueError, match="finder model|needs its model"):
+        make_finder("learned")
+    with pytest.raises(ValueError, match="polarity"):
+        make_finder("learned", model=str(path), polarity="dark")
+
+
+def test_a_card_that_does_not_match_its_weights_is_refused(trained, tmp_path):
+    loaded, _ = trained
+    card = FinderCard.from_dict({**loaded.card.to_dict(), "widths": [4, 8]})
+    bad = save_finder(tmp_path / "bad.safetensors", loaded.net, card)
+    with pytest.raises(ModelFileError, match="do not match"):
+        load_finder(bad)
+    for field, value in [("seed_threshold", 3.0), ("widths", "big"), ("median_diameter_px", float("nan")),
+                         ("arch", "yolo"), ("format_version", 99)]:
+        with pytest.raises(ModelFileError, match="invalid particle-finder card"):
+            FinderCard.from_dict({**loaded.card.to_dict(), field: value})
+
+
+def test_too_few_micrographs_is_a_clear_error(tmp_path):
+    out = tmp_path / "one"
+    generate_micrographs(out, "lamellarity", 1, seed=0, side=128, per_micrograph=3)
+    with pytest.raises(FinderTrainingError, match="at least 2"):
+        train_finder(out, QUICK)
+
+
+def test_unreadable_micrographs_are_listed_and_left_out(fields, tmp_path):
+    import shutil
+    copy = tmp_path / "f"
+    shutil.copytree(fields, copy)
+    (copy / "images" / "broken.tif").write_bytes(b"II*\x00garbage")
+    data, errors = load_outlined(outlined_micrographs(copy), copy)
+    assert len(data) == 4 and [e["micrograph"] for e in errors] == ["images/broken.tif"]
+
+
+# ---- end-to-end scores and folds --------------------------------------------------------------------
+
+def test_end_to_end_scores_count_finding_and_classifying_errors():
+    # outlined: 1 A, 2 A, 3 B. found: 10 matches 1 (called A: right), 11 matches 3 (called A: wrong),
+    # 12 matches nothing (called B). Outlined 2 is not found.
+    match = InstanceMatch(3, 3, [(10, 1, 0.9), (11, 3, 0.8)])
+    s = end_to_end_scores([(match, {10: "A", 11: "A", 12: "B"}, {1: "A", 2: "A", 3: "B"})], ["A", "B"])
+    # A: tp 1 (10), fp 1 (11), fn 1 (2)  -> 2/4;  B: tp 0, fp 1 (12), fn 1 (3) -> 0
+    assert s["per_class_f1"] == {"A": 0.5, "B": 0.0} and s["macro_f1"] == 0.25
+    assert s["matched_particles"] == 2 and s["matched_accuracy"] == 0.5
+
+
+def test_micrograph_folds_partition_the_micrographs():
+    parts = micrograph_folds(31, 5, seed=0)
+    flat = sorted(i for p in parts for i in p)
+    assert flat == list(range(31)) and max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+# ---- the command line -----------------------------------------------------------------------------
+
+def test_cli_train_finder_info_batch_and_find_eval(fields, tmp_path, capsys):
+    model = tmp_path / "finder.safetensors"
+    assert main(["train-finder", str(fields), "--out", str(model), "--steps", "20", "--batch", "2",
+                 "--crop", "96"]) == 0
+    assert "validation on 1 held-out micrographs" in capsys.readouterr().out
+    assert main(["info", str(model)]) == 0
+    assert "unet-centreness" in capsys.readouterr().out
+    assert main(["info", str(model), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["format"] == "emclassify-finder"
+
+    out = tmp_path / "run.csv"
+    rc = main(["batch", str(fields / "images"), "--micrographs", "--finder", "learned", "--finder-model", str(model),
+               "--out", str(out), "--quiet"])
+    assert rc in (0, 3) and out.exists()
+    summary = json.loads(out.with_suffix(".summary.json").read_text())
+    assert summary["finding"]["finder"] == "learned" and summary["finding"]["model_sha256"]
+
+    from emclassify.assets import default_model_path
+    metrics = tmp_path / "m.json"
+    assert main(["find-eval", str(fields), "--finder", "learned", "--finder-model", str(model),
+                 "--classifier", str(default_model_path()), "--out", str(metrics)]) == 0
+    text = capsys.readouterr().out
+    assert "end to end" in text
+    m = json.loads(metrics.read_text())
+    assert 0 <= m["end_to_end"]["macro_f1"] <= 1 and m["overall"]["micrographs"] == 4
+
+    cv = tmp_path / "cv.json"
+    assert main(["find-eval", str(fields), "--folds", "2", "--steps", "5", "--batch", "2", "--crop", "64",
+                 "--out", str(cv)]) == 0
+    r = json.loads(cv.read_text())
+    assert r["learned"]["overall"]["micrographs"] == 4 == r["classical"]["overall"]["micrographs"]
+    assert sorted(m for f in r["per_fold"] for m in f["test"]) == sorted(
+        p[0].relative_to(fields).as_posix() for p in outlined_micrographs(fields))
+
+
+def test_cli_learned_finder_without_or_with_a_wrong_model_file(fields, tmp_path, capsys):
+    from emclassify.assets import default_model_path
+
+    args = ["batch", str(fields / "images"), "--micrographs", "--finder", "learned", "--out", str(tmp_path / "x.csv")]
+    assert main(args) == EXIT_USAGE
+    assert "finder-model" in capsys.readouterr().err
+    assert main(args + ["--finder-model", str(default_model_path())]) == EXIT_USAGE
+    assert "classifier" in capsys.readouterr().err
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_the_finder_file_container_is_checked_like_a_model_file(tmp_path):
+    pickle = tmp_path / "f.safetensors"
+    pickle.write_bytes(b"\x80\x04junk")
+    with pytest.raises(ModelFileError, match="pickle"):
+        read_safetensors(pickle)
+    with pytest.raises(ModelFileError, match="pickle"):
+        load_finder(pickle)
