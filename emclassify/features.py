@@ -35,6 +35,8 @@ from scipy import ndimage
 
 from .segment import auto_mask
 
+# Version 1 still: moments and Hu invariants moved to scikit-image with the same values (held to the
+# hand-written version-1 formulas in tests/test_features.py), so models trained before keep working.
 FEATURES_VERSION = 1
 N_RADIAL = 16
 _SHAPE = ["area", "perimeter", "circularity", "eccentricity", "major_axis", "minor_axis",
@@ -49,36 +51,31 @@ FEATURE_NAMES: List[str] = _SHAPE + _HU + _ETA + _RADIAL + _EDGE + _INTENSITY + 
 N_FEATURES = len(FEATURE_NAMES)
 
 
-def _central_moments(weights: np.ndarray):
-    """Raw mass, centroid and central moments mu_pq (p+q <= 3) of a 2-D weight image."""
-    ys, xs = np.mgrid[0 : weights.shape[0], 0 : weights.shape[1]].astype(np.float64)
-    m00 = weights.sum()
+def _moments(weights: np.ndarray):
+    """Mass, centroid (cy, cx) and the normalised central moments of a 2-D weight image, by scikit-image.
+
+    Returns (m00, (cy, cx), mu, nu) with ``mu``/``nu`` indexed ``[row power, column power]`` up
+    to order 3 (scikit-image's convention: ``nu[q, p]`` is eta_pq with p the power of x = column),
+    or (0, (0, 0), None, None) for an empty image.
+    """
+    from skimage.measure import moments, moments_central, moments_normalized
+
+    raw = moments(weights, order=1)
+    m00 = float(raw[0, 0])
     if m00 <= 0:
-        return 0.0, (0.0, 0.0), {}
-    cy, cx = (weights * ys).sum() / m00, (weights * xs).sum() / m00
-    dy, dx = ys - cy, xs - cx
-    mu = {(p, q): float((weights * dx**p * dy**q).sum()) for p in range(4) for q in range(4) if 2 <= p + q <= 3}
-    return float(m00), (cy, cx), mu
+        return 0.0, (0.0, 0.0), None, None
+    cy, cx = raw[1, 0] / m00, raw[0, 1] / m00
+    mu = moments_central(weights, center=(cy, cx), order=3)
+    return m00, (cy, cx), mu, moments_normalized(mu, order=3)
 
 
-def _eta(mu, m00):
-    return {pq: v / m00 ** (1 + sum(pq) / 2) for pq, v in mu.items()}
+def hu_moments(nu: np.ndarray) -> np.ndarray:
+    """The 7 Hu invariants (scikit-image's ``moments_hu``) with x = column: ``nu`` as :func:`_moments`
+    returns it. The transpose keeps FEATURES_VERSION 1's sign of the 7th invariant (a reflection
+    flips it), which was computed with x as the first index."""
+    from skimage.measure import moments_hu
 
-
-def hu_moments(eta) -> np.ndarray:
-    """The 7 Hu invariants from normalised central moments ``eta[(p, q)]``."""
-    n20, n02, n11 = eta[(2, 0)], eta[(0, 2)], eta[(1, 1)]
-    n30, n03, n21, n12 = eta[(3, 0)], eta[(0, 3)], eta[(2, 1)], eta[(1, 2)]
-    a, b = n30 + n12, n21 + n03
-    return np.array([
-        n20 + n02,
-        (n20 - n02) ** 2 + 4 * n11**2,
-        (n30 - 3 * n12) ** 2 + (3 * n21 - n03) ** 2,
-        a**2 + b**2,
-        (n30 - 3 * n12) * a * (a**2 - 3 * b**2) + (3 * n21 - n03) * b * (3 * a**2 - b**2),
-        (n20 - n02) * (a**2 - b**2) + 4 * n11 * a * b,
-        (3 * n21 - n03) * a * (a**2 - 3 * b**2) - (n30 - 3 * n12) * b * (3 * a**2 - b**2),
-    ])
+    return moments_hu(np.ascontiguousarray(nu.T))
 
 
 def _log_hu(h: np.ndarray) -> np.ndarray:
@@ -86,7 +83,11 @@ def _log_hu(h: np.ndarray) -> np.ndarray:
 
 
 def perimeter(mask: np.ndarray) -> float:
-    """Crofton-style perimeter: 4-connected boundary edges x pi/4 (a disc of radius r -> ~2 pi r)."""
+    """Crofton-style perimeter: 4-connected boundary edges x pi/4 (a disc of radius r -> ~2 pi r).
+
+    Kept rather than ``skimage.measure.perimeter_crofton``: that estimator uses other directions and
+    weights, so its values differ and every feature-using model (FEATURES_VERSION 1) would need
+    retraining for no measured gain."""
     m = np.pad(mask.astype(np.int8), 1)
     edges = np.abs(np.diff(m, axis=0)).sum() + np.abs(np.diff(m, axis=1)).sum()
     return float(edges) * np.pi / 4
@@ -124,7 +125,11 @@ def _riu2_table() -> np.ndarray:
 
 
 def lbp_histogram(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Rotation-invariant uniform LBP(8, 1) histogram of the pixels in ``mask`` (10 bins, sums to 1)."""
+    """Rotation-invariant uniform LBP(8, 1) histogram of the pixels in ``mask`` (10 bins, sums to 1).
+
+    Kept rather than ``skimage.feature.local_binary_pattern(img, 8, 1, "uniform")``: scikit-image
+    samples a circle (its diagonal neighbours are interpolated at distance 1), this the 3x3 square
+    ring, so the codes differ and FEATURES_VERSION 1 models would need retraining."""
     p = np.pad(img.astype(np.float64), 1, mode="edge")
     c = p[1:-1, 1:-1]
     h, w = c.shape
@@ -165,19 +170,19 @@ def particle_features(image: np.ndarray, mask: Optional[np.ndarray] = None) -> n
 
     area = float(m.sum())
     per = perimeter(m)
-    m00, (cy, cx), mu = _central_moments(m.astype(np.float64))
-    cov = np.array([[mu[(2, 0)], mu[(1, 1)]], [mu[(1, 1)], mu[(0, 2)]]]) / m00
+    m00, (cy, cx), mu, nu = _moments(m.astype(np.float64))
+    cov = np.array([[mu[0, 2], mu[1, 1]], [mu[1, 1], mu[2, 0]]]) / m00  # x = column first
     lam = np.sort(np.linalg.eigvalsh(cov))[::-1].clip(min=0)
     ecc = float(np.sqrt(1 - lam[1] / lam[0])) if lam[0] > 0 else 0.0
     shape = [area, per, 4 * np.pi * area / per**2 if per > 0 else 0.0, ecc, 4 * np.sqrt(lam[0]),
              4 * np.sqrt(lam[1]), np.sqrt(4 * area / np.pi), _solidity(m, area)]
-    hu = _log_hu(hu_moments(_eta(mu, m00)))
+    hu = _log_hu(hu_moments(nu))
 
     darkness = np.where(m, np.clip(-rel, 0, None), 0.0)  # particles/membranes are darker than background
-    d00, _, dmu = _central_moments(darkness)
-    eta_d = _eta(dmu, d00) if d00 > 0 else {k: 0.0 for k in mu}
-    eta_vec = [eta_d[(2, 0)], eta_d[(1, 1)], eta_d[(0, 2)], eta_d[(3, 0)], eta_d[(2, 1)], eta_d[(1, 2)],
-               eta_d[(0, 3)]]
+    d00, _, _, nu_d = _moments(darkness)
+    # eta_pq (p = power of x = column): nu_d[q, p]
+    eta_vec = [0.0] * 7 if nu_d is None else [nu_d[q, p] for p, q in ((2, 0), (1, 1), (0, 2), (3, 0), (2, 1),
+                                                                     (1, 2), (0, 3))]
 
     radius = max(np.sqrt(area / np.pi), 1.0)
     yy, xx = np.mgrid[0 : img.shape[0], 0 : img.shape[1]]

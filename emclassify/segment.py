@@ -21,7 +21,12 @@ from scipy import ndimage
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold of a 1-D float array (between-class variance maximised)."""
+    """Otsu's threshold of a 1-D float array (between-class variance maximised).
+
+    The same value as ``skimage.filters.threshold_otsu(values, nbins=bins)`` (held to it in
+    tests/test_features.py), kept because it is faster where it runs, once per particle without a
+    mask: 0.68 vs 1.01 ms per 195 px particle (1 thread, this project's Intel VM, 2026-11-28).
+    """
     lo, hi = float(values.min()), float(values.max())
     if hi <= lo:
         return lo
