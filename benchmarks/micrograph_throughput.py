@@ -1,7 +1,8 @@
-"""Micrograph throughput: seconds per megapixel of the classical finder alone and of the whole
-micrograph run (decode, find, cut out, classify, write CSV + summary), side by side in one run.
+"""Micrograph throughput: seconds per megapixel of each finder alone and of the whole micrograph
+run (decode, find, cut out, classify, write CSV + summary), side by side in one run.
 
     python benchmarks/micrograph_throughput.py [--side 4096] [--n 2] [--per 300] [--json OUT]
+        [--finder-model finder.safetensors]   # also the learned finder (its U-Net native and reference)
 
 Micrographs are synthetic (``emclassify.synth.render_micrograph``: sparse liposomes, ~30 %
 touching); the bundled model classifies. Prints a Markdown table for BENCHMARKS.md.
@@ -24,6 +25,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2)
     ap.add_argument("--per", type=int, default=300)
     ap.add_argument("--json")
+    ap.add_argument("--finder-model", help="a learned finder's model file: time it too")
     args = ap.parse_args()
     import resource
 
@@ -37,23 +39,34 @@ def main() -> None:
         generate_micrographs(root / "m", "lamellarity", args.n, seed=11, side=args.side, per_micrograph=args.per)
         files = sorted((root / "m" / "images").glob("*.tif"))
         mpx = sum(read_image(f).array.size for f in files) / 1e6
-        finder = make_finder("classical")
-        t = time.perf_counter()
-        found = sum(len(finder.find(read_image(f).array)) for f in files)
-        t_find = time.perf_counter() - t
-        t = time.perf_counter()
-        out = run_batch(root / "m" / "images", out=root / "out.csv", finder=make_finder("classical"))
-        t_all = time.perf_counter() - t
+        rows, result = [], {}
+        finders = [("classical", make_finder("classical"), None)]
+        if args.finder_model:
+            finders += [("learned (native conv blocks)", make_finder("learned", model=args.finder_model), None),
+                        ("learned (PyTorch reference)", make_finder("learned", model=args.finder_model, native=False),
+                         False)]
+        for label, finder, _ in finders:
+            t = time.perf_counter()
+            found = sum(len(finder.find(read_image(f).array)) for f in files)
+            t_find = time.perf_counter() - t
+            rows.append((f"{label} finder alone (decode + find)", t_find, found))
+        for label, finder, native in finders:
+            if native is False:
+                continue
+            t = time.perf_counter()
+            out = run_batch(root / "m" / "images", out=root / f"out-{len(rows)}.csv", finder=finder)
+            t_all = time.perf_counter() - t
+            rows.append((f"end to end, {label} (`batch --micrographs`: decode, find, cut, classify, write)", t_all,
+                         sum(r.particle is not None for r in out.results)))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
               "cpus": __import__("os").cpu_count(), "micrographs": args.n, "side_px": args.side,
-              "megapixels": round(mpx, 2), "particles_found": found,
-              "finder_s_per_mpx": round(t_find / mpx, 3), "end_to_end_s_per_mpx": round(t_all / mpx, 3),
-              "end_to_end_mpx_per_s": round(mpx / t_all, 3), "rows": len(out.results), "peak_rss_mb": round(peak_mb)}
-    print("| step | s / megapixel | megapixel / s |\n|---|---|---|")
-    print(f"| classical finder alone (decode + find) | {t_find / mpx:.3f} | {mpx / t_find:.2f} |")
-    print(f"| end to end (`batch --micrographs`: decode, find, cut, classify, write) | {t_all / mpx:.3f} | "
-          f"{mpx / t_all:.2f} |")
+              "megapixels": round(mpx, 2), "peak_rss_mb": round(peak_mb),
+              "steps": [{"step": label, "s_per_mpx": round(t / mpx, 3), "mpx_per_s": round(mpx / t, 3),
+                         "particles": n} for label, t, n in rows]}
+    print("| step | s / megapixel | megapixel / s | particles |\n|---|---|---|---|")
+    for label, t, n in rows:
+        print(f"| {label} | {t / mpx:.3f} | {mpx / t:.2f} | {n} |")
     print(json.dumps(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

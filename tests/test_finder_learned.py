@@ -260,3 +260,57 @@ def test_the_finder_file_container_is_checked_like_a_model_file(tmp_path):
         read_safetensors(pickle)
     with pytest.raises(ModelFileError, match="pickle"):
         load_finder(pickle)
+
+
+# ---- parsers never raise anything but their own error (hypothesis) ----------------------------------
+
+from hypothesis import given, settings as hsettings, strategies as st  # noqa: E402
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                     max_leaves=12)
+_card_keys = st.sampled_from(["format", "format_version", "arch", "widths", "median_diameter_px", "min_area_px",
+                              "foreground_threshold", "seed_threshold", "training", "metrics", "data", "software",
+                              "name", "created"])
+
+
+@hsettings(max_examples=150, deadline=None)
+@given(st.dictionaries(_card_keys, _json, max_size=14) | _json)
+def test_finder_card_parser_accepts_or_names_the_problem(d):
+    valid = {"format": "emclassify-finder", "format_version": 1, "arch": "unet-centreness", "widths": [4, 8],
+             "median_diameter_px": 20.0, "min_area_px": 10.0}
+    for candidate in (d, {**valid, **d} if isinstance(d, dict) else d):
+        try:
+            card = FinderCard.from_dict(candidate)
+        except ModelFileError as exc:
+            assert "invalid particle-finder card" in str(exc)
+        else:
+            assert FinderCard.from_dict(card.to_dict()).to_dict() == card.to_dict()
+
+
+@hsettings(max_examples=100, deadline=None)
+@given(st.binary(max_size=300) | st.text(max_size=300).map(lambda t: ("micrograph,particle,label\n" + t).encode()))
+def test_particles_csv_parser_never_raises(tmp_path_factory, raw):
+    from emclassify.finding.evaluate import truth_classes
+    folder = tmp_path_factory.mktemp("csv")
+    (folder / "particles.csv").write_bytes(raw)
+    out = truth_classes(folder)
+    assert isinstance(out, dict) and all(isinstance(k[1], int) and isinstance(v, str) for k, v in out.items())
+
+
+def test_instance_images_with_odd_numbers(tmp_path):
+    """Huge label values are renumbered (no huge arrays); negative ones are an error naming the file."""
+    import tifffile
+    (tmp_path / "images").mkdir()
+    (tmp_path / "instances").mkdir()
+    img = np.full((40, 40), 200, np.uint8)
+    img[5:15, 5:15] = 50
+    big = np.zeros((40, 40), np.uint32)
+    big[5:15, 5:15] = 4_000_000_000
+    tifffile.imwrite(tmp_path / "images" / "a.tif", img)
+    tifffile.imwrite(tmp_path / "instances" / "a.tif", big)
+    tifffile.imwrite(tmp_path / "images" / "b.tif", img)
+    tifffile.imwrite(tmp_path / "instances" / "b.tif", np.where(big > 0, -3, 0).astype(np.int16))
+    data, errors = load_outlined(outlined_micrographs(tmp_path), tmp_path)
+    assert len(data) == 1 and data[0].labels.max() == 1 and (data[0].labels > 0).sum() == 100
+    assert errors == [{"micrograph": "images/b.tif", "error": errors[0]["error"]}] and "negative" in errors[0]["error"]

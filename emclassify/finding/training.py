@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
+from skimage.segmentation import relabel_sequential
 
 from ..defaults import FINDER_TRAINING
 from ..events import FinderStep, Progress, emit
@@ -109,9 +110,17 @@ def load_outlined(pairs: Sequence[Tuple[Path, Path]], root: Optional[Path] = Non
                                                         f"the micrograph {raw.shape[1]}x{raw.shape[0]} px"})
             continue
         if not np.issubdtype(labels.dtype, np.integer):
-            errors.append({"micrograph": name, "error": f"instance image is {labels.dtype}, not whole numbers"})
+            # the image reader widens 32-bit integers to float32: whole-number values are labels
+            if not (np.isfinite(labels).all() and (labels == np.round(labels)).all()):
+                errors.append({"micrograph": name, "error": "instance image holds fractions, not particle numbers"})
+                continue
+            labels = labels.astype(np.int64)
+        if labels.size and labels.min() < 0:
+            errors.append({"micrograph": name, "error": "instance image has negative labels (0 is background, "
+                                                        "1, 2, ... the particles)"})
             continue
-        labels = labels.astype(np.int32)
+        # 1..n whatever numbers the file used (a 32-bit label 4e9 must not size any array)
+        labels = relabel_sequential(labels)[0].astype(np.int32)
         good.append(OutlinedMicrograph(name, normalise_micrograph(raw), raw, labels,
                                        (labels > 0).astype(np.float32), centreness_target(labels)))
     return good, errors
