@@ -8,11 +8,9 @@
 #include <string>
 #include <vector>
 
-namespace emclassify {
+#include "preprocess_modes.h"
 
-// Values match emclassify::cuda::PreprocessMode / Normalization (csrc/cuda/kernels.h).
-enum class Mode { Surround = 0, Crop = 1, Mask = 2 };
-enum class Norm { ZScore = 0, MinMax = 1, Fixed = 2 };
+namespace emclassify {
 
 inline Mode parse_mode(const std::string& s) {
   if (s == "surround") return Mode::Surround;

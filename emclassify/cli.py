@@ -498,7 +498,6 @@ def _print_end_to_end(e: Dict) -> None:
 
 
 def cmd_find_eval(args) -> int:
-    from .atomic import write_text_atomic
     from .finding.evaluate import EvaluationError, evaluate_finder
     from .modelfile import ModelFileError
 
@@ -532,15 +531,24 @@ def cmd_find_eval(args) -> int:
         _print_end_to_end(result["end_to_end"])
     for e in result["errors"]:
         print(f"  error: {e['micrograph']}: {e['error']}", file=sys.stderr)
-    out = Path(args.out)
-    write_text_atomic(out, json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    _write_finder_metrics(args, result)
     return 3 if result["errors"] else 0
+
+
+def _write_finder_metrics(args, result) -> None:
+    """metrics JSON and its Markdown report (same stem, .md) next to it, atomically."""
+    from .atomic import write_text_atomic
+    from .finding.evaluate import report_markdown
+
+    out = Path(args.out)
+    write_text_atomic(out, json.dumps(result, indent=2, default=str) + "\n")
+    report = out.with_suffix(".md")
+    write_text_atomic(report, report_markdown(result, args.overlays))
+    print(f"wrote {out} and {report.name}")
 
 
 def _find_eval_folds(args, classifier) -> int:
     """``find-eval --folds K``: the learned finder trained per fold beside the classical one."""
-    from .atomic import write_text_atomic
     from .events import FinderStep, format_seconds
     from .finding import ClassicalFinder
     from .finding.evaluate import EvaluationError, cross_validate_finders
@@ -583,9 +591,7 @@ def _find_eval_folds(args, classifier) -> int:
             print(f"  fold {row['fold']}: {flag}", file=sys.stderr)
     for e in result["errors"]:
         print(f"  error: {e['micrograph']}: {e['error']}", file=sys.stderr)
-    out = Path(args.out)
-    write_text_atomic(out, json.dumps(result, indent=2, default=str) + "\n")
-    print(f"wrote {out}")
+    _write_finder_metrics(args, result)
     return 3 if result["errors"] else 0
 
 

@@ -87,8 +87,10 @@ def find_in(sample: Sample, finder, pixel_size_nm: Optional[float] = None) -> Fo
     return out
 
 
-def _micrograph_rows(found: FoundMicrograph, classifier: Classifier, context: int, batch_size: int,
-                     sides: Optional[Dict]) -> List[FileResult]:
+def micrograph_rows(found: FoundMicrograph, classifier: Classifier, context: int, batch_size: int,
+                    sides: Optional[Dict]) -> List[FileResult]:
+    """The CSV rows of one searched micrograph (steps 3-4 of the module doc): one per particle, or
+    one ``error`` / ``none_found`` row. sides: the model's training image sides (size warnings)."""
     rel = found.sample.relpath
     if found.error is not None:
         return [FileResult(path=rel, sha256=found.sha256, status="error", error=found.error.reason,
@@ -164,7 +166,7 @@ def classify_micrographs(
                 return
             found = pending.result()
             pending = pool.submit(find_in, todo[i + 1], finder, pixel_size_nm) if i + 1 < total else None
-            rows = _micrograph_rows(found, classifier, context, batch_size, sides)
+            rows = micrograph_rows(found, classifier, context, batch_size, sides)
             if on_found is not None:
                 on_found(found, rows)
             elapsed = time.perf_counter() - start

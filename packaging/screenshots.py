@@ -1,8 +1,9 @@
 """The README's screenshots, from real runs of the desktop app (offscreen), whole windows.
 
-    QT_QPA_PLATFORM=offscreen python packaging/screenshots.py [docs/images]
+    QT_QPA_PLATFORM=offscreen python packaging/screenshots.py [docs/images] [--only micrographs]
 
-Classify: the bundled samples with the bundled model. Review: the least confident of them, with
+Classify: the bundled samples with the bundled model. Micrographs: two synthetic 768 px fields
+classified as whole micrographs (classical finder), one particle selected. Review: the least confident of them, with
 saliency. Train and Cross-validate (3 folds): a synthetic lamellarity set (600 particles at a 60/30/10
 mix) with the default settings, so the curves and the confusion matrix are
 those of a real model, not a two-epoch test model. Folders are shown by name under a neutral
@@ -26,8 +27,41 @@ def wait(signal, seconds: float) -> None:
     loop.exec()
 
 
+def micrographs_shot(app, out: Path, demo: Path, work: Path) -> None:
+    from emclassify import synth
+    from emclassify.assets import default_model_path
+    from emclassify_gui.main_window import MainWindow
+
+    synth.generate_micrographs(demo / "fields", "lamellarity", 2, seed=5, side=768, per_micrograph=16)
+    w = MainWindow(QSettings(str(work / "settings-m.ini"), QSettings.IniFormat))
+    w.confirm_discard = lambda: True
+    w.resize(1280, 860)
+    w.show()
+    c = w.classify
+    c.input_kind.setCurrentIndex(c.input_kind.findData("micrographs"))
+    c.folder.setText(str(demo / "fields" / "images"))
+    c.set_model(str(default_model_path()))
+    c.run()
+    wait(c.finished, 300)
+    c.table.selectRow(2)
+    panel = c.micrograph_panel
+    for _ in range(120):
+        if panel.shown is not None:
+            break
+        wait(panel.job.done, 1) if panel.job is not None else app.processEvents()
+    app.processEvents()
+    w.grab().save(str(out / "micrographs.png"))
+    w.close()
+
+
 def main(argv=None) -> int:
-    out = Path((argv or sys.argv[1:] or ["docs/images"])[0])
+    args = list(argv or sys.argv[1:])
+    only = None
+    if "--only" in args:
+        i = args.index("--only")
+        only = args[i + 1]
+        del args[i:i + 2]
+    out = Path((args or ["docs/images"])[0])
     out.mkdir(parents=True, exist_ok=True)
     app = QApplication.instance() or QApplication(sys.argv[:1])
     from emclassify import synth
@@ -40,6 +74,9 @@ def main(argv=None) -> int:
         if demo.exists():
             shutil.rmtree(demo)
         shutil.copytree(sample_folder(), demo / "samples")
+        micrographs_shot(app, out, demo, work)
+        if only == "micrographs":
+            return 0
         synth.generate(demo / "lamellarity-600", "lamellarity", 600, seed=7, proportions=(0.6, 0.3, 0.1))
         w = MainWindow(QSettings(str(work / "settings.ini"), QSettings.IniFormat))
         w.confirm_discard = lambda: True

@@ -232,11 +232,14 @@ def test_cli_train_finder_info_batch_and_find_eval(fields, tmp_path, capsys):
     assert "end to end" in text
     m = json.loads(metrics.read_text())
     assert 0 <= m["end_to_end"]["macro_f1"] <= 1 and m["overall"]["micrographs"] == 4
+    report = metrics.with_suffix(".md").read_text()
+    assert "End to end with the learned finder" in report and report.count("synth") >= 4
 
     cv = tmp_path / "cv.json"
     assert main(["find-eval", str(fields), "--folds", "2", "--steps", "5", "--batch", "2", "--crop", "64",
                  "--out", str(cv)]) == 0
     r = json.loads(cv.read_text())
+    assert "| learned |" in cv.with_suffix(".md").read_text() and "| classical |" in cv.with_suffix(".md").read_text()
     assert r["learned"]["overall"]["micrographs"] == 4 == r["classical"]["overall"]["micrographs"]
     assert sorted(m for f in r["per_fold"] for m in f["test"]) == sorted(
         p[0].relative_to(fields).as_posix() for p in outlined_micrographs(fields))

@@ -3,6 +3,7 @@
 // The arithmetic is in conv_block_kernel.h (compiled per instruction set).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/Version.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -10,10 +11,6 @@
 #include <cstdlib>
 #include <string>
 #include <vector>
-
-#if defined(_MSC_VER)
-#include <intrin.h>
-#endif
 
 #include "../conv_layer.h"
 #include "../outputs.h"
@@ -28,27 +25,17 @@ struct Kernel {
   const char* name;
 };
 
-#if defined(_MSC_VER) && defined(_M_X64)
-// MSVC has no __builtin_cpu_supports: ask CPUID, and XGETBV whether the OS saves the registers.
-int cpuid_reg(int leaf, int reg) {
-  int r[4];
-  __cpuidex(r, leaf, 0);
-  return r[reg];
+// Which vector units this CPU and its OS support: torch's own answer (cpuinfo, with the OS's
+// register saving checked, and ATEN_CPU_CAPABILITY honoured), so emclassify never disagrees
+// with the ATen kernels it runs beside and carries no CPUID code of its own. Torch's AVX512
+// level asks for F+BW+DQ+VL, more than these kernels use (F): on a CPU with F alone they run
+// the AVX2 kernel, which is safe.
+const std::string& torch_cpu_capability() {
+  static const std::string capability = at::get_cpu_capability();
+  return capability;
 }
-bool os_saves(unsigned long long mask) { return (_xgetbv(0) & mask) == mask; }
-bool cpu_has_avx2() {
-  const int ecx1 = cpuid_reg(1, 2);
-  const bool osxsave = ecx1 & (1 << 27), fma = ecx1 & (1 << 12);
-  return cpuid_reg(0, 0) >= 7 && osxsave && fma && os_saves(0x6) && (cpuid_reg(7, 1) & (1 << 5));
-}
-bool cpu_has_avx512() { return cpu_has_avx2() && os_saves(0xE6) && (cpuid_reg(7, 1) & (1 << 16)); }
-#elif (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
-bool cpu_has_avx512() { return __builtin_cpu_supports("avx512f"); }
-bool cpu_has_avx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
-#else
-bool cpu_has_avx512() { return false; }
-bool cpu_has_avx2() { return false; }
-#endif
+bool cpu_has_avx512() { return torch_cpu_capability() == "AVX512"; }
+bool cpu_has_avx2() { return cpu_has_avx512() || torch_cpu_capability() == "AVX2"; }
 
 // The widest kernel this CPU runs; EMCLASSIFY_CPU_ISA=avx512|avx2|generic asks
 // for a narrower one (tests hold every variant to the reference this way).

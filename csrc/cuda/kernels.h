@@ -9,13 +9,14 @@
 
 #include <cstdint>
 
+#include "../preprocess_modes.h"
+
 namespace emclassify {
 namespace cuda {
 
 // ---- preprocessing (semantics: emclassify/preprocess.py and csrc/cpu/preprocess_cpu.cpp)
 
-enum PreprocessMode : int { kSurround = 0, kCrop = 1, kMask = 2 };
-enum Normalization : int { kZScore = 0, kMinMax = 1, kFixed = 2 };
+// mode and normalization are emclassify::Mode and emclassify::Norm (csrc/preprocess_modes.h) as int.
 
 // Where one image of the ragged batch lies in the packed buffers.
 struct ImageDesc {

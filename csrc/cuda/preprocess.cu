@@ -74,7 +74,7 @@ __host__ __device__ void region_stats(int tid, int nthreads, const Reduce& reduc
   // --- region -------------------------------------------------------------
   long long y0 = 0, y1 = H, x0 = 0, x1 = W;
   bool has_mask = false;
-  if (mode != kSurround) {
+  if (mode != static_cast<int>(Mode::Surround)) {
     if (mask != nullptr) {
       long long ymin = H, ymax = -1, xmin = W, xmax = -1;
       for (long long i = tid; i < HW; i += nthreads) {
@@ -101,7 +101,7 @@ __host__ __device__ void region_stats(int tid, int nthreads, const Reduce& reduc
       y0 = my, y1 = H - my, x0 = mx, x1 = W - mx;
     }
   }
-  const bool substitute = mode == kMask && has_mask;
+  const bool substitute = mode == static_cast<int>(Mode::Mask) && has_mask;
 
   // --- background (mask mode): mean of the pixels outside the mask ----------
   double bg = 0.0;
@@ -145,12 +145,12 @@ __host__ __device__ void region_stats(int tid, int nthreads, const Reduce& reduc
 
   const double mean = k + s1 / static_cast<double>(n);
   double shift, scale;
-  if (normalization == kZScore) {
+  if (normalization == static_cast<int>(Norm::ZScore)) {
     const double m1 = s1 / static_cast<double>(n);
     const double var = fmax(0.0, s2 / static_cast<double>(n) - m1 * m1);
     shift = mean;
     scale = 1.0 / fmax(sqrt(var), kEps);
-  } else if (normalization == kMinMax) {
+  } else if (normalization == static_cast<int>(Norm::MinMax)) {
     shift = lo;
     scale = 1.0 / fmax(hi - lo, kEps);
   } else {

@@ -89,11 +89,11 @@ def truth_classes(folder) -> Dict[Tuple[str, int], str]:
 def classify_found(image: np.ndarray, detections, classifier, batch_size: int = 64) -> Dict[int, str]:
     """Found particle index -> predicted class, cut out and classified as ``batch --micrographs`` does."""
     from ..io import Sample
-    from ..micrographs import FoundMicrograph, _micrograph_rows, crop_context
+    from ..micrographs import FoundMicrograph, crop_context, micrograph_rows
 
     found = FoundMicrograph(Sample(path=Path("micrograph"), relpath="micrograph"), image=image, detections=detections)
-    rows = _micrograph_rows(found, classifier, crop_context(classifier.card), classifier.images_per_batch(batch_size),
-                            None)
+    rows = micrograph_rows(found, classifier, crop_context(classifier.card), classifier.images_per_batch(batch_size),
+                           None)
     return {r.particle.index: r.predicted_class for r in rows if r.particle is not None and r.predicted_class}
 
 
@@ -301,3 +301,45 @@ def cross_validate_finders(folder, folds: int = 5, settings=None, classical=None
         out[name] = merged
     return out
 
+
+
+def _score_cells(o: Dict) -> str:
+    iou = "–" if o.get("mean_iou") is None else f"{o['mean_iou']:.3f}"
+    return (f"{o['true']} | {o['found']} | {o['matched']} | {o['precision']:.3f} | {o['recall']:.3f} | "
+            f"**{o['f1']:.3f}** | {iou} | {o['count_error_abs_mean'] or 0:.1f}")
+
+
+def report_markdown(result: Dict, overlays: Optional[str] = None) -> str:
+    """A readable report of :func:`evaluate_finder` or :func:`cross_validate_finders` results: overall
+    scores (both finders side by side after cross-validation), end-to-end scores, and one row per
+    micrograph with a link to its overlay when overlays were written."""
+    columns = "outlined | found | matched | precision | recall | F1 | mean IoU | mean abs. count error |"
+    head = f"| finder | {columns}\n|---|---|---|---|---|---|---|---|---|"
+    lines = [f"# Particle finding: {result['folder']}", "",
+             "Found particles are matched to outlined ones at IoU >= 0.5 (one to one, Hungarian matching).", ""]
+    cv = "per_fold" in result
+    named = [(n, result[n]) for n in ("learned", "classical")] if cv else [(result["finder"]["finder"], result)]
+    if cv:
+        lines += [f"{result['folds']}-fold cross-validation by micrograph: the learned finder was trained on the other "
+                  "micrographs of each fold (thresholds on an inner held-out part) and scored on the held-out ones, "
+                  "beside the classical finder on the same micrographs.", ""]
+    lines += [head] + [f"| {n} | {_score_cells(r['overall'])} |" for n, r in named if r.get("overall")]
+    for n, r in named:
+        e = r.get("end_to_end")
+        if e:
+            per = ", ".join(f"{c} {v:.3f}" for c, v in e["per_class_f1"].items())
+            lines += ["", f"End to end with the {n} finder (found and classified vs outlined): macro-F1 "
+                      f"**{e['macro_f1']:.3f}** ({per}); classes of the {e['matched_particles']} matched particles: "
+                      f"macro-F1 {e['matched_macro_f1']:.3f}."]
+    lines += ["", "## Per micrograph", "", f"| micrograph | finder | {columns}", "|---|---|---|---|---|---|---|---|---|---|"]
+    for n, r in named:
+        for row in r.get("per_micrograph", []):
+            name = row["micrograph"]
+            if overlays and (not cv or n == "learned"):  # overlays are drawn for the learned finder in CV
+                name = f"[{name}]({Path(overlays) / (Path(row['micrograph']).stem + '.png')})"
+            lines.append(f"| {name} | {n} | {_score_cells(row)} |")
+    for e in result.get("errors", []):
+        lines.append(f"\nError: {e['micrograph']}: {e['error']}")
+    if overlays:
+        lines += ["", f"Overlays in `{overlays}`: found outlines red, outlined particles green."]
+    return "\n".join(lines) + "\n"
