@@ -317,3 +317,78 @@ def test_instance_images_with_odd_numbers(tmp_path):
     data, errors = load_outlined(outlined_micrographs(tmp_path), tmp_path)
     assert len(data) == 1 and data[0].labels.max() == 1 and (data[0].labels > 0).sum() == 100
     assert errors == [{"micrograph": "images/b.tif", "error": errors[0]["error"]}] and "negative" in errors[0]["error"]
+
+
+# ---- COCO polygons instead of instance images ------------------------------------------------------
+
+def _coco_from_instances(folder, out_json):
+    """Write the instance images of a synthetic folder as COCO polygons (contours at 0.5)."""
+    import csv as _csv
+    from skimage.measure import find_contours
+    from emclassify.io import read_image
+    classes = {(r["micrograph"], int(r["particle"])): r["label"]
+               for r in _csv.DictReader(open(folder / "particles.csv", newline=""))}
+    names = sorted(set(classes.values()))
+    doc = {"images": [], "annotations": [], "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)]}
+    for i, (img, inst) in enumerate(outlined_micrographs(folder)):
+        labels = read_image(inst).array.astype(int)
+        rel = img.relative_to(folder).as_posix()
+        doc["images"].append({"id": i, "file_name": rel, "width": labels.shape[1], "height": labels.shape[0]})
+        for k in range(1, labels.max() + 1):
+            contour = max(find_contours(np.pad(labels == k, 1).astype(float), 0.5), key=len) - 1 + 0.5
+            doc["annotations"].append({"image_id": i, "category_id": names.index(classes[(rel, k)]) + 1,
+                                       "segmentation": [contour[:, ::-1].ravel().round(2).tolist()]})
+    out_json.write_text(json.dumps(doc))
+
+
+def test_coco_polygons_stand_in_for_instance_images(fields, tmp_path):
+    import shutil
+    from emclassify.finding.evaluate import truth_classes
+    copy = tmp_path / "coco"
+    shutil.copytree(fields / "images", copy / "images")
+    _coco_from_instances(fields, copy / "annotations.coco.json")
+    from_coco, errors = load_outlined(outlined_micrographs(copy), copy)
+    from_tiff, _ = load_outlined(outlined_micrographs(fields), fields)
+    assert not errors and len(from_coco) == len(from_tiff) == 4
+    for a, b in zip(from_coco, from_tiff):
+        m = match_instances(a.labels, b.labels)
+        assert m.tp == b.labels.max() and min(iou for *_, iou in m.pairs) > 0.85
+    # classes come from the COCO categories when there is no particles.csv
+    coco_classes, csv_classes = truth_classes(copy), truth_classes(fields)
+    assert coco_classes == csv_classes
+
+
+def test_coco_problems_are_named(tmp_path):
+    from emclassify.finding.coco import CocoError, read_coco
+    bad = tmp_path / "a.json"
+    bad.write_text("{not json")
+    with pytest.raises(CocoError, match="a.json"):
+        read_coco(bad)
+    bad.write_text(json.dumps({"images": []}))
+    with pytest.raises(CocoError, match="not a COCO file"):
+        read_coco(bad)
+    doc = {"images": [{"id": 1, "file_name": "images/m.tif", "width": 20, "height": 20}],
+           "categories": [{"id": 1, "name": "A"}],
+           "annotations": [{"image_id": 1, "category_id": 1, "segmentation": {"counts": "xx", "size": [20, 20]}},
+                           {"image_id": 1, "category_id": 9, "segmentation": [[1, 1, 5, 1, 5, 5]]},
+                           {"image_id": 1, "category_id": 1, "segmentation": [[1, 1, 8, 1, 8, 8, 1, 8]]}]}
+    bad.write_text(json.dumps(doc))
+    image = read_coco(bad)["images/m.tif"]
+    assert len(image.particles) == 1 and len(image.problems) == 2
+    assert "RLE" in image.problems[0] and "category_id 9" in image.problems[1]
+
+
+@hsettings(max_examples=150, deadline=None)
+@given(_json | st.fixed_dictionaries({"images": st.lists(_json, max_size=3), "annotations": st.lists(_json, max_size=3),
+                                      "categories": st.lists(_json, max_size=3)}))
+def test_coco_parser_accepts_or_names_the_problem(tmp_path_factory, doc):
+    from emclassify.finding.coco import CocoError, read_coco
+    path = tmp_path_factory.mktemp("coco") / "c.json"
+    path.write_text(json.dumps(doc))
+    try:
+        table = read_coco(path)
+    except CocoError as exc:
+        assert "c.json" in str(exc)
+    else:
+        for image in table.values():
+            assert image.labels().shape == (image.height, image.width)

@@ -38,19 +38,56 @@ class EvaluationError(Exception):
 
 
 def outlined_micrographs(folder) -> List[tuple]:
-    """(image path, instance path) pairs of a folder in the layout of the module doc."""
+    """(image path, instance source) pairs of a folder: ``images/`` with either ``instances/`` (the
+    source is the label TIFF's path) or a COCO file of polygons (:mod:`.coco`; the source is its
+    :class:`~.coco.CocoImage`, or None for a micrograph the file does not list). Read a source with
+    :func:`read_instances`."""
+    from .coco import CocoError, find_coco, read_coco
+
     folder = Path(folder)
     images, instances = folder / "images", folder / "instances"
-    if not images.is_dir() or not instances.is_dir():
-        raise EvaluationError(f"{folder}: expected images/ and instances/ folders (micrographs and their "
-                              "instance label images of the same names)")
-    pairs = []
-    for p in sorted(images.iterdir()):
-        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
-            pairs.append((p, instances / f"{p.stem}.tif"))
-    if not pairs:
+    if not images.is_dir():
+        raise EvaluationError(f"{folder}: expected an images/ folder of micrographs, with instances/ (instance label "
+                              "images of the same names) or a COCO file of outlined particles")
+    files = [p for p in sorted(images.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+    if not files:
         raise EvaluationError(f"{images}: no micrographs found")
-    return pairs
+    if instances.is_dir():
+        return [(p, instances / f"{p.stem}.tif") for p in files]
+    coco_path = find_coco(folder)
+    if coco_path is None:
+        raise EvaluationError(f"{folder}: neither instances/ (instance label images) nor a COCO file "
+                              "(annotations.coco.json) of outlined particles")
+    try:
+        table = read_coco(coco_path)
+    except CocoError as exc:
+        raise EvaluationError(str(exc)) from None
+    by_name = {Path(k).name: v for k, v in table.items()}
+    return [(p, table.get(p.relative_to(folder).as_posix()) or by_name.get(p.name)) for p in files]
+
+
+def read_instances(source, shape) -> np.ndarray:
+    """int64 instance labels of one micrograph of ``shape`` from an :func:`outlined_micrographs`
+    source; ValueError saying why they cannot be used."""
+    from .coco import CocoImage
+
+    if source is None:
+        raise ValueError("the COCO file does not list this micrograph")
+    if isinstance(source, CocoImage):
+        if (source.height, source.width) != tuple(shape):
+            raise ValueError(f"the COCO file gives it {source.width}x{source.height} px, the micrograph is "
+                             f"{shape[1]}x{shape[0]} px")
+        if source.problems:
+            raise ValueError(f"the COCO file's outlines of it cannot be used: {source.problems[0]}")
+        return source.labels().astype(np.int64)
+    try:
+        truth = read_image(source, checksum=False, with_pixel_size=False).array
+    except ImageReadError as exc:
+        raise ValueError(str(exc)) from None
+    if truth.shape != tuple(shape):
+        raise ValueError(f"instance image is {truth.shape[1]}x{truth.shape[0]} px, the micrograph "
+                         f"{shape[1]}x{shape[0]} px")
+    return truth
 
 
 def overlay_png(image: np.ndarray, found: np.ndarray, truth: np.ndarray) -> bytes:
@@ -71,8 +108,15 @@ def overlay_png(image: np.ndarray, found: np.ndarray, truth: np.ndarray) -> byte
 
 def truth_classes(folder) -> Dict[Tuple[str, int], str]:
     """(micrograph path relative to the folder, particle number) -> class, from ``particles.csv``
-    (``micrograph,particle,label,...``); empty when the file is absent or unreadable."""
+    (``micrograph,particle,label,...``), else from the COCO categories when the outlines are COCO;
+    empty when neither can be read."""
     path = Path(folder) / "particles.csv"
+    if not path.is_file() and not (Path(folder) / "instances").is_dir():
+        try:
+            return {(p.relative_to(folder).as_posix(), k): c for p, src in outlined_micrographs(folder)
+                    if src is not None and not isinstance(src, Path) for k, c in src.classes().items()}
+        except EvaluationError:
+            return {}
     out: Dict[Tuple[str, int], str] = {}
     try:
         with open(path, newline="", encoding="utf-8") as fh:
@@ -147,18 +191,18 @@ def end_to_end_scores(records: Sequence[Tuple[InstanceMatch, Dict[int, str], Dic
             "matched_macro_f1": round(float(np.mean(list(matched_f1.values()))), 4)}
 
 
-def _read_pair(folder: Path, image_path: Path, instance_path: Path):
+def _read_pair(folder: Path, image_path: Path, source):
     """(relative name, image, truth labels) or (relative name, error message)."""
     rel = image_path.relative_to(folder).as_posix()
     try:
         image = read_image(image_path, with_pixel_size=False).array
-        truth = read_image(instance_path, checksum=False, with_pixel_size=False).array.astype(np.int64)
     except ImageReadError as exc:
         return rel, str(exc)
-    if truth.shape != image.shape:
-        return rel, (f"instance image is {truth.shape[1]}x{truth.shape[0]} px, "
-                     f"the micrograph {image.shape[1]}x{image.shape[0]} px")
-    return rel, image, truth
+    try:
+        truth = read_instances(source, image.shape)
+    except ValueError as exc:
+        return rel, str(exc)
+    return rel, image, truth.astype(np.int64)
 
 
 def _evaluate_pairs(folder: Path, pairs, finder, overlays=None, classifier=None, truths=None,

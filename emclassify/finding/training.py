@@ -93,21 +93,23 @@ def centreness_target(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def load_outlined(pairs: Sequence[Tuple[Path, Path]], root: Optional[Path] = None
+def load_outlined(pairs: Sequence[tuple], root: Optional[Path] = None
                   ) -> Tuple[List[OutlinedMicrograph], List[Dict[str, str]]]:
-    """Read (micrograph, instance image) pairs; unreadable or mismatched ones are listed as errors."""
+    """Read (micrograph, instance source) pairs (:func:`~.evaluate.outlined_micrographs`); unreadable
+    or mismatched ones are listed as errors."""
+    from .evaluate import read_instances
+
     good, errors = [], []
-    for image_path, instance_path in pairs:
+    for image_path, source in pairs:
         name = image_path.relative_to(root).as_posix() if root else image_path.name
         try:
             raw = read_image(image_path, with_pixel_size=False).array
-            labels = read_image(instance_path, checksum=False, with_pixel_size=False).array
+            labels = read_instances(source, raw.shape)
         except ImageReadError as exc:
             errors.append({"micrograph": name, "error": str(exc)})
             continue
-        if labels.shape != raw.shape:
-            errors.append({"micrograph": name, "error": f"instance image is {labels.shape[1]}x{labels.shape[0]} px, "
-                                                        f"the micrograph {raw.shape[1]}x{raw.shape[0]} px"})
+        except ValueError as exc:
+            errors.append({"micrograph": name, "error": str(exc)})
             continue
         if not np.issubdtype(labels.dtype, np.integer):
             # the image reader widens 32-bit integers to float32: whole-number values are labels
