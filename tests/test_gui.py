@@ -302,7 +302,7 @@ def test_micrograph_mode_outlines_click_to_row_and_review(qtbot, window, tmp_pat
     run_classify(qtbot, window, fields / "images")
     rows = tab.model.rows
     assert rows and all(r.particle is not None for r in rows if r.status == "ok")
-    assert tab.micrograph_panel.isVisible()
+    assert tab.right_pages.isTabVisible(1)
     first = next(r for r in rows if r.ok)
     tab.table.setCurrentIndex(tab.proxy.mapFromSource(tab.model.index(rows.index(first), 1)))
     panel = tab.micrograph_panel

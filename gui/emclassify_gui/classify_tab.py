@@ -9,7 +9,7 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyMod
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
                                QHBoxLayout, QHeaderView, QLabel, QLineEdit, QProgressBar, QPushButton, QSplitter,
-                               QTableView, QTextBrowser, QVBoxLayout, QWidget)
+                               QTableView, QTabWidget, QTextBrowser, QVBoxLayout, QWidget)
 
 from emclassify.assets import default_model_path
 from emclassify.defaults import FINDER_NAMES
@@ -255,7 +255,6 @@ class ClassifyTab(QWidget):
         self.table.setTextElideMode(Qt.ElideLeft)  # keep the file name, shorten the folders
         self.model.modelReset.connect(self._size_columns)
         self.micrograph_panel = MicrographPanel()
-        self.micrograph_panel.setVisible(False)
         self.micrograph_panel.particle_clicked.connect(self.select_particle)
         self.table.selectionModel().currentRowChanged.connect(self._row_selected)
         self.table.doubleClicked.connect(
@@ -298,12 +297,12 @@ class ClassifyTab(QWidget):
         rv = QVBoxLayout(composition)
         rv.addWidget(self.chart)
         rv.addWidget(self.composition)
-        right = QSplitter(Qt.Vertical)  # micrograph runs: the selected particle's micrograph above
-        right.addWidget(self.micrograph_panel)
-        right.addWidget(composition)
-        right.setChildrenCollapsible(False)
-        right.setSizes([380, 320])
-        self.chart.setMinimumHeight(170)
+        # Micrograph runs add a page with the selected particle's micrograph (tab bar shown only then).
+        right = self.right_pages = QTabWidget()
+        right.addTab(composition, "Composition")
+        right.addTab(self.micrograph_panel, "Micrograph")
+        right.setTabVisible(1, False)
+        right.tabBar().setVisible(False)
         split = QSplitter()
         split.addWidget(left)
         split.addWidget(right)
@@ -433,9 +432,12 @@ class ClassifyTab(QWidget):
         """Empty the table for ``run``'s classes (its rows arrive batch by batch, or all at once)."""
         self.run_record = run
         self.model.reset(run.classes, run.root)
-        self.micrograph_panel.setVisible(run.micrographs)
+        self.right_pages.setTabVisible(1, run.micrographs)
+        self.right_pages.tabBar().setVisible(run.micrographs)
         if run.micrographs:
             self.micrograph_panel.set_run(run, run.classes)
+        else:
+            self.right_pages.setCurrentIndex(0)
         self.class_filter.blockSignals(True)
         self.class_filter.clear()
         self.class_filter.addItem("all classes", "")
@@ -519,8 +521,9 @@ class ClassifyTab(QWidget):
         return True
 
     def _row_selected(self, current, _previous=None) -> None:
-        if not current.isValid() or not self.micrograph_panel.isVisible():
+        if not current.isValid() or self.run_record is None or not self.run_record.micrographs:
             return
+        self.right_pages.setCurrentWidget(self.micrograph_panel)
         r = self.model.rows[self.proxy.mapToSource(current).row()]
         rows = [x for x in self.model.rows if x.path == r.path]
         self.micrograph_panel.show_particle(r.path, rows, r.particle.index if r.particle else None)
