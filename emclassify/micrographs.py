@@ -195,6 +195,10 @@ class ParticleLookup:
         finder = run.finder if run.finder is not None else finder_from_record(run.finding)
         return cls(run.root, finder, crop_context(run.trained.card))
 
+    def has(self, relpath: str) -> bool:
+        """Whether ``relpath``'s particles are in memory (so :meth:`particle` returns at once)."""
+        return relpath in self._cache
+
     def micrograph(self, relpath: str) -> tuple:
         """(image, Detections) of one micrograph of the run."""
         if relpath not in self._cache:

@@ -329,3 +329,10 @@ def test_micrograph_mode_outlines_click_to_row_and_review(qtbot, window, tmp_pat
     ds = load_dataset(labels_dir)
     assert [s.group for s in ds.samples] == [os.path.splitext(os.path.basename(relpath))[0]]
     assert ds.samples[0].label == current.predicted_class and ds.samples[0].mask is not None
+    # a micrograph whose particles are not in memory is searched in a worker, not the GUI thread
+    panel.lookup._cache.clear()
+    other_row = next(r for r in review.items if r is not current)
+    window._review_result(other_row)
+    assert review.image is None and "finding the particles" in review.message.text()
+    qtbot.waitUntil(lambda: review.image is not None, timeout=60_000)
+    assert review.items[review.current] is other_row and review.mask.any()

@@ -75,8 +75,11 @@ class MicrographPanel(QWidget):
             self.caption.setText(f"finding the particles of {html.escape(relpath)}…")
             self.job = Job(find_job, self.lookup, relpath)
             self.job.done.connect(self._found)
-            self.job.failed.connect(lambda msg: self.caption.setText(f"Outlines cannot be shown: {html.escape(msg)}"))
+            self.job.failed.connect(self._find_failed)  # a bound method runs in the GUI thread, a lambda would not
             self.job.start(self)
+
+    def _find_failed(self, message: str) -> None:
+        self.caption.setText(f"Outlines cannot be shown: {html.escape(message)}")
 
     def _found(self, result) -> None:
         self.shown = result

@@ -20,6 +20,7 @@ from emclassify.review import ReviewStore, current_user
 from emclassify.saliency import saliency_map
 
 from .imaging import compose, saliency_key
+from .micrograph_view import find_job
 from .widgets import ZoomView, error_label
 from .workers import Job
 
@@ -199,6 +200,16 @@ class ReviewTab(QWidget):
                 lookup = self.classify_tab.micrograph_panel.lookup
                 if lookup is None:
                     raise ValueError(self.classify_tab.micrograph_panel.caption.text())
+                if not lookup.has(r.path):  # finding its micrograph's particles again takes a while
+                    self.image = self.mask = None
+                    self.message.setText(f"finding the particles of {r.path}…")
+                    self.find_job = Job(find_job, lookup, r.path)
+                    self.find_job.row = row
+                    # bound methods, not lambdas: a lambda would run in the worker's thread
+                    self.find_job.done.connect(self._particles_found)
+                    self.find_job.failed.connect(self.message.setText)
+                    self.find_job.start(self)
+                    return
                 self.image, self.mask = lookup.particle(r)
             else:
                 self.image = read_image(root / r.path).array
@@ -224,9 +235,18 @@ class ReviewTab(QWidget):
             self.classifier = Classifier(self.classify_tab.run_record.trained, device="cpu")
         row = self.current
         self.job = Job(saliency_job, self.classifier, self.image, self.mask)
-        self.job.done.connect(lambda sal, row=row: self._saliency_ready(row, sal))
+        self.job.row = row
+        self.job.done.connect(self._saliency_done)  # a bound method runs in the GUI thread, a lambda would not
         self.job.failed.connect(self.message.setText)
         self.job.start(self)
+
+    def _particles_found(self, _result) -> None:
+        row = getattr(self.sender(), "row", None)
+        if row is not None and row == self.current:
+            self.show_item(row)
+
+    def _saliency_done(self, sal) -> None:
+        self._saliency_ready(getattr(self.sender(), "row", None), sal)
 
     def _saliency_ready(self, row, sal) -> None:
         if row == self.current:
