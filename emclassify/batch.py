@@ -195,6 +195,14 @@ def _run_identity(trained, folder: Path, finding: Optional[Dict] = None) -> Dict
     return identity
 
 
+def _finding_identity(finding):
+    """The finder settings a resumed run must share: a learned finder's model by its SHA-256, not by
+    where the file lies (moving it does not make it another finder)."""
+    if isinstance(finding, dict) and finding.get("model_sha256"):
+        return {k: v for k, v in finding.items() if k != "model"}
+    return finding
+
+
 def _check_same_run(source: Path, recorded: Dict, identity: Dict) -> None:
     if recorded.get("model_sha256") != identity["model_sha256"]:
         sha = str(recorded.get("model_sha256") or "unknown")
@@ -204,7 +212,7 @@ def _check_same_run(source: Path, recorded: Dict, identity: Dict) -> None:
     if recorded.get("folder") != identity["folder"]:
         raise BatchError(f"{source}: written for folder {recorded.get('folder')!r}, not {identity['folder']!r}; "
                          "choose another --out, or drop --resume to start over")
-    if recorded.get("finding") != identity.get("finding"):
+    if _finding_identity(recorded.get("finding")) != _finding_identity(identity.get("finding")):
         def what(f):
             return "particle images" if not f else f"micrographs ({json.dumps(f, sort_keys=True)})"
         raise BatchError(f"{source}: written for {what(recorded.get('finding'))}, this run classifies "

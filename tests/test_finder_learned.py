@@ -392,3 +392,19 @@ def test_coco_parser_accepts_or_names_the_problem(tmp_path_factory, doc):
     else:
         for image in table.values():
             assert image.labels().shape == (image.height, image.width)
+
+
+def test_resume_knows_a_moved_finder_file_by_its_content(trained, fields, tmp_path, capsys):
+    import shutil
+    loaded, path = trained
+    out = tmp_path / "run.csv"
+    args = ["batch", str(fields / "images"), "--micrographs", "--finder", "learned", "--out", str(out), "--quiet"]
+    assert main(args + ["--finder-model", str(path)]) in (0, 3)
+    moved = tmp_path / "elsewhere" / "finder.safetensors"
+    moved.parent.mkdir()
+    shutil.copy(path, moved)
+    assert main(args + ["--finder-model", str(moved), "--resume"]) in (0, 3)
+    # another finder (other weights) is refused
+    other = save_finder(tmp_path / "other.safetensors", FinderNet(loaded.card.widths), loaded.card)
+    rc = main(args + ["--finder-model", str(other), "--resume"])
+    assert rc not in (0, 3) and "written for micrographs" in capsys.readouterr().err
