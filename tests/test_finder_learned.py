@@ -12,7 +12,7 @@ from emclassify.cli import main
 from emclassify.defaults import EXIT_USAGE
 from emclassify.finding import LearnedFinder, make_finder
 from emclassify.finding.evaluate import end_to_end_scores, micrograph_folds
-from emclassify.finding.finderfile import FinderCard, load_finder, save_finder
+from emclassify.finding.finderfile import FinderCard, format_finder_card, load_finder, save_finder
 from emclassify.finding.learned import instances_from_maps
 from emclassify.finding.matching import InstanceMatch, match_instances
 from emclassify.finding.training import (FinderTrainSettings, FinderTrainingError, centreness_target, load_outlined,
@@ -272,13 +272,15 @@ from hypothesis import given, settings as hsettings, strategies as st  # noqa: E
 _json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
                      lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
                      max_leaves=12)
+_metrics = st.fixed_dictionaries({"validation": st.fixed_dictionaries(
+    {"learned": st.dictionaries(st.sampled_from(["f1", "mean_iou"]), _json), "classical": _json}), "flags": _json})
 _card_keys = st.sampled_from(["format", "format_version", "arch", "widths", "median_diameter_px", "min_area_px",
                               "foreground_threshold", "seed_threshold", "training", "metrics", "data", "software",
                               "name", "created"])
 
 
 @hsettings(max_examples=150, deadline=None)
-@given(st.dictionaries(_card_keys, _json, max_size=14) | _json)
+@given(st.dictionaries(_card_keys, _json, max_size=14) | _json | st.builds(lambda m: {"metrics": m}, _metrics))
 def test_finder_card_parser_accepts_or_names_the_problem(d):
     valid = {"format": "emclassify-finder", "format_version": 1, "arch": "unet-centreness", "widths": [4, 8],
              "median_diameter_px": 20.0, "min_area_px": 10.0}
@@ -289,6 +291,7 @@ def test_finder_card_parser_accepts_or_names_the_problem(d):
             assert "invalid particle-finder card" in str(exc)
         else:
             assert FinderCard.from_dict(card.to_dict()).to_dict() == card.to_dict()
+            assert format_finder_card(card)  # any valid card prints (metrics may hold anything)
 
 
 @hsettings(max_examples=100, deadline=None)

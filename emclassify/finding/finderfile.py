@@ -167,14 +167,21 @@ def format_finder_card(card: FinderCard, path=None, sha256: str = "") -> str:
         lines.append(f"  data: {d.get('micrographs', '?')} micrographs, {d.get('particles', '?')} particles"
                      f" from {d.get('source', '?')}")
     v = card.metrics.get("validation")
-    if isinstance(v, dict) and v.get("learned"):
-        le, cl = v["learned"], v.get("classical") or {}
-        lines.append(f"  validation on {v.get('micrographs', '?')} held-out micrographs: F1 {le.get('f1', 0):.3f}, "
-                     f"mean IoU {le.get('mean_iou', 0):.3f}"
-                     + (f" (classical finder on the same: F1 {cl.get('f1', 0):.3f}, IoU {cl.get('mean_iou', 0):.3f})"
+    if isinstance(v, dict) and isinstance(v.get("learned"), dict):
+        le = v["learned"]
+        cl = v.get("classical") if isinstance(v.get("classical"), dict) else {}
+        lines.append(f"  validation on {v.get('micrographs', '?')} held-out micrographs: F1 {_num(le.get('f1'))}, "
+                     f"mean IoU {_num(le.get('mean_iou'))}"
+                     + (f" (classical finder on the same: F1 {_num(cl.get('f1'))}, IoU {_num(cl.get('mean_iou'))})"
                         if cl else ""))
     else:
         lines.append("  validation: none (no micrographs were held out; measure it with `emclassify find-eval --folds`)")
-    for flag in card.metrics.get("flags", []):
+    flags = card.metrics.get("flags", [])
+    for flag in flags if isinstance(flags, list) else [flags]:
         lines.append(f"  WARNING: {flag}")
     return "\n".join(lines)
+
+
+def _num(v) -> str:
+    """A score as printed in a card: 3 decimals, or "n/a" (no particle matched, or not a number)."""
+    return f"{v:.3f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "n/a"
