@@ -20,7 +20,8 @@ class Canvas(FigureCanvasQTAgg):
 class CompositionChart(Canvas):
     """Per-class raw percentages (bars) and adjusted percentages with 95 % intervals (points)."""
 
-    def show_summary(self, summary: dict) -> None:
+    def show_summary(self, summary: dict, unit: str = "files") -> None:
+        """unit: what was classified ("files", or "particles" in a micrograph run)."""
         fig = self.figure
         fig.clear()
         ax = fig.add_subplot(1, 1, 1)
@@ -36,7 +37,7 @@ class CompositionChart(Canvas):
             ax.errorbar(x, est, yerr=[est - lo, hi - est], fmt="o", color="#c0392b", capsize=4,
                         label="adjusted % (95 % interval)")
         ax.set_xticks(x, classes, rotation=20, ha="right")
-        ax.set_ylabel("% of classified files")
+        ax.set_ylabel(f"% of classified {unit}")
         ax.set_ylim(0, 118)  # head room above 100 % so the legend never covers a bar
         ax.set_yticks(range(0, 101, 20))
         ax.legend(fontsize=8, loc="upper center", ncols=2, frameon=False)

@@ -293,7 +293,7 @@ class ClassifyTab(QWidget):
         lv.setContentsMargins(0, 0, 0, 0)
         lv.addLayout(filters)
         lv.addWidget(self.table)
-        composition = QGroupBox("Composition")
+        composition = self.composition_box = QGroupBox("Composition")  # untitled when its tab shows
         rv = QVBoxLayout(composition)
         rv.addWidget(self.chart)
         rv.addWidget(self.composition)
@@ -434,6 +434,7 @@ class ClassifyTab(QWidget):
         self.model.reset(run.classes, run.root)
         self.right_pages.setTabVisible(1, run.micrographs)
         self.right_pages.tabBar().setVisible(run.micrographs)
+        self.composition_box.setTitle("" if run.micrographs else "Composition")
         if run.micrographs:
             self.micrograph_panel.set_run(run, run.classes)
         else:
@@ -561,9 +562,10 @@ class ClassifyTab(QWidget):
 
     def show_composition(self) -> None:
         s = self.summary
-        self.chart.show_summary(s)
+        unit = "particles" if self.run_record is not None and self.run_record.micrographs else "files"
+        self.chart.show_summary(s, unit)
         adj = s.get("adjusted", {}).get("classes")
-        rows = ["<table cellspacing=4><tr><th align=left>class</th><th>files</th><th>%</th>"
+        rows = [f"<table cellspacing=4><tr><th align=left>class</th><th>{unit}</th><th>%</th>"
                 + ("<th>adjusted %<br>[95 % interval]</th>" if adj else "") + "</tr>"]
         for c, n in s["counts"].items():
             cell = ""
