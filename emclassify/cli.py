@@ -703,14 +703,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     fe = sub.add_parser(
         "find-eval", help="measure a particle finder on micrographs with outlined particles",
-        description="Run a particle finder on FOLDER/images/* and score it against FOLDER/instances/* (instance "
-        "label images): precision, recall and F1 at IoU >= 0.5, mean IoU of matches, count error per micrograph.")
-    fe.add_argument("folder", help="folder with images/ and instances/ (e.g. from emclassify synth --micrographs)")
+        description="Run a particle finder on FOLDER/images/* and score it against the outlined particles "
+        "(FOLDER/instances/* instance label images, or a COCO file such as FOLDER/annotations.coco.json): "
+        "precision, recall and F1 at IoU >= 0.5, mean IoU of matches, count error per micrograph. Writes the "
+        "metrics JSON and a Markdown report beside it.")
+    fe.add_argument("folder", help="folder with images/ and instances/ or a COCO file (e.g. from emclassify synth "
+                                   "--micrographs)")
     fe.add_argument("--finder", default=DEFAULT_FINDER, choices=FINDER_NAMES, help=f"default {DEFAULT_FINDER}")
     fe.add_argument("--finder-model", metavar="FILE", help="the learned finder's model file (from train-finder)")
     fe.add_argument("--classifier", metavar="MODEL",
                     help="also classify the found particles and score them end to end against FOLDER/particles.csv "
-                         "(a classifier not trained on these micrographs)")
+                         "or the COCO categories (a classifier not trained on these micrographs)")
     fe.add_argument("--folds", type=int, default=None, metavar="K",
                     help="cross-validate instead: train the learned finder on the other micrographs of each of K "
                          "folds and score it beside the classical finder on the held-out ones")
@@ -725,9 +728,10 @@ def build_parser() -> argparse.ArgumentParser:
     tf = sub.add_parser(
         "train-finder", help="train the learned particle finder on micrographs with outlined particles",
         description="Train a small U-Net to find particles (touching ones separated) on FOLDER/images/* with "
-        "FOLDER/instances/* (instance label images); whole micrographs are held out to choose thresholds and to "
+        "FOLDER/instances/* (instance label images) or a COCO file of polygons; whole micrographs are held out to choose thresholds and to "
         "score it beside the classical finder. Writes a safetensors model file with a card.")
-    tf.add_argument("folder", help="folder with images/ and instances/ (e.g. from emclassify synth --micrographs)")
+    tf.add_argument("folder", help="folder with images/ and instances/ or a COCO file (e.g. from emclassify synth "
+                                   "--micrographs)")
     tf.add_argument("--out", "-o", default="finder.safetensors", help="model file (default finder.safetensors)")
     _finder_training_args(tf)
     tf.set_defaults(func=cmd_train_finder)
