@@ -109,9 +109,7 @@ def cmd_batch(args) -> int:
     from .reports import format_summary
 
     from .defaults import EXIT_USAGE
-    from .finding import make_finder
     from .io.microscope import PixelSizeError, parse_length
-    from .modelfile import ModelFileError
 
     if args.quiet:
         _silence_libraries()
@@ -122,11 +120,8 @@ def cmd_batch(args) -> int:
         return EXIT_USAGE
     finder = None
     if args.micrographs:
-        try:
-            finder = make_finder(args.finder, diameter_px=args.particle_diameter, polarity=args.polarity,
-                                 exclude_border=args.exclude_border or None, model=args.finder_model)
-        except (ValueError, ModelFileError) as exc:
-            print(f"emclassify batch: {exc}", file=sys.stderr)
+        finder = _finder_from_args(args, "batch")
+        if finder is None:
             return EXIT_USAGE
     elif any(v is not None for v in (args.particle_diameter, args.polarity, args.save_crops, args.save_labels,
                                      args.finder_model)) or args.exclude_border:
@@ -470,12 +465,14 @@ def cmd_bench(args) -> int:
     return 0
 
 def _finder_from_args(args, command: str):
-    """The finder named on the command line, or None after printing why it cannot be made."""
+    """The finder named on the command line (``batch``, ``find-eval``), or None after printing why it
+    cannot be made."""
     from .finding import make_finder
     from .modelfile import ModelFileError
 
     try:
         return make_finder(args.finder, diameter_px=args.particle_diameter, polarity=args.polarity,
+                           exclude_border=getattr(args, "exclude_border", False) or None,
                            model=getattr(args, "finder_model", None))
     except (ValueError, ModelFileError) as exc:
         print(f"emclassify {command}: {exc}", file=sys.stderr)
@@ -550,7 +547,6 @@ def _write_finder_metrics(args, result) -> None:
 def _find_eval_folds(args, classifier) -> int:
     """``find-eval --folds K``: the learned finder trained per fold beside the classical one."""
     from .events import FinderStep, format_seconds
-    from .finding import ClassicalFinder
     from .finding.evaluate import EvaluationError, cross_validate_finders
     from .finding.training import FinderTrainingError
 
@@ -558,11 +554,8 @@ def _find_eval_folds(args, classifier) -> int:
         print("emclassify find-eval: --folds trains the learned finder per fold and compares it with the classical "
               "one; --finder/--finder-model do not apply", file=sys.stderr)
         return 2
-    try:
-        classical = ClassicalFinder(**{k: v for k, v in (("diameter_px", args.particle_diameter),
-                                                          ("polarity", args.polarity)) if v is not None})
-    except ValueError as exc:
-        print(f"emclassify find-eval: {exc}", file=sys.stderr)
+    classical = _finder_from_args(args, "find-eval")  # the classical finder: checked just above
+    if classical is None:
         return 2
     settings = _finder_settings(args)
     if settings is None:
@@ -636,6 +629,9 @@ def cmd_train_finder(args) -> int:
     return 3 if errors else 0
 
 
+OUTLINED_FOLDER_HELP = "folder with images/ and instances/ or a COCO file (e.g. from emclassify synth --micrographs)"
+
+
 def _finder_training_args(parser) -> None:
     from .defaults import FINDER_TRAINING as S
 
@@ -707,8 +703,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(FOLDER/instances/* instance label images, or a COCO file such as FOLDER/annotations.coco.json): "
         "precision, recall and F1 at IoU >= 0.5, mean IoU of matches, count error per micrograph. Writes the "
         "metrics JSON and a Markdown report beside it.")
-    fe.add_argument("folder", help="folder with images/ and instances/ or a COCO file (e.g. from emclassify synth "
-                                   "--micrographs)")
+    fe.add_argument("folder", help=OUTLINED_FOLDER_HELP)
     fe.add_argument("--finder", default=DEFAULT_FINDER, choices=FINDER_NAMES, help=f"default {DEFAULT_FINDER}")
     fe.add_argument("--finder-model", metavar="FILE", help="the learned finder's model file (from train-finder)")
     fe.add_argument("--classifier", metavar="MODEL",
@@ -728,10 +723,10 @@ def build_parser() -> argparse.ArgumentParser:
     tf = sub.add_parser(
         "train-finder", help="train the learned particle finder on micrographs with outlined particles",
         description="Train a small U-Net to find particles (touching ones separated) on FOLDER/images/* with "
-        "FOLDER/instances/* (instance label images) or a COCO file of polygons; whole micrographs are held out to choose thresholds and to "
-        "score it beside the classical finder. Writes a safetensors model file with a card.")
-    tf.add_argument("folder", help="folder with images/ and instances/ or a COCO file (e.g. from emclassify synth "
-                                   "--micrographs)")
+        "FOLDER/instances/* (instance label images) or a COCO file of polygons; whole micrographs are held out "
+        "to choose thresholds and to score it beside the classical finder. Writes a safetensors model file with "
+        "a card.")
+    tf.add_argument("folder", help=OUTLINED_FOLDER_HELP)
     tf.add_argument("--out", "-o", default="finder.safetensors", help="model file (default finder.safetensors)")
     _finder_training_args(tf)
     tf.set_defaults(func=cmd_train_finder)

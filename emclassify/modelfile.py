@@ -206,14 +206,36 @@ def file_sha256(path, chunk: int = 1 << 20) -> str:
 
 def save_model(path, model: torch.nn.Module, card: ModelCard) -> Path:
     """Write weights + card to ``path`` atomically (temp file, then rename)."""
+    return write_safetensors(path, model, card.to_dict())
+
+
+def write_safetensors(path, module: torch.nn.Module, card: Dict[str, Any]) -> Path:
+    """A module's weights and a card (JSON object) as one safetensors file, atomically: the
+    container of classifier and particle-finder files alike."""
     from safetensors.torch import save_file
 
     path = Path(path)
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    meta = {CARD_KEY: json.dumps(card.to_dict(), sort_keys=True)}
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        save_file(tensors, str(tmp), metadata={CARD_KEY: json.dumps(card, sort_keys=True)})
     return path
+
+
+def non_finite_weights(tensors: Dict[str, torch.Tensor]) -> List[str]:
+    """Names of floating-point tensors holding NaN or infinite values (a broken model), sorted."""
+    return sorted(k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all()))
+
+
+def shape_mismatch(build, tensors: Dict[str, torch.Tensor], expected_by: str = "the network") -> Optional[str]:
+    """None when ``tensors`` fit the module ``build()`` makes, else the first differing key with
+    both shapes. The module is built on the meta device: no memory, whatever the file claims."""
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in build().state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in tensors.items()}
+    if expected == got:
+        return None
+    k = (sorted(set(expected) ^ set(got)) or [k for k in expected if expected[k] != got[k]])[0]
+    return f"{k} is {got.get(k, 'missing')} in the file, {expected.get(k, 'not expected')} for {expected_by}"
 
 
 def _describe_foreign(head: bytes) -> str:
@@ -308,15 +330,10 @@ def _network_from(tensors, card, arch: str) -> torch.nn.Module:
     n_features = int(tensors["feature_mean"].numel()) if "feature_mean" in tensors else 0
     build = lambda: create_model(arch, num_classes=len(card.classes),  # noqa: E731
                                  input_size=card.preprocess.size, n_features=n_features)
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in build().state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in tensors.items()}
-    if expected != got:
-        diff = sorted(set(expected) ^ set(got)) or [k for k in expected if expected[k] != got[k]]
-        k = diff[0]
+    mismatch = shape_mismatch(build, tensors, "the architecture")
+    if mismatch:
         raise ValueError(f"weights do not match architecture {arch!r} at input size "
-                         f"{card.preprocess.size} px: {k} is {got.get(k, 'missing')} in the file, "
-                         f"{expected.get(k, 'not expected')} for the architecture")
+                         f"{card.preprocess.size} px: {mismatch}")
     model = build()
     try:
         model.load_state_dict(tensors, strict=True)
@@ -334,9 +351,9 @@ def load_model(path) -> TrainedModel:
 
     path = Path(path)
     card, tensors = _open(path)
-    bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    bad = non_finite_weights(tensors)
     if bad:
-        raise ModelFileError(f"{path}: weights contain NaN or infinite values ({', '.join(sorted(bad)[:5])}); "
+        raise ModelFileError(f"{path}: weights contain NaN or infinite values ({', '.join(bad[:5])}); "
                              "the model is broken and would give meaningless probabilities")
     try:
         base, fused = parse_arch(card.arch)

@@ -45,7 +45,7 @@ from typing import Dict, Optional
 import numpy as np
 from scipy import ndimage
 
-from .detections import Detections, measure
+from .detections import Detections, measure, without_border_particles
 
 TARGET_DIAMETER_PX = 24.0   # particles are found at about this size (px) after binning
 ESTIMATE_SIDE = 1024        # the diameter is estimated on a copy binned to at most this side
@@ -264,10 +264,8 @@ class ClassicalFinder:
             labels = np.zeros(img.shape, np.int32)
             labels[: up.shape[0], : up.shape[1]] = up
         det = measure(labels, scores, pixel_size_nm)
-        if self.exclude_border and any(p.touches_border for p in det.particles):
-            cut = [p.index for p in det.particles if p.touches_border]
-            det = measure(np.where(np.isin(det.labels, cut), 0, det.labels),
-                          {p.index: p.score for p in det.particles}, pixel_size_nm)
+        if self.exclude_border:
+            det = without_border_particles(det, pixel_size_nm)
         det.notes.extend(notes)
         return det
 

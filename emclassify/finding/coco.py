@@ -143,7 +143,8 @@ def find_coco(folder) -> Path | None:
 
 def _looks_like_coco(path: Path) -> bool:
     try:
-        head = path.read_bytes()[:4096]
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
     except OSError:
         return False
     return b'"images"' in head or b'"annotations"' in head

@@ -117,6 +117,18 @@ def measure(labels: np.ndarray, scores: Optional[Dict[int, float]] = None,
     return Detections(relabelled.astype(np.int32, copy=False), particles)
 
 
+def without_border_particles(det: Detections, pixel_size_nm: Optional[float] = None) -> Detections:
+    """``det`` without the particles cut by the micrograph's edge (the finders' ``exclude_border``),
+    remeasured so the rest are renumbered 1..n; scores and notes are kept."""
+    if not any(p.touches_border for p in det.particles):
+        return det
+    cut = [p.index for p in det.particles if p.touches_border]
+    out = measure(np.where(np.isin(det.labels, cut), 0, det.labels), {p.index: p.score for p in det.particles},
+                  pixel_size_nm)
+    out.notes = list(det.notes)
+    return out
+
+
 def cut_out(image: np.ndarray, labels: np.ndarray, particle: Particle, context: int
             ) -> Tuple[np.ndarray, np.ndarray, Tuple[int, int, int, int]]:
     """The particle image a classifier sees: its box grown by ``context`` px per side (clipped to

@@ -106,14 +106,15 @@ def overlay_png(image: np.ndarray, found: np.ndarray, truth: np.ndarray) -> byte
     return buf.getvalue()
 
 
-def truth_classes(folder) -> Dict[Tuple[str, int], str]:
+def truth_classes(folder, pairs: Optional[List[tuple]] = None) -> Dict[Tuple[str, int], str]:
     """(micrograph path relative to the folder, particle number) -> class, from ``particles.csv``
     (``micrograph,particle,label,...``), else from the COCO categories when the outlines are COCO;
-    empty when neither can be read."""
+    empty when neither can be read. pairs: :func:`outlined_micrographs` of the folder when already
+    listed (its COCO file is then not parsed again)."""
     path = Path(folder) / "particles.csv"
     if not path.is_file() and not (Path(folder) / "instances").is_dir():
         try:
-            return {(p.relative_to(folder).as_posix(), k): c for p, src in outlined_micrographs(folder)
+            return {(p.relative_to(folder).as_posix(), k): c for p, src in (pairs or outlined_micrographs(folder))
                     if src is not None and not isinstance(src, Path) for k, c in src.classes().items()}
         except EvaluationError:
             return {}
@@ -155,7 +156,7 @@ def end_to_end_scores(records: Sequence[Tuple[InstanceMatch, Dict[int, str], Dic
     per_class_matched = {c: [0, 0, 0] for c in classes}  # tp, fp, fn among matched particles only
     for match, predicted, truth in records:
         paired_found = {f: t for f, t, _ in match.pairs}
-        paired_true = set(paired_found.values())
+        found_of_true = {t: f for f, t in paired_found.items()}
         for f, p in predicted.items():
             t = paired_found.get(f)
             if p in tp and t is not None and truth.get(t) == p:
@@ -165,7 +166,7 @@ def end_to_end_scores(records: Sequence[Tuple[InstanceMatch, Dict[int, str], Dic
         for t, c in truth.items():
             if c not in fn:
                 continue
-            f = next((f for f, tt in paired_found.items() if tt == t), None) if t in paired_true else None
+            f = found_of_true.get(t)
             if f is None or predicted.get(f) != c:
                 fn[c] += 1
         for f, t in paired_found.items():
@@ -253,17 +254,18 @@ def evaluate_finder(folder, finder, overlays=None, progress: Optional[Callable[[
     classifier: an :class:`emclassify.inference.Classifier` for the end-to-end scores (module doc).
     """
     folder = Path(folder)
-    truths = _classifier_truths(folder, classifier)
-    out = _evaluate_pairs(folder, outlined_micrographs(folder), finder, overlays, classifier, truths, progress)
+    pairs = outlined_micrographs(folder)
+    truths = _classifier_truths(folder, classifier, pairs)
+    out = _evaluate_pairs(folder, pairs, finder, overlays, classifier, truths, progress)
     out.pop("_records", None)
     out.pop("_matches")
     return {"folder": str(folder), "iou_threshold": 0.5, **out}
 
 
-def _classifier_truths(folder: Path, classifier):
+def _classifier_truths(folder: Path, classifier, pairs):
     if classifier is None:
         return None
-    truths = truth_classes(folder)
+    truths = truth_classes(folder, pairs)
     if not truths:
         raise EvaluationError(f"{folder}/particles.csv (micrograph,particle,label) is needed to score classes "
                               "end to end; it is missing or unreadable")
@@ -301,7 +303,7 @@ def cross_validate_finders(folder, folds: int = 5, settings=None, classical=None
     data, errors = load_outlined(pairs, folder)
     by_name = {d.name: d for d in data}
     usable = [p for p in pairs if p[0].relative_to(folder).as_posix() in by_name]
-    truths = truth_classes(folder) if classifier_for is not None else None
+    truths = truth_classes(folder, pairs) if classifier_for is not None else None
     parts = micrograph_folds(len(usable), folds, seed)
     results = {"learned": [], "classical": []}
     fold_rows = []

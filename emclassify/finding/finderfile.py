@@ -7,17 +7,15 @@ classifier, or a classifier given as a finder, is refused with a message saying 
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import torch
 
-from ..atomic import atomic_path
-from ..modelfile import (CARD_KEY, FINDER_FORMAT_NAME, FORMAT_NAME as CLASSIFIER_FORMAT_NAME, ModelFileError, file_sha256,
-                         read_safetensors, software_versions, utc_now)
+from ..modelfile import (FINDER_FORMAT_NAME, FORMAT_NAME as CLASSIFIER_FORMAT_NAME, ModelFileError, file_sha256,
+                         non_finite_weights, read_safetensors, shape_mismatch, software_versions, utc_now,
+                         write_safetensors)
 from .unet import ARCH, FinderNet
 
 FORMAT_VERSION = 1
@@ -115,13 +113,7 @@ class LoadedFinder:
 
 def save_finder(path, net: FinderNet, card: FinderCard) -> Path:
     """Write weights + card to ``path`` atomically."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={CARD_KEY: json.dumps(card.to_dict(), sort_keys=True)})
-    return path
+    return write_safetensors(path, net, card.to_dict())
 
 
 def read_finder_card(path) -> FinderCard:
@@ -133,16 +125,12 @@ def load_finder(path) -> LoadedFinder:
     path = Path(path)
     card_dict, tensors = read_safetensors(path)
     card = FinderCard.from_dict(card_dict, source=str(path))
-    bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    bad = non_finite_weights(tensors)
     if bad:
-        raise ModelFileError(f"{path}: weights contain NaN or infinite values ({', '.join(sorted(bad)[:5])})")
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in FinderNet(card.widths).state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in tensors.items()}
-    if expected != got:
-        k = (sorted(set(expected) ^ set(got)) or [k for k in expected if expected[k] != got[k]])[0]
-        raise ModelFileError(f"{path}: weights do not match a finder U-Net of widths {card.widths}: {k} is "
-                             f"{got.get(k, 'missing')} in the file, {expected.get(k, 'not expected')} for the network")
+        raise ModelFileError(f"{path}: weights contain NaN or infinite values ({', '.join(bad[:5])})")
+    mismatch = shape_mismatch(lambda: FinderNet(card.widths), tensors)
+    if mismatch:
+        raise ModelFileError(f"{path}: weights do not match a finder U-Net of widths {card.widths}: {mismatch}")
     net = FinderNet(card.widths)
     net.load_state_dict(tensors, strict=True)
     net.eval()

@@ -29,7 +29,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 from scipy import ndimage
 
-from .detections import Detections, measure
+from .detections import Detections, measure, without_border_particles
 from .finderfile import LoadedFinder, load_finder
 from .unet import normalise_micrograph, predict_maps
 
@@ -150,10 +150,8 @@ class LearnedFinder:
         fg_t, seed_t = thresholds or (card.foreground_threshold, card.seed_threshold)
         labels, scores = instances_from_maps(fg, centre, fg_t, seed_t, card.min_area_px / scale ** 2)
         det = measure(labels, scores, pixel_size_nm)
-        if self.exclude_border and any(p.touches_border for p in det.particles):
-            cut = [p.index for p in det.particles if p.touches_border]
-            det = measure(np.where(np.isin(det.labels, cut), 0, det.labels),
-                          {p.index: p.score for p in det.particles}, pixel_size_nm)
+        if self.exclude_border:
+            det = without_border_particles(det, pixel_size_nm)
         if scale != 1.0:
             det.notes.append(f"micrograph resampled by {scale:.2f} so that {self.diameter_px:g} px particles "
                              f"appear at the finder's trained {card.median_diameter_px:.0f} px")

@@ -142,15 +142,17 @@ def split_validation(n: int, fraction: float, seed: int) -> Tuple[List[int], Lis
 def _sample(rng: np.random.Generator, data: Sequence[OutlinedMicrograph], weights: np.ndarray, crop: int):
     """One augmented (image, foreground, centre) crop, float32 each (crop x crop)."""
     m = data[rng.choice(len(data), p=weights)]
-    H, W = m.image.shape
-    stack = np.stack([m.image, m.foreground, m.centre])
+    image, fg, centre = m.image, m.foreground, m.centre
+    H, W = image.shape
     if H < crop or W < crop:  # small micrographs are padded (edge values; zero targets)
-        ph, pw = max(0, crop - H), max(0, crop - W)
-        img = np.pad(stack[0], ((0, ph), (0, pw)), mode="edge")
-        stack = np.concatenate([img[None], np.pad(stack[1:], ((0, 0), (0, ph), (0, pw)))])
-        H, W = stack.shape[1:]
+        pad = ((0, max(0, crop - H)), (0, max(0, crop - W)))
+        image, fg, centre = np.pad(image, pad, mode="edge"), np.pad(fg, pad), np.pad(centre, pad)
+        H, W = image.shape
     y, x = rng.integers(0, H - crop + 1), rng.integers(0, W - crop + 1)
-    a = np.rot90(stack[:, y:y + crop, x:x + crop], int(rng.integers(4)), axes=(1, 2))
+    # cut first, then stack: stacking whole maps would copy the micrograph three times per crop
+    window = (slice(y, y + crop), slice(x, x + crop))
+    stack = np.stack([image[window], fg[window], centre[window]])
+    a = np.rot90(stack, int(rng.integers(4)), axes=(1, 2))
     if rng.random() < 0.5:
         a = a[:, :, ::-1]
     a = np.array(a, dtype=np.float32)
