@@ -323,10 +323,35 @@ def _print_flags(flags) -> None:
         print(format_flags(flags), file=sys.stderr, flush=True)
 
 
+def _out_file_problem(out, kind: str = "a model file", example: str = "model.safetensors") -> Optional[str]:
+    """Why ``--out`` cannot take ``kind`` (checked before the work, so none is lost), or None."""
+    import os
+    import stat
+
+    path = Path(out)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        return f"{path}: cannot use as output: {exc.strerror or exc}"
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        return f"{path}: is a folder; --out must name {kind}, e.g. {path / example}"
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        return f"{path}: is not a regular file (a device or pipe); --out must name {kind}"
+    if path.parent.exists() and not path.parent.is_dir():
+        return f"{path}: {path.parent} is not a folder"
+    return None
+
+
 def cmd_train(args) -> int:
     from .modelfile import format_card
     from .training import train
 
+    problem = _out_file_problem(args.out)
+    if problem:
+        print(f"emclassify train: {problem}", file=sys.stderr)
+        return 2
     prepared = _prepare(args, "train")
     if isinstance(prepared, int):
         return prepared
@@ -498,6 +523,10 @@ def cmd_find_eval(args) -> int:
     from .finding.evaluate import EvaluationError, evaluate_finder
     from .modelfile import ModelFileError
 
+    problem = _out_file_problem(args.out, "a JSON file", "finder-metrics.json")
+    if problem:
+        print(f"emclassify find-eval: {problem}", file=sys.stderr)
+        return 2
     classifier = None
     if args.classifier:
         from .inference import Classifier
@@ -607,6 +636,10 @@ def cmd_train_finder(args) -> int:
 
     settings = _finder_settings(args)
     if settings is None:
+        return 2
+    problem = _out_file_problem(args.out)
+    if problem:
+        print(f"emclassify train-finder: {problem}", file=sys.stderr)
         return 2
     bar = ProgressBar("training")
 

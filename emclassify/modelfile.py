@@ -294,6 +294,9 @@ def read_safetensors(path, with_tensors: bool = True):
     size = st.st_size
     # safetensors: 8-byte little-endian header length, then a JSON header starting with '{'.
     header_len = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
+    if len(head) >= 9 and head[8:9] == b"{" and size - 8 < header_len <= 100 * 2**20:
+        raise ModelFileError(f"{path}: truncated model file (its header announces {header_len} bytes, the file "
+                             f"holds {size} in all)")
     if len(head) < 9 or not (0 < header_len <= min(size - 8, 100 * 2**20)) or head[8:9] != b"{":
         raise ModelFileError(f"{path}: not an emclassify model file ({_describe_foreign(head)})")
     try:

@@ -411,3 +411,17 @@ def test_resume_knows_a_moved_finder_file_by_its_content(trained, fields, tmp_pa
     other = save_finder(tmp_path / "other.safetensors", FinderNet(loaded.card.widths), loaded.card)
     rc = main(args + ["--finder-model", str(other), "--resume"])
     assert rc not in (0, 3) and "written for micrographs" in capsys.readouterr().err
+
+
+def test_unusable_outputs_and_truncated_files_are_refused_before_any_work(fields, trained, tmp_path, capsys):
+    _, path = trained
+    folder_out = tmp_path / "a-folder"
+    folder_out.mkdir()
+    assert main(["train-finder", str(fields), "--out", str(folder_out), "--steps", "1"]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert main(["find-eval", str(fields), "--out", str(folder_out)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    truncated = tmp_path / "cut.safetensors"
+    truncated.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(ModelFileError, match="truncated"):
+        load_finder(truncated)
