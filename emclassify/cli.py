@@ -657,6 +657,8 @@ def cmd_train_finder(args) -> int:
     for e in errors:
         print(f"  error: {e['micrograph']}: {e['error']} (left out)", file=sys.stderr)
     path = save_finder(Path(args.out), loaded.net, loaded.card)
+    if loaded.card.training.get("stopped") == "interrupted":
+        print("interrupted: the network as trained so far was saved (the card says so)", file=sys.stderr)
     print(format_finder_card(loaded.card, path=path))
     print(f"wrote {path}  (use it with: emclassify batch FOLDER --micrographs --finder learned --finder-model {path})")
     return 3 if errors else 0
