@@ -17,11 +17,10 @@
 
 #include "../outputs.h"
 #include "../preprocess_args.h"
+#include "../preprocess_math.h"
 
 namespace emclassify {
 namespace {
-
-constexpr double kEps = 1e-6;
 
 // Sparse rows of the (n_out x n_in) triangle-filter matrix of emclassify.preprocess.resize_weights.
 struct FilterBank {
@@ -30,19 +29,16 @@ struct FilterBank {
   int64_t stride = 0;
 
   FilterBank(int64_t n_in, int64_t n_out) : start(n_out), count(n_out) {
-    const double scale = static_cast<double>(n_in) / static_cast<double>(n_out);
-    const double support = std::max(1.0, scale);
+    const double support = std::max(1.0, static_cast<double>(n_in) / static_cast<double>(n_out));
     stride = static_cast<int64_t>(std::ceil(2.0 * support)) + 2;
     weights.assign(n_out * stride, 0.f);
     std::vector<double> tmp(stride);
     for (int64_t o = 0; o < n_out; ++o) {
-      const double centre = (static_cast<double>(o) + 0.5) * scale;
-      int64_t lo = std::max<int64_t>(0, static_cast<int64_t>(std::floor(centre - support - 0.5)));
-      int64_t hi = std::min<int64_t>(n_in, static_cast<int64_t>(std::ceil(centre + support + 0.5)));
+      const math::FilterSpan span = math::filter_span(o, n_in, n_out);
       double sum = 0.0;
       int64_t first = -1, n = 0;
-      for (int64_t i = lo; i < hi; ++i) {
-        const double w = 1.0 - std::abs(static_cast<double>(i) + 0.5 - centre) / support;
+      for (int64_t i = span.lo; i < span.hi; ++i) {
+        const double w = math::tap(i, span);
         if (w <= 0.0) continue;
         if (first < 0) first = i;
         tmp[i - first] = w;  // contiguous: positive weights form one run
@@ -56,16 +52,12 @@ struct FilterBank {
   }
 };
 
-struct Region {
-  int64_t y0, y1, x0, x1;
-};
-
 template <typename T>
 void preprocess_one(const T* img, const bool* mask, int64_t H, int64_t W, Mode mode, int64_t size,
                     int64_t margin, Norm norm, double fixed_mean, double fixed_std, float* out) {
   // --- region ---------------------------------------------------------------
   bool has_mask = false;
-  Region r{0, H, 0, W};
+  math::Region r{0, H, 0, W};
   if (mode != Mode::Surround) {
     if (mask != nullptr) {
       int64_t y0 = H, y1 = -1, x0 = W, x1 = -1;
@@ -81,12 +73,9 @@ void preprocess_one(const T* img, const bool* mask, int64_t H, int64_t W, Mode m
         }
       }
       has_mask = y1 >= 0;
-      if (has_mask) r = Region{y0, y1 + 1, x0, x1 + 1};
+      if (has_mask) r = math::Region{y0, y1 + 1, x0, x1 + 1};
     }
-    if (!has_mask) {
-      const int64_t my = std::min(margin, (H - 1) / 2), mx = std::min(margin, (W - 1) / 2);
-      r = Region{my, H - my, mx, W - mx};
-    }
+    if (!has_mask) r = math::margin_region(H, W, margin);
   }
   const bool substitute = mode == Mode::Mask && has_mask;
 
@@ -124,28 +113,13 @@ void preprocess_one(const T* img, const bool* mask, int64_t H, int64_t W, Mode m
       hi = std::max(hi, v);
     }
   }
-  const double mean = k + s1 / static_cast<double>(n);
-  double shift, scale;
-  if (norm == Norm::ZScore) {
-    const double var = std::max(0.0, s2 / static_cast<double>(n) - (s1 / n) * (s1 / n));
-    shift = mean;
-    scale = 1.0 / std::max(std::sqrt(var), kEps);
-  } else if (norm == Norm::MinMax) {
-    shift = lo;
-    scale = 1.0 / std::max(hi - lo, kEps);
-  } else {
-    shift = fixed_mean;
-    scale = 1.0 / fixed_std;
-  }
+  const math::Affine a = math::normalisation(norm, k, s1, s2, static_cast<double>(n), lo, hi, fixed_mean, fixed_std);
+  const double shift = a.shift, scale = a.scale;
 
   // --- aspect-kept target shape and padding ----------------------------------
-  const int64_t longer = std::max(rh, rw);
-  const int64_t oh = std::max<int64_t>(
-      1, static_cast<int64_t>(std::floor(static_cast<double>(rh) * size / longer + 0.5)));
-  const int64_t ow = std::max<int64_t>(
-      1, static_cast<int64_t>(std::floor(static_cast<double>(rw) * size / longer + 0.5)));
-  const int64_t top = (size - oh) / 2, left = (size - ow) / 2;
-  const float pad = static_cast<float>((mean - shift) * scale);
+  const math::Placement p = math::placement(rh, rw, size);
+  const int64_t oh = p.oh, ow = p.ow, top = p.top, left = p.left;
+  const float pad = static_cast<float>((a.mean - shift) * scale);
   std::fill(out, out + size * size, pad);
 
   // --- separable resize of (x - shift), then scale ----------------------------

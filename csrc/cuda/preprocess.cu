@@ -8,6 +8,7 @@
 #include <cfloat>
 #include <cmath>
 
+#include "../preprocess_math.h"
 #include "kernels.h"
 
 namespace emclassify {
@@ -15,7 +16,6 @@ namespace cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr double kEps = 1e-6;
 
 // Per-image results of kernel 1, stored as doubles in `work`.
 enum Work { kY0, kY1, kX0, kX1, kShift, kScale, kBg, kSubstitute, kOh, kOw, kTop, kLeft, kPad, kCount };
@@ -96,9 +96,8 @@ __host__ __device__ void region_stats(int tid, int nthreads, const Reduce& reduc
       }
     }
     if (!has_mask) {
-      const long long my = margin < (H - 1) / 2 ? margin : (H - 1) / 2;
-      const long long mx = margin < (W - 1) / 2 ? margin : (W - 1) / 2;
-      y0 = my, y1 = H - my, x0 = mx, x1 = W - mx;
+      const math::Region r = math::margin_region(H, W, margin);
+      y0 = r.y0, y1 = r.y1, x0 = r.x0, x1 = r.x1;
     }
   }
   const bool substitute = mode == static_cast<int>(Mode::Mask) && has_mask;
@@ -143,29 +142,13 @@ __host__ __device__ void region_stats(int tid, int nthreads, const Reduce& reduc
   hi = reduce.max(hi);
   if (tid != 0) return;
 
-  const double mean = k + s1 / static_cast<double>(n);
-  double shift, scale;
-  if (normalization == static_cast<int>(Norm::ZScore)) {
-    const double m1 = s1 / static_cast<double>(n);
-    const double var = fmax(0.0, s2 / static_cast<double>(n) - m1 * m1);
-    shift = mean;
-    scale = 1.0 / fmax(sqrt(var), kEps);
-  } else if (normalization == static_cast<int>(Norm::MinMax)) {
-    shift = lo;
-    scale = 1.0 / fmax(hi - lo, kEps);
-  } else {
-    shift = fixed_mean;
-    scale = 1.0 / fixed_std;
-  }
-  const long long longer = rh > rw ? rh : rw;
-  long long oh = static_cast<long long>(floor(static_cast<double>(rh) * size / longer + 0.5));
-  long long ow = static_cast<long long>(floor(static_cast<double>(rw) * size / longer + 0.5));
-  oh = oh < 1 ? 1 : oh;
-  ow = ow < 1 ? 1 : ow;
+  const math::Affine a = math::normalisation(static_cast<Norm>(normalization), k, s1, s2, static_cast<double>(n), lo,
+                                             hi, fixed_mean, fixed_std);
+  const math::Placement p = math::placement(rh, rw, size);
   w[kY0] = y0, w[kY1] = y1, w[kX0] = x0, w[kX1] = x1;
-  w[kShift] = shift, w[kScale] = scale, w[kBg] = bg, w[kSubstitute] = substitute ? 1.0 : 0.0;
-  w[kOh] = oh, w[kOw] = ow, w[kTop] = (size - oh) / 2, w[kLeft] = (size - ow) / 2;
-  w[kPad] = static_cast<double>(static_cast<float>((mean - shift) * scale));  // the region mean, normalised
+  w[kShift] = a.shift, w[kScale] = a.scale, w[kBg] = bg, w[kSubstitute] = substitute ? 1.0 : 0.0;
+  w[kOh] = p.oh, w[kOw] = p.ow, w[kTop] = p.top, w[kLeft] = p.left;
+  w[kPad] = static_cast<double>(static_cast<float>((a.mean - a.shift) * a.scale));  // the region mean, normalised
 }
 
 __global__ void region_stats_kernel(const float* pixels, const uint8_t* masks, const ImageDesc* descs, int mode,
@@ -177,24 +160,6 @@ __global__ void region_stats_kernel(const float* pixels, const uint8_t* masks, c
   region_stats(static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x), reduce, pixels, masks,
                descs[blockIdx.x], mode, size, margin, normalization, fixed_mean, fixed_std,
                work + static_cast<long long>(blockIdx.x) * kPreprocessWorkDoubles);
-}
-
-// Triangle-filter taps of output index o (of n_out) over n_in inputs, as
-// emclassify.preprocess.resize_weights: returns [lo, hi) and the support.
-__host__ __device__ inline void filter_span(long long o, long long n_in, long long n_out, long long* lo, long long* hi,
-                                   double* centre, double* support) {
-  const double scale = static_cast<double>(n_in) / static_cast<double>(n_out);
-  *support = scale > 1.0 ? scale : 1.0;
-  *centre = (static_cast<double>(o) + 0.5) * scale;
-  const long long l = static_cast<long long>(floor(*centre - *support - 0.5));
-  const long long h = static_cast<long long>(ceil(*centre + *support + 0.5));
-  *lo = l > 0 ? l : 0;
-  *hi = h < n_in ? h : n_in;
-}
-
-__host__ __device__ inline double tap(long long i, double centre, double support) {
-  const double w = 1.0 - fabs(static_cast<double>(i) + 0.5 - centre) / support;
-  return w > 0.0 ? w : 0.0;
 }
 
 // Output pixel (oy, ox) of image d from its work slots w. __host__ too, for the host emulation.
@@ -210,20 +175,17 @@ __host__ __device__ inline float resize_pixel(const float* pixels, const uint8_t
   const long long y0 = static_cast<long long>(w[kY0]), x0 = static_cast<long long>(w[kX0]);
   const long long rh = static_cast<long long>(w[kY1]) - y0, rw = static_cast<long long>(w[kX1]) - x0;
   const double shift = w[kShift], bg = w[kBg];
-  long long ylo, yhi, xlo, xhi;
-  double cy, sy, cx, sx;
-  filter_span(py, rh, oh, &ylo, &yhi, &cy, &sy);
-  filter_span(px, rw, ow, &xlo, &xhi, &cx, &sx);
+  const math::FilterSpan fy = math::filter_span(py, rh, oh), fx = math::filter_span(px, rw, ow);
   double wy_sum = 0.0, wx_sum = 0.0, acc = 0.0;
-  for (long long x = xlo; x < xhi; ++x) wx_sum += tap(x, cx, sx);
-  for (long long y = ylo; y < yhi; ++y) {
-    const double wy = tap(y, cy, sy);
+  for (long long x = fx.lo; x < fx.hi; ++x) wx_sum += math::tap(x, fx);
+  for (long long y = fy.lo; y < fy.hi; ++y) {
+    const double wy = math::tap(y, fy);
     if (wy == 0.0) continue;
     wy_sum += wy;
     const long long row = (y0 + y) * d.width + x0;
     double racc = 0.0;
-    for (long long x = xlo; x < xhi; ++x) {
-      const double wx = tap(x, cx, sx);
+    for (long long x = fx.lo; x < fx.hi; ++x) {
+      const double wx = math::tap(x, fx);
       if (wx == 0.0) continue;
       const long long i = row + x;
       const double v = (substitute && !mask[i]) ? bg : static_cast<double>(img[i]);
