@@ -779,7 +779,9 @@ def build_parser() -> argparse.ArgumentParser:
         "labels) and OUT/particles.csv.",
     )
     s.add_argument("out", help="output folder")
-    s.add_argument("--problem", choices=["lamellarity", "encapsulation"], default="lamellarity")
+    s.add_argument("--problem", choices=["lamellarity", "encapsulation", "texture"], default="lamellarity",
+                   help="lamellarity or encapsulation liposomes (with masks and surround), or texture: six classes of "
+                   "same-shaped 41x41 particles told apart by inner texture only, no masks (particle images only)")
     s.add_argument("--n", type=_positive_int, default=None,
                    help="number of particles (default 1000), or with --micrographs particles per micrograph (default 24)")
     s.add_argument("--micrographs", type=_positive_int, default=None, metavar="N",

@@ -25,6 +25,15 @@ Image model (per particle, all in float32, vectorised numpy):
   (0.6–1.6 px), shot noise at 30–100 e-/px, scaled to 8 bit.
 
 The mask is the filled outer membrane (255 inside, 0 outside), same size.
+
+**Texture problem** (``texture``): classes told apart only by the *inner texture* of particles
+of one shape, written the way public TEM virus-texture sets come: 41x41 px, particle filling the
+box, no surround and no masks. Six classes, equal shares: ``fine-grain`` and ``coarse-grain``
+(isotropic grain, correlation ~0.7 vs ~2.2 px), ``striated`` (parallel stripes, period 4-6 px, any
+orientation), ``concentric`` (rings, period 4-6 px), ``dense-core`` (a dark core of 35-55 % of
+the radius) and ``spotted`` (4-9 dark dots). Every class draws its radius (11-17 px), mean
+interior density and texture amplitude from the same ranges, so neither size nor mean grey
+tells them apart. Imaging as above with half the blur (fine texture must survive it).
 """
 from __future__ import annotations
 
@@ -45,7 +54,11 @@ PROBLEMS: Dict[str, Tuple[Tuple[str, ...], Tuple[float, ...]]] = {
     # class names and the seed's class proportions
     "lamellarity": (("unilamellar", "multilamellar", "uncertain"), (0.873, 0.121, 0.006)),
     "encapsulation": (("full", "empty", "uncertain"), (0.973, 0.007, 0.020)),
+    # same-shape particles told apart by inner texture only (see the module doc)
+    "texture": (("fine-grain", "coarse-grain", "striated", "concentric", "dense-core", "spotted"), (1 / 6,) * 6),
 }
+TEXTURE_SIDE = 41   # px, the texture problem's image side (no surround, no mask)
+PARTICLE_PROBLEMS = ("texture",)   # problems of particle images only: no micrographs, no masks written
 SURROUND = 50       # px of surrounding on each side of the particle
 GROUP_SIZE = 25     # particles per synthetic micrograph
 LEAFLET_GAP = 3.2   # px between the two leaflets of a bilayer
@@ -209,6 +222,8 @@ def render(problem: str, cls: str, seed: int, index: int) -> Tuple[np.ndarray, n
         raise ValueError(f"class {cls!r} is not one of {problem}'s classes {classes}")
     mic = micrograph(seed, index // GROUP_SIZE)
     rng = np.random.default_rng([seed, index])
+    if problem == "texture":
+        return _render_texture(cls, mic, rng)
 
     radius = rng.uniform(18, 55)
     ratio = rng.uniform(1.0, 1.3)
@@ -237,6 +252,51 @@ def render(problem: str, cls: str, seed: int, index: int) -> Tuple[np.ndarray, n
     return image, mask
 
 
+def _texture(cls: str, rng, yy, xx, cy: float, cx: float, radius: float) -> np.ndarray:
+    """Zero-mean-ish inner pattern of class ``cls`` (float32, unit amplitude) on the grid."""
+    rho = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
+    if cls in ("fine-grain", "coarse-grain"):
+        sigma = rng.uniform(0.6, 0.8) if cls == "fine-grain" else rng.uniform(1.9, 2.5)
+        grain = ndimage.gaussian_filter(rng.standard_normal(yy.shape, dtype=np.float32), sigma)
+        return grain / max(float(grain.std()), 1e-6)
+    if cls == "striated":
+        period, angle = rng.uniform(4, 6), rng.uniform(0, np.pi)
+        along = (xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)
+        return np.sin(2 * np.pi * along / period + rng.uniform(0, 2 * np.pi)).astype(np.float32) * 1.4
+    if cls == "concentric":
+        period = rng.uniform(4, 6)
+        return np.sin(2 * np.pi * rho / period + rng.uniform(0, 2 * np.pi)).astype(np.float32) * 1.4
+    if cls == "dense-core":
+        core = radius * rng.uniform(0.35, 0.55)
+        return (2.0 * np.clip((core - rho) / 1.5, 0, 1) - 0.4).astype(np.float32)
+    # spotted: a few dark dots inside the particle
+    out = np.full(yy.shape, -0.3, np.float32)
+    for _ in range(int(rng.integers(4, 10))):
+        r, ang = radius * 0.75 * np.sqrt(rng.random()), rng.uniform(0, 2 * np.pi)
+        sy, sx = cy + r * np.sin(ang), cx + r * np.cos(ang)
+        out += 2.5 * np.exp(-((yy - sy) ** 2 + (xx - sx) ** 2) / np.float32(2 * rng.uniform(0.9, 1.4) ** 2))
+    return out
+
+
+def _render_texture(cls: str, mic: Micrograph, rng) -> Tuple[np.ndarray, np.ndarray]:
+    """One ``texture`` particle: (image uint8 41x41, mask uint8 0/255) -- see the module doc."""
+    side = TEXTURE_SIDE
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float32)
+    radius = rng.uniform(11, 17)
+    cy, cx = side / 2 + rng.uniform(-2, 2), side / 2 + rng.uniform(-2, 2)
+    rho = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
+    sigma = rng.uniform(0.75, 1.05)
+    amp = mic.contrast * rng.uniform(0.8, 1.2) / 2
+    dark = _bilayer(rho, radius, amp, sigma)
+    inside = np.clip((radius - LEAFLET_GAP - rho) / 1.5, 0, 1)
+    density, strength = rng.uniform(0.10, 0.22), rng.uniform(0.05, 0.09)
+    dark += inside * (density + strength * _texture(cls, rng, yy, xx, cy, cx, radius))
+    texture = 1 + mic.texture * _low_freq_noise(rng, (side, side), cell=16)
+    image = _imaging(dark, texture, mic.blur * 0.5, mic, rng)
+    mask = np.where(rho <= radius + LEAFLET_GAP / 2 + 2 * sigma, np.uint8(255), np.uint8(0))
+    return image, mask
+
+
 MICROGRAPH_SIDE = 1024   # px, default side of a synthetic micrograph
 TOUCHING = 0.3           # share of particles placed against an earlier one (their masks 0-2 px apart)
 
@@ -255,11 +315,17 @@ class SynthMicrograph:
     particles: List[Dict]
 
 
+def _refuse_particle_only(problem: str) -> None:
+    if problem in PARTICLE_PROBLEMS:
+        raise ValueError(f"the {problem} problem makes particle images only, not micrographs")
+
+
 def render_micrograph(problem: str, seed: int, index: int, side: int = MICROGRAPH_SIDE, n: int = 24,
                       proportions: Optional[Sequence[float]] = None) -> SynthMicrograph:
     """Render micrograph ``index``: ``n`` vesicles (fewer if the field is full) at random places, about
     :data:`TOUCHING` of them against an earlier one, imaged like :func:`render`'s particles (no
     overlaps: every pixel belongs to at most one particle, so the labels are exact)."""
+    _refuse_particle_only(problem)
     props = resolve_proportions(problem, proportions)
     classes = PROBLEMS[problem][0]
     mic = micrograph(seed, 10_000 + index)
@@ -315,6 +381,7 @@ def generate_micrographs(out: Path, problem: str, n: int, seed: int = 0, side: i
     ``OUT/particles.csv`` (``micrograph,particle,label,x0,y0,x1,y1,cx,cy,area_px``),
     ``OUT/classes.txt`` and ``OUT/synth.json``.
     """
+    _refuse_particle_only(problem)
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "instances").mkdir(parents=True, exist_ok=True)
@@ -411,25 +478,32 @@ def generate(
     ``OUT/images/<class>/<name>.tif``, ``OUT/masks/<class>/<name>.tif`` (zlib-compressed),
     ``OUT/manifest.csv`` (``path,mask,label,group``), ``OUT/classes.txt`` (the problem's class
     order, e.g. unilamellar, multilamellar, uncertain) and ``OUT/synth.json`` (how they were made). ``progress(done, total)`` is called after each image if given.
+    Problems in :data:`PARTICLE_PROBLEMS` (``texture``) come without masks: no ``masks/`` and no
+    ``mask`` column, as such public sets come.
     """
     out = Path(out)
     props = resolve_proportions(problem, proportions)
     classes = PROBLEMS[problem][0]
+    with_masks = problem not in PARTICLE_PROBLEMS
     for c in classes:
         (out / "images" / c).mkdir(parents=True, exist_ok=True)
-        (out / "masks" / c).mkdir(parents=True, exist_ok=True)
+        if with_masks:
+            (out / "masks" / c).mkdir(parents=True, exist_ok=True)
     rows = []
     for done, item in enumerate(iter_particles(problem, n, seed, props), start=1):
         rel_img = f"images/{item.label}/{item.name}.tif"
-        rel_mask = f"masks/{item.label}/{item.name}.tif"
         (out / rel_img).write_bytes(_tiff_bytes(item.image, compress=False))  # noise: zlib gains ~nothing
-        (out / rel_mask).write_bytes(_tiff_bytes(item.mask, compress=True))
-        rows.append((rel_img, rel_mask, item.label, item.group))
+        if with_masks:
+            rel_mask = f"masks/{item.label}/{item.name}.tif"
+            (out / rel_mask).write_bytes(_tiff_bytes(item.mask, compress=True))
+            rows.append((rel_img, rel_mask, item.label, item.group))
+        else:
+            rows.append((rel_img, item.label, item.group))
         if progress:
             progress(done, n)
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["path", "mask", "label", "group"])
+    writer.writerow(["path", "mask", "label", "group"] if with_masks else ["path", "label", "group"])
     writer.writerows(rows)
     write_text_atomic(out / "manifest.csv", text.getvalue())
     write_text_atomic(out / "classes.txt", "".join(f"{c}\n" for c in classes))  # the problem's class order
@@ -442,7 +516,8 @@ def generate(
         "classes": list(classes),
         "proportions": list(props),
         "counts": dict(zip(classes, class_counts(n, props))),
-        "surround_px": SURROUND,
+        "surround_px": 0 if problem in PARTICLE_PROBLEMS else SURROUND,
+        "masks": with_masks,
         "group_size": GROUP_SIZE,
     }
     write_text_atomic(out / "synth.json", json.dumps(provenance, indent=2) + "\n")
@@ -456,7 +531,9 @@ __all__ = [
     "generate_micrographs",
     "render_micrograph",
     "PROBLEMS",
+    "PARTICLE_PROBLEMS",
     "SURROUND",
+    "TEXTURE_SIDE",
     "SynthItem",
     "class_counts",
     "class_sequence",

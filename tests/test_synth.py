@@ -87,3 +87,65 @@ def test_bad_arguments():
         synth.resolve_proportions("shape", None)
     with pytest.raises(ValueError, match="needs 3 non-negative proportions"):
         synth.resolve_proportions("lamellarity", (1, 2))
+
+
+def test_texture_problem_layout_like_public_texture_sets(tmp_path):
+    """41x41 particle images, no masks, no surround, equal shares, the declared class order."""
+    prov = synth.generate(tmp_path, "texture", 36, seed=2)
+    assert prov["masks"] is False and prov["surround_px"] == 0
+    assert not (tmp_path / "masks").exists()
+    with open(tmp_path / "manifest.csv") as fh:
+        assert next(csv.reader(fh)) == ["path", "label", "group"]
+    ds = load_dataset(tmp_path)
+    assert ds.classes == list(synth.PROBLEMS["texture"][0])
+    assert set(ds.class_counts().values()) == {6}
+    assert all(s.mask is None for s in ds.samples)
+    assert {read_image(s.path).array.shape for s in ds.samples} == {(synth.TEXTURE_SIDE,) * 2}
+
+
+def _texture_measures(cls, n=40):
+    """Per image: interior-minus-background grey, gradient coherence inside, core-minus-ring grey."""
+    from scipy import ndimage
+
+    grey, coherence, core = [], [], []
+    for i in range(n):
+        img, mask = synth.render("texture", cls, 3, i)
+        f = img.astype(np.float64)
+        inside = ndimage.binary_erosion(mask > 0, iterations=6)
+        grey.append(f[inside].mean() - f[mask == 0].mean())
+        gy, gx = np.gradient(ndimage.gaussian_filter(f, 1.0))
+        jxx, jyy, jxy = (gx * gx)[inside].mean(), (gy * gy)[inside].mean(), (gx * gy)[inside].mean()
+        coherence.append(np.sqrt((jxx - jyy) ** 2 + 4 * jxy**2) / (jxx + jyy))
+        ys, xs = np.nonzero(mask)
+        yy, xx = np.mgrid[: img.shape[0], : img.shape[1]]
+        r, radius = np.hypot(yy - ys.mean(), xx - xs.mean()), np.sqrt(mask.astype(bool).sum() / np.pi)
+        core.append(f[r < radius * 0.25].mean() - f[(r > radius * 0.5) & (r < radius * 0.7)].mean())
+    return np.array(grey), np.array(coherence), np.array(core)
+
+
+def test_texture_classes_differ_by_texture_not_by_mean_grey():
+    """Measured on rendered images: the mean interior grey is the same for every class (within a
+    fraction of its spread inside a class), while a texture measure tells a class apart: stripes
+    are coherent, a dense core is darker at the centre than the ring around it."""
+    m = {c: _texture_measures(c) for c in synth.PROBLEMS["texture"][0]}
+    class_means = [g.mean() for g, _, _ in m.values()]
+    within_sd = np.mean([g.std() for g, _, _ in m.values()])
+    assert max(class_means) - min(class_means) < 0.75 * within_sd
+    others = [c for c in m if c != "striated"]
+    assert m["striated"][1].mean() > 2 * max(m[c][1].mean() for c in others)
+    others = [c for c in m if c != "dense-core"]
+    assert m["dense-core"][2].mean() < 2 * min(m[c][2].mean() for c in others)  # more negative: darker core
+
+
+def test_texture_problem_makes_no_micrographs(tmp_path):
+    with pytest.raises(ValueError, match="particle images only"):
+        synth.generate_micrographs(tmp_path / "m", "texture", 1)
+    assert not (tmp_path / "m").exists()
+
+
+def test_cli_offers_every_problem():
+    from emclassify.cli import build_parser
+
+    synth_parser = build_parser()._subparsers._group_actions[0].choices["synth"]
+    problem = next(a for a in synth_parser._actions if a.dest == "problem")
+    assert set(problem.choices) == set(synth.PROBLEMS)
