@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from ._version import __version__
+from .defaults import AUTO, EPOCH_BUDGET
 
 
 class ProgressBar:
@@ -92,6 +93,11 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value}")
     return value
+
+
+def _positive_int_or_auto(text: str):
+    """argparse type: ``auto`` or a whole number >= 1."""
+    return AUTO if text.strip().lower() == AUTO else _positive_int(text)
 
 
 def _silence_libraries() -> None:
@@ -374,6 +380,7 @@ def cmd_train(args) -> int:
     for name, b in base.items():
         print(f"  baseline {name:<9} accuracy {b['accuracy']:.4f}, balanced accuracy {b['balanced_accuracy']:.4f}, "
               f"macro-F1 {b['macro_f1']:.4f}")
+    _print_epoch_decision(outcome.card.training)
     sel = outcome.card.metrics.get("selection")
     if sel:
         print(f"auto: kept {sel['kept']} ({sel['rule']}: " + ", ".join(f"{a} {f:.4f}" for a, f in
@@ -384,6 +391,11 @@ def cmd_train(args) -> int:
     _print_flags(outcome.flags)
     print(f"wrote {outcome.path}")
     return 0
+
+
+def _print_epoch_decision(training: Dict) -> None:
+    if training.get("epoch_decision"):
+        print(f"epochs: {training['epoch_decision']}")
 
 
 def cmd_cv(args) -> int:
@@ -409,6 +421,7 @@ def cmd_cv(args) -> int:
     for name, b in m["baselines"].items():
         print(f"  baseline {name:<9} accuracy {b['accuracy']:.4f}, balanced accuracy {b['balanced_accuracy']:.4f}, "
               f"macro-F1 {b['macro_f1']:.4f}")
+    _print_epoch_decision(result.settings["training"])
     if m["calibration"]:
         print(f"calibration: ECE {m['calibration']['ece_before']:.3f} -> {m['calibration']['ece_after']:.3f}")
     _print_flags(m["flags"])
@@ -441,6 +454,8 @@ def cmd_compare(args) -> int:
             print(f"{'baseline ' + name:<24} accuracy {b['accuracy']:.4f}  macro-F1 {b['macro_f1']:.4f}")
     for t in comp.tests:
         print(f"{t['a']} vs {t['b']}: {t['verdict']}")
+    if comp.results:
+        _print_epoch_decision(comp.results[0].settings["training"])  # one epoch budget for every network
     for r in comp.results:
         _print_flags([{**f, "message": f"{r.arch}: {f['message']}"} for f in r.flags()])
     print(f"wrote {paths['report']}")
@@ -794,7 +809,7 @@ def build_parser() -> argparse.ArgumentParser:
     def training_options(sp, arch: bool = True):
         from types import SimpleNamespace
 
-        from .defaults import (ARCH_NAMES, AUTO, BALANCE_STRATEGIES, DEFAULT_MARGIN, DEFAULT_MODE, DEFAULT_SIZE,
+        from .defaults import (ARCH_NAMES, BALANCE_STRATEGIES, DEFAULT_MARGIN, DEFAULT_MODE, DEFAULT_SIZE,
                                MODES, NORMALIZATIONS, TRAIN_DEFAULTS)
 
         d = SimpleNamespace(**TRAIN_DEFAULTS)
@@ -815,13 +830,18 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--mean", type=float, default=0.0, help="mean for --normalize fixed")
         g.add_argument("--std", type=float, default=1.0, help="std for --normalize fixed")
         t = sp.add_argument_group("training")
-        t.add_argument("--epochs", type=_positive_int, default=d.epochs, help=f"maximum epochs (default {d.epochs})")
+        t.add_argument("--epochs", type=_positive_int_or_auto, default=d.epochs,
+                       help=f"maximum epochs, or auto (default {d.epochs}: enough for {EPOCH_BUDGET['min_steps']} "
+                            f"optimiser steps, {EPOCH_BUDGET['min_epochs']}-{EPOCH_BUDGET['max_epochs']} epochs; "
+                            "the choice is printed and stored in the card)")
         t.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help=f"default {d.batch_size}")
         t.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate, one-cycle (default {d.lr})")
         t.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"AdamW (default {d.weight_decay})")
         t.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help=f"default {d.label_smoothing}")
         t.add_argument("--dropout", type=float, default=None, help="head dropout (conv: half); default: the architecture's")
-        t.add_argument("--patience", type=int, default=d.patience, help=f"early-stopping patience in epochs (default {d.patience})")
+        t.add_argument("--patience", type=_positive_int_or_auto, default=d.patience,
+                       help=f"early-stopping patience in epochs, or auto (default {d.patience}: a third of the epochs, "
+                            f"at least {EPOCH_BUDGET['min_patience']})")
         t.add_argument("--val-fraction", type=float, default=d.val_fraction, help=f"held out for early stopping (default {d.val_fraction})")
         t.add_argument("--no-augment", action="store_true", help="switch augmentation off")
         t.add_argument("--no-tta", action="store_true",

@@ -218,7 +218,8 @@ def _flag_lines(flags) -> List[str]:
 def _settings_line(t: Dict) -> str:
     if t["arch"] == "svm":
         return "RBF SVM on handcrafted features, C and gamma by inner 3-fold CV, class-balanced"
-    return (f"{t['epochs']} epochs max (patience {t['patience']}), batch {t['batch_size']}, lr {t['lr']}, "
+    decided = f" ({t['epoch_decision']})" if t.get("epoch_decision") else ""
+    return (f"{t['epochs']} epochs max (patience {t['patience']}){decided}, batch {t['batch_size']}, lr {t['lr']}, "
             f"weight decay {t['weight_decay']}, label smoothing {t['label_smoothing']}, balance `{t['balance']}`, "
             f"augmentation {'on' if t['augment'] else 'off'}, seed {t['seed']}")
 

@@ -23,13 +23,13 @@ DEFAULT_NORMALIZE = "zscore"
 BALANCE_STRATEGIES = ("none", "class-weights", "oversample", "undersample", "synthetic")
 TRAIN_DEFAULTS: Dict[str, object] = {
     "arch": AUTO,            # fusion+SVM ensemble, fusion alone or SVM alone, by validation (emclassify.assess)
-    "epochs": 12,
+    "epochs": AUTO,          # from the training-set size: EPOCH_BUDGET
     "batch_size": 64,
     "lr": 2e-3,
     "weight_decay": 1e-4,
     "label_smoothing": 0.05,
     "dropout": None,
-    "patience": 4,
+    "patience": AUTO,        # a third of the epochs, at least 4: EPOCH_BUDGET
     "val_fraction": 0.15,
     "augment": True,
     "tta": True,             # test-time augmentation (mean over the 8 rotations/reflections)
@@ -37,6 +37,13 @@ TRAIN_DEFAULTS: Dict[str, object] = {
     "seed": 0,
     "device": "auto",
 }
+# How "auto" epochs and patience are chosen (emclassify.training.TrainConfig.resolved): enough epochs
+# for at least ``min_steps`` optimiser steps, within [min_epochs, max_epochs]; patience a third of
+# them, at least min_patience. Why: the network learns per step, not per epoch. 12 epochs are 400
+# steps on NanoShapes' ~2,100 training particles but 160 on 1,200 small texture particles, which
+# left the CNN under-trained (45.7 % vs 57 % with 30 epochs; BENCHMARKS.md "Texture-defined
+# classes"). Sets of >= ~1,900 training images keep 12 epochs.
+EPOCH_BUDGET = {"min_steps": 360, "min_epochs": 12, "max_epochs": 40, "min_patience": 4}
 DEFAULT_FOLDS = 5
 # Architecture names for help texts; tests hold it equal to emclassify.models.list_archs().
 ARCH_NAMES = ("auto", "lipnet1", "lipnet2", "lipnet3", "lipnet4", "lipnet5", "lipnet-fcn", "svm",

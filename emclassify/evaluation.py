@@ -30,6 +30,11 @@ from .preprocess import PreprocessConfig
 from .training import EpochLog, InputSet, TrainConfig, holdout_split, load_inputs, predict_logits
 
 
+def inner_training_size(n: int, k: int, val_fraction: float) -> int:
+    """Images a fold's network trains on: (k-1)/k of ``n``, less the inner validation share."""
+    return max(1, round(n * (k - 1) / k * (1 - val_fraction)))
+
+
 def make_folds(labels: Sequence[int], groups: Optional[Sequence], k: int, seed: int) -> np.ndarray:
     """Fold index (0..k-1) of every sample. Group-aware when all samples have a group."""
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
@@ -228,6 +233,7 @@ def cross_validate(
     if folds is None:
         folds = make_folds(labels, groups, k, cfg.seed)
     k = int(folds.max()) + 1
+    cfg = cfg.resolved(inner_training_size(len(labels), k, cfg.val_fraction))  # one epoch budget for every fold
     epochs_based = cfg.arch != SVM
     if clock is None:
         clock = RemainingTime(runs=k, epochs=cfg.epochs)
@@ -350,6 +356,7 @@ def compare(dataset: Dataset, archs: Sequence[str], pcfg: PreprocessConfig, cfg:
     refuse_too_small(inputs)
     groups = [s.group for s in inputs.samples] if dataset.has_groups else None
     folds = make_folds(inputs.labels.numpy(), groups, k, cfg.seed)
+    cfg = cfg.resolved(inner_training_size(len(inputs), k, cfg.val_fraction))
     clock = RemainingTime(runs=k * sum(1 for a in archs if a != SVM), epochs=cfg.epochs)
     results = []
     for a in archs:

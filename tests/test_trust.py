@@ -122,6 +122,50 @@ def test_small_imbalanced_training_is_flagged_in_card_cli_and_report(tmp_path, c
     assert (tmp_path / "cv" / "reliability.png").is_file()
 
 
+def test_auto_epochs_give_small_sets_enough_optimiser_steps():
+    """The documented rule (defaults.EPOCH_BUDGET), checked as properties over set sizes: at least
+    min_steps optimiser steps unless capped, no epoch more than needed unless at the floor, patience
+    a third of the epochs; fewer epochs for larger sets; explicit numbers kept."""
+    import math
+
+    from emclassify.defaults import EPOCH_BUDGET as b
+
+    previous = None
+    for n in (10, 100, 500, 808, 2000, 5000, 50000):
+        cfg = TrainConfig().resolved(n)
+        steps = math.ceil(n / cfg.batch_size)
+        assert b["min_epochs"] <= cfg.epochs <= b["max_epochs"]
+        assert cfg.epochs * steps >= b["min_steps"] or cfg.epochs == b["max_epochs"]
+        assert (cfg.epochs - 1) * steps < b["min_steps"] or cfg.epochs == b["min_epochs"]
+        assert cfg.patience >= max(b["min_patience"], cfg.epochs / 3)
+        assert previous is None or cfg.epochs <= previous
+        previous = cfg.epochs
+        assert cfg.resolved(n) == cfg and f"{n} training images" in cfg.epoch_decision
+    assert previous == b["min_epochs"]  # large sets keep the floor
+    explicit = TrainConfig(epochs=5, patience=2).resolved(100)
+    assert (explicit.epochs, explicit.patience, explicit.epoch_decision) == (5, 2, None)
+    for bad in ({"epochs": 0}, {"patience": "soon"}, {"epochs": 2.5}):
+        with pytest.raises(ValueError):
+            TrainConfig(**bad)
+
+
+def test_auto_epochs_are_printed_and_recorded_by_cv(tmp_path, capsys):
+    from emclassify.evaluation import inner_training_size
+
+    synth.generate(tmp_path / "d", "lamellarity", 80, seed=3, proportions=(0.4, 0.4, 0.2))
+    assert main(["cv", str(tmp_path / "d"), "--out", str(tmp_path / "cv"), "--arch", "lipnet1", "--size", "24",
+                 "--folds", "3"]) == 0
+    out = capsys.readouterr().out
+    training = json.loads((tmp_path / "cv" / "metrics.json").read_text())["settings"]["training"]
+    inner = inner_training_size(80, 3, TrainConfig().val_fraction)
+    assert training["epochs"] == TrainConfig().resolved(inner).epochs > 12  # tiny folds: more epochs than the floor
+    assert f"epochs: {training['epoch_decision']}" in out
+    assert training["epoch_decision"] in (tmp_path / "cv" / "report.md").read_text()
+    with pytest.raises(SystemExit) as usage:
+        main(["cv", str(tmp_path / "d"), "--out", str(tmp_path / "cv2"), "--epochs", "0"])
+    assert usage.value.code == 2
+
+
 def test_auto_architecture_choice_is_recorded(tmp_path):
     synth.generate(tmp_path / "d", "lamellarity", 60, seed=2, proportions=(0.5, 0.4, 0.1))
     ds = load_dataset(tmp_path / "d")

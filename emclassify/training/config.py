@@ -2,12 +2,13 @@
 :class:`EpochLog`, :class:`FitResult`."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Dict, List, Optional, Union
 
 from torch import nn
 
-from ..defaults import BALANCE_STRATEGIES, TRAIN_DEFAULTS
+from ..defaults import AUTO, BALANCE_STRATEGIES, EPOCH_BUDGET, TRAIN_DEFAULTS
 from ..models import parse_arch
 
 
@@ -18,31 +19,38 @@ class TrainConfig:
     lr: AdamW peak learning rate (one-cycle schedule over ``epochs``).
     weight_decay: AdamW decoupled weight decay. label_smoothing: cross-entropy smoothing.
     dropout: None = the architecture's own; else head dropout, with conv dropout half of it.
-    patience: epochs without validation macro-F1 improvement before stopping.
+    epochs: maximum epochs, or ``"auto"``: chosen from the training-set size by :meth:`resolved`.
+    patience: epochs without validation macro-F1 improvement before stopping, or ``"auto"``.
     val_fraction: share of the training data held out for early stopping (group-aware).
+    epoch_decision: how :meth:`resolved` chose ``auto`` epochs/patience (recorded in card and report).
     """
 
     # Defaults: emclassify.defaults.TRAIN_DEFAULTS (one source for the CLI, the GUI and the API).
     arch: str = TRAIN_DEFAULTS["arch"]
-    epochs: int = TRAIN_DEFAULTS["epochs"]
+    epochs: Union[int, str] = TRAIN_DEFAULTS["epochs"]
     batch_size: int = TRAIN_DEFAULTS["batch_size"]
     lr: float = TRAIN_DEFAULTS["lr"]
     weight_decay: float = TRAIN_DEFAULTS["weight_decay"]
     label_smoothing: float = TRAIN_DEFAULTS["label_smoothing"]
     dropout: Optional[float] = TRAIN_DEFAULTS["dropout"]
-    patience: int = TRAIN_DEFAULTS["patience"]
+    patience: Union[int, str] = TRAIN_DEFAULTS["patience"]
     val_fraction: float = TRAIN_DEFAULTS["val_fraction"]
     augment: bool = TRAIN_DEFAULTS["augment"]
     tta: bool = TRAIN_DEFAULTS["tta"]
     balance: str = TRAIN_DEFAULTS["balance"]
     seed: int = TRAIN_DEFAULTS["seed"]
     device: str = TRAIN_DEFAULTS["device"]
+    epoch_decision: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.balance not in BALANCE_STRATEGIES:
             raise ValueError(f"unknown balance strategy {self.balance!r}; choose one of {', '.join(BALANCE_STRATEGIES)}")
-        if self.epochs < 1 or self.batch_size < 2:
-            raise ValueError("epochs must be >= 1 and batch size >= 2")
+        for name in ("epochs", "patience"):
+            value = getattr(self, name)
+            if value != AUTO and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a whole number >= 1 or 'auto', got {value!r}")
+        if self.batch_size < 2:
+            raise ValueError("batch size must be >= 2")
         if not 0.0 < self.val_fraction < 0.5:
             raise ValueError("val_fraction must be in (0, 0.5)")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
@@ -51,6 +59,33 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def is_resolved(self) -> bool:
+        return self.epochs != AUTO and self.patience != AUTO
+
+    def resolved(self, n_train: int) -> "TrainConfig":
+        """A copy with ``auto`` epochs and patience made concrete for ``n_train`` training images.
+
+        Epochs: enough for ``EPOCH_BUDGET["min_steps"]`` optimiser steps of ``batch_size`` images,
+        clamped to ``[min_epochs, max_epochs]``; patience: a third of the epochs, at least
+        ``min_patience``. Numbers given explicitly are kept. Idempotent.
+        """
+        if self.is_resolved:
+            return self
+        b = EPOCH_BUDGET
+        steps = max(1, math.ceil(max(1, n_train) / self.batch_size))
+        epochs = self.epochs
+        why = []
+        if epochs == AUTO:
+            epochs = min(b["max_epochs"], max(b["min_epochs"], math.ceil(b["min_steps"] / steps)))
+            why.append(f"{epochs} epochs: at least {b['min_steps']} optimiser steps at {steps} per epoch "
+                       f"({n_train} training images, batch {self.batch_size}), within {b['min_epochs']}-{b['max_epochs']}")
+        patience = self.patience
+        if patience == AUTO:
+            patience = max(b["min_patience"], math.ceil(epochs / 3))
+            why.append(f"patience {patience}: a third of the epochs, at least {b['min_patience']}")
+        return replace(self, epochs=int(epochs), patience=int(patience), epoch_decision="auto: " + "; ".join(why))
 
 
 @dataclass

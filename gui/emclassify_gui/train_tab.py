@@ -83,12 +83,9 @@ class SettingsForm(QGroupBox):
         self.balance.setCurrentText(d.balance)
         self.augment = QCheckBox("augmentation")
         self.augment.setChecked(d.augment)
-        self.epochs = QSpinBox()
-        self.epochs.setRange(1, 1000)
-        self.epochs.setValue(d.epochs)
-        self.patience = QSpinBox()
-        self.patience.setRange(1, 1000)
-        self.patience.setValue(d.patience)
+        # 0 shows as "auto": chosen from the training-set size (emclassify.defaults.EPOCH_BUDGET)
+        self.epochs = _auto_spinbox(d.epochs, "auto (from the data)")
+        self.patience = _auto_spinbox(d.patience, "auto (a third of the epochs)")
         self.lr = QDoubleSpinBox(decimals=5, singleStep=0.0005, minimum=1e-5, maximum=1.0, value=d.lr)
         self.weight_decay = QDoubleSpinBox(decimals=5, singleStep=1e-4, minimum=0.0, maximum=1.0,
                                            value=d.weight_decay)
@@ -112,12 +109,25 @@ class SettingsForm(QGroupBox):
     def configs(self, arch: Optional[str] = None):
         """``(input request for decide_preprocess, TrainConfig)``."""
         request = {"mode": self.mode.currentText(), "size": self.size.value()}
-        cfg = TrainConfig(arch=arch or self.arch.currentText(), epochs=self.epochs.value(), lr=self.lr.value(),
+        cfg = TrainConfig(arch=arch or self.arch.currentText(), epochs=_auto_value(self.epochs), lr=self.lr.value(),
                           weight_decay=self.weight_decay.value(), label_smoothing=self.label_smoothing.value(),
                           dropout=None if self.dropout.value() < 0 else self.dropout.value(),
-                          patience=self.patience.value(), augment=self.augment.isChecked(),
+                          patience=_auto_value(self.patience), augment=self.augment.isChecked(),
                           balance=self.balance.currentText(), seed=self.seed.value())
         return request, cfg
+
+
+def _auto_spinbox(default, auto_text: str) -> QSpinBox:
+    """A whole-number box whose lowest value (0) means ``auto``."""
+    box = QSpinBox()
+    box.setRange(0, 1000)
+    box.setSpecialValueText(auto_text)
+    box.setValue(0 if default == AUTO else int(default))
+    return box
+
+
+def _auto_value(box: QSpinBox):
+    return AUTO if box.value() == 0 else box.value()
 
 
 def _dataset_row(parent, settings, key: str):
