@@ -269,6 +269,8 @@ class TrainTab(QWidget):
                                  f"{100 * v['accuracy']:.1f} %, macro-F1 {v['macro_f1']:.3f}; saved {outcome.path}")
         for name, b in outcome.card.metrics.get("baselines", {}).items():
             self.log.appendPlainText(f"baseline {name}: accuracy {100 * b['accuracy']:.1f} %, macro-F1 {b['macro_f1']:.3f}")
+        if outcome.card.training.get("epoch_decision"):
+            self.log.appendPlainText(f"epochs: {outcome.card.training['epoch_decision']}")
         sel = outcome.card.metrics.get("selection")
         if sel:
             self.log.appendPlainText(f"auto kept {sel['kept']} ({sel['rule']})")
@@ -419,6 +421,9 @@ class CVTab(QWidget):
         if isinstance(result, Comparison):
             lines += [f"<b>{t['a']} vs {t['b']}</b>: {t['verdict']}" for t in result.tests]
         first = self.results()[0].metrics_dict() if self.results() else {}
+        decided = self.results()[0].settings["training"].get("epoch_decision") if self.results() else None
+        if decided:
+            lines.append(f"epochs: {decided}")
         for name, b in first.get("baselines", {}).items():
             lines.append(f"baseline {name}: accuracy {100 * b['accuracy']:.1f} %, macro-F1 {b['macro_f1']:.3f}")
         for r in self.results():
