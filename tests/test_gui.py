@@ -246,10 +246,14 @@ def test_selftest_entry_point(tmp_path):
     import sys
 
     png = tmp_path / "selftest.png"
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     r = subprocess.run([sys.executable, "-m", "emclassify_gui", "--selftest", "--screenshot", str(png)],
-                       capture_output=True, text=True, env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+                       capture_output=True, text=True,
+                       env={**os.environ, "QT_QPA_PLATFORM": "offscreen", "TMPDIR": str(scratch)})
     assert r.returncode == 0, r.stderr
     assert "selftest: OK" in r.stdout and png.read_bytes()[:4] == b"\x89PNG"
+    assert not [p for p in scratch.iterdir() if p.name.startswith("emclassify-selftest-")]  # its settings removed
 
 
 def test_open_headless_results_for_review_and_unsaved_warning(qtbot, window, folder_with_corrupt_file, tmp_path,
