@@ -316,7 +316,8 @@ def _prepare(args, command: str):
     except ValueError as exc:
         print(f"emclassify {command}: {exc}", file=sys.stderr)
         return 2
-    print(f"input: mode {pcfg.mode} ({decision['reason']}), {pcfg.size}x{pcfg.size} px, {pcfg.normalize}")
+    sized = f" ({decision['size']['reason']})" if decision.get("size") else ""
+    print(f"input: mode {pcfg.mode} ({decision['reason']}), {pcfg.size}x{pcfg.size} px{sized}, {pcfg.normalize}")
     if decision.get("note"):
         print(f"note: {decision['note']}", file=sys.stderr)
     return pcfg, tcfg, ds, decision
@@ -809,7 +810,7 @@ def build_parser() -> argparse.ArgumentParser:
     def training_options(sp, arch: bool = True):
         from types import SimpleNamespace
 
-        from .defaults import (ARCH_NAMES, BALANCE_STRATEGIES, DEFAULT_MARGIN, DEFAULT_MODE, DEFAULT_SIZE,
+        from .defaults import (ARCH_NAMES, AUTO_SIZE_RANGE, BALANCE_STRATEGIES, DEFAULT_MARGIN, DEFAULT_MODE, DEFAULT_SIZE,
                                MODES, NORMALIZATIONS, TRAIN_DEFAULTS)
 
         d = SimpleNamespace(**TRAIN_DEFAULTS)
@@ -822,8 +823,10 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--mode", default=DEFAULT_MODE, choices=(AUTO,) + MODES,
                        help="input mode (default auto: crop when masks exist, else decided from the image sizes; "
                             "the decision is printed and stored in the card)")
-        g.add_argument("--size", type=_positive_int, default=DEFAULT_SIZE,
-                       help=f"square input size in px (default {DEFAULT_SIZE})")
+        g.add_argument("--size", type=_positive_int_or_auto, default=DEFAULT_SIZE,
+                       help=f"square input size in px, or auto (default {DEFAULT_SIZE}: the particles' median size "
+                            f"rounded up to a multiple of 8, {AUTO_SIZE_RANGE[0]}-{AUTO_SIZE_RANGE[1]} px; printed "
+                            "and stored in the card)")
         g.add_argument("--margin", type=int, default=DEFAULT_MARGIN,
                        help=f"px removed per side by crop/mask without a mask (default {DEFAULT_MARGIN})")
         g.add_argument("--normalize", default="zscore", choices=NORMALIZATIONS, help="default zscore (per image)")

@@ -15,7 +15,12 @@ MODES = ("surround", "crop", "mask")
 NORMALIZATIONS = ("zscore", "minmax", "fixed")
 AUTO = "auto"
 DEFAULT_MODE = AUTO   # decided from the data: emclassify.input_decision
-DEFAULT_SIZE = 48     # px; as accurate as 64 on NanoShapes at less than half the compute
+DEFAULT_SIZE = AUTO   # from the particles: emclassify.input_decision, within AUTO_SIZE_RANGE
+# "auto" input size: the median region side (the mask's box, the margin crop or the whole image,
+# by mode) rounded up to a multiple of 8, within this range (px). Upsampling small particles adds
+# no information: on NanoShapes (median box 29 px) 32 px scored 93.2 % in 5.3 min against 92.8 %
+# in ~11 min at 48 (BENCHMARKS.md); 48 stays the ceiling (64 was less accurate and 2.4x slower).
+AUTO_SIZE_RANGE = (24, 48)
 DEFAULT_MARGIN = 50   # px of surrounding the seed's particle images carry
 DEFAULT_NORMALIZE = "zscore"
 

@@ -47,6 +47,53 @@ def test_auto_mode_uses_crop_when_masks_exist(tmp_path):
     assert record["median_mask_box"] > 48
 
 
+def _masked_discs(root, radius: int, n=12, side=None):
+    """Particle images with masks: a disc of ``radius`` px in a ``side`` px image."""
+    side = side or 4 * radius
+    yy, xx = np.mgrid[:side, :side] - side // 2
+    disc = (yy ** 2 + xx ** 2 <= radius ** 2)
+    rng = np.random.default_rng(radius)
+    rows = ["path,mask,label"]
+    for i in range(n):
+        write_tiff(root / f"{i}.tif", (disc * 90 + rng.normal(80, 8, disc.shape)).clip(0, 255).astype(np.uint8))
+        write_tiff(root / f"{i}_mask.tif", disc.astype(np.uint8) * 255)
+        rows.append(f"{i}.tif,{i}_mask.tif,{'ab'[i % 2]}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_auto_size_follows_the_particles_without_upsampling_beyond_them(tmp_path):
+    """--size auto: the median region side rounded up to a multiple of 8, within AUTO_SIZE_RANGE, by mode."""
+    from emclassify.defaults import AUTO_SIZE_RANGE
+    from emclassify.input_decision import auto_size
+
+    lo, hi = AUTO_SIZE_RANGE
+    for median in range(1, 200):
+        size = auto_size(median)
+        assert lo <= size <= hi and size % 8 == 0
+        assert size >= median or size == hi            # never smaller than the particles, unless capped
+        assert size - median < 8 or size == lo          # never more than the next multiple of 8
+    small = decide_preprocess(load_dataset(_masked_discs(tmp_path / "small", radius=14)).samples)
+    large = decide_preprocess(load_dataset(_masked_discs(tmp_path / "large", radius=40)).samples)
+    assert (small[0].mode, small[1]["size"]["median_region"], small[0].size) == ("crop", 29, 32)
+    assert large[0].size == hi and "mask bounding box" in large[1]["size"]["reason"]
+    unmasked = decide_preprocess(load_dataset(_small_unmasked(tmp_path / "u", side=41)).samples)
+    assert unmasked[0].mode == "surround" and unmasked[0].size == 48  # the whole 41 px image
+    tiny = decide_preprocess(load_dataset(_small_unmasked(tmp_path / "t", side=17)).samples)
+    assert tiny[0].size == lo
+    explicit = decide_preprocess(load_dataset(tmp_path / "small").samples, size=40)
+    assert explicit[0].size == 40 and "size" not in explicit[1]
+
+
+def test_cli_prints_and_records_the_size_decision(tmp_path, capsys):
+    out = tmp_path / "m.safetensors"
+    assert main(["train", str(_masked_discs(tmp_path / "d", radius=14, n=16)), "--out", str(out), "--arch",
+                 "lipnet1", "--epochs", "2"]) == 0
+    assert "32x32 px (median mask bounding box 29 px" in capsys.readouterr().out
+    card = read_card(out)
+    assert card.preprocess.size == 32 and card.training["input_decision"]["size"]["chosen"] == 32
+
+
 def test_auto_mode_uses_surround_for_small_unmasked_images(tmp_path):
     ds = load_dataset(_small_unmasked(tmp_path))
     pcfg, record = decide_preprocess(ds.samples)

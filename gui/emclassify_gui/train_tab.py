@@ -75,9 +75,8 @@ class SettingsForm(QGroupBox):
         self.mode.addItems((AUTO,) + MODES)
         self.mode.setCurrentText(DEFAULT_MODE)
         self.mode.setToolTip("auto: crop when masks exist, else decided from the image sizes")
-        self.size = QSpinBox()
-        self.size.setRange(16, 256)
-        self.size.setValue(DEFAULT_SIZE)
+        self.size = _auto_spinbox(DEFAULT_SIZE, "auto (from the particles)")
+        self.size.setRange(0, 256)  # 0 shows as auto
         self.balance = QComboBox()
         self.balance.addItems(BALANCE_STRATEGIES)
         self.balance.setCurrentText(d.balance)
@@ -108,7 +107,7 @@ class SettingsForm(QGroupBox):
 
     def configs(self, arch: Optional[str] = None):
         """``(input request for decide_preprocess, TrainConfig)``."""
-        request = {"mode": self.mode.currentText(), "size": self.size.value()}
+        request = {"mode": self.mode.currentText(), "size": _auto_value(self.size)}
         cfg = TrainConfig(arch=arch or self.arch.currentText(), epochs=_auto_value(self.epochs), lr=self.lr.value(),
                           weight_decay=self.weight_decay.value(), label_smoothing=self.label_smoothing.value(),
                           dropout=None if self.dropout.value() < 0 else self.dropout.value(),
@@ -247,7 +246,8 @@ class TrainTab(QWidget):
             self.log.appendPlainText(f"{len(ds)} images: {counts}")
             for w in ds.warnings:
                 self.log.appendPlainText(f"note: {w}")
-            self.log.appendPlainText(f"input: mode {pcfg.mode} ({decision['reason']}), {pcfg.size}×{pcfg.size} px")
+            sized = f" ({decision['size']['reason']})" if decision.get("size") else ""
+            self.log.appendPlainText(f"input: mode {pcfg.mode} ({decision['reason']}), {pcfg.size}×{pcfg.size} px{sized}")
             if decision.get("note"):
                 self.log.appendPlainText(f"note: {decision['note']}")
         elif isinstance(event, Decoding):
