@@ -85,7 +85,7 @@ def fit_assessed(train: InputSet, val: InputSet, classes: Sequence[str], pcfg: P
                  on_epoch=None, cancel=None, where: str = "validation") -> Assessed:
     """Fit ``cfg.arch`` on ``train`` and assess it on ``val`` (see module doc)."""
     k = len(classes)
-    cfg = cfg.resolved(len(train))  # callers that report the epochs resolve first; this is idempotent
+    cfg = cfg.resolved(len(train), pcfg.size)  # callers that report the epochs resolve first; idempotent
     requested = cfg.arch
     arch = AUTO_CANDIDATES[0] if requested == AUTO else requested
     run_cfg = TrainConfig(**{**cfg.to_dict(), "arch": arch})

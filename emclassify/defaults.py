@@ -43,12 +43,15 @@ TRAIN_DEFAULTS: Dict[str, object] = {
     "device": "auto",
 }
 # How "auto" epochs and patience are chosen (emclassify.training.TrainConfig.resolved): enough epochs
-# for at least ``min_steps`` optimiser steps, within [min_epochs, max_epochs]; patience a third of
-# them, at least min_patience. Why: the network learns per step, not per epoch. 12 epochs are 400
-# steps on NanoShapes' ~2,100 training particles but 160 on 1,200 small texture particles, which
-# left the CNN under-trained (45.7 % vs 57 % with 30 epochs; BENCHMARKS.md "Texture-defined
-# classes"). Sets of >= ~1,900 training images keep 12 epochs.
-EPOCH_BUDGET = {"min_steps": 360, "min_epochs": 12, "max_epochs": 40, "min_patience": 4}
+# for a compute budget of ``min_steps`` optimiser steps on ``reference_size`` px inputs -- smaller
+# inputs cost less per step and get proportionally more steps (x (reference_size / size)^2) --
+# within [min_epochs, max_epochs]; patience a third of them, at least min_patience. Why: the network
+# learns per step, not per epoch. 12 epochs were 400 steps on NanoShapes' ~2,100 training particles
+# but 160 on 1,200 small texture particles, which left the CNN under-trained (45.7 % vs 53.8 %
+# with 28 epochs); and NanoShapes at 32 px reached 94.6 % with the 24 epochs that cost what 12 did
+# at 48 px (93.2 % with 12). BENCHMARKS.md, "Data-aware input size and epochs". At 48 px, sets of
+# >= ~1,900 training images keep 12 epochs.
+EPOCH_BUDGET = {"min_steps": 360, "reference_size": 48, "min_epochs": 12, "max_epochs": 40, "min_patience": 4}
 DEFAULT_FOLDS = 5
 # Architecture names for help texts; tests hold it equal to emclassify.models.list_archs().
 ARCH_NAMES = ("auto", "lipnet1", "lipnet2", "lipnet3", "lipnet4", "lipnet5", "lipnet-fcn", "svm",

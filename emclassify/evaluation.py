@@ -233,7 +233,8 @@ def cross_validate(
     if folds is None:
         folds = make_folds(labels, groups, k, cfg.seed)
     k = int(folds.max()) + 1
-    cfg = cfg.resolved(inner_training_size(len(labels), k, cfg.val_fraction))  # one epoch budget for every fold
+    # one epoch budget for every fold
+    cfg = cfg.resolved(inner_training_size(len(labels), k, cfg.val_fraction), pcfg.size)
     epochs_based = cfg.arch != SVM
     if clock is None:
         clock = RemainingTime(runs=k, epochs=cfg.epochs)
@@ -356,7 +357,7 @@ def compare(dataset: Dataset, archs: Sequence[str], pcfg: PreprocessConfig, cfg:
     refuse_too_small(inputs)
     groups = [s.group for s in inputs.samples] if dataset.has_groups else None
     folds = make_folds(inputs.labels.numpy(), groups, k, cfg.seed)
-    cfg = cfg.resolved(inner_training_size(len(inputs), k, cfg.val_fraction))
+    cfg = cfg.resolved(inner_training_size(len(inputs), k, cfg.val_fraction), pcfg.size)
     clock = RemainingTime(runs=k * sum(1 for a in archs if a != SVM), epochs=cfg.epochs)
     results = []
     for a in archs:

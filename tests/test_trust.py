@@ -170,26 +170,30 @@ def test_small_imbalanced_training_is_flagged_in_card_cli_and_report(tmp_path, c
 
 
 def test_auto_epochs_give_small_sets_enough_optimiser_steps():
-    """The documented rule (defaults.EPOCH_BUDGET), checked as properties over set sizes: at least
-    min_steps optimiser steps unless capped, no epoch more than needed unless at the floor, patience
-    a third of the epochs; fewer epochs for larger sets; explicit numbers kept."""
+    """The documented rule (defaults.EPOCH_BUDGET), checked as properties over set and input sizes: at
+    least the compute budget's optimiser steps unless capped, no epoch more than needed unless at the
+    floor, patience a third of the epochs; fewer epochs for larger sets and for larger inputs;
+    explicit numbers kept."""
     import math
 
     from emclassify.defaults import EPOCH_BUDGET as b
 
-    previous = None
-    for n in (10, 100, 500, 808, 2000, 5000, 50000):
-        cfg = TrainConfig().resolved(n)
-        steps = math.ceil(n / cfg.batch_size)
-        assert b["min_epochs"] <= cfg.epochs <= b["max_epochs"]
-        assert cfg.epochs * steps >= b["min_steps"] or cfg.epochs == b["max_epochs"]
-        assert (cfg.epochs - 1) * steps < b["min_steps"] or cfg.epochs == b["min_epochs"]
-        assert cfg.patience >= max(b["min_patience"], cfg.epochs / 3)
-        assert previous is None or cfg.epochs <= previous
-        previous = cfg.epochs
-        assert cfg.resolved(n) == cfg and f"{n} training images" in cfg.epoch_decision
-    assert previous == b["min_epochs"]  # large sets keep the floor
-    explicit = TrainConfig(epochs=5, patience=2).resolved(100)
+    for size in (24, 32, 48, 64):
+        budget = b["min_steps"] * (b["reference_size"] / size) ** 2
+        previous = None
+        for n in (10, 100, 500, 808, 2000, 5000, 50000):
+            cfg = TrainConfig().resolved(n, size)
+            steps = math.ceil(n / cfg.batch_size)
+            assert b["min_epochs"] <= cfg.epochs <= b["max_epochs"]
+            assert cfg.epochs * steps >= budget or cfg.epochs == b["max_epochs"]
+            assert (cfg.epochs - 1) * steps < budget or cfg.epochs == b["min_epochs"]
+            assert cfg.patience >= max(b["min_patience"], cfg.epochs / 3)
+            assert previous is None or cfg.epochs <= previous
+            previous = cfg.epochs
+            assert cfg.resolved(n, size) == cfg and f"{n} training images" in cfg.epoch_decision
+        assert previous == b["min_epochs"]  # large sets keep the floor
+    assert TrainConfig().resolved(2000, 32).epochs > TrainConfig().resolved(2000, 48).epochs
+    explicit = TrainConfig(epochs=5, patience=2).resolved(100, 32)
     assert (explicit.epochs, explicit.patience, explicit.epoch_decision) == (5, 2, None)
     for bad in ({"epochs": 0}, {"patience": "soon"}, {"epochs": 2.5}):
         with pytest.raises(ValueError):
@@ -205,7 +209,7 @@ def test_auto_epochs_are_printed_and_recorded_by_cv(tmp_path, capsys):
     out = capsys.readouterr().out
     training = json.loads((tmp_path / "cv" / "metrics.json").read_text())["settings"]["training"]
     inner = inner_training_size(80, 3, TrainConfig().val_fraction)
-    assert training["epochs"] == TrainConfig().resolved(inner).epochs > 12  # tiny folds: more epochs than the floor
+    assert training["epochs"] == TrainConfig().resolved(inner, 24).epochs > 12  # tiny folds: more than the floor
     assert f"epochs: {training['epoch_decision']}" in out
     assert training["epoch_decision"] in (tmp_path / "cv" / "report.md").read_text()
     with pytest.raises(SystemExit) as usage:

@@ -64,22 +64,26 @@ class TrainConfig:
     def is_resolved(self) -> bool:
         return self.epochs != AUTO and self.patience != AUTO
 
-    def resolved(self, n_train: int) -> "TrainConfig":
-        """A copy with ``auto`` epochs and patience made concrete for ``n_train`` training images.
+    def resolved(self, n_train: int, input_size: int) -> "TrainConfig":
+        """A copy with ``auto`` epochs and patience made concrete for ``n_train`` training images of
+        ``input_size`` px.
 
-        Epochs: enough for ``EPOCH_BUDGET["min_steps"]`` optimiser steps of ``batch_size`` images,
-        clamped to ``[min_epochs, max_epochs]``; patience: a third of the epochs, at least
-        ``min_patience``. Numbers given explicitly are kept. Idempotent.
+        Epochs: enough for a compute budget of ``EPOCH_BUDGET["min_steps"]`` optimiser steps of
+        ``batch_size`` images at ``reference_size`` px -- ``(reference_size / input_size)^2`` times
+        as many steps for smaller inputs -- clamped to ``[min_epochs, max_epochs]``; patience: a
+        third of the epochs, at least ``min_patience``. Numbers given explicitly are kept. Idempotent.
         """
         if self.is_resolved:
             return self
         b = EPOCH_BUDGET
         steps = max(1, math.ceil(max(1, n_train) / self.batch_size))
+        budget = math.ceil(b["min_steps"] * (b["reference_size"] / max(1, input_size)) ** 2)
         epochs = self.epochs
         why = []
         if epochs == AUTO:
-            epochs = min(b["max_epochs"], max(b["min_epochs"], math.ceil(b["min_steps"] / steps)))
-            why.append(f"{epochs} epochs: at least {b['min_steps']} optimiser steps at {steps} per epoch "
+            epochs = min(b["max_epochs"], max(b["min_epochs"], math.ceil(budget / steps)))
+            why.append(f"{epochs} epochs: at least {budget} optimiser steps ({b['min_steps']} at "
+                       f"{b['reference_size']} px, scaled to {input_size} px inputs) at {steps} per epoch "
                        f"({n_train} training images, batch {self.batch_size}), within {b['min_epochs']}-{b['max_epochs']}")
         patience = self.patience
         if patience == AUTO:

@@ -93,7 +93,7 @@ def fit(train: InputSet, val: InputSet, n_classes: int, cfg: TrainConfig,
     memory_format / bn_samples: speed settings (the benchmark harness compares them side by side);
     the returned model is contiguous whatever the training layout.
     """
-    cfg = cfg.resolved(len(train))
+    cfg = cfg.resolved(len(train), train.x.shape[-1])
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
@@ -174,7 +174,7 @@ def fit_model(train_set: InputSet, val_set: InputSet, classes: Sequence[str], pc
               cfg: TrainConfig, on_epoch=None, cancel=None) -> FitResult:
     """Fit any architecture: balance strategy, then the SVM or the network."""
     n_classes = len(classes)
-    cfg = cfg.resolved(len(train_set))  # "auto" epochs from the size before any top-up
+    cfg = cfg.resolved(len(train_set), pcfg.size)  # "auto" epochs from the set before any top-up
     _, uses_features = parse_arch(cfg.arch)
     if cfg.balance == "synthetic":
         train_set = synthetic_topup(train_set, classes, pcfg, cfg.seed, uses_features)

@@ -46,7 +46,7 @@ def train(dataset: Dataset, pcfg: PreprocessConfig, cfg: TrainConfig, out, progr
     groups = [s.group for s in data.samples] if dataset.has_groups else None
     tr, va = holdout_split(data.labels.numpy(), groups, cfg.val_fraction, cfg.seed)
     val_set = data.subset(va)
-    cfg = cfg.resolved(len(tr))
+    cfg = cfg.resolved(len(tr), pcfg.size)
     clock = RemainingTime(runs=1, epochs=cfg.epochs)
     clock.run_started()
     res = fit_assessed(data.subset(tr), val_set, dataset.classes, pcfg, cfg, cancel=cancel,
