@@ -300,7 +300,7 @@ def _load_bar(label: str):
 
 def _prepare(args, command: str):
     """Settings and dataset for train/cv/compare: ``(pcfg, tcfg, dataset, input decision)``, or an exit code."""
-    from .input_decision import decide_preprocess
+    from .input_decision import decide_preprocess, describe
 
     try:
         tcfg = _train_config(args)
@@ -316,8 +316,7 @@ def _prepare(args, command: str):
     except ValueError as exc:
         print(f"emclassify {command}: {exc}", file=sys.stderr)
         return 2
-    sized = f" ({decision['size']['reason']})" if decision.get("size") else ""
-    print(f"input: mode {pcfg.mode} ({decision['reason']}), {pcfg.size}x{pcfg.size} px{sized}, {pcfg.normalize}")
+    print(describe(pcfg, decision))
     if decision.get("note"):
         print(f"note: {decision['note']}", file=sys.stderr)
     return pcfg, tcfg, ds, decision

@@ -27,11 +27,10 @@ interpolates them: on NanoShapes (median box 29 px) 32 px was as accurate as 48 
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, Sequence, Tuple
 
 import numpy as np
-
-import math
 
 from .defaults import AUTO, AUTO_SIZE_RANGE, DEFAULT_MARGIN, DEFAULT_MODE, DEFAULT_SIZE
 from .io import ImageReadError, Sample, read_image
@@ -172,5 +171,11 @@ def decide_preprocess(samples: Sequence[Sample], mode: str = DEFAULT_MODE, size=
     return PreprocessConfig(mode=chosen, size=size, margin=margin, normalize=normalize, mean=mean, std=std), record
 
 
-__all__ = ["AUTO", "DEFAULT_MARGIN", "DEFAULT_MODE", "DEFAULT_SIZE", "auto_size", "decide_preprocess", "image_side_stats",
-           "size_warning"]
+def describe(pcfg: PreprocessConfig, record: Dict) -> str:
+    """One line saying which input was chosen and why (printed by the CLI, logged by the GUI)."""
+    sized = f" ({record['size']['reason']})" if record.get("size") else ""
+    return f"input: mode {pcfg.mode} ({record['reason']}), {pcfg.size}x{pcfg.size} px{sized}, {pcfg.normalize}"
+
+
+__all__ = ["AUTO", "DEFAULT_MARGIN", "DEFAULT_MODE", "DEFAULT_SIZE", "auto_size", "decide_preprocess", "describe",
+           "image_side_stats", "size_warning"]

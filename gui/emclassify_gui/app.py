@@ -88,15 +88,13 @@ def main(argv=None) -> int:
     if args.selftest:
         # a throwaway settings file: the self-test neither reads nor changes the user's settings,
         # and leaves nothing behind
-        with tempfile.TemporaryDirectory(prefix="emclassify-selftest-") as settings_dir:
+        with tempfile.TemporaryDirectory(prefix="emclassify-selftest-", ignore_cleanup_errors=True) as settings_dir:
             settings = QSettings(os.path.join(settings_dir, "settings.ini"), QSettings.IniFormat)
             window = MainWindow(settings)
             window.resize(1200, 820)
             window.show()
             code = selftest(window, app, args.screenshot, args.timeout)
             window.close()
-            settings.sync()
-            del settings
         return code
     window = MainWindow()
     window.show()

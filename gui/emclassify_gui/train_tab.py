@@ -17,7 +17,7 @@ from emclassify.events import Decoding, EpochEnded, FoldEnded, format_seconds
 from emclassify.io import load_dataset
 from emclassify.models import list_archs
 from emclassify.guardrails import format_flags
-from emclassify.input_decision import AUTO, DEFAULT_MODE, DEFAULT_SIZE, decide_preprocess
+from emclassify.input_decision import AUTO, DEFAULT_MODE, DEFAULT_SIZE, decide_preprocess, describe
 from emclassify.preprocess import MODES
 from emclassify.training import BALANCE_STRATEGIES, TrainConfig, train
 
@@ -75,8 +75,7 @@ class SettingsForm(QGroupBox):
         self.mode.addItems((AUTO,) + MODES)
         self.mode.setCurrentText(DEFAULT_MODE)
         self.mode.setToolTip("auto: crop when masks exist, else decided from the image sizes")
-        self.size = _auto_spinbox(DEFAULT_SIZE, "auto (from the particles)")
-        self.size.setRange(0, 256)  # 0 shows as auto
+        self.size = _auto_spinbox(DEFAULT_SIZE, "auto (from the particles)", smallest=16, largest=256)
         self.balance = QComboBox()
         self.balance.addItems(BALANCE_STRATEGIES)
         self.balance.setCurrentText(d.balance)
@@ -116,17 +115,18 @@ class SettingsForm(QGroupBox):
         return request, cfg
 
 
-def _auto_spinbox(default, auto_text: str) -> QSpinBox:
-    """A whole-number box whose lowest value (0) means ``auto``."""
+def _auto_spinbox(default, auto_text: str, smallest: int = 1, largest: int = 1000) -> QSpinBox:
+    """A whole-number box for ``smallest``..``largest`` whose value just below ``smallest`` shows
+    ``auto_text`` and means ``auto`` (Qt shows the special text at the minimum)."""
     box = QSpinBox()
-    box.setRange(0, 1000)
+    box.setRange(smallest - 1, largest)
     box.setSpecialValueText(auto_text)
-    box.setValue(0 if default == AUTO else int(default))
+    box.setValue(box.minimum() if default == AUTO else int(default))
     return box
 
 
 def _auto_value(box: QSpinBox):
-    return AUTO if box.value() == 0 else box.value()
+    return AUTO if box.value() == box.minimum() else box.value()
 
 
 def _dataset_row(parent, settings, key: str):
@@ -246,8 +246,7 @@ class TrainTab(QWidget):
             self.log.appendPlainText(f"{len(ds)} images: {counts}")
             for w in ds.warnings:
                 self.log.appendPlainText(f"note: {w}")
-            sized = f" ({decision['size']['reason']})" if decision.get("size") else ""
-            self.log.appendPlainText(f"input: mode {pcfg.mode} ({decision['reason']}), {pcfg.size}×{pcfg.size} px{sized}")
+            self.log.appendPlainText(describe(pcfg, decision))
             if decision.get("note"):
                 self.log.appendPlainText(f"note: {decision['note']}")
         elif isinstance(event, Decoding):
