@@ -33,11 +33,13 @@ def _load() -> Tuple[bool, str]:
 
 
 def _try_load() -> Tuple[bool, str]:
+    # torch first: its import loads libc10/libtorch, which _C links against without an rpath of its own.
+    import torch
+
     try:
         from . import _C  # noqa: F401  (importing registers the ops)
     except Exception as exc:  # noqa: BLE001 - ImportError, OSError (undefined symbol, wrong torch) ...
         return False, f"{type(exc).__name__}: {exc}"
-    import torch
 
     if not all(hasattr(torch.ops.emclassify, op) for op in ("preprocess", "conv_block", "conv_trunk")):
         return False, "emclassify._C loaded but registered no ops"

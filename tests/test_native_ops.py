@@ -29,6 +29,23 @@ def test_native_library_is_built_and_loaded():
     assert native_available(), "emclassify._C failed to build or load (see emclassify --version)"
 
 
+def test_library_loads_when_emclassify_is_imported_before_torch():
+    # _C links libc10/libtorch without an rpath: loading it before torch failed with "libc10.so: cannot
+    # open shared object file" and silently fell back to the reference (found on a GPU machine).
+    code = "from emclassify._native import native_available, backend_description as d\nprint(native_available(), d())"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("True"), r.stdout
+
+
+def test_native_conv_is_preferred_on_the_cpu_only():
+    x = torch.zeros(1, 1, 8, 8)
+    assert ops.native_preferred(x)
+    # cuDNN beat the fused CUDA conv kernel 6.6x on an H200 (BENCHMARKS.md "GPU"): GPU tensors run
+    # the PyTorch layers by default. A meta tensor stands in for a non-CPU device here.
+    assert not ops.native_preferred(torch.zeros(1, 1, 8, 8, device="meta"))
+
+
 def _random_case(rng):
     h, w = (int(v) for v in rng.integers(1, 120, 2))
     kind = rng.choice(["u8", "u16", "f32"])

@@ -7,10 +7,12 @@ namespace emclassify {
 namespace generic {
 
 struct Vec {
+  // Declared before `reg` uses it: naming the namespace's kWidth first and redeclaring it after
+  // is an error under GCC >= 14 (-Wchanges-meaning), which the GPU machine's compiler is.
+  static constexpr int kWidth = generic::kWidth;
   struct reg {
     float v[kWidth];
   };
-  static constexpr int kWidth = generic::kWidth;
   static constexpr int kRegs = 32;
   static constexpr int kMaxGroup = 2;
   static inline reg load(const float* p) {

@@ -16,10 +16,11 @@ drop0.25 · dense 512 drop0.5, with batch-norm after each conv.
 Input: float32 ``N x 1 x S x S`` (see :mod:`emclassify.preprocess`);
 output: logits ``N x num_classes``.
 
-Inference (eval mode, autograd off) runs the trunk through the fused native op
+Inference (eval mode, autograd off) on the CPU runs the trunk through the fused native op
 ``emclassify::conv_trunk`` (each block conv + folded batch-norm + ReLU +
-max-pool in one pass, image by image) when the native library is loaded; training, and any call that needs
-gradients (saliency), runs the PyTorch layers below.
+max-pool in one pass, image by image) when the native library is loaded; on a GPU, training, and any
+call that needs gradients (saliency), the PyTorch layers below run (cuDNN on a GPU: faster there than
+the fused CUDA kernel, :func:`emclassify.ops.native_preferred`).
 """
 from __future__ import annotations
 
@@ -172,8 +173,8 @@ class LipNet(nn.Module):
         return self.head(self.feature_maps(x))
 
     def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
-        """Trunk output ``N x C x h x w``: fused native blocks for inference, PyTorch layers otherwise."""
-        if self.training or torch.is_grad_enabled() or not ops.conv_block_native_ok(x):
+        """Trunk output ``N x C x h x w``: fused native blocks for CPU inference, PyTorch layers otherwise."""
+        if self.training or torch.is_grad_enabled() or not ops.native_preferred(x):
             return self.trunk(x)
         return self.fused_trunk(x)
 
