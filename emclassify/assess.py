@@ -4,21 +4,26 @@
 what ``emclassify cv`` does inside every fold (on the fold's inner validation
 split), so a model file and a cross-validation report say the same things:
 
-1. fit the requested architecture on the training part (``auto``: the
-   CNN+features fusion averaged with the SVM, :data:`emclassify.models.AUTO_CANDIDATES`);
+1. fit the requested architecture on the training part. ``auto`` fits the SVM on handcrafted
+   features first and scores it on the validation part: where it gets at least
+   :data:`~emclassify.defaults.AUTO_FEATURES_INFORMATIVE` of the way from chance to perfect
+   balanced accuracy, the features are informative and the network is the CNN+features fusion
+   (:data:`emclassify.models.AUTO_CANDIDATES`); below, the CNN on the image alone
+   (:data:`~emclassify.models.AUTO_CANDIDATES_IMAGE_ONLY`: a linear head that fits weak features
+   does so at the image's expense). The network is averaged with that same SVM;
 2. score it, the majority-class baseline and the SVM on handcrafted features
    (fitted on the same training part) on the validation part;
 3. ``auto`` keeps whichever of the ensemble, its network alone and the SVM alone
    has the higher validation macro-F1 (in that order on a tie) and records all
-   scores (an ensemble's SVM is the baseline SVM: one fit serves both);
+   scores and the features' measurement (an ensemble's SVM is the baseline SVM: one fit serves all);
 4. fit a temperature on the kept model's validation logits
    (:mod:`emclassify.calibration`);
 5. :func:`emclassify.guardrails.flags` on the validation scores.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from dataclasses import asdict, dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -26,7 +31,9 @@ from torch import nn
 
 from . import guardrails, metrics
 from .calibration import calibrate
-from .models import AUTO, AUTO_CANDIDATES, SVM, NetSVMEnsemble, ensemble_member, fit_svm
+from .defaults import AUTO_FEATURES_INFORMATIVE
+from .models import (AUTO, AUTO_CANDIDATES, AUTO_CANDIDATES_IMAGE_ONLY, SVM, NetSVMEnsemble,
+                     ensemble_member, fit_svm)
 from .preprocess import PreprocessConfig
 from .training import FitResult, InputSet, TrainConfig, fit_model, predict_logits
 
@@ -72,13 +79,31 @@ def _score(model: nn.Module, data: InputSet, classes: Sequence[str], tta: bool =
     return logits, metrics.score(data.labels, pred, classes)
 
 
-def fit_svm_baseline(train: InputSet, n_classes: int, seed: int) -> Optional[nn.Module]:
-    """The SVM baseline on (a bounded stratified subsample of) the training part, or None."""
+def fit_svm_baseline(train: InputSet, n_classes: int, seed: int) -> Optional[Tuple[nn.Module, Dict]]:
+    """``(SVM, fit info)``: the SVM baseline on (a bounded stratified subsample of) the training part,
+    fitted exactly as an ensemble fits its SVM; None without features or with one class."""
     if train.features is None or len(torch.unique(train.labels)) < 2:
         return None
     idx = guardrails.subsample_for_svm(train.labels.numpy(), seed)
-    model, _ = fit_svm(train.features[idx], train.labels.numpy()[idx], n_classes, seed=seed)
-    return model
+    model, info = fit_svm(train.features[idx], train.labels.numpy()[idx], n_classes, seed=seed)
+    return model, asdict(info)
+
+
+def auto_network(svm_score: Optional[Dict], n_classes: int) -> Tuple[Sequence[str], Optional[Dict]]:
+    """The candidates ``auto`` chooses among, from the SVM's validation scores (module doc, step 1).
+
+    Returns :data:`~emclassify.models.AUTO_CANDIDATES` when the handcrafted features separate the
+    classes, else :data:`~emclassify.models.AUTO_CANDIDATES_IMAGE_ONLY`, and the measurement.
+    """
+    if svm_score is None:
+        return AUTO_CANDIDATES, None
+    chance = 1.0 / n_classes
+    above = (svm_score["balanced_accuracy"] - chance) / (1.0 - chance)
+    informative = bool(above >= AUTO_FEATURES_INFORMATIVE)
+    candidates = AUTO_CANDIDATES if informative else AUTO_CANDIDATES_IMAGE_ONLY
+    return candidates, {"svm_balanced_accuracy": svm_score["balanced_accuracy"], "above_chance": round(above, 4),
+                        "threshold": AUTO_FEATURES_INFORMATIVE, "informative": informative,
+                        "network": ensemble_member(candidates[0])}
 
 
 def fit_assessed(train: InputSet, val: InputSet, classes: Sequence[str], pcfg: PreprocessConfig, cfg: TrainConfig,
@@ -87,21 +112,32 @@ def fit_assessed(train: InputSet, val: InputSet, classes: Sequence[str], pcfg: P
     k = len(classes)
     cfg = cfg.resolved(len(train), pcfg.size)  # callers that report the epochs resolve first; idempotent
     requested = cfg.arch
-    arch = AUTO_CANDIDATES[0] if requested == AUTO else requested
+    fitted_svm = svm_logits = svm_score = features_note = None
+    if requested == AUTO:
+        # The baseline SVM first: its validation score decides whether the network sees the features.
+        fitted_svm = fit_svm_baseline(train, k, cfg.seed)
+        if fitted_svm is not None and len(val):
+            svm_logits, svm_score = _score(fitted_svm[0], val, classes)
+        candidates, features_note = auto_network(svm_score, k)
+        arch = candidates[0]
+    else:
+        arch = requested
     run_cfg = TrainConfig(**{**cfg.to_dict(), "arch": arch})
-    fit = fit_model(train, val, classes, pcfg, run_cfg, on_epoch=on_epoch, cancel=cancel)
+    fit = fit_model(train, val, classes, pcfg, run_cfg, on_epoch=on_epoch, cancel=cancel, fitted_svm=fitted_svm)
     model = fit.model
     logits, score = _score(model, val, classes, cfg.tta)
     if arch == SVM:
         svm = fit.model
     elif isinstance(fit.model, NetSVMEnsemble):
-        svm = fit.model.svm
+        svm = fit.model.svm  # the baseline SVM itself unless a synthetic top-up refitted it
     else:
-        svm = fit_svm_baseline(train, k, cfg.seed)
+        fitted_svm = fitted_svm or fit_svm_baseline(train, k, cfg.seed)
+        svm = fitted_svm[0] if fitted_svm else None
+    if svm is not None and (svm_score is None or svm is not fitted_svm[0]):
+        svm_logits, svm_score = _score(svm, val, classes)
     scores = {"model": score, "majority": guardrails.majority_scores(train.labels.numpy(), val.labels.numpy(), classes)}
-    svm_logits = None
-    if svm is not None:
-        svm_logits, scores["svm"] = _score(svm, val, classes)
+    if svm_score is not None:
+        scores["svm"] = svm_score
     selection = None
     if requested == AUTO and svm is not None and arch != SVM:
         # Candidates in order of preference on a tie: the ensemble, its network alone (wins where the
@@ -117,8 +153,14 @@ def fit_assessed(train: InputSet, val: InputSet, classes: Sequence[str], pcfg: P
                         FitResult(model=svm, stopped="completed", info={"selected_over": arch}))
         best = max(options[a][2]["macro_f1"] for a in options)
         kept = next(a for a in options if options[a][2]["macro_f1"] >= best - 1e-9)
-        selection = {"rule": f"higher macro-F1 on the {where} split (on a tie: ensemble, then network, then SVM)",
-                     "candidates": {a: o[2]["macro_f1"] for a, o in options.items()}, "kept": kept}
+        rule = f"higher macro-F1 on the {where} split (on a tie: ensemble, then network, then SVM)"
+        if features_note is not None:
+            rule = (f"the SVM on handcrafted features got {features_note['above_chance']:.2f} of the way from chance "
+                    f"to perfect balanced accuracy ({'at least' if features_note['informative'] else 'under'} "
+                    f"{AUTO_FEATURES_INFORMATIVE}): network {features_note['network']}; then {rule}")
+        selection = {"rule": rule, "candidates": {a: o[2]["macro_f1"] for a, o in options.items()}, "kept": kept}
+        if features_note is not None:
+            selection["features"] = features_note
         if kept != arch:
             model, logits, scores["model"], fit = options[kept]
             arch = kept
@@ -134,4 +176,4 @@ def fit_assessed(train: InputSet, val: InputSet, classes: Sequence[str], pcfg: P
                     majority_class=int(np.bincount(train.labels.numpy(), minlength=k).argmax()))
 
 
-__all__ = ["Assessed", "fit_assessed", "fit_svm_baseline"]
+__all__ = ["Assessed", "auto_network", "fit_assessed", "fit_svm_baseline"]

@@ -148,7 +148,10 @@ class CVResult:
         pooled = self.pooled()
         per_fold = [{"fold": f.fold, "n_train": f.n_train, "n_test": f.n_test, "best_epoch": f.best_epoch,
                      "stopped": f.stopped, "seconds": round(f.seconds, 2), "kept_arch": f.info.get("arch", self.arch),
-                     "temperature": f.info.get("temperature"), **_compact(f.metrics)}
+                     "temperature": f.info.get("temperature"),
+                     **({"features": f.info["selection"]["features"]}
+                        if (f.info.get("selection") or {}).get("features") else {}),
+                     **_compact(f.metrics)}
                     for f in self.fold_results]
         keys = ["accuracy", "macro_f1"]
         mean_sd = {k: _mean_sd([f.metrics[k] for f in self.fold_results]) for k in keys}

@@ -24,6 +24,9 @@ particles of micrographs held out from training it scored below ``crop``
 the margin crop, or the whole image's longer side) rounded up to a multiple of 8, within
 :data:`~emclassify.defaults.AUTO_SIZE_RANGE`. A network input larger than the particles only
 interpolates them: on NanoShapes (median box 29 px) 32 px was as accurate as 48 at half the time.
+When nearly all regions are squares of one side within that range (particle images cut to one
+size, :data:`UNIFORM_SHARE`), that side itself: no resampling at all. Rounding 41×41 texture
+particles up to 48 px blurred the texture they are told apart by (BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ MASK_MODE_NOTE = ("mask mode generalises worse to micrographs not seen in traini
                   "held-out micrographs it scored 84.0 % vs 86.6 % for crop (BENCHMARKS.md); prefer --mode auto "
                   "or crop unless you have measured mask mode on held-out micrographs of your own")
 SIZE_SAMPLE = 400  # images measured for the decision (a seeded sample of larger sets)
+UNIFORM_SHARE = 0.9  # share of square regions of the median side that makes a set "one size"
 
 
 def _image_sides(samples: Sequence[Sample], seed: int = 0) -> np.ndarray:
@@ -111,6 +115,24 @@ def auto_size(median_region: int) -> int:
     return int(min(hi, max(lo, 8 * math.ceil(max(median_region, 1) / 8))))
 
 
+def _uniform_square_side(sides: np.ndarray, margin: int, mode: str, masked: bool) -> int:
+    """The side S when at least :data:`UNIFORM_SHARE` of the regions the mode keeps are S x S px,
+    else 0. Mask boxes (which vary by particle) never count as uniform."""
+    if masked or not len(sides):
+        return 0
+    if mode == "surround":
+        square = sides[:, 0] == sides[:, 1]
+        side = sides[:, 0]
+    else:  # margin crop of every image
+        cropped = sides - 2 * np.minimum(margin, (sides - 1) // 2)
+        square, side = cropped[:, 0] == cropped[:, 1], cropped[:, 0]
+    values, counts = np.unique(side[square], return_counts=True)
+    if not len(values):
+        return 0
+    best = int(values[counts.argmax()])
+    return best if counts.max() >= UNIFORM_SHARE * len(sides) else 0
+
+
 def decide_preprocess(samples: Sequence[Sample], mode: str = DEFAULT_MODE, size=DEFAULT_SIZE,
                       margin: int = DEFAULT_MARGIN,
                       normalize: str = "zscore", mean: float = 0.0, std: float = 1.0) -> Tuple[PreprocessConfig, Dict]:
@@ -161,7 +183,13 @@ def decide_preprocess(samples: Sequence[Sample], mode: str = DEFAULT_MODE, size=
         else:
             median, what = (int(np.median(sides.max(axis=1))) if len(sides) else 0), "whole image (longer side)"
         lo, hi = AUTO_SIZE_RANGE
-        if median > 0:
+        uniform = _uniform_square_side(sides, margin, chosen, masked)
+        if uniform and lo <= uniform <= hi:
+            size = uniform
+            record["size"] = {"chosen": size, "median_region": median,
+                              "reason": f"at least {100 * UNIFORM_SHARE:.0f} % of the images give the same {size}x{size} "
+                                        "px region: that size, without resampling"}
+        elif median > 0:
             size = auto_size(median)
             record["size"] = {"chosen": size, "median_region": median,
                               "reason": f"median {what} {median} px, rounded up to a multiple of 8 within {lo}-{hi} px"}

@@ -40,7 +40,7 @@ def micrographs_shot(app, out: Path, demo: Path, work: Path) -> None:
     c = w.classify
     c.input_kind.setCurrentIndex(c.input_kind.findData("micrographs"))
     c.folder.setText(str(demo / "fields" / "images"))
-    c.set_model(str(default_model_path()))
+    c.set_model(str(demo / "models" / default_model_path().name))
     c.run()
     wait(c.finished, 300)
     c.table.selectRow(2)
@@ -74,6 +74,9 @@ def main(argv=None) -> int:
         if demo.exists():
             shutil.rmtree(demo)
         shutil.copytree(sample_folder(), demo / "samples")
+        # the bundled model under the demo folder too, so no checkout path appears in a picture
+        (demo / "models").mkdir()
+        shutil.copy2(default_model_path(), demo / "models")
         micrographs_shot(app, out, demo, work)
         if only == "micrographs":
             return 0
@@ -85,7 +88,7 @@ def main(argv=None) -> int:
 
         c = w.classify
         c.folder.setText(str(demo / "samples"))
-        c.set_model(str(default_model_path()))
+        c.set_model(str(demo / "models" / default_model_path().name))
         c.run()
         wait(c.finished, 120)
         c.table.sortByColumn(3, Qt.AscendingOrder)  # least confident first

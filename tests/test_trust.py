@@ -18,7 +18,7 @@ from emclassify.input_decision import decide_preprocess
 from emclassify.io import load_dataset
 from emclassify.modelfile import load_model, read_card
 from emclassify.preprocess import MIN_REGION_SIDE, PreprocessConfig
-from emclassify.models import AUTO_CANDIDATES
+from emclassify.models import AUTO_CANDIDATES, AUTO_CANDIDATES_IMAGE_ONLY
 from emclassify.training import TooSmallError, TrainConfig, load_inputs, train
 
 from conftest import write_tiff
@@ -78,11 +78,24 @@ def test_auto_size_follows_the_particles_without_upsampling_beyond_them(tmp_path
     assert (small[0].mode, small[1]["size"]["median_region"], small[0].size) == ("crop", 29, 32)
     assert large[0].size == hi and "mask bounding box" in large[1]["size"]["reason"]
     unmasked = decide_preprocess(load_dataset(_small_unmasked(tmp_path / "u", side=41)).samples)
-    assert unmasked[0].mode == "surround" and unmasked[0].size == 48  # the whole 41 px image
+    # the whole 41 px image, at its own size: every image is 41x41, so nothing is resampled
+    assert unmasked[0].mode == "surround" and unmasked[0].size == 41
+    assert "without resampling" in unmasked[1]["size"]["reason"]
     tiny = decide_preprocess(load_dataset(_small_unmasked(tmp_path / "t", side=17)).samples)
     assert tiny[0].size == lo
+    big = decide_preprocess(load_dataset(_small_unmasked(tmp_path / "b", side=64)).samples)
+    assert big[0].size == hi  # one size, but above the range: the ceiling, as before
     explicit = decide_preprocess(load_dataset(tmp_path / "small").samples, size=40)
     assert explicit[0].size == 40 and "size" not in explicit[1]
+
+
+def test_auto_size_resamples_when_the_images_differ_in_size(tmp_path):
+    from emclassify.input_decision import UNIFORM_SHARE
+
+    _small_unmasked(tmp_path, n=20, side=41, seed=1)
+    _small_unmasked(tmp_path, n=4, side=45, seed=2)  # overwrite 4 of the 24 files with 45 px images
+    pcfg, record = decide_preprocess(load_dataset(tmp_path).samples)
+    assert 20 / 24 < UNIFORM_SHARE and pcfg.size == 48 and "rounded up" in record["size"]["reason"]
 
 
 def test_cli_prints_and_records_the_size_decision(tmp_path, capsys):
@@ -217,17 +230,60 @@ def test_auto_epochs_are_printed_and_recorded_by_cv(tmp_path, capsys):
     assert usage.value.code == 2
 
 
-def test_auto_architecture_choice_is_recorded(tmp_path):
+@pytest.mark.parametrize("informative", [True, False])
+def test_auto_architecture_choice_is_recorded(tmp_path, monkeypatch, informative):
+    from emclassify import assess
+
+    # Both outcomes of the features test, whatever this tiny set's SVM scores: the measured rule
+    # itself is tested below (test_auto_network_rule).
+    monkeypatch.setattr(assess, "AUTO_FEATURES_INFORMATIVE", -1.0 if informative else 2.0)
     synth.generate(tmp_path / "d", "lamellarity", 60, seed=2, proportions=(0.5, 0.4, 0.1))
     ds = load_dataset(tmp_path / "d")
     out = train(ds, PreprocessConfig(mode="crop", size=24), TrainConfig(arch="auto", **FAST), tmp_path / "m.safetensors")
     sel = out.card.metrics["selection"]
-    assert set(sel["candidates"]) == set(AUTO_CANDIDATES) == {"lipnet-fcn+features+svm", "lipnet-fcn+features", "svm"}
+    expected = AUTO_CANDIDATES if informative else AUTO_CANDIDATES_IMAGE_ONLY
+    assert expected == (("lipnet-fcn+features+svm", "lipnet-fcn+features", "svm") if informative
+                        else ("lipnet-fcn+svm", "lipnet-fcn", "svm"))
+    assert set(sel["candidates"]) == set(expected)
+    assert sel["features"]["informative"] is informative and sel["features"]["network"] == expected[1]
     assert out.card.arch == sel["kept"] and out.card.training["arch_requested"] == "auto"
     # the highest validation macro-F1; on a tie the earlier candidate (ensemble, network, SVM)
-    best = max(AUTO_CANDIDATES, key=lambda a: (sel["candidates"][a], -AUTO_CANDIDATES.index(a)))
+    best = max(expected, key=lambda a: (sel["candidates"][a], -expected.index(a)))
     assert sel["kept"] == best
-    assert load_model(out.path).card.arch == best  # the kept model is the one saved
+    assert load_model(out.path).card.arch == best  # the kept model is the one saved, and it loads
+
+
+def test_cv_report_says_per_fold_whether_the_network_saw_the_features(tmp_path):
+    synth.generate(tmp_path / "d", "lamellarity", 60, seed=3, proportions=(0.5, 0.4, 0.1))
+    assert main(["cv", str(tmp_path / "d"), "--out", str(tmp_path / "cv"), "--size", "24", "--epochs", "2",
+                 "--folds", "2"]) == 0
+    m = json.loads((tmp_path / "cv" / "metrics.json").read_text())
+    notes = [f["features"] for f in m["folds"]]
+    assert len(notes) == 2
+    for f, note in zip(m["folds"], notes):
+        expected = AUTO_CANDIDATES if note["informative"] else AUTO_CANDIDATES_IMAGE_ONLY
+        assert f["kept_arch"] in expected and note["network"] == expected[1]
+    report = (tmp_path / "cv" / "report.md").read_text()
+    informative = sum(n["informative"] for n in notes)
+    assert f"the network saw the features in {informative} of 2 folds" in report
+
+
+def test_auto_network_rule():
+    from emclassify.assess import auto_network
+    from emclassify.defaults import AUTO_FEATURES_INFORMATIVE
+
+    assert AUTO_FEATURES_INFORMATIVE == 0.5
+    # NanoShapes' SVM (3 classes, balanced accuracy 0.895: 0.84 above chance) -> the fusion
+    candidates, note = auto_network({"balanced_accuracy": 0.895}, 3)
+    assert candidates == AUTO_CANDIDATES and note["informative"] and note["above_chance"] == pytest.approx(0.8425)
+    # texture classes (6 classes, 0.335: 0.20 above chance) -> the CNN on the image alone
+    candidates, note = auto_network({"balanced_accuracy": 0.335}, 6)
+    assert candidates == AUTO_CANDIDATES_IMAGE_ONLY and not note["informative"]
+    assert note["above_chance"] == pytest.approx(0.202)
+    # the same balanced accuracy is informative for 6 classes and not for 2 (chance differs)
+    assert auto_network({"balanced_accuracy": 0.6}, 6)[1]["informative"]
+    assert not auto_network({"balanced_accuracy": 0.6}, 2)[1]["informative"]
+    assert auto_network(None, 3) == (AUTO_CANDIDATES, None)  # no features: as before
 
 
 def test_ensemble_is_the_mean_of_its_members_and_round_trips(tmp_path):

@@ -22,8 +22,11 @@ FEATURE_SUFFIX = "+features"
 # (emclassify.models.ensemble), and keep the ensemble, the fusion alone or the SVM alone, whichever
 # has the higher macro-F1 on the validation split (recorded in the card). The SVM alone wins on small
 # data, the fusion alone where the SVM is weak, the ensemble on larger sets (BENCHMARKS.md).
+# Where the SVM shows the handcrafted features carry little (defaults.AUTO_FEATURES_INFORMATIVE), the
+# same choice is made with the CNN on the image alone in place of the fusion.
 AUTO = "auto"
 AUTO_CANDIDATES = ("lipnet-fcn+features+svm", "lipnet-fcn+features", SVM)
+AUTO_CANDIDATES_IMAGE_ONLY = ("lipnet-fcn+svm", "lipnet-fcn", SVM)
 
 S, V = "same", "valid"
 
@@ -194,6 +197,7 @@ def architecture_table(input_size: int = 64, num_classes: int = 3) -> str:
 __all__ = [
     "AUTO",
     "AUTO_CANDIDATES",
+    "AUTO_CANDIDATES_IMAGE_ONLY",
     "FEATURE_SUFFIX",
     "ENSEMBLE_SUFFIX",
     "FusionNet",

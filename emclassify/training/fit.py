@@ -171,41 +171,49 @@ def fit(train: InputSet, val: InputSet, n_classes: int, cfg: TrainConfig,
 
 
 def fit_model(train_set: InputSet, val_set: InputSet, classes: Sequence[str], pcfg: PreprocessConfig,
-              cfg: TrainConfig, on_epoch=None, cancel=None) -> FitResult:
-    """Fit any architecture: balance strategy, then the SVM or the network."""
+              cfg: TrainConfig, on_epoch=None, cancel=None, fitted_svm=None) -> FitResult:
+    """Fit any architecture: balance strategy, then the SVM or the network.
+
+    fitted_svm: ``(SVM, fit info dict)`` already fitted on ``train_set`` as :func:`fit_ensemble`
+    would fit it, so an ensemble does not fit it twice; ignored otherwise and with synthetic top-up.
+    """
     n_classes = len(classes)
     cfg = cfg.resolved(len(train_set), pcfg.size)  # "auto" epochs from the set before any top-up
     _, uses_features = parse_arch(cfg.arch)
     if cfg.balance == "synthetic":
         train_set = synthetic_topup(train_set, classes, pcfg, cfg.seed, uses_features)
+        fitted_svm = None  # fitted on the set before the top-up
     if cfg.arch == "svm":
         model, info = fit_svm(train_set.features, train_set.labels.numpy(), n_classes, seed=cfg.seed)
         return FitResult(model=model, best_epoch=0, stopped="completed", info=asdict(info))
     member = ensemble_member(cfg.arch)
     if member is not None:
         return fit_ensemble(train_set, val_set, n_classes, TrainConfig(**{**cfg.to_dict(), "arch": member}),
-                            on_epoch=on_epoch, cancel=cancel)
+                            on_epoch=on_epoch, cancel=cancel, fitted_svm=fitted_svm)
     return fit(train_set, val_set, n_classes, cfg, on_epoch=on_epoch, cancel=cancel)
 
 
 def fit_ensemble(train_set: InputSet, val_set: InputSet, n_classes: int, net_cfg: TrainConfig, on_epoch=None,
-                 cancel=None) -> FitResult:
+                 cancel=None, fitted_svm=None) -> FitResult:
     """``<network>+svm``: the network (``net_cfg.arch``) and the SVM fitted on the same training part
-    (the SVM on a bounded stratified subsample, :func:`emclassify.guardrails.subsample_for_svm`),
-    the network's temperature fitted on the validation part, then averaged
-    (:class:`emclassify.models.NetSVMEnsemble`)."""
+    (the SVM on a bounded stratified subsample, :func:`emclassify.guardrails.subsample_for_svm`;
+    ``fitted_svm``: that SVM and its fit info, already fitted), the network's temperature fitted on the validation part,
+    then averaged (:class:`emclassify.models.NetSVMEnsemble`)."""
     from ..calibration import calibrate
     from ..guardrails import subsample_for_svm
     from ..models import NetSVMEnsemble
 
     net = fit(train_set, val_set, n_classes, net_cfg, on_epoch=on_epoch, cancel=cancel)
-    labels = train_set.labels.numpy()
-    idx = subsample_for_svm(labels, net_cfg.seed)
-    svm, info = fit_svm(train_set.features[idx], labels[idx], n_classes, seed=net_cfg.seed)
+    if fitted_svm is None:
+        labels = train_set.labels.numpy()
+        idx = subsample_for_svm(labels, net_cfg.seed)
+        svm, svm_info = fit_svm(train_set.features[idx], labels[idx], n_classes, seed=net_cfg.seed)
+        fitted_svm = (svm, asdict(svm_info))
+    svm, info = fitted_svm
     temperature = 1.0
     if len(val_set):
         temperature, _ = calibrate(predict_logits(net.model, val_set.x, val_set.features, tta=net_cfg.tta),
                                    val_set.labels)
     model = NetSVMEnsemble(net.model, svm, temperature).eval()
     return FitResult(model=model, history=net.history, best_epoch=net.best_epoch, stopped=net.stopped,
-                     info={**asdict(info), "net_temperature": temperature})
+                     info={**info, "net_temperature": temperature})
