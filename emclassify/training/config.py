@@ -82,8 +82,9 @@ class TrainConfig:
         why = []
         if epochs == AUTO:
             epochs = min(b["max_epochs"], max(b["min_epochs"], math.ceil(budget / steps)))
-            why.append(f"{epochs} epochs: at least {budget} optimiser steps ({b['min_steps']} at "
-                       f"{b['reference_size']} px, scaled to {input_size} px inputs) at {steps} per epoch "
+            scaled = (f" ({b['min_steps']} at {b['reference_size']} px, scaled to {input_size} px inputs)"
+                      if input_size != b["reference_size"] else f" (for {input_size} px inputs)")
+            why.append(f"{epochs} epochs: at least {budget} optimiser steps{scaled} at {steps} per epoch "
                        f"({n_train} training images, batch {self.batch_size}), within {b['min_epochs']}-{b['max_epochs']}")
         patience = self.patience
         if patience == AUTO:
