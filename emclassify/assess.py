@@ -22,7 +22,7 @@ split), so a model file and a cross-validation report say the same things:
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -32,10 +32,9 @@ from torch import nn
 from . import guardrails, metrics
 from .calibration import calibrate
 from .defaults import AUTO_FEATURES_INFORMATIVE
-from .models import (AUTO, AUTO_CANDIDATES, AUTO_CANDIDATES_IMAGE_ONLY, SVM, NetSVMEnsemble,
-                     ensemble_member, fit_svm)
+from .models import AUTO, AUTO_CANDIDATES, AUTO_CANDIDATES_IMAGE_ONLY, SVM, NetSVMEnsemble, ensemble_member
 from .preprocess import PreprocessConfig
-from .training import FitResult, InputSet, TrainConfig, fit_model, predict_logits
+from .training import FitResult, InputSet, TrainConfig, fit_model, fit_subsampled_svm, predict_logits
 
 
 @dataclass
@@ -84,9 +83,7 @@ def fit_svm_baseline(train: InputSet, n_classes: int, seed: int) -> Optional[Tup
     fitted exactly as an ensemble fits its SVM; None without features or with one class."""
     if train.features is None or len(torch.unique(train.labels)) < 2:
         return None
-    idx = guardrails.subsample_for_svm(train.labels.numpy(), seed)
-    model, info = fit_svm(train.features[idx], train.labels.numpy()[idx], n_classes, seed=seed)
-    return model, asdict(info)
+    return fit_subsampled_svm(train, n_classes, seed)
 
 
 def auto_network(svm_score: Optional[Dict], n_classes: int) -> Tuple[Sequence[str], Optional[Dict]]:

@@ -193,6 +193,17 @@ def fit_model(train_set: InputSet, val_set: InputSet, classes: Sequence[str], pc
     return fit(train_set, val_set, n_classes, cfg, on_epoch=on_epoch, cancel=cancel)
 
 
+def fit_subsampled_svm(train_set: InputSet, n_classes: int, seed: int):
+    """``(SVM, fit info dict)``: the SVM on a bounded stratified subsample of ``train_set``
+    (:func:`emclassify.guardrails.subsample_for_svm`), as ensembles and the SVM baseline fit it."""
+    from ..guardrails import subsample_for_svm
+
+    labels = train_set.labels.numpy()
+    idx = subsample_for_svm(labels, seed)
+    svm, info = fit_svm(train_set.features[idx], labels[idx], n_classes, seed=seed)
+    return svm, asdict(info)
+
+
 def fit_ensemble(train_set: InputSet, val_set: InputSet, n_classes: int, net_cfg: TrainConfig, on_epoch=None,
                  cancel=None, fitted_svm=None) -> FitResult:
     """``<network>+svm``: the network (``net_cfg.arch``) and the SVM fitted on the same training part
@@ -200,16 +211,10 @@ def fit_ensemble(train_set: InputSet, val_set: InputSet, n_classes: int, net_cfg
     ``fitted_svm``: that SVM and its fit info, already fitted), the network's temperature fitted on the validation part,
     then averaged (:class:`emclassify.models.NetSVMEnsemble`)."""
     from ..calibration import calibrate
-    from ..guardrails import subsample_for_svm
     from ..models import NetSVMEnsemble
 
     net = fit(train_set, val_set, n_classes, net_cfg, on_epoch=on_epoch, cancel=cancel)
-    if fitted_svm is None:
-        labels = train_set.labels.numpy()
-        idx = subsample_for_svm(labels, net_cfg.seed)
-        svm, svm_info = fit_svm(train_set.features[idx], labels[idx], n_classes, seed=net_cfg.seed)
-        fitted_svm = (svm, asdict(svm_info))
-    svm, info = fitted_svm
+    svm, info = fitted_svm or fit_subsampled_svm(train_set, n_classes, net_cfg.seed)
     temperature = 1.0
     if len(val_set):
         temperature, _ = calibrate(predict_logits(net.model, val_set.x, val_set.features, tta=net_cfg.tta),
