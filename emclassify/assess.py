@@ -130,7 +130,8 @@ def fit_assessed(train: InputSet, val: InputSet, classes: Sequence[str], pcfg: P
     else:
         fitted_svm = fitted_svm or fit_svm_baseline(train, k, cfg.seed)
         svm = fitted_svm[0] if fitted_svm else None
-    if svm is not None and (svm_score is None or svm is not fitted_svm[0]):
+    scored_svm = fitted_svm[0] if svm_score is not None else None  # the SVM auto already scored
+    if svm is not None and svm is not scored_svm:
         svm_logits, svm_score = _score(svm, val, classes)
     scores = {"model": score, "majority": guardrails.majority_scores(train.labels.numpy(), val.labels.numpy(), classes)}
     if svm_score is not None:

@@ -115,22 +115,15 @@ def auto_size(median_region: int) -> int:
     return int(min(hi, max(lo, 8 * math.ceil(max(median_region, 1) / 8))))
 
 
-def _uniform_square_side(sides: np.ndarray, margin: int, mode: str, masked: bool) -> int:
-    """The side S when at least :data:`UNIFORM_SHARE` of the regions the mode keeps are S x S px,
-    else 0. Mask boxes (which vary by particle) never count as uniform."""
-    if masked or not len(sides):
+def _uniform_square_side(region_sides: np.ndarray) -> int:
+    """The side S when at least :data:`UNIFORM_SHARE` of the regions (``N x 2`` px) are S x S, else 0."""
+    if not len(region_sides):
         return 0
-    if mode == "surround":
-        square = sides[:, 0] == sides[:, 1]
-        side = sides[:, 0]
-    else:  # margin crop of every image
-        cropped = sides - 2 * np.minimum(margin, (sides - 1) // 2)
-        square, side = cropped[:, 0] == cropped[:, 1], cropped[:, 0]
-    values, counts = np.unique(side[square], return_counts=True)
-    if not len(values):
+    square = region_sides[:, 0] == region_sides[:, 1]
+    values, counts = np.unique(region_sides[square, 0], return_counts=True)
+    if not len(values) or counts.max() < UNIFORM_SHARE * len(region_sides):
         return 0
-    best = int(values[counts.argmax()])
-    return best if counts.max() >= UNIFORM_SHARE * len(sides) else 0
+    return int(values[counts.argmax()])
 
 
 def decide_preprocess(samples: Sequence[Sample], mode: str = DEFAULT_MODE, size=DEFAULT_SIZE,
@@ -155,7 +148,8 @@ def decide_preprocess(samples: Sequence[Sample], mode: str = DEFAULT_MODE, size=
         record["median_mask_box"] = int(np.median(boxes)) if len(boxes) else 0
     # the input side a margin crop is compared with, before the input size itself is decided
     target = AUTO_SIZE_RANGE[1] if size == AUTO else size
-    regions = (sides - 2 * np.minimum(margin, (sides - 1) // 2)).min(axis=1) if len(sides) else np.zeros(0)
+    cropped = sides - 2 * np.minimum(margin, (sides - 1) // 2)  # each image's margin crop, h x w
+    regions = cropped.min(axis=1) if len(sides) else np.zeros(0)
     median_crop = int(np.median(regions)) if len(regions) else 0
     if mode != AUTO:
         chosen, reason = mode, "given explicitly"
@@ -183,7 +177,8 @@ def decide_preprocess(samples: Sequence[Sample], mode: str = DEFAULT_MODE, size=
         else:
             median, what = (int(np.median(sides.max(axis=1))) if len(sides) else 0), "whole image (longer side)"
         lo, hi = AUTO_SIZE_RANGE
-        uniform = _uniform_square_side(sides, margin, chosen, masked)
+        # mask boxes vary by particle and are never "one size"
+        uniform = 0 if masked else _uniform_square_side(sides if chosen == "surround" else cropped)
         if uniform and lo <= uniform <= hi:
             size = uniform
             record["size"] = {"chosen": size, "median_region": median,

@@ -8,7 +8,7 @@ namespace generic {
 
 struct Vec {
   // Declared before `reg` uses it: naming the namespace's kWidth first and redeclaring it after
-  // is an error under GCC >= 14 (-Wchanges-meaning), which the GPU machine's compiler is.
+  // is an error under GCC >= 13 (-Wchanges-meaning), the compiler of the GPU machine it failed on.
   static constexpr int kWidth = generic::kWidth;
   struct reg {
     float v[kWidth];

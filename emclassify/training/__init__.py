@@ -36,5 +36,6 @@ from .train import TrainOutcome, train
 
 __all__ = ["BALANCE_STRATEGIES", "CLASS_WEIGHT_POWER", "PRECISE_BN_SAMPLES", "SYNTHETIC_MAX_FACTOR", "TRAIN_DEFAULTS",
            "TRAIN_MEMORY_FORMAT", "EpochLog", "FitResult", "InputSet", "TooSmallError", "TrainConfig", "TrainOutcome",
-           "augment", "class_weights", "epoch_indices", "fit", "fit_ensemble", "fit_model", "fit_subsampled_svm", "holdout_split",
-           "load_inputs", "predict_logits", "recalibrate_batchnorm", "refuse_too_small", "synthetic_topup", "train"]
+           "augment", "class_weights", "epoch_indices", "fit", "fit_ensemble", "fit_model", "fit_subsampled_svm",
+           "holdout_split", "load_inputs", "predict_logits", "recalibrate_batchnorm", "refuse_too_small",
+           "synthetic_topup", "train"]
