@@ -527,10 +527,11 @@ def _print_finder_scores(label: str, o: Dict, seconds_note: str = "") -> None:
           f"{o['count_error_abs_mean'] or 0:.1f}{seconds_note}")
 
 
-def _print_end_to_end(e: Dict) -> None:
+def _print_end_to_end(e: Dict, classifier: str = "") -> None:
     per = ", ".join(f"{c} {v:.3f}" for c, v in e["per_class_f1"].items())
     acc = "n/a" if e["matched_accuracy"] is None else f"{e['matched_accuracy']:.3f}"
-    print(f"  end to end (found and classified vs outlined): macro-F1 {e['macro_f1']:.3f} ({per}); "
+    which = f", classifier {classifier}" if classifier else ""
+    print(f"  end to end (found and classified vs outlined{which}): macro-F1 {e['macro_f1']:.3f} ({per}); "
           f"classes of the {e['matched_particles']} matched particles: accuracy {acc}, macro-F1 {e['matched_macro_f1']:.3f}")
 
 
@@ -541,6 +542,10 @@ def cmd_find_eval(args) -> int:
     problem = _out_file_problem(args.out, "a JSON file", "finder-metrics.json")
     if problem:
         print(f"emclassify find-eval: {problem}", file=sys.stderr)
+        return 2
+    if args.train_classifier and not args.folds:
+        print("emclassify find-eval: --train-classifier needs --folds (a classifier is trained per fold)",
+              file=sys.stderr)
         return 2
     classifier = None
     if args.classifier:
@@ -612,8 +617,9 @@ def _find_eval_folds(args, classifier) -> int:
 
     try:
         result = cross_validate_finders(Path(args.folder), folds=args.folds, settings=settings, classical=classical,
-                                        classifier_for=(lambda names: classifier) if classifier else None,
-                                        progress=progress, overlays=args.overlays)
+                                        classifier_for=(lambda names: {"given": classifier}) if classifier else None,
+                                        train_classifier=args.train_classifier, progress=progress,
+                                        overlays=args.overlays)
     except (EvaluationError, FinderTrainingError) as exc:
         print(f"emclassify find-eval: {exc}", file=sys.stderr)
         return 4
@@ -621,8 +627,8 @@ def _find_eval_folds(args, classifier) -> int:
         if result[name]["overall"] is None:
             continue
         _print_finder_scores(f"{name} finder, {args.folds}-fold by micrograph", result[name]["overall"])
-        if "end_to_end" in result[name]:
-            _print_end_to_end(result[name]["end_to_end"])
+        for which, e in result[name].get("end_to_end_by_classifier", {}).items():
+            _print_end_to_end(e, which)
     for row in result["per_fold"]:
         for flag in row["flags"]:
             print(f"  fold {row['fold']}: {flag}", file=sys.stderr)
@@ -690,7 +696,9 @@ def _finder_training_args(parser) -> None:
     g.add_argument("--batch", type=_positive_int, default=S['batch'], help=f"crops per step (default {S['batch']})")
     g.add_argument("--crop", type=_positive_int, default=S['crop'], help=f"crop side in px (default {S['crop']})")
     g.add_argument("--val-fraction", type=float, default=S['val_fraction'],
-                   help=f"share of micrographs held out for thresholds and validation (default {S['val_fraction']})")
+                   help="share of micrographs held out to choose the seed threshold and to score the finder beside the "
+                        f"classical one on the card (default {S['val_fraction']}: all train it; measure it with "
+                        "find-eval --folds)")
     g.add_argument("--seed", type=int, default=S['seed'], help=f"default {S['seed']}")
 
 
@@ -762,6 +770,10 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("--folds", type=int, default=None, metavar="K",
                     help="cross-validate instead: train the learned finder on the other micrographs of each of K "
                          "folds and score it beside the classical finder on the held-out ones")
+    fe.add_argument("--train-classifier", action="store_true",
+                    help="with --folds: per fold, also train a classifier (train's defaults) on the particles the "
+                         "fold's learned finder finds in its training micrographs, labelled by the outlined "
+                         "particles they match, and score it end to end on the held-out ones")
     _finder_training_args(fe)
     fe.add_argument("--particle-diameter", type=float, default=None, metavar="PX",
                     help="expected particle diameter in px (default: estimated per micrograph)")

@@ -235,23 +235,30 @@ class CropWriter:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def add(self, found: FoundMicrograph, rows: List[FileResult], context: int) -> None:
-        import tifffile
-
+        """The classified particles of one micrograph, labelled with their predicted class."""
         if found.detections is None:
             return
-        stem = Path(found.sample.relpath).with_suffix("").as_posix().replace("/", "__")
-        for r in rows:
-            if not r.ok or r.particle is None:
-                continue
-            crop, mask, _ = cut_out(found.image, found.detections.labels, r.particle, context)
-            name = f"{stem}_p{r.particle.index:04d}.tif"
-            img_rel, mask_rel = f"images/{r.predicted_class}/{name}", f"masks/{r.predicted_class}/{name}"
+        self.add_labelled(found.sample.relpath, found.image, found.detections,
+                          [(r.particle, r.predicted_class) for r in rows if r.ok and r.particle is not None], context)
+
+    def add_labelled(self, relpath: str, image: np.ndarray, detections: Detections,
+                     labelled: List[tuple], context: int) -> None:
+        """(particle, label) pairs of one micrograph (``relpath``, its path in the run's folder),
+        cut out with ``context`` px of surround as :func:`micrograph_rows` cuts them."""
+        import tifffile
+
+        stem = Path(relpath).with_suffix("").as_posix().replace("/", "__")
+        group = Path(relpath).with_suffix("").as_posix()
+        for particle, label in labelled:
+            crop, mask, _ = cut_out(image, detections.labels, particle, context)
+            name = f"{stem}_p{particle.index:04d}.tif"
+            img_rel, mask_rel = f"images/{label}/{name}", f"masks/{label}/{name}"
             for rel, arr in ((img_rel, crop), (mask_rel, mask.astype(np.uint8) * 255)):
                 buf = io.BytesIO()
                 tifffile.imwrite(buf, arr, photometric="minisblack")
                 (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
                 write_bytes_atomic(self.root / rel, buf.getvalue(), durable=False)
-            self.rows.append((img_rel, mask_rel, r.predicted_class, Path(found.sample.relpath).with_suffix("").as_posix()))
+            self.rows.append((img_rel, mask_rel, label, group))
 
     def close(self) -> Path:
         text = io.StringIO()

@@ -3,6 +3,7 @@ and the end-to-end (found and classified) scores."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -210,8 +211,14 @@ def test_micrograph_folds_partition_the_micrographs():
 def test_cli_train_finder_info_batch_and_find_eval(fields, tmp_path, capsys):
     model = tmp_path / "finder.safetensors"
     assert main(["train-finder", str(fields), "--out", str(model), "--steps", "20", "--batch", "2",
-                 "--crop", "96"]) == 0
+                 "--crop", "96", "--val-fraction", "0.25"]) == 0
     assert "validation on 1 held-out micrographs" in capsys.readouterr().out
+    # the default trains on every micrograph and says that the card holds no validation
+    all_in = tmp_path / "all.safetensors"
+    assert main(["train-finder", str(fields), "--out", str(all_in), "--steps", "5", "--batch", "2", "--crop", "64"]) == 0
+    assert "not validated" in capsys.readouterr().out
+    card = load_finder(all_in).card
+    assert card.data["micrographs"] == 4 and card.data["validation_names"] == [] and card.seed_threshold == 0.5
     assert main(["info", str(model)]) == 0
     assert "unet-centreness" in capsys.readouterr().out
     assert main(["info", str(model), "--json"]) == 0
@@ -319,6 +326,7 @@ def test_instance_images_with_odd_numbers(tmp_path):
     tifffile.imwrite(tmp_path / "instances" / "b.tif", np.where(big > 0, -3, 0).astype(np.int16))
     data, errors = load_outlined(outlined_micrographs(tmp_path), tmp_path)
     assert len(data) == 1 and data[0].labels.max() == 1 and (data[0].labels > 0).sum() == 100
+    assert data[0].label_ids.tolist() == [0, 4_000_000_000]  # the file's own number is kept
     assert errors == [{"micrograph": "images/b.tif", "error": errors[0]["error"]}] and "negative" in errors[0]["error"]
 
 
@@ -425,3 +433,98 @@ def test_unusable_outputs_and_truncated_files_are_refused_before_any_work(fields
     truncated.write_bytes(path.read_bytes()[:300])
     with pytest.raises(ModelFileError, match="truncated"):
         load_finder(truncated)
+
+
+# ---- a classifier trained on the particles a finder finds ------------------------------------------
+
+class _TruthFinder:
+    """A finder that finds exactly the outlined particles, renumbered (as any finder numbers them)."""
+
+    name = "truth"
+
+    def __init__(self, truth_by_image):
+        self.truth_by_image = truth_by_image
+
+    def params(self):
+        return {"finder": self.name}
+
+    def find(self, image, pixel_size_nm=None):
+        from emclassify.finding import measure
+        labels = self.truth_by_image[image.tobytes()]
+        ids = [k for k in np.unique(labels) if k]
+        found = np.zeros(labels.shape, np.int32)
+        for new, k in enumerate(reversed(ids), start=1):
+            found[labels == k] = new
+        return measure(found, {k: 1.0 for k in range(1, len(ids) + 1)}, None)
+
+
+def test_found_training_crops_carry_the_class_of_the_outlined_particle_they_match(fields, tmp_path):
+    """Labels follow the matching (not the finder's numbering), also when the instance file's
+    numbers are not 1..n; the folder is a dataset `train` reads, grouped by micrograph."""
+    import csv as _csv
+    import tifffile
+    from emclassify.finding.evaluate import truth_classes, write_found_training_crops
+    from emclassify.io import load_dataset
+
+    # the same fields, with every instance number multiplied by 7 (and particles.csv to match)
+    odd = tmp_path / "odd"
+    (odd / "images").mkdir(parents=True)
+    (odd / "instances").mkdir()
+    rows = list(_csv.DictReader(open(fields / "particles.csv", newline="")))
+    for img, inst in outlined_micrographs(fields):
+        (odd / "images" / img.name).write_bytes(img.read_bytes())
+        tifffile.imwrite(odd / "instances" / inst.name, tifffile.imread(inst).astype(np.int32) * 7)
+    with open(odd / "particles.csv", "w", newline="") as fh:
+        w = _csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows({**r, "particle": int(r["particle"]) * 7} for r in rows)
+    data, errors = load_outlined(outlined_micrographs(odd), odd)
+    truths = truth_classes(odd)
+    assert not errors and len(truths) == len(rows)
+    finder = _TruthFinder({d.raw.tobytes(): d.labels for d in data})
+
+    counts = write_found_training_crops(data, finder, truths, tmp_path / "crops", context=6)
+    assert counts == {"particles": len(rows), "found": len(rows), "outlined": len(rows)}
+    ds = load_dataset(tmp_path / "crops")
+    by_class = {}
+    for r in rows:
+        by_class[r["label"]] = by_class.get(r["label"], 0) + 1
+    assert ds.class_counts() == by_class
+    assert set(ds.groups) == {Path(d.name).with_suffix("").as_posix() for d in data}
+    # each crop is the particle's box plus 6 px (inside the field), its mask the particle
+    for sample in ds.samples[:5]:
+        mask = tifffile.imread(sample.mask) > 0
+        rows_, cols_ = np.nonzero(mask)
+        assert mask.any() and rows_.min() <= 6 and cols_.min() <= 6
+
+
+def test_a_classifier_trained_on_found_particles_knows_their_classes(fields, tmp_path):
+    from emclassify.finding.evaluate import classifier_on_found, truth_classes
+
+    data, _ = load_outlined(outlined_micrographs(fields), fields)
+    finder = _TruthFinder({d.raw.tobytes(): d.labels for d in data})
+    truths = truth_classes(fields)
+    clf, counts = classifier_on_found(data, finder, truths, tmp_path, context=6)
+    assert sorted(clf.classes) == sorted(set(truths.values()))
+    assert counts["particles"] == len(truths)
+
+
+def test_find_eval_folds_can_train_a_classifier_on_the_found_particles(fields, tmp_path, capsys):
+    cv = tmp_path / "cv.json"
+    assert main(["find-eval", str(fields), "--train-classifier", "--out", str(cv)]) == EXIT_USAGE
+    assert "--folds" in capsys.readouterr().err and not cv.exists()
+    assert main(["find-eval", str(fields), "--folds", "2", "--train-classifier", "--steps", "5", "--batch", "2",
+                 "--crop", "64", "--out", str(cv)]) == 0
+    out = capsys.readouterr().out
+    assert "classifier trained on found particles" in out
+    r = json.loads(cv.read_text())
+    by = r["learned"]["end_to_end_by_classifier"]
+    assert list(by) == ["trained on found particles"] and r["learned"]["end_to_end"] == by["trained on found particles"]
+    for fold in r["per_fold"]:
+        got = fold["found_classifier"]
+        assert got["context_px"] >= 2
+        if "particles" in got:
+            assert 0 < got["particles"] <= min(got["found"], got["outlined"])
+        else:  # a 5-step finder may find too little to train on: said, and nothing counts as classified
+            assert any("no classifier could be trained" in f for f in fold["flags"])
+    assert "classifier trained on found particles" in cv.with_suffix(".md").read_text()

@@ -16,8 +16,9 @@ counts finding and classifying errors together; the classification-only macro-F1
 particles is reported beside it. The classifier must not have been trained on these micrographs.
 
 **Cross-validation** (:func:`cross_validate_finders`): whole micrographs are held out in k folds;
-the learned finder is trained on the others (its thresholds chosen on an inner held-out part)
-and scored on them beside the classical finder, on the same micrographs.
+the learned finder is trained on the others with the settings given (by default on all of them;
+with ``val_fraction`` > 0 its seed threshold is chosen on an inner held-out part) and scored on
+them beside the classical finder, on the same micrographs.
 """
 from __future__ import annotations
 
@@ -206,11 +207,26 @@ def _read_pair(folder: Path, image_path: Path, source):
     return rel, image, truth.astype(np.int64)
 
 
-def _evaluate_pairs(folder: Path, pairs, finder, overlays=None, classifier=None, truths=None,
-                    progress: Optional[Callable[[int, int], None]] = None) -> Dict:
+def matched_classes(match: InstanceMatch, detections, truth: Dict[int, str]) -> List[tuple]:
+    """(found particle, class) for each found particle that matches an outlined particle of a
+    known class (IoU >= 0.5), labelled with that class; the others are left out."""
+    by_index = {p.index: p for p in detections.particles}
+    return [(by_index[f], truth[t]) for f, t, _ in match.pairs if f in by_index and t in truth]
+
+
+def _classes_of(classifier, truths) -> List[str]:
+    """The classifier's classes, or the outlined particles' classes when there is no classifier."""
+    return list(classifier.classes) if classifier is not None else sorted(set((truths or {}).values()))
+
+
+def _evaluate_pairs(folder: Path, pairs, finder, overlays=None, classifiers: Optional[Dict[str, object]] = None,
+                    truths=None, progress: Optional[Callable[[int, int], None]] = None) -> Dict:
+    """Scores of ``finder`` on ``pairs``; classifiers: name -> Classifier for end-to-end scores."""
     from ..atomic import write_bytes_atomic
 
-    per, matches, errors, records = [], [], [], []
+    classifiers = classifiers or {}
+    per, matches, errors = [], [], []
+    records: Dict[str, list] = {name: [] for name in classifiers}
     start = time.perf_counter()
     pixels = 0
     for i, (image_path, instance_path) in enumerate(pairs, 1):
@@ -225,12 +241,18 @@ def _evaluate_pairs(folder: Path, pairs, finder, overlays=None, classifier=None,
         pixels += image.size
         row = {"micrograph": rel, **{k: v for k, v in summarise([m]).items() if k != "micrographs"},
                "notes": det.notes}
-        if classifier is not None:
-            predicted = classify_found(image, det, classifier)
-            true_cls = {k: c for (name, k), c in (truths or {}).items() if name == rel}
-            records.append((m, predicted, true_cls))
-            row["found_by_class"] = {c: sum(1 for p in predicted.values() if p == c) for c in classifier.classes}
-            row["true_by_class"] = {c: sum(1 for t in true_cls.values() if t == c) for c in classifier.classes}
+        true_cls = {k: c for (name, k), c in (truths or {}).items() if name == rel}
+        for name, classifier in classifiers.items():
+            # None: no classifier could be trained, so nothing found is classified (all count as missed)
+            predicted = classify_found(image, det, classifier) if classifier is not None else {}
+            records[name].append((m, predicted, true_cls))
+            classes = _classes_of(classifier, truths)
+            counts = {"found_by_class": {c: sum(1 for p in predicted.values() if p == c) for c in classes},
+                      "true_by_class": {c: sum(1 for t in true_cls.values() if t == c) for c in classes}}
+            if len(classifiers) == 1:
+                row.update(counts)
+            else:
+                row.setdefault("by_classifier", {})[name] = counts
         per.append(row)
         if overlays is not None:
             write_bytes_atomic(Path(overlays) / f"{image_path.stem}.png", overlay_png(image, det.labels, truth))
@@ -239,11 +261,36 @@ def _evaluate_pairs(folder: Path, pairs, finder, overlays=None, classifier=None,
     elapsed = time.perf_counter() - start
     out = {"finder": finder.params(), "overall": summarise(matches), "per_micrograph": per, "errors": errors,
            "seconds": round(elapsed, 2), "megapixels_per_s": round(pixels / 1e6 / elapsed, 3) if elapsed else None,
-           "_matches": matches}
-    if classifier is not None:
-        out["end_to_end"] = end_to_end_scores(records, classifier.classes)
-        out["_records"] = records
+           "_matches": matches, "_records": records}
+    if classifiers:
+        out["end_to_end_by_classifier"] = {name: end_to_end_scores(recs, _classes_of(classifiers[name], truths))
+                                           for name, recs in records.items()}
+        out["end_to_end"] = next(iter(out["end_to_end_by_classifier"].values()))
     return out
+
+
+def write_found_training_crops(data, finder, truths: Dict[Tuple[str, int], str], out, context: int) -> Dict:
+    """A particle-image dataset (``images/<class>/``, ``masks/<class>/``, ``manifest.csv`` with the
+    micrograph as ``group``: the layout ``emclassify train`` reads) of the particles ``finder``
+    finds in outlined micrographs, each labelled with the class of the outlined particle it
+    matches; found particles that match none are left out. A classifier trained on it sees
+    particles as ``batch --micrographs`` cuts them (``context`` px of surround, the finder's masks).
+
+    data: :class:`~.training.OutlinedMicrograph` list (names as keys of ``truths``).
+    Returns {"particles": written, "found": found, "outlined": outlined with a class}.
+    """
+    from ..micrographs import CropWriter
+
+    writer = CropWriter(out)
+    written = found = outlined = 0
+    for d in data:
+        det = finder.find(d.raw)
+        truth = {k: truths[(d.name, int(orig))] for k, orig in enumerate(d.label_ids) if k and (d.name, int(orig)) in truths}
+        labelled = matched_classes(match_instances(det.labels, d.labels), det, truth)
+        writer.add_labelled(d.name, d.raw, det, labelled, context)
+        written, found, outlined = written + len(labelled), found + len(det.particles), outlined + len(truth)
+    writer.close()
+    return {"particles": written, "found": found, "outlined": outlined}
 
 
 def evaluate_finder(folder, finder, overlays=None, progress: Optional[Callable[[int, int], None]] = None,
@@ -256,9 +303,11 @@ def evaluate_finder(folder, finder, overlays=None, progress: Optional[Callable[[
     folder = Path(folder)
     pairs = outlined_micrographs(folder)
     truths = _classifier_truths(folder, classifier, pairs)
-    out = _evaluate_pairs(folder, pairs, finder, overlays, classifier, truths, progress)
-    out.pop("_records", None)
+    out = _evaluate_pairs(folder, pairs, finder, overlays, {"classifier": classifier} if classifier else None,
+                          truths, progress)
+    out.pop("_records")
     out.pop("_matches")
+    out.pop("end_to_end_by_classifier", None)
     return {"folder": str(folder), "iou_threshold": 0.5, **out}
 
 
@@ -283,15 +332,51 @@ def micrograph_folds(n: int, folds: int, seed: int = 0) -> List[List[int]]:
     return [sorted(int(i) for i in order[k::folds]) for k in range(folds)]
 
 
+FOUND_CLASSIFIER = "trained on found particles"
+
+
+def found_crop_context(median_diameter_px: float) -> int:
+    """Pixels of surround around a found particle cut out to train a classifier: a share of the
+    particles' median diameter (:data:`~emclassify.defaults.FOUND_CROP_CONTEXT_SHARE`), at least 2."""
+    from ..defaults import FOUND_CROP_CONTEXT_SHARE
+
+    return max(2, int(round(FOUND_CROP_CONTEXT_SHARE * median_diameter_px)))
+
+
+def classifier_on_found(data, finder, truths: Dict[Tuple[str, int], str], workdir: Path, context: int,
+                        cancel=None):
+    """A classifier trained with ``emclassify train``'s defaults on the particles ``finder`` finds
+    in the outlined micrographs ``data`` (:func:`write_found_training_crops`); (Classifier, counts)."""
+    from ..inference import Classifier
+    from ..input_decision import decide_preprocess
+    from ..io import load_dataset
+    from ..training import TrainConfig, train
+
+    counts = write_found_training_crops(data, finder, truths, workdir / "crops", context)
+    ds = load_dataset(workdir / "crops")
+    pcfg, decision = decide_preprocess(ds.samples)
+    out = workdir / "classifier.safetensors"
+    train(ds, pcfg, TrainConfig(), out, input_decision=decision, cancel=cancel)
+    return Classifier.from_file(out, device="cpu"), counts
+
+
 def cross_validate_finders(folder, folds: int = 5, settings=None, classical=None, classifier_for=None,
-                           progress=None, cancel=None, overlays=None, seed: int = 0) -> Dict:
+                           train_classifier: bool = False, progress=None, cancel=None, overlays=None,
+                           seed: int = 0) -> Dict:
     """k-fold, micrograph-wise evaluation of the learned finder beside the classical one (module doc).
 
     settings: :class:`~emclassify.finding.training.FinderTrainSettings`. classical: the classical
     finder to compare (default settings when None). classifier_for(training micrograph names) ->
-    Classifier or None: a classifier per fold for the end-to-end scores (it must not have seen the
-    held-out micrographs). Returns {"learned": ..., "classical": ..., "folds": [...]}.
+    a Classifier, a dict name -> Classifier, or None: classifiers per fold for the end-to-end
+    scores (they must not have seen the held-out micrographs). train_classifier: per fold, also
+    train a classifier (``train``'s defaults) on the particles the fold's learned finder finds in
+    its training micrographs, labelled by the outlined particles they match: it sees particles as
+    ``batch --micrographs`` cuts them. Its scores come first (``end_to_end``); every classifier's
+    are in ``end_to_end_by_classifier``. Returns {"learned": ..., "classical": ..., "per_fold": [...]}.
     """
+    import tempfile
+
+    from ..io import DatasetError
     from .classical import ClassicalFinder
     from .learned import LearnedFinder
     from .training import FinderTrainSettings, fit_finder, load_outlined, split_validation
@@ -303,7 +388,11 @@ def cross_validate_finders(folder, folds: int = 5, settings=None, classical=None
     data, errors = load_outlined(pairs, folder)
     by_name = {d.name: d for d in data}
     usable = [p for p in pairs if p[0].relative_to(folder).as_posix() in by_name]
-    truths = truth_classes(folder, pairs) if classifier_for is not None else None
+    scored = classifier_for is not None or train_classifier
+    truths = truth_classes(folder, pairs) if scored else None
+    if train_classifier and not truths:
+        raise EvaluationError(f"{folder}: particles.csv (micrograph,particle,label) or COCO categories are needed "
+                              "to train a classifier on the found particles")
     parts = micrograph_folds(len(usable), folds, seed)
     results = {"learned": [], "classical": []}
     fold_rows = []
@@ -322,17 +411,35 @@ def cross_validate_finders(folder, folds: int = 5, settings=None, classical=None
         loaded = fit_finder([train[i] for i in inner_train], [train[i] for i in inner_val], settings, progress, cancel,
                             fold=k, folds=folds, remaining=remaining, source=str(folder))
         learned = LearnedFinder("", preloaded=loaded)
-        clf = classifier_for([d.name for d in train]) if classifier_for is not None else None
         test_pairs = [usable[i] for i in test_idx]
         row = {"fold": k + 1, "test": [p[0].relative_to(folder).as_posix() for p in test_pairs],
                "seed_threshold": loaded.card.seed_threshold, "training": loaded.card.training,
                "flags": loaded.card.metrics.get("flags", [])}
-        for name, finder in (("learned", learned), ("classical", classical)):
-            r = _evaluate_pairs(folder, test_pairs, finder, overlays if name == "learned" else None, clf, truths)
-            results[name].append(r)
-            row[name] = dict(r["overall"])
-            if "end_to_end" in r:
-                row[name]["end_to_end_macro_f1"] = r["end_to_end"]["macro_f1"]
+        classifiers: Dict[str, object] = {}
+        with tempfile.TemporaryDirectory(prefix="emclassify-fold-") as workdir:
+            if train_classifier:
+                context = found_crop_context(loaded.card.median_diameter_px)
+                t0 = time.perf_counter()
+                try:
+                    classifiers[FOUND_CLASSIFIER], counts = classifier_on_found(train, learned, truths, Path(workdir),
+                                                                                context, cancel)
+                except (DatasetError, ValueError) as exc:  # e.g. too few particles found to train on
+                    classifiers[FOUND_CLASSIFIER], counts = None, {}
+                    row["flags"].append(f"no classifier could be trained on the particles found in the training "
+                                        f"micrographs ({exc}); none of this fold's particles count as classified")
+                row["found_classifier"] = {**counts, "context_px": context, "seconds": round(time.perf_counter() - t0, 1)}
+            given = classifier_for([d.name for d in train]) if classifier_for is not None else None
+            if isinstance(given, dict):
+                classifiers.update(given)
+            elif given is not None:
+                classifiers["classifier"] = given
+            for name, finder in (("learned", learned), ("classical", classical)):
+                r = _evaluate_pairs(folder, test_pairs, finder, overlays if name == "learned" else None, classifiers,
+                                    truths)
+                results[name].append(r)
+                row[name] = dict(r["overall"])
+                if "end_to_end" in r:
+                    row[name]["end_to_end_macro_f1"] = {c: e["macro_f1"] for c, e in r["end_to_end_by_classifier"].items()}
         fold_rows.append(row)
     out = {"folder": str(folder), "folds": folds, "seed": seed, "iou_threshold": 0.5, "errors": errors,
            "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(settings).items()},
@@ -341,12 +448,13 @@ def cross_validate_finders(folder, folds: int = 5, settings=None, classical=None
         matches = [m for r in rs for m in r["_matches"]]
         merged = {"overall": summarise(matches) if rs else None,
                   "per_micrograph": [row for r in rs for row in r["per_micrograph"]]}
-        if classifier_for is not None and rs:
-            merged["end_to_end"] = end_to_end_scores([rec for r in rs for rec in r.get("_records", [])],
-                                                     rs[0]["end_to_end"]["classes"])
+        if scored and rs and "end_to_end_by_classifier" in rs[0]:
+            by = {c: end_to_end_scores([rec for r in rs for rec in r["_records"][c]], e["classes"])
+                  for c, e in rs[0]["end_to_end_by_classifier"].items()}
+            merged["end_to_end_by_classifier"] = by
+            merged["end_to_end"] = next(iter(by.values()))
         out[name] = merged
     return out
-
 
 
 def _score_cells(o: Dict) -> str:
@@ -367,14 +475,15 @@ def report_markdown(result: Dict, overlays: Optional[str] = None) -> str:
     named = [(n, result[n]) for n in ("learned", "classical")] if cv else [(result["finder"]["finder"], result)]
     if cv:
         lines += [f"{result['folds']}-fold cross-validation by micrograph: the learned finder was trained on the other "
-                  "micrographs of each fold (thresholds on an inner held-out part) and scored on the held-out ones, "
+                  "micrographs of each fold and scored on the held-out ones, "
                   "beside the classical finder on the same micrographs.", ""]
     lines += [head] + [f"| {n} | {_score_cells(r['overall'])} |" for n, r in named if r.get("overall")]
     for n, r in named:
-        e = r.get("end_to_end")
-        if e:
+        scored = r.get("end_to_end_by_classifier") or ({"": r["end_to_end"]} if r.get("end_to_end") else {})
+        for which, e in scored.items():
             per = ", ".join(f"{c} {v:.3f}" for c, v in e["per_class_f1"].items())
-            lines += ["", f"End to end with the {n} finder (found and classified vs outlined): macro-F1 "
+            by = f", classifier {which}" if which else ""
+            lines += ["", f"End to end with the {n} finder{by} (found and classified vs outlined): macro-F1 "
                       f"**{e['macro_f1']:.3f}** ({per}); classes of the {e['matched_particles']} matched particles: "
                       f"macro-F1 {e['matched_macro_f1']:.3f}."]
     lines += ["", "## Per micrograph", "", f"| micrograph | finder | {columns}", "|---|---|---|---|---|---|---|---|---|---|"]

@@ -2,9 +2,11 @@
 
 Input layout: that of :func:`emclassify.finding.evaluate.outlined_micrographs` (``images/`` and
 ``instances/`` of the same names; the NanoShapes micrographs and ``emclassify synth
---micrographs``). Whole micrographs are held out for validation (never pixels of a micrograph
-the network trained on), and on them the thresholds are chosen and the learned finder is scored
-beside the classical one.
+--micrographs``). By default every micrograph trains the network and the thresholds stay at
+0.5 / 0.5 (``defaults.FINDER_TRAINING`` says why); its accuracy is measured by cross-validation
+(``find-eval --folds``). With ``val_fraction`` > 0, that share of whole micrographs is held out
+(never pixels of a micrograph the network trained on): on them the seed threshold is chosen and
+the learned finder is scored beside the classical one, on the card.
 
 Recipe (measured on NanoShapes, BENCHMARKS.md "Finding particles"): random square crops
 (``crop`` px, micrographs drawn in proportion to their area), the 8 rotations/reflections,
@@ -76,6 +78,7 @@ class OutlinedMicrograph:
     labels: np.ndarray      # int32 instance labels
     foreground: np.ndarray  # float32 0/1
     centre: np.ndarray      # float32 0..1
+    label_ids: np.ndarray   # int64: label_ids[k] is the number particle k had in the instance file
 
 
 def centreness_target(labels: np.ndarray) -> np.ndarray:
@@ -121,10 +124,12 @@ def load_outlined(pairs: Sequence[tuple], root: Optional[Path] = None
             errors.append({"micrograph": name, "error": "instance image has negative labels (0 is background, "
                                                         "1, 2, ... the particles)"})
             continue
-        # 1..n whatever numbers the file used (a 32-bit label 4e9 must not size any array)
+        # 1..n whatever numbers the file used (a 32-bit label 4e9 must not size any array); the
+        # sorted numbers map to 1..n in order, so label_ids keeps each one's own number
+        ids = np.union1d([0], np.unique(labels)).astype(np.int64)
         labels = relabel_sequential(labels)[0].astype(np.int32)
         good.append(OutlinedMicrograph(name, normalise_micrograph(raw), raw, labels,
-                                       (labels > 0).astype(np.float32), centreness_target(labels)))
+                                       (labels > 0).astype(np.float32), centreness_target(labels), ids))
     return good, errors
 
 
@@ -277,7 +282,7 @@ def fit_finder(train: Sequence[OutlinedMicrograph], val: Sequence[OutlinedMicrog
             flags.append(f"on the {len(val)} validation micrographs the learned finder (F1 {learned['f1']:.3f}) "
                          f"does not beat the classical one (F1 {classical['f1']:.3f}): use --finder classical "
                          "or train on more outlined micrographs")
-    else:
+    elif fold is None:  # in cross-validation the held-out fold is the validation
         flags.append("not validated: no micrographs were held out (measure it with `emclassify find-eval --folds 5`)")
     card.metrics["flags"] = flags
     return loaded
