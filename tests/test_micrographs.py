@@ -178,17 +178,20 @@ def test_pixel_size_from_files_written_by_their_own_libraries(tmp_path):
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
-def test_dm3_and_ser_round_trip_with_their_pixel_size(tmp_path, dtype):
-    """Gatan DM3 and TIA SER files (tests/microscope_writers.py: no library writes them) come back
+def test_dm3_dm4_and_ser_round_trip_with_their_pixel_size(tmp_path, dtype):
+    """Gatan DM3/DM4 and TIA SER files (tests/microscope_writers.py: no library writes them) come back
     through emclassify's reader with their pixels, orientation and calibration (nm, µm, metres)."""
-    from microscope_writers import write_dm3, write_ser
+    from microscope_writers import write_dm3, write_dm4, write_ser
 
     a = (np.random.default_rng(1).random((37, 53)) * 200).astype(dtype)
     write_dm3(tmp_path / "nm.dm3", a, 0.52, "nm")
     write_dm3(tmp_path / "um.dm3", a, 0.0025, "µm")
     write_dm3(tmp_path / "pixels.dm3", a, 1.0, "")  # uncalibrated: no pixel size, not 1 nm
+    write_dm4(tmp_path / "nm.dm4", a, 0.61, "nm")
+    write_dm4(tmp_path / "um.dm4", a, 0.0031, "µm")
     write_ser(tmp_path / "x.ser", a, 0.25e-9)
-    for name, nm in {"nm.dm3": 0.52, "um.dm3": 2.5, "pixels.dm3": None, "x.ser": 0.25}.items():
+    expected = {"nm.dm3": 0.52, "um.dm3": 2.5, "pixels.dm3": None, "nm.dm4": 0.61, "um.dm4": 3.1, "x.ser": 0.25}
+    for name, nm in expected.items():
         loaded = read_image(tmp_path / name)
         np.testing.assert_array_equal(loaded.array.astype(np.float64), a.astype(np.float64), err_msg=name)
         assert loaded.pixel_size_nm == (pytest.approx(nm) if nm else None), name
@@ -196,17 +199,18 @@ def test_dm3_and_ser_round_trip_with_their_pixel_size(tmp_path, dtype):
 
 @settings(max_examples=60, deadline=None)
 @given(cut=st.integers(min_value=0, max_value=10_000), flip=st.integers(min_value=0, max_value=10_000))
-def test_damaged_dm3_and_ser_files_are_errors_or_images_never_tracebacks(tmp_path_factory, cut, flip):
+def test_damaged_dm3_dm4_and_ser_files_are_errors_or_images_never_tracebacks(tmp_path_factory, cut, flip):
     """Truncated or bit-flipped microscope files: read_image gives an image or an ImageReadError."""
-    from microscope_writers import write_dm3, write_ser
+    from microscope_writers import write_dm3, write_dm4, write_ser
 
     from emclassify.io import ImageReadError
 
     d = tmp_path_factory.mktemp("damaged")
     a = (np.arange(24 * 31) % 251).astype(np.uint8).reshape(24, 31)
     write_dm3(d / "good.dm3", a, 0.5, "nm")
+    write_dm4(d / "good.dm4", a, 0.5, "nm")
     write_ser(d / "good.ser", a, 0.5e-9)
-    for name in ("good.dm3", "good.ser"):
+    for name in ("good.dm3", "good.dm4", "good.ser"):
         raw = bytearray((d / name).read_bytes())
         raw[flip % len(raw)] ^= 0xFF
         (d / ("bad" + name[4:])).write_bytes(bytes(raw[: len(raw) - cut % len(raw)]))
