@@ -575,6 +575,8 @@ def cmd_find_eval(args) -> int:
     _print_finder_scores(f"{args.finder} finder", result["overall"], f"  ({result['megapixels_per_s']} Mpx/s)")
     if "end_to_end" in result:
         _print_end_to_end(result["end_to_end"])
+    for w in result.get("warnings", []):
+        print(f"  WARNING: {w}", file=sys.stderr)
     for e in result["errors"]:
         print(f"  error: {e['micrograph']}: {e['error']}", file=sys.stderr)
     _write_finder_metrics(args, result)

@@ -293,6 +293,22 @@ def write_found_training_crops(data, finder, truths: Dict[Tuple[str, int], str],
     return {"particles": written, "found": found, "outlined": outlined}
 
 
+def classifier_saw(classifier, micrographs: Sequence[str]) -> Optional[str]:
+    """A warning when ``classifier`` was trained on particles of some of ``micrographs`` (paths
+    relative to the evaluated folder), judged by the micrograph names (groups) its card lists;
+    a note when the card lists none, so that this cannot be checked; None when it saw none."""
+    groups = (classifier.card.data or {}).get("group_names")
+    if not isinstance(groups, list) or not groups:
+        return ("the classifier's card does not list the micrographs it was trained on, so it cannot be checked "
+                "that it never saw these: end-to-end scores are honest only for a classifier trained elsewhere")
+    known = {Path(str(g)).name for g in groups}
+    seen = [m for m in micrographs if Path(m).stem in known]
+    if not seen:
+        return None
+    return (f"the classifier was trained on particles of {len(seen)} of the {len(micrographs)} scored micrographs "
+            f"(e.g. {seen[0]}): its end-to-end scores there are optimistic")
+
+
 def evaluate_finder(folder, finder, overlays=None, progress: Optional[Callable[[int, int], None]] = None,
                     classifier=None) -> Dict:
     """Run ``finder`` on every outlined micrograph under ``folder``; return the metrics dict.
@@ -308,7 +324,11 @@ def evaluate_finder(folder, finder, overlays=None, progress: Optional[Callable[[
     out.pop("_records")
     out.pop("_matches")
     out.pop("end_to_end_by_classifier", None)
-    return {"folder": str(folder), "iou_threshold": 0.5, **out}
+    warnings = []
+    if classifier is not None:
+        seen = classifier_saw(classifier, [p[0].relative_to(folder).as_posix() for p in pairs])
+        warnings += [seen] if seen else []
+    return {"folder": str(folder), "iou_threshold": 0.5, "warnings": warnings, **out}
 
 
 def _classifier_truths(folder: Path, classifier, pairs):
@@ -429,10 +449,12 @@ def cross_validate_finders(folder, folds: int = 5, settings=None, classical=None
                                         f"micrographs ({exc}); none of this fold's particles count as classified")
                 row["found_classifier"] = {**counts, "context_px": context, "seconds": round(time.perf_counter() - t0, 1)}
             given = classifier_for([d.name for d in train]) if classifier_for is not None else None
-            if isinstance(given, dict):
-                classifiers.update(given)
-            elif given is not None:
-                classifiers["classifier"] = given
+            given = given if isinstance(given, dict) else ({"classifier": given} if given is not None else {})
+            for which, clf in given.items():
+                seen = classifier_saw(clf, row["test"])
+                if seen:
+                    row["flags"].append(f"classifier {which}: {seen}")
+            classifiers.update(given)
             for name, finder in (("learned", learned), ("classical", classical)):
                 r = _evaluate_pairs(folder, test_pairs, finder, overlays if name == "learned" else None, classifiers,
                                     truths)
@@ -471,6 +493,11 @@ def report_markdown(result: Dict, overlays: Optional[str] = None) -> str:
     head = f"| finder | {columns}\n|---|---|---|---|---|---|---|---|---|"
     lines = [f"# Particle finding: {result['folder']}", "",
              "Found particles are matched to outlined ones at IoU >= 0.5 (one to one, Hungarian matching).", ""]
+    for w in result.get("warnings", []):
+        lines += [f"**Warning:** {w}", ""]
+    flagged = sorted({f for row in result.get("per_fold", []) for f in row.get("flags", [])})
+    for f in flagged:
+        lines += [f"**Warning (some folds):** {f}", ""]
     cv = "per_fold" in result
     named = [(n, result[n]) for n in ("learned", "classical")] if cv else [(result["finder"]["finder"], result)]
     if cv:

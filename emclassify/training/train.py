@@ -13,6 +13,8 @@ from .config import FitResult, TrainConfig
 from .inputs import load_inputs, refuse_too_small
 from .splits import holdout_split
 
+MAX_GROUP_NAMES = 20_000  # the card lists at most this many training micrographs (a header, not a database)
+
 
 @dataclass
 class TrainOutcome:
@@ -71,6 +73,8 @@ def train(dataset: Dataset, pcfg: PreprocessConfig, cfg: TrainConfig, out, progr
               "class_counts": dataset.class_counts(), "class_order": dataset.class_order,
               "n_train": int(len(tr)), "n_validation": int(len(va)),
               "groups": len(set(groups)) if groups else 0, "group_aware_split": groups is not None,
+              # which micrographs it learned from, so that find-eval can tell when it scores one of them
+              "group_names": sorted({str(g) for g in groups if g is not None})[:MAX_GROUP_NAMES] if groups else [],
               "image_sides_px": image_side_stats(dataset.samples), "emclassify": __version__},
         features={"version": FEATURES_VERSION, "n": N_FEATURES} if uses_features else {},
     )
