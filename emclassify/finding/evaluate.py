@@ -13,7 +13,10 @@ class c, a found particle predicted c that matches an outlined c particle is a t
 predicted c that matches nothing or another class is a false positive; an outlined c particle
 not found, or found and called otherwise, is a false negative. The end-to-end macro-F1 therefore
 counts finding and classifying errors together; the classification-only macro-F1 over matched
-particles is reported beside it. The classifier must not have been trained on these micrographs.
+particles is reported beside it. The classifier must not have been trained on these micrographs;
+a warning says so when its card lists some of them among its training micrographs
+(:func:`classifier_saw`). With ``--folds --train-classifier`` a classifier is trained per fold on
+the particles that fold's finder finds in its training micrographs (:func:`classifier_on_found`).
 
 **Cross-validation** (:func:`cross_validate_finders`): whole micrographs are held out in k folds;
 the learned finder is trained on the others with the settings given (by default on all of them;
@@ -285,7 +288,9 @@ def write_found_training_crops(data, finder, truths: Dict[Tuple[str, int], str],
     written = found = outlined = 0
     for d in data:
         det = finder.find(d.raw)
-        truth = {k: truths[(d.name, int(orig))] for k, orig in enumerate(d.label_ids) if k and (d.name, int(orig)) in truths}
+        # the outlined particles' classes by their number in d.labels (renumbered 1..n on loading)
+        keys = {k: (d.name, int(orig)) for k, orig in enumerate(d.label_ids) if k}
+        truth = {k: truths[key] for k, key in keys.items() if key in truths}
         labelled = matched_classes(match_instances(det.labels, d.labels), det, truth)
         writer.add_labelled(d.name, d.raw, det, labelled, context)
         written, found, outlined = written + len(labelled), found + len(det.particles), outlined + len(truth)
