@@ -474,20 +474,27 @@ def test_found_training_crops_carry_the_class_of_the_outlined_particle_they_matc
     (odd / "images").mkdir(parents=True)
     (odd / "instances").mkdir()
     rows = list(_csv.DictReader(open(fields / "particles.csv", newline="")))
+    tiny = None
     for img, inst in outlined_micrographs(fields):
         (odd / "images" / img.name).write_bytes(img.read_bytes())
-        tifffile.imwrite(odd / "instances" / inst.name, tifffile.imread(inst).astype(np.int32) * 7)
+        labels = tifffile.imread(inst).astype(np.int32) * 7
+        if tiny is None:  # plus one outlined particle of 5 x 5 px: under the classifier's minimum side
+            y, x = np.argwhere(np.lib.stride_tricks.sliding_window_view(labels, (5, 5)).max(axis=(2, 3)) == 0)[0]
+            labels[y:y + 5, x:x + 5] = 7000
+            tiny = {**rows[0], "micrograph": img.relative_to(fields).as_posix(), "particle": 1000}
+        tifffile.imwrite(odd / "instances" / inst.name, labels)
     with open(odd / "particles.csv", "w", newline="") as fh:
         w = _csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
-        w.writerows({**r, "particle": int(r["particle"]) * 7} for r in rows)
+        w.writerows([{**r, "particle": int(r["particle"]) * 7} for r in rows + [tiny]])
     data, errors = load_outlined(outlined_micrographs(odd), odd)
     truths = truth_classes(odd)
-    assert not errors and len(truths) == len(rows)
+    assert not errors and len(truths) == len(rows) + 1
     finder = _TruthFinder({d.raw.tobytes(): d.labels for d in data})
 
     counts = write_found_training_crops(data, finder, truths, tmp_path / "crops", context=6)
-    assert counts == {"particles": len(rows), "found": len(rows), "outlined": len(rows)}
+    # the 5 x 5 px particle is found and matched but left out: train would refuse it
+    assert counts == {"particles": len(rows), "found": len(rows) + 1, "outlined": len(rows) + 1, "too_small": 1}
     ds = load_dataset(tmp_path / "crops")
     by_class = {}
     for r in rows:

@@ -276,26 +276,32 @@ def write_found_training_crops(data, finder, truths: Dict[Tuple[str, int], str],
     """A particle-image dataset (``images/<class>/``, ``masks/<class>/``, ``manifest.csv`` with the
     micrograph as ``group``: the layout ``emclassify train`` reads) of the particles ``finder``
     finds in outlined micrographs, each labelled with the class of the outlined particle it
-    matches; found particles that match none are left out. A classifier trained on it sees
-    particles as ``batch --micrographs`` cuts them (``context`` px of surround, the finder's masks).
+    matches; found particles that match none are left out, and so are those whose box is under
+    the classifier's minimum region side (``batch`` gives them error rows; ``train`` would refuse
+    them). A classifier trained on it sees particles as ``batch --micrographs`` cuts them
+    (``context`` px of surround, the finder's masks).
 
     data: :class:`~.training.OutlinedMicrograph` list (names as keys of ``truths``).
-    Returns {"particles": written, "found": found, "outlined": outlined with a class}.
+    Returns {"particles": written, "found": found, "outlined": outlined with a class,
+    "too_small": matched but left out for their size}.
     """
     from ..micrographs import CropWriter
+    from ..preprocess import MIN_REGION_SIDE
 
     writer = CropWriter(out)
-    written = found = outlined = 0
+    written = found = outlined = too_small = 0
     for d in data:
         det = finder.find(d.raw)
         # the outlined particles' classes by their number in d.labels (renumbered 1..n on loading)
         keys = {k: (d.name, int(orig)) for k, orig in enumerate(d.label_ids) if k}
         truth = {k: truths[key] for k, key in keys.items() if key in truths}
-        labelled = matched_classes(match_instances(det.labels, d.labels), det, truth)
+        matched = matched_classes(match_instances(det.labels, d.labels), det, truth)
+        labelled = [(p, c) for p, c in matched if min(p.width, p.height) >= MIN_REGION_SIDE]
         writer.add_labelled(d.name, d.raw, det, labelled, context)
         written, found, outlined = written + len(labelled), found + len(det.particles), outlined + len(truth)
+        too_small += len(matched) - len(labelled)
     writer.close()
-    return {"particles": written, "found": found, "outlined": outlined}
+    return {"particles": written, "found": found, "outlined": outlined, "too_small": too_small}
 
 
 def classifier_saw(classifier, micrographs: Sequence[str]) -> Optional[str]:
