@@ -52,11 +52,7 @@ TRAIN_DEFAULTS: Dict[str, object] = {
 # but 160 on 1,200 small texture particles, which left the CNN under-trained (45.7 % vs 53.8 %
 # with 28 epochs); and NanoShapes at 32 px reached 94.6 % with the 24 epochs that cost what 12 did
 # at 48 px (93.2 % with 12). BENCHMARKS.md, "Data-aware input size and epochs". At 48 px, sets of
-# >= ~1,900 training images keep 12 epochs. Large sets: min_epochs would spend far more steps than
-# the budget (12 epochs of 9,500 particles are 1,800 steps), so the epochs stop at those that reach
-# ``max_steps`` (never fewer than the budget needs): at 48 px and batch 64 this shortens training
-# only above ~3,800 training images (a 14,000-particle 5-fold CV: 5 epochs per fold instead of 12).
-# BENCHMARKS.md, "A 14,000-particle cross-validation".
+# >= ~1,900 training images keep 12 epochs.
 # "--arch auto" trains its network with the handcrafted features only where they tell the classes
 # apart: the SVM on them (fitted first, the baseline anyway) must get at least this far from chance
 # towards perfect balanced accuracy on the validation split, (balanced accuracy - 1/k) / (1 - 1/k);
@@ -65,8 +61,7 @@ TRAIN_DEFAULTS: Dict[str, object] = {
 # 0.20 (the fusion lost 1.7 points to the CNN alone), the seed's lamellarity mix at 1,500 0.31 (the
 # CNN alone scored 93.4 % / 0.561 against the fusion's 92.4 % / 0.552), 300 particles 0.25.
 AUTO_FEATURES_INFORMATIVE = 0.5
-EPOCH_BUDGET = {"min_steps": 360, "max_steps": 720, "reference_size": 48, "min_epochs": 12, "max_epochs": 40,
-                "min_patience": 4}
+EPOCH_BUDGET = {"min_steps": 360, "reference_size": 48, "min_epochs": 12, "max_epochs": 40, "min_patience": 4}
 DEFAULT_FOLDS = 5
 # Architecture names for help texts; tests hold it equal to emclassify.models.list_archs().
 ARCH_NAMES = ("auto", "lipnet1", "lipnet2", "lipnet3", "lipnet4", "lipnet5", "lipnet-fcn", "svm",

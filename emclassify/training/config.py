@@ -70,34 +70,22 @@ class TrainConfig:
 
         Epochs: enough for a compute budget of ``EPOCH_BUDGET["min_steps"]`` optimiser steps of
         ``batch_size`` images at ``reference_size`` px -- ``(reference_size / input_size)^2`` times
-        as many steps for smaller inputs -- clamped to ``[min_epochs, max_epochs]``, but no more
-        than reach ``max_steps`` (scaled alike) when that is above the budget (large sets);
-        patience: a third of the epochs, at least ``min_patience``. Numbers given explicitly are
-        kept. Idempotent.
+        as many steps for smaller inputs -- clamped to ``[min_epochs, max_epochs]``; patience: a
+        third of the epochs, at least ``min_patience``. Numbers given explicitly are kept. Idempotent.
         """
         if self.is_resolved:
             return self
         b = EPOCH_BUDGET
         steps = max(1, math.ceil(max(1, n_train) / self.batch_size))
-        area = (b["reference_size"] / max(1, input_size)) ** 2
-        budget, ceiling = math.ceil(b["min_steps"] * area), math.ceil(b["max_steps"] * area)
+        budget = math.ceil(b["min_steps"] * (b["reference_size"] / max(1, input_size)) ** 2)
         epochs = self.epochs
         why = []
         if epochs == AUTO:
-            needed = math.ceil(budget / steps)
-            epochs = min(b["max_epochs"], max(b["min_epochs"], needed))
+            epochs = min(b["max_epochs"], max(b["min_epochs"], math.ceil(budget / steps)))
             scaled = (f" ({b['min_steps']} at {b['reference_size']} px, scaled to {input_size} px inputs)"
                       if input_size != b["reference_size"] else f" (for {input_size} px inputs)")
-            capped = max(needed, math.ceil(ceiling / steps))
-            if capped < epochs:
-                epochs = capped
-                why.append(f"{epochs} epochs: at least {budget} optimiser steps{scaled} at {steps} per epoch "
-                           f"({n_train} training images, batch {self.batch_size}); fewer than {b['min_epochs']} "
-                           f"because {epochs} already reach {ceiling} steps (a large set)")
-            else:
-                why.append(f"{epochs} epochs: at least {budget} optimiser steps{scaled} at {steps} per epoch "
-                           f"({n_train} training images, batch {self.batch_size}), within "
-                           f"{b['min_epochs']}-{b['max_epochs']}")
+            why.append(f"{epochs} epochs: at least {budget} optimiser steps{scaled} at {steps} per epoch "
+                       f"({n_train} training images, batch {self.batch_size}), within {b['min_epochs']}-{b['max_epochs']}")
         patience = self.patience
         if patience == AUTO:
             patience = max(b["min_patience"], math.ceil(epochs / 3))
