@@ -5,9 +5,13 @@
 Trains the default finder on the training micrographs of CV fold K (same split as find-eval --folds 5),
 then on that fold's held-out micrographs: IoU/F1 against the foreground threshold, and the area
 ratio found/outlined of matched pairs (systematic shrink or growth)."""
-import json, sys, time
+import json
+import sys
+import time
 from pathlib import Path
+
 import numpy as np
+
 from emclassify.finding.evaluate import outlined_micrographs, micrograph_folds
 from emclassify.finding.training import load_outlined, fit_finder, FinderTrainSettings
 from emclassify.finding.learned import LearnedFinder

@@ -522,6 +522,8 @@ def test_a_classifier_trained_on_found_particles_knows_their_classes(fields, tmp
     names = [d.name for d in data]
     assert f"trained on particles of {len(names)} of the {len(names)} scored micrographs" in classifier_saw(clf, names)
     assert classifier_saw(clf, ["images/another-micrograph.tif"]) is None
+    clf.card.data["groups"] = len(clf.card.data["group_names"]) + 1  # a card that could not list them all
+    assert "cannot be checked" in classifier_saw(clf, ["images/another-micrograph.tif"])
 
 
 def test_find_eval_folds_can_train_a_classifier_on_the_found_particles(fields, tmp_path, capsys):

@@ -308,13 +308,18 @@ def classifier_saw(classifier, micrographs: Sequence[str]) -> Optional[str]:
     """A warning when ``classifier`` was trained on particles of some of ``micrographs`` (paths
     relative to the evaluated folder), judged by the micrograph names (groups) its card lists;
     a note when the card lists none, so that this cannot be checked; None when it saw none."""
-    groups = (classifier.card.data or {}).get("group_names")
+    data = classifier.card.data or {}
+    groups = data.get("group_names")
     if not isinstance(groups, list) or not groups:
         return ("the classifier's card does not list the micrographs it was trained on, so it cannot be checked "
                 "that it never saw these: end-to-end scores are honest only for a classifier trained elsewhere")
     known = {Path(str(g)).name for g in groups}
     seen = [m for m in micrographs if Path(m).stem in known]
+    total = data.get("groups")  # the card caps the names it lists (training.train.MAX_GROUP_NAMES)
     if not seen:
+        if isinstance(total, int) and total > len(groups):
+            return (f"the classifier's card lists only {len(groups)} of its {total} training micrographs, none "
+                    "of them scored here: the others cannot be checked")
         return None
     return (f"the classifier was trained on particles of {len(seen)} of the {len(micrographs)} scored micrographs "
             f"(e.g. {seen[0]}): its end-to-end scores there are optimistic")
@@ -384,6 +389,9 @@ def classifier_on_found(data, finder, truths: Dict[Tuple[str, int], str], workdi
     from ..training import TrainConfig, train
 
     counts = write_found_training_crops(data, finder, truths, workdir / "crops", context)
+    if not counts["particles"]:
+        raise ValueError(f"the finder found {counts['found']} particles there, none matching an outlined one "
+                         "large enough to classify")
     ds = load_dataset(workdir / "crops")
     pcfg, decision = decide_preprocess(ds.samples)
     out = workdir / "classifier.safetensors"
