@@ -73,9 +73,21 @@ def _compact(m: Dict) -> Dict:
 
 
 def _score(model: nn.Module, data: InputSet, classes: Sequence[str], tta: bool = False):
-    logits = predict_logits(model, data.x, data.features, tta=tta)
+    return _scored(predict_logits(model, data.x, data.features, tta=tta), data, classes)
+
+
+def _scored(logits: torch.Tensor, data: InputSet, classes: Sequence[str]):
     pred = logits.argmax(1) if logits.numel() else torch.zeros(0, dtype=torch.long)
     return logits, metrics.score(data.labels, pred, classes)
+
+
+def _validation_logits(fit: FitResult, val: InputSet, tta: bool) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+    """(ensemble, its network) test-time-augmented validation logits from the network's views that
+    the fit already computed (:attr:`FitResult.net_val_views`); None when it did not."""
+    views = fit.net_val_views
+    if not tta or views is None or not isinstance(fit.model, NetSVMEnsemble) or views.shape[1] != len(val):
+        return None
+    return fit.model.combine_views(views, torch.as_tensor(val.features)).mean(0), views.mean(0)
 
 
 def fit_svm_baseline(train: InputSet, n_classes: int, seed: int) -> Optional[Tuple[nn.Module, Dict]]:
@@ -122,7 +134,8 @@ def fit_assessed(train: InputSet, val: InputSet, classes: Sequence[str], pcfg: P
     run_cfg = TrainConfig(**{**cfg.to_dict(), "arch": arch})
     fit = fit_model(train, val, classes, pcfg, run_cfg, on_epoch=on_epoch, cancel=cancel, fitted_svm=fitted_svm)
     model = fit.model
-    logits, score = _score(model, val, classes, cfg.tta)
+    reused = _validation_logits(fit, val, cfg.tta)
+    logits, score = _scored(reused[0], val, classes) if reused else _score(model, val, classes, cfg.tta)
     if arch == SVM:
         svm = fit.model
     elif isinstance(fit.model, NetSVMEnsemble):
@@ -143,7 +156,7 @@ def fit_assessed(train: InputSet, val: InputSet, classes: Sequence[str], pcfg: P
         options = {arch: (model, logits, score, fit)}
         if isinstance(fit.model, NetSVMEnsemble):
             net = fit.model.net
-            net_logits, net_score = _score(net, val, classes, cfg.tta)
+            net_logits, net_score = _scored(reused[1], val, classes) if reused else _score(net, val, classes, cfg.tta)
             options[ensemble_member(arch)] = (net, net_logits, net_score,
                                               FitResult(model=net, history=fit.history, best_epoch=fit.best_epoch,
                                                         stopped=fit.stopped))

@@ -27,7 +27,7 @@ from .runtime import CancelToken
 from .io import Dataset
 from .models import SVM, parse_arch
 from .preprocess import PreprocessConfig
-from .training import EpochLog, InputSet, TrainConfig, holdout_split, load_inputs, predict_logits
+from .training import EpochLog, InputSet, TrainConfig, holdout_split, load_inputs, predict_logits, predict_views
 
 
 def inner_training_size(n: int, k: int, val_fraction: float) -> int:
@@ -268,10 +268,12 @@ def cross_validate(
             cancel=cancel, where=f"fold {f + 1} inner validation",
         )
         test = inputs.subset(test_idx)
-        logits = predict_logits(res.model, test.x, test.features, tta=cfg.tta).double()
-        if cfg.tta:  # the same model without test-time augmentation, to report what TTA adds
-            plain[test_idx] = torch.softmax(predict_logits(res.model, test.x, test.features).double()
-                                            / res.temperature, dim=1).numpy()
+        if cfg.tta:  # and the same model without test-time augmentation (its identity view), to report what TTA adds
+            views = predict_views(res.model, test.x, test.features)
+            logits = views.mean(0).double()
+            plain[test_idx] = torch.softmax(views[0].double() / res.temperature, dim=1).numpy()
+        else:
+            logits = predict_logits(res.model, test.x, test.features).double()
         raw[test_idx] = torch.softmax(logits, dim=1).numpy()
         probs[test_idx] = torch.softmax(logits / res.temperature, dim=1).numpy()
         base["majority"][test_idx, res.majority_class] = 1.0

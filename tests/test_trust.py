@@ -323,6 +323,42 @@ def test_ensemble_is_the_mean_of_its_members_and_round_trips(tmp_path):
     assert CARD_KEY in meta
 
 
+def test_one_pass_of_views_gives_the_augmented_and_plain_predictions_of_every_model_kind(tmp_path):
+    """Cross-validation and the assessment take test-time-augmented and plain logits from one pass of
+    the 8 views, and score an ensemble from its network's views kept by the fit: the same numbers as
+    running each prediction on its own."""
+    from emclassify.assess import _validation_logits
+    from emclassify.models import NetSVMEnsemble, d4_views, forward
+    from emclassify.training import fit_model, predict_logits, predict_views
+
+    synth.generate(tmp_path / "d", "lamellarity", 48, seed=4, proportions=(0.5, 0.4, 0.1))
+    ds = load_dataset(tmp_path / "d")
+    pcfg = PreprocessConfig(mode="crop", size=24)
+    data = load_inputs(ds.samples, pcfg, ds.classes, want_features=True)
+    train_part, val = data.subset(np.arange(0, 36)), data.subset(np.arange(36, 48))
+    fit = fit_model(train_part, val, ds.classes, pcfg, TrainConfig(arch="lipnet-fcn+features+svm", tta=True, **FAST))
+    ensemble = fit.model
+    assert isinstance(ensemble, NetSVMEnsemble)
+    f = torch.as_tensor(val.features)
+    for model in (ensemble, ensemble.net, ensemble.svm):
+        views = predict_views(model, val.x, val.features, batch_size=5)   # batches that split the set
+        with torch.no_grad():
+            one_by_one = (torch.stack([forward(model, v, f) for v in d4_views(val.x)])
+                          if model is not ensemble.svm else forward(model, None, f)[None])
+        assert views.shape == one_by_one.shape
+        assert torch.allclose(views, one_by_one, atol=1e-5)
+        assert torch.allclose(views[0], predict_logits(model, val.x, val.features), atol=1e-6)
+        assert torch.allclose(views.mean(0), predict_logits(model, val.x, val.features, tta=True), atol=1e-6)
+    # the ensemble's network views kept by the fit: the ensemble's and the network's augmented logits
+    assert fit.net_val_views is not None and fit.net_val_views.shape == (8, len(val), len(ds.classes))
+    ens_logits, net_logits = _validation_logits(fit, val, tta=True)
+    assert torch.allclose(ens_logits, predict_logits(ensemble, val.x, val.features, tta=True), atol=1e-5)
+    assert torch.allclose(net_logits, predict_logits(ensemble.net, val.x, val.features, tta=True), atol=1e-5)
+    # views of another set (or none kept, or no augmentation) are never reused
+    assert _validation_logits(fit, train_part, tta=True) is None
+    assert _validation_logits(fit, val, tta=False) is None
+
+
 # --------------------------------------------------------------------------- calibration
 
 

@@ -133,15 +133,29 @@ def d4_views(x: torch.Tensor) -> List[torch.Tensor]:
     return views
 
 
+def view_logits(model: nn.Module, x: Optional[torch.Tensor], features=None) -> torch.Tensor:
+    """Logits of one batch in each of the 8 D4 views, float32 ``V x N x C`` (the identity view first,
+    so ``[0]`` is the plain forward). Feature-only models have one view (``1 x N x C``).
+
+    An ensemble runs its network once per view and its SVM once: the SVM's input, the handcrafted
+    features, does not change when the image turns.
+    """
+    if input_kind(model) == "features":
+        return forward(model, x, features)[None]
+    if isinstance(model, NetSVMEnsemble):
+        return model.combine_views(view_logits(model.net, x, features), features)
+    return torch.stack([forward(model, v, features) for v in d4_views(x)])
+
+
 def model_logits(model: nn.Module, x: Optional[torch.Tensor], features=None, tta: bool = False) -> torch.Tensor:
     """One batch through any model kind: ``image`` (x), ``image+features`` (x, f) or ``features`` (f).
 
     tta: average the logits over the 8 D4 views of the image (test-time augmentation; a particle
-    seen in a TEM has no preferred orientation). Ignored by feature-only models.
+    seen in a TEM has no preferred orientation, :func:`view_logits`). Ignored by feature-only models.
     """
     if input_kind(model) == "features" or not tta:
         return forward(model, x, features)
-    return torch.stack([forward(model, v, features) for v in d4_views(x)]).mean(0)
+    return view_logits(model, x, features).mean(0)
 
 
 def forward(model: nn.Module, x: Optional[torch.Tensor], features=None) -> torch.Tensor:
@@ -208,6 +222,7 @@ __all__ = [
     "fit_svm",
     "input_kind",
     "model_logits",
+    "view_logits",
     "forward",
     "d4_views",
     "list_archs",

@@ -32,9 +32,22 @@ class NetSVMEnsemble(nn.Module):
     def forward(self, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         from . import forward  # the package's dispatch on model kinds (imported late: it imports this module)
 
-        logits = forward(self.net, x, features)
-        p_net = torch.softmax(logits.double() / self.net_temperature.double(), dim=1)
-        p_svm = torch.softmax(self.svm(features).double(), dim=1)
+        return self.combine(forward(self.net, x, features), self.svm_probabilities(features))
+
+    def combine_views(self, net_views: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """The ensemble's output for each view, float32 ``V x N x C``, from its network's logits of
+        each view ``V x N x C`` (the SVM runs once: the features do not change with the view)."""
+        p_svm = self.svm_probabilities(features)
+        return torch.stack([self.combine(v, p_svm) for v in net_views])
+
+    def svm_probabilities(self, features: torch.Tensor) -> torch.Tensor:
+        """The SVM member's probabilities, float64 ``N x C``."""
+        return torch.softmax(self.svm(features).double(), dim=1)
+
+    def combine(self, net_logits: torch.Tensor, p_svm: torch.Tensor) -> torch.Tensor:
+        """The ensemble's output (module doc) from its network's logits ``N x C`` and
+        :meth:`svm_probabilities` of the same particles: float32 ``N x C``."""
+        p_net = torch.softmax(net_logits.double() / self.net_temperature.double(), dim=1)
         return torch.log((0.5 * (p_net + p_svm)).clamp_min(1e-300)).float()
 
 

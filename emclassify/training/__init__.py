@@ -29,7 +29,7 @@ from .augment import augment
 from .balance import CLASS_WEIGHT_POWER, SYNTHETIC_MAX_FACTOR, class_weights, epoch_indices, synthetic_topup
 from .config import EpochLog, FitResult, TrainConfig
 from .fit import (PRECISE_BN_SAMPLES, TRAIN_MEMORY_FORMAT, fit, fit_ensemble, fit_model, fit_subsampled_svm,
-                  predict_logits, recalibrate_batchnorm)
+                  predict_logits, predict_views, recalibrate_batchnorm)
 from .inputs import InputSet, TooSmallError, load_inputs, refuse_too_small
 from .splits import holdout_split
 from .train import TrainOutcome, train
@@ -37,5 +37,5 @@ from .train import TrainOutcome, train
 __all__ = ["BALANCE_STRATEGIES", "CLASS_WEIGHT_POWER", "PRECISE_BN_SAMPLES", "SYNTHETIC_MAX_FACTOR", "TRAIN_DEFAULTS",
            "TRAIN_MEMORY_FORMAT", "EpochLog", "FitResult", "InputSet", "TooSmallError", "TrainConfig", "TrainOutcome",
            "augment", "class_weights", "epoch_indices", "fit", "fit_ensemble", "fit_model", "fit_subsampled_svm",
-           "holdout_split", "load_inputs", "predict_logits", "recalibrate_batchnorm", "refuse_too_small",
+           "holdout_split", "load_inputs", "predict_logits", "predict_views", "recalibrate_batchnorm", "refuse_too_small",
            "synthetic_topup", "train"]

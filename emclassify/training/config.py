@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Dict, List, Optional, Union
 
+import torch
 from torch import nn
 
 from ..defaults import AUTO, BALANCE_STRATEGIES, EPOCH_BUDGET, TRAIN_DEFAULTS
@@ -111,3 +112,6 @@ class FitResult:
     best_epoch: int = 0
     stopped: str = "completed"  # completed | early-stopping | interrupted | cancelled
     info: Dict = field(default_factory=dict)
+    # An ensemble's network on the validation part, float32 V x N x C (one per D4 view), when the fit
+    # computed it (to calibrate the network): the assessment reuses it instead of running it again.
+    net_val_views: Optional[torch.Tensor] = field(default=None, repr=False)

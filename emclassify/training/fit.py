@@ -15,7 +15,8 @@ from torch import nn
 from .. import metrics
 from ..features import N_FEATURES
 from ..runtime import CancelToken, resolve_device
-from ..models import create_model, ensemble_member, fit_svm, forward, input_kind, model_logits, parse_arch
+from ..models import (create_model, ensemble_member, fit_svm, forward, input_kind, model_logits, parse_arch,
+                      view_logits)
 from ..preprocess import PreprocessConfig
 from .augment import augment
 from .balance import class_weights, epoch_indices, synthetic_topup
@@ -27,17 +28,33 @@ from .inputs import InputSet
 def predict_logits(model: nn.Module, x: torch.Tensor, features: Optional[np.ndarray] = None,
                    device: Optional[torch.device] = None, batch_size: int = 256, tta: bool = False) -> torch.Tensor:
     """Logits ``N x C`` of any model kind, in batches (``tta``: see :func:`model_logits`)."""
+    return _batched(lambda xb, fb: model_logits(model, xb, fb, tta), model, x, features, device, batch_size, 0)
+
+
+@torch.inference_mode()
+def predict_views(model: nn.Module, x: torch.Tensor, features: Optional[np.ndarray] = None,
+                  device: Optional[torch.device] = None, batch_size: int = 256) -> torch.Tensor:
+    """Logits of every D4 view, float32 ``V x N x C`` (:func:`~emclassify.models.view_logits`):
+    ``.mean(0)`` is the test-time-augmented prediction and ``[0]`` the plain one, from one pass."""
+    return _batched(lambda xb, fb: view_logits(model, xb, fb), model, x, features, device, batch_size, 1)
+
+
+def _batched(run, model: nn.Module, x, features, device, batch_size: int, dim: int) -> torch.Tensor:
+    """``run(x batch, features batch)`` over ``x`` in batches, concatenated along ``dim``."""
     model.eval()
     kind = input_kind(model)
     device = device or torch.device("cpu")
     if kind == "features":
-        return model(torch.as_tensor(features)).float()
+        return run(None, torch.as_tensor(features)).float()
     outs = []
     for i in range(0, x.shape[0], batch_size):
         xb = x[i : i + batch_size].to(device)
         fb = None if kind == "image" else torch.as_tensor(features[i : i + batch_size]).to(device)
-        outs.append(model_logits(model, xb, fb, tta).float().cpu())
-    return torch.cat(outs) if outs else torch.zeros((0, getattr(model, "num_classes", 0)))
+        outs.append(run(xb, fb).float().cpu())
+    if outs:
+        return torch.cat(outs, dim)
+    empty = torch.zeros((0, getattr(model, "num_classes", 0)))
+    return empty if dim == 0 else empty[None]
 
 
 # 512 clean images estimate the statistics as well as 1,024 did (validation macro-F1 per epoch within
@@ -215,10 +232,13 @@ def fit_ensemble(train_set: InputSet, val_set: InputSet, n_classes: int, net_cfg
 
     net = fit(train_set, val_set, n_classes, net_cfg, on_epoch=on_epoch, cancel=cancel)
     svm, info = fitted_svm or fit_subsampled_svm(train_set, n_classes, net_cfg.seed)
-    temperature = 1.0
+    temperature, views = 1.0, None
     if len(val_set):
-        temperature, _ = calibrate(predict_logits(net.model, val_set.x, val_set.features, tta=net_cfg.tta),
-                                   val_set.labels)
+        # test-time augmented like every later prediction; the views are kept so that scoring the
+        # ensemble and its network on the validation part does not run the network again
+        views = predict_views(net.model, val_set.x, val_set.features) if net_cfg.tta else None
+        logits = views.mean(0) if views is not None else predict_logits(net.model, val_set.x, val_set.features)
+        temperature, _ = calibrate(logits, val_set.labels)
     model = NetSVMEnsemble(net.model, svm, temperature).eval()
     return FitResult(model=model, history=net.history, best_epoch=net.best_epoch, stopped=net.stopped,
-                     info={**info, "net_temperature": temperature})
+                     info={**info, "net_temperature": temperature}, net_val_views=views)
