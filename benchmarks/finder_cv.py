@@ -64,6 +64,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=FinderTrainSettings.steps)
     ap.add_argument("--out", default="finder-cv.json")
     ap.add_argument("--overlays")
+    ap.add_argument("--views", type=int, nargs="+", default=[1, 8],
+                    help="score each fold's learned network with these views side by side (default 1 8)")
     args = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="finder-cv-"))
     classifier_for = classifier_trainer(Path(args.crops), workdir) if args.crops else None
@@ -76,13 +78,13 @@ def main() -> int:
     t0 = time.perf_counter()
     r = cross_validate_finders(args.micrographs, folds=args.folds, settings=FinderTrainSettings(steps=args.steps),
                                classifier_for=classifier_for, train_classifier=True, progress=progress,
-                               overlays=args.overlays)
+                               overlays=args.overlays, learned_views=args.views)
     r["wall_seconds"] = round(time.perf_counter() - t0, 1)
     r["torch_threads"] = torch.get_num_threads()
     Path(args.out).write_text(json.dumps(r, indent=2, default=str) + "\n")
-    for name in ("learned", "classical"):
+    for name in r["finders"]:
         o = r[name]["overall"]
-        line = f"{name:9s} F1 {o['f1']:.3f}  mean IoU {o['mean_iou'] or 0:.3f}  |count error| {o['count_error_abs_mean']:.1f}"
+        line = f"{name:15s} F1 {o['f1']:.3f}  mean IoU {o['mean_iou'] or 0:.3f}  |count error| {o['count_error_abs_mean']:.1f}"
         print(line)
         for which, e in r[name].get("end_to_end_by_classifier", {}).items():
             print(f"  classifier {which}: end-to-end macro-F1 {e['macro_f1']:.3f} "

@@ -130,9 +130,9 @@ def cmd_batch(args) -> int:
         if finder is None:
             return EXIT_USAGE
     elif any(v is not None for v in (args.particle_diameter, args.polarity, args.save_crops, args.save_labels,
-                                     args.finder_model)) or args.exclude_border:
-        print("emclassify batch: --particle-diameter, --polarity, --exclude-border, --finder-model, --save-crops "
-              "and --save-labels apply to whole micrographs: add --micrographs", file=sys.stderr)
+                                     args.finder_model, args.finder_views)) or args.exclude_border:
+        print("emclassify batch: --particle-diameter, --polarity, --exclude-border, --finder-model, --finder-views, "
+              "--save-crops and --save-labels apply to whole micrographs: add --micrographs", file=sys.stderr)
         return EXIT_USAGE
     bar = ProgressBar("micrographs" if args.micrographs else "classifying", enabled=False if args.quiet else None)
     try:
@@ -510,10 +510,17 @@ def _finder_from_args(args, command: str):
     from .finding import make_finder
     from .modelfile import ModelFileError
 
+    views = getattr(args, "finder_views", None)
+    if isinstance(views, list):  # find-eval takes several, side by side, in cross-validation only
+        if len(views) > 1:
+            print(f"emclassify {command}: several --finder-views are compared in cross-validation only "
+                  "(add --folds K)", file=sys.stderr)
+            return None
+        views = views[0]
     try:
         return make_finder(args.finder, diameter_px=args.particle_diameter, polarity=args.polarity,
                            exclude_border=getattr(args, "exclude_border", False) or None,
-                           model=getattr(args, "finder_model", None))
+                           model=getattr(args, "finder_model", None), views=views)
     except (ValueError, ModelFileError) as exc:
         print(f"emclassify {command}: {exc}", file=sys.stderr)
         return None
@@ -597,7 +604,7 @@ def _write_finder_metrics(args, result) -> None:
 
 def _find_eval_folds(args, classifier) -> int:
     """``find-eval --folds K``: the learned finder trained per fold beside the classical one."""
-    from .events import FinderStep, format_seconds
+    from .events import EpochEnded, FinderStep, format_seconds
     from .finding.evaluate import EvaluationError, cross_validate_finders
     from .finding.training import FinderTrainingError
 
@@ -605,6 +612,8 @@ def _find_eval_folds(args, classifier) -> int:
         print("emclassify find-eval: --folds trains the learned finder per fold and compares it with the classical "
               "one; --finder/--finder-model do not apply", file=sys.stderr)
         return 2
+    learned_views = args.finder_views or [1]
+    args.finder_views = None  # they are the learned finder's; the classical one is made below
     classical = _finder_from_args(args, "find-eval")  # the classical finder: checked just above
     if classical is None:
         return 2
@@ -616,19 +625,23 @@ def _find_eval_folds(args, classifier) -> int:
         if isinstance(ev, FinderStep) and (ev.step % 50 == 0 or ev.step == ev.steps):
             print(f"fold {ev.fold + 1}/{ev.folds}  step {ev.step}/{ev.steps}  loss {ev.loss:.3f}  "
                   f"remaining {format_seconds(ev.remaining_s)}", flush=True)
+        elif isinstance(ev, EpochEnded):
+            print(f"fold {ev.fold + 1}/{ev.folds}  classifier on found particles: epoch {ev.log.epoch}/"
+                  f"{ev.log.epochs}  val macro-F1 {ev.log.val_macro_f1:.4f}  ({ev.log.seconds:.1f} s)", flush=True)
 
     try:
         result = cross_validate_finders(Path(args.folder), folds=args.folds, settings=settings, classical=classical,
                                         classifier_for=(lambda names: {"given": classifier}) if classifier else None,
                                         train_classifier=args.train_classifier, progress=progress,
-                                        overlays=args.overlays)
+                                        overlays=args.overlays, learned_views=learned_views)
     except (EvaluationError, FinderTrainingError) as exc:
         print(f"emclassify find-eval: {exc}", file=sys.stderr)
         return 4
-    for name in ("learned", "classical"):
+    for name in result["finders"]:
         if result[name]["overall"] is None:
             continue
-        _print_finder_scores(f"{name} finder, {args.folds}-fold by micrograph", result[name]["overall"])
+        _print_finder_scores(f"{name.replace('_', ' ')} finder, {args.folds}-fold by micrograph",
+                             result[name]["overall"])
         for which, e in result[name].get("end_to_end_by_classifier", {}).items():
             _print_end_to_end(e, which)
     for row in result["per_fold"]:
@@ -688,6 +701,8 @@ def cmd_train_finder(args) -> int:
 
 
 OUTLINED_FOLDER_HELP = "folder with images/ and instances/ or a COCO file (e.g. from emclassify synth --micrographs)"
+FINDER_VIEWS_HELP = ("learned finder: 8 averages its maps over the micrograph's 8 rotations and reflections "
+                     "(outlines closer to drawn ones, 8x its time; default 1)")
 
 
 def _finder_training_args(parser) -> None:
@@ -705,7 +720,7 @@ def _finder_training_args(parser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .defaults import DEFAULT_FINDER, EXIT_CODES, FINDER_NAMES
+    from .defaults import DEFAULT_FINDER, EXIT_CODES, FINDER_NAMES, FINDER_VIEWS as VIEW_CHOICES
 
     p = argparse.ArgumentParser(
         prog="emclassify",
@@ -752,6 +767,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="particles darker (default; bright-field TEM, cryo-EM) or brighter than the background")
     m.add_argument("--exclude-border", action="store_true",
                    help="drop particles cut by the micrograph's edge (default: keep them, with a warning)")
+    m.add_argument("--finder-views", type=int, choices=VIEW_CHOICES, default=None, help=FINDER_VIEWS_HELP)
     m.add_argument("--save-crops", metavar="DIR",
                    help="write every particle as image + mask + manifest.csv (the layout train and review read)")
     m.add_argument("--save-labels", metavar="DIR", help="write each micrograph's instance labels as a TIFF")
@@ -769,6 +785,8 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("--classifier", metavar="MODEL",
                     help="also classify the found particles and score them end to end against FOLDER/particles.csv "
                          "or the COCO categories (a classifier not trained on these micrographs)")
+    fe.add_argument("--finder-views", type=int, choices=VIEW_CHOICES, nargs="+", default=None,
+                    help=FINDER_VIEWS_HELP + "; with --folds, '1 8' scores the same network both ways side by side")
     fe.add_argument("--folds", type=int, default=None, metavar="K",
                     help="cross-validate instead: train the learned finder on the other micrographs of each of K "
                          "folds and score it beside the classical finder on the held-out ones")

@@ -79,6 +79,10 @@ FOUND_CROP_CONTEXT_SHARE = 0.4
 # choose the seed threshold chose 0.5 in 4 of 5 folds and cost the network a fifth of its few
 # micrographs: training on all raised NanoShapes' 5-fold F1 from 0.887 to 0.902 (IoU 0.847 -> 0.843).
 # How well a finder finds is measured by `find-eval --folds` instead.
+# The learned finder's maps as the network gives them (1) or averaged over the micrograph's 8
+# rotations and reflections (8: 8x the network's time; mean IoU 0.833 -> 0.839 on NanoShapes' fold 4,
+# BENCHMARKS.md "The learned finder").
+FINDER_VIEWS = (1, 8)
 FINDER_TRAINING = {"steps": 800, "batch": 8, "crop": 192, "learning_rate": 3e-3, "weight_decay": 1e-4,
                    "widths": (16, 32, 64, 128), "val_fraction": 0.0, "seed": 0}
 

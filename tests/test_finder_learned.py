@@ -107,6 +107,28 @@ def test_tiled_prediction_equals_whole_image_prediction():
         np.testing.assert_allclose(a, b, atol=1e-4)
 
 
+def test_maps_averaged_over_eight_views_turn_with_the_micrograph():
+    """views=8 averages the maps of the 8 rotations/reflections, each turned back: so the result turns
+    exactly with the micrograph (one network alone does not), in tiles too, and stays a probability."""
+    net = _random_net(2)
+    img = normalise_micrograph(np.random.default_rng(1).normal(100, 20, (96, 96)))
+    fg, centre = predict_maps(net, img, views=8)
+    assert fg.shape == img.shape and 0 <= fg.min() and fg.max() <= 1
+    for turned, turn in ((np.rot90(img), np.rot90), (img[:, ::-1], lambda a: a[:, ::-1]),
+                         (np.rot90(img, 3)[::-1], lambda a: np.rot90(a, 3)[::-1])):
+        fg_t, centre_t = predict_maps(net, np.ascontiguousarray(turned), views=8)
+        np.testing.assert_allclose(fg_t, turn(fg), atol=1e-5)
+        np.testing.assert_allclose(centre_t, turn(centre), atol=1e-5)
+    plain = predict_maps(net, img)[0]
+    assert not np.allclose(predict_maps(net, np.ascontiguousarray(np.rot90(img)))[0], np.rot90(plain), atol=1e-5)
+    tiled = predict_maps(net, normalise_micrograph(np.random.default_rng(2).normal(100, 20, (300, 261))), tile=160,
+                         halo=64, views=8)[0]
+    whole = predict_maps(net, normalise_micrograph(np.random.default_rng(2).normal(100, 20, (300, 261))), views=8)[0]
+    np.testing.assert_allclose(tiled, whole, atol=1e-4)
+    with pytest.raises(ValueError, match="views"):
+        predict_maps(net, img, views=4)
+
+
 def test_odd_sizes_and_flat_images_give_maps_of_their_own_size():
     net = _random_net()
     for shape in [(1, 1), (3, 500), (17, 9)]:
@@ -247,10 +269,22 @@ def test_cli_train_finder_info_batch_and_find_eval(fields, tmp_path, capsys):
 
     cv = tmp_path / "cv.json"
     assert main(["find-eval", str(fields), "--folds", "2", "--steps", "5", "--batch", "2", "--crop", "64",
-                 "--out", str(cv)]) == 0
+                 "--finder-views", "1", "8", "--out", str(cv)]) == 0
+    assert "learned 8 views finder, 2-fold by micrograph" in capsys.readouterr().out
     r = json.loads(cv.read_text())
-    assert "| learned |" in cv.with_suffix(".md").read_text() and "| classical |" in cv.with_suffix(".md").read_text()
+    report = cv.with_suffix(".md").read_text()
+    assert "| learned |" in report and "| learned_8_views |" in report and "| classical |" in report
+    assert r["finders"] == ["learned", "learned_8_views", "classical"]
     assert r["learned"]["overall"]["micrographs"] == 4 == r["classical"]["overall"]["micrographs"]
+    assert r["learned_8_views"]["overall"]["micrographs"] == 4
+    assert r["learned_8_views"]["per_micrograph"][0]["micrograph"] == r["learned"]["per_micrograph"][0]["micrograph"]
+    # several views are compared in cross-validation only; the classical finder takes none
+    assert main(["find-eval", str(fields), "--finder-views", "1", "8", "--out", str(tmp_path / "x.json")]) == EXIT_USAGE
+    assert "--folds" in capsys.readouterr().err
+    assert main(["find-eval", str(fields), "--finder-views", "8", "--out", str(tmp_path / "x.json")]) == EXIT_USAGE
+    assert "does not take views" in capsys.readouterr().err
+    assert main(["batch", str(fields / "images"), "--finder-views", "8", "--out", str(tmp_path / "x.csv")]) == EXIT_USAGE
+    assert "add --micrographs" in capsys.readouterr().err
     assert sorted(m for f in r["per_fold"] for m in f["test"]) == sorted(
         p[0].relative_to(fields).as_posix() for p in outlined_micrographs(fields))
 
@@ -542,6 +576,8 @@ def test_find_eval_folds_can_train_a_classifier_on_the_found_particles(fields, t
         assert got["context_px"] >= 2
         if "particles" in got:
             assert 0 < got["particles"] <= min(got["found"], got["outlined"])
+            # its training is shown epoch by epoch, as the fold's
+            assert f"fold {fold['fold']}/2  classifier on found particles: epoch 1/" in out
         else:  # a 5-step finder may find too little to train on: said, and nothing counts as classified
             assert any("no classifier could be trained" in f for f in fold["flags"])
     assert "classifier trained on found particles" in cv.with_suffix(".md").read_text()

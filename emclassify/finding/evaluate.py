@@ -380,9 +380,10 @@ def found_crop_context(median_diameter_px: float) -> int:
 
 
 def classifier_on_found(data, finder, truths: Dict[Tuple[str, int], str], workdir: Path, context: int,
-                        cancel=None):
+                        cancel=None, progress=None):
     """A classifier trained with ``emclassify train``'s defaults on the particles ``finder`` finds
-    in the outlined micrographs ``data`` (:func:`write_found_training_crops`); (Classifier, counts)."""
+    in the outlined micrographs ``data`` (:func:`write_found_training_crops`); (Classifier, counts).
+    progress: receives ``train``'s events (:class:`~emclassify.events.EpochEnded` per epoch)."""
     from ..inference import Classifier
     from ..input_decision import decide_preprocess
     from ..io import load_dataset
@@ -395,13 +396,18 @@ def classifier_on_found(data, finder, truths: Dict[Tuple[str, int], str], workdi
     ds = load_dataset(workdir / "crops")
     pcfg, decision = decide_preprocess(ds.samples)
     out = workdir / "classifier.safetensors"
-    train(ds, pcfg, TrainConfig(), out, input_decision=decision, cancel=cancel)
+    train(ds, pcfg, TrainConfig(), out, input_decision=decision, cancel=cancel, progress=progress)
     return Classifier.from_file(out, device="cpu"), counts
+
+
+def learned_key(views: int) -> str:
+    """The results key of the learned finder run with ``views`` (``learned``, ``learned_8_views``)."""
+    return "learned" if views == 1 else f"learned_{views}_views"
 
 
 def cross_validate_finders(folder, folds: int = 5, settings=None, classical=None, classifier_for=None,
                            train_classifier: bool = False, progress=None, cancel=None, overlays=None,
-                           seed: int = 0) -> Dict:
+                           seed: int = 0, learned_views: Sequence[int] = (1,)) -> Dict:
     """k-fold, micrograph-wise evaluation of the learned finder beside the classical one (module doc).
 
     settings: :class:`~emclassify.finding.training.FinderTrainSettings`. classical: the classical
@@ -411,10 +417,15 @@ def cross_validate_finders(folder, folds: int = 5, settings=None, classical=None
     train a classifier (``train``'s defaults) on the particles the fold's learned finder finds in
     its training micrographs, labelled by the outlined particles they match: it sees particles as
     ``batch --micrographs`` cuts them. Its scores come first (``end_to_end``); every classifier's
-    are in ``end_to_end_by_classifier``. Returns {"learned": ..., "classical": ..., "per_fold": [...]}.
+    are in ``end_to_end_by_classifier``. learned_views: the fold's learned network is scored once per
+    entry (1: as is; 8: maps averaged over the 8 rotations and reflections), side by side; the
+    classifier on found particles is trained with the first. Returns {"learned": ...,
+    "learned_8_views": ... (when asked), "classical": ..., "finders": [those keys], "per_fold": [...]}.
     """
     import tempfile
+    from dataclasses import replace
 
+    from ..events import EpochEnded, emit
     from ..io import DatasetError
     from .classical import ClassicalFinder
     from .learned import LearnedFinder
@@ -433,7 +444,9 @@ def cross_validate_finders(folder, folds: int = 5, settings=None, classical=None
         raise EvaluationError(f"{folder}: particles.csv (micrograph,particle,label) or COCO categories are needed "
                               "to train a classifier on the found particles")
     parts = micrograph_folds(len(usable), folds, seed)
-    results = {"learned": [], "classical": []}
+    learned_views = list(dict.fromkeys(learned_views)) or [1]
+    names = [learned_key(v) for v in learned_views] + ["classical"]
+    results: Dict[str, list] = {name: [] for name in names}
     fold_rows = []
     start = time.perf_counter()
     for k, test_idx in enumerate(parts):
@@ -449,7 +462,7 @@ def cross_validate_finders(folder, folds: int = 5, settings=None, classical=None
 
         loaded = fit_finder([train[i] for i in inner_train], [train[i] for i in inner_val], settings, progress, cancel,
                             fold=k, folds=folds, remaining=remaining, source=str(folder))
-        learned = LearnedFinder("", preloaded=loaded)
+        learned = LearnedFinder("", preloaded=loaded, views=learned_views[0])
         test_pairs = [usable[i] for i in test_idx]
         row = {"fold": k + 1, "test": [p[0].relative_to(folder).as_posix() for p in test_pairs],
                "seed_threshold": loaded.card.seed_threshold, "training": loaded.card.training,
@@ -459,9 +472,13 @@ def cross_validate_finders(folder, folds: int = 5, settings=None, classical=None
             if train_classifier:
                 context = found_crop_context(loaded.card.median_diameter_px)
                 t0 = time.perf_counter()
+                def epochs(ev, k=k):  # the classifier's epochs, as this fold's (1-2 min without a word otherwise)
+                    if isinstance(ev, EpochEnded):
+                        emit(progress, replace(ev, fold=k, folds=folds))
+
                 try:
                     classifiers[FOUND_CLASSIFIER], counts = classifier_on_found(train, learned, truths, Path(workdir),
-                                                                                context, cancel)
+                                                                                context, cancel, epochs)
                 except (DatasetError, ValueError) as exc:  # e.g. too few particles found to train on
                     classifiers[FOUND_CLASSIFIER], counts = None, {}
                     row["flags"].append(f"no classifier could be trained on the particles found in the training "
@@ -474,15 +491,16 @@ def cross_validate_finders(folder, folds: int = 5, settings=None, classical=None
                 if seen:
                     row["flags"].append(f"classifier {which}: {seen}")
             classifiers.update(given)
-            for name, finder in (("learned", learned), ("classical", classical)):
-                r = _evaluate_pairs(folder, test_pairs, finder, overlays if name == "learned" else None, classifiers,
+            finders = [(learned_key(v), LearnedFinder("", preloaded=loaded, views=v)) for v in learned_views]
+            for name, finder in finders + [("classical", classical)]:
+                r = _evaluate_pairs(folder, test_pairs, finder, overlays if name == names[0] else None, classifiers,
                                     truths)
                 results[name].append(r)
                 row[name] = dict(r["overall"])
                 if "end_to_end" in r:
                     row[name]["end_to_end_macro_f1"] = {c: e["macro_f1"] for c, e in r["end_to_end_by_classifier"].items()}
         fold_rows.append(row)
-    out = {"folder": str(folder), "folds": folds, "seed": seed, "iou_threshold": 0.5, "errors": errors,
+    out = {"folder": str(folder), "folds": folds, "seed": seed, "iou_threshold": 0.5, "errors": errors, "finders": names,
            "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(settings).items()},
            "per_fold": fold_rows, "seconds": round(time.perf_counter() - start, 1)}
     for name, rs in results.items():
@@ -518,11 +536,14 @@ def report_markdown(result: Dict, overlays: Optional[str] = None) -> str:
     for f in flagged:
         lines += [f"**Warning (some folds):** {f}", ""]
     cv = "per_fold" in result
-    named = [(n, result[n]) for n in ("learned", "classical")] if cv else [(result["finder"]["finder"], result)]
+    named = ([(n, result[n]) for n in result.get("finders", ["learned", "classical"])] if cv
+             else [(result["finder"]["finder"], result)])
     if cv:
         lines += [f"{result['folds']}-fold cross-validation by micrograph: the learned finder was trained on the other "
                   "micrographs of each fold and scored on the held-out ones, "
-                  "beside the classical finder on the same micrographs.", ""]
+                  "beside the classical finder on the same micrographs"
+                  + (" (learned_8_views: the same network, its maps averaged over the micrograph's 8 rotations "
+                     "and reflections)" if "learned_8_views" in result else "") + ".", ""]
     lines += [head] + [f"| {n} | {_score_cells(r['overall'])} |" for n, r in named if r.get("overall")]
     for n, r in named:
         scored = r.get("end_to_end_by_classifier") or ({"": r["end_to_end"]} if r.get("end_to_end") else {})
@@ -536,7 +557,7 @@ def report_markdown(result: Dict, overlays: Optional[str] = None) -> str:
     for n, r in named:
         for row in r.get("per_micrograph", []):
             name = row["micrograph"]
-            if overlays and (not cv or n == "learned"):  # overlays are drawn for the learned finder in CV
+            if overlays and (not cv or n == named[0][0]):  # overlays are drawn for the (first) learned finder in CV
                 name = f"[{name}]({Path(overlays) / (Path(row['micrograph']).stem + '.png')})"
             lines.append(f"| {name} | {n} | {_score_cells(row)} |")
     for e in result.get("errors", []):

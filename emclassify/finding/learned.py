@@ -9,7 +9,7 @@ Steps, on one greyscale micrograph:
    is, and a note warns when the particles found are far from the trained size.
 2. **Maps.** The micrograph is normalised (1st..99th percentile to -1..1) and the network
    predicts foreground probability and centre-ness per pixel (:mod:`.unet`), in tiles for large
-   micrographs.
+   micrographs; with ``views=8``, averaged over the 8 rotations and reflections of each tile.
 3. **Instances.** Seeds are the connected regions where centre-ness exceeds the seed threshold
    inside the foreground; a watershed on the inverted centre-ness grows them to the foreground's
    edge (:func:`instances_from_maps`), which separates touching particles along the valley
@@ -31,7 +31,7 @@ from scipy import ndimage
 
 from .detections import Detections, measure, without_border_particles
 from .finderfile import LoadedFinder, load_finder
-from .unet import normalise_micrograph, predict_maps
+from .unet import VIEWS, normalise_micrograph, predict_maps
 
 RESCALE_TOLERANCE = 0.10      # a given diameter within 10 % of the trained one runs unresampled
 SIZE_WARNING_FACTOR = 2.0     # note when the found particles' median diameter is this far off
@@ -80,12 +80,15 @@ class LearnedFinder:
     """U-Net particle finder from a ``train-finder`` model file (module doc). Lengths in px.
 
     model: path of the finder model file. diameter_px: the particles' diameter in this
-    micrograph, when known (step 1). exclude_border: drop particles cut by the edge.
+    micrograph, when known (step 1). exclude_border: drop particles cut by the edge. views: 8
+    averages the maps over the micrograph's 8 rotations and reflections (step 2; 8 times the
+    network's time for outlines closer to the drawn ones, BENCHMARKS.md "The learned finder").
     """
 
     model: str
     diameter_px: Optional[float] = None
     exclude_border: bool = False
+    views: int = 1
     native: Optional[bool] = field(default=None, compare=False)
     # A network in memory instead of a file (validation during training, cross-validation).
     preloaded: Optional[LoadedFinder] = field(default=None, compare=False, repr=False)
@@ -93,6 +96,9 @@ class LearnedFinder:
     name = "learned"
 
     def __post_init__(self) -> None:
+        if self.views not in VIEWS:
+            raise ValueError(f"views must be one of {', '.join(map(str, VIEWS))} (the micrograph's rotations and "
+                             f"reflections averaged), got {self.views!r}")
         if self.preloaded is not None:
             return
         if not self.model:
@@ -110,7 +116,7 @@ class LearnedFinder:
     def params(self) -> Dict:
         lf = self.loaded
         return {"finder": self.name, "model": str(self.model), "model_sha256": lf.sha256,
-                "diameter_px": self.diameter_px, "exclude_border": self.exclude_border}
+                "diameter_px": self.diameter_px, "exclude_border": self.exclude_border, "views": self.views}
 
     def maps(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray, float]:
         """(foreground, centre-ness, scale) at the micrograph's own size; scale is the resampling
@@ -126,7 +132,7 @@ class LearnedFinder:
         if scale != 1.0:
             shape = (max(1, round(img.shape[0] * scale)), max(1, round(img.shape[1] * scale)))
             work = resize(img, shape, order=1, anti_aliasing=scale < 1, preserve_range=True).astype(np.float32)
-        fg, centre = predict_maps(self.loaded.net, normalise_micrograph(work), native=self.native)
+        fg, centre = predict_maps(self.loaded.net, normalise_micrograph(work), native=self.native, views=self.views)
         if scale != 1.0:
             fg = resize(fg, img.shape, order=1, preserve_range=True).astype(np.float32)
             centre = resize(centre, img.shape, order=1, preserve_range=True).astype(np.float32)

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import ops
-from ..defaults import FINDER_TRAINING
+from ..defaults import FINDER_TRAINING, FINDER_VIEWS
 from ..models.lipnet import ConvBlock
 
 ARCH = "unet-centreness"
@@ -124,14 +124,35 @@ def _tiles(side: int, tile: int, halo: int, multiple: int) -> Iterator[Tuple[int
         keep = keep_stop
 
 
+VIEWS = FINDER_VIEWS  # the network's maps as they are, or averaged over the 8 rotations/reflections
+
+
+def _tile_maps(net: FinderNet, t: torch.Tensor, native: Optional[bool], views: int) -> torch.Tensor:
+    """Sigmoid maps ``1 x 2 x h x w`` of one padded tile; views=8: the mean over the tile's 8 D4
+    views, each turned back (a micrograph has no preferred orientation, and outlines averaged over
+    the views are smoother: BENCHMARKS.md, "The learned finder")."""
+    if views == 1:
+        return torch.sigmoid(net.infer(t, native=native))
+    total = torch.zeros((1, 2, *t.shape[-2:]))
+    for flip in (False, True):
+        base = t.flip(3) if flip else t
+        for k in range(4):
+            out = torch.rot90(torch.sigmoid(net.infer(torch.rot90(base, k, (2, 3)), native=native)), -k, (2, 3))
+            total += out.flip(3) if flip else out
+    return total / 8
+
+
 def predict_maps(net: FinderNet, image: np.ndarray, tile: int = 768, halo: int = 64,
-                 native: Optional[bool] = None) -> Tuple[np.ndarray, np.ndarray]:
+                 native: Optional[bool] = None, views: int = 1) -> Tuple[np.ndarray, np.ndarray]:
     """(foreground probability, centre-ness), float32 (H, W) each, of a normalised micrograph.
 
     Large micrographs run in overlapping tiles of ``tile`` px (each keeps its centre, dropping
     ``halo`` px of every inner edge, more than the network's reach), so the network's memory is
-    bounded by the tile, not the micrograph.
+    bounded by the tile, not the micrograph. views: 1, or 8 to average each tile's maps over its
+    rotations and reflections (8 times the time).
     """
+    if views not in VIEWS:
+        raise ValueError(f"views must be one of {VIEWS}, got {views!r}")
     img = np.asarray(image, dtype=np.float32)
     H, W = img.shape
     m = net.multiple
@@ -145,7 +166,7 @@ def predict_maps(net: FinderNet, image: np.ndarray, tile: int = 768, halo: int =
             t = torch.from_numpy(np.ascontiguousarray(part))[None, None]
             if ph or pw:
                 t = F.pad(t, (0, pw, 0, ph), mode="replicate")
-            out = torch.sigmoid(net.infer(t, native=native))[0, :, :h, :w].numpy()
+            out = _tile_maps(net, t, native, views)[0, :, :h, :w].numpy()
             fg[ky0:ky1, kx0:kx1] = out[0, ky0 - y0:ky1 - y0, kx0 - x0:kx1 - x0]
             centre[ky0:ky1, kx0:kx1] = out[1, ky0 - y0:ky1 - y0, kx0 - x0:kx1 - x0]
     return fg, centre
