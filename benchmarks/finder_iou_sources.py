@@ -1,0 +1,95 @@
+"""Diagnostic (not a result): where do the learned finder's matched outlines lose IoU, and does
+averaging the maps over the 8 rotations/reflections of the micrograph (test-time augmentation) help?
+
+    python benchmarks/finder_iou_sources.py ../shared/data/nanoshapes-micrographs 3 out.json [finder.safetensors]
+
+Trains the default finder on the training micrographs of CV fold K (same split as find-eval --folds 5;
+with a finder file that exists, loads it instead; with one that does not, saves it there), then on the
+fold's held-out micrographs reports, for plain and augmented maps: F1 and mean IoU, mean IoU of
+particles that touch another outlined particle and of those that do not, and the pixel IoU of the
+foreground alone (what the outline could reach if every split were right)."""
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from emclassify.finding.evaluate import micrograph_folds, outlined_micrographs
+from emclassify.finding.finderfile import load_finder, save_finder
+from emclassify.finding.learned import LearnedFinder
+from emclassify.finding.matching import match_instances, summarise
+from emclassify.finding.training import FinderTrainSettings, fit_finder, load_outlined
+from emclassify.finding.unet import normalise_micrograph, predict_maps
+
+
+def touching_ids(labels: np.ndarray) -> set:
+    """Outlined particles whose 1-px dilation meets another particle."""
+    grown = ndimage.grey_dilation(labels, size=3)
+    shrunk = -ndimage.grey_dilation(-np.where(labels > 0, labels, labels.max() + 1), size=3)
+    meet = (grown != shrunk) & (labels > 0) & (grown > 0) & (shrunk <= labels.max())
+    return set(np.unique(labels[meet]).tolist()) - {0}
+
+
+def augmented_maps(finder: LearnedFinder, raw: np.ndarray):
+    """Foreground and centre-ness averaged over the 8 D4 views (no rescaling: diameter not given)."""
+    img = normalise_micrograph(raw)
+    fg_sum, c_sum = np.zeros(img.shape, np.float64), np.zeros(img.shape, np.float64)
+    for flip in (False, True):
+        base = img[:, ::-1] if flip else img
+        for k in range(4):
+            fg, c = predict_maps(finder.loaded.net, np.ascontiguousarray(np.rot90(base, k)))
+            fg, c = np.rot90(fg, -k), np.rot90(c, -k)
+            if flip:
+                fg, c = fg[:, ::-1], c[:, ::-1]
+            fg_sum += fg
+            c_sum += c
+    return (fg_sum / 8).astype(np.float32), (c_sum / 8).astype(np.float32), 1.0
+
+
+def score(finder, maps, test):
+    ms, touch, alone, inter, union = [], [], [], 0, 0
+    for (fg, c, sc), d in zip(maps, test):
+        det = finder.detections(fg, c, sc)
+        m = match_instances(det.labels, d.labels)
+        ms.append(m)
+        t = touching_ids(d.labels)
+        for _, true_id, iou in m.pairs:
+            (touch if true_id in t else alone).append(iou)
+        a, b = fg > 0.5, d.labels > 0
+        inter += int((a & b).sum())
+        union += int((a | b).sum())
+    s = summarise(ms)
+    return {"f1": round(s["f1"], 4), "mean_iou": round(s["mean_iou"], 4),
+            "mean_iou_touching": round(float(np.mean(touch)), 4), "matched_touching": len(touch),
+            "mean_iou_alone": round(float(np.mean(alone)), 4), "matched_alone": len(alone),
+            "foreground_pixel_iou": round(inter / union, 4)}
+
+
+folder, k = Path(sys.argv[1]), int(sys.argv[2])
+out_path = Path(sys.argv[3]) if len(sys.argv) > 3 else Path("finder-iou-sources.json")
+saved = Path(sys.argv[4]) if len(sys.argv) > 4 else None
+data, errors = load_outlined(outlined_micrographs(folder), folder)
+parts = micrograph_folds(len(data), 5, 0)
+test = [data[i] for i in parts[k]]
+train = [d for i, d in enumerate(data) if i not in set(parts[k])]
+t0 = time.time()
+if saved is not None and saved.exists():
+    loaded = load_finder(saved)
+else:
+    loaded = fit_finder(train, [], FinderTrainSettings(), fold=k, folds=5)
+    if saved is not None:
+        save_finder(saved, loaded.net, loaded.card)
+print("finder ready", round(time.time() - t0), "s", flush=True)
+finder = LearnedFinder("", preloaded=loaded)
+result = {"fold": k, "held_out": [d.name for d in test]}
+t0 = time.time()
+result["plain"] = score(finder, [finder.maps(d.raw) for d in test], test)
+result["plain"]["seconds"] = round(time.time() - t0, 1)
+print("plain", result["plain"], flush=True)
+t0 = time.time()
+result["augmented_8_views"] = score(finder, [augmented_maps(finder, d.raw) for d in test], test)
+result["augmented_8_views"]["seconds"] = round(time.time() - t0, 1)
+print("augmented", result["augmented_8_views"], flush=True)
+out_path.write_text(json.dumps(result, indent=1))
