@@ -2,7 +2,7 @@
 run (decode, find, cut out, classify, write CSV + summary), side by side in one run.
 
     python benchmarks/micrograph_throughput.py [--side 4096] [--n 2] [--per 300] [--json OUT]
-        [--finder-model finder.safetensors]   # also the learned finder (its U-Net native and reference)
+        [--finder-model finder.safetensors]   # also the learned finder (native, reference, 8 views)
 
 Micrographs are synthetic (``emclassify.synth.render_micrograph``: sparse liposomes, ~30 %
 touching); the bundled model classifies. Prints a Markdown table for BENCHMARKS.md.
@@ -44,7 +44,9 @@ def main() -> None:
         if args.finder_model:
             finders += [("learned (native conv blocks)", make_finder("learned", model=args.finder_model), None),
                         ("learned (PyTorch reference)", make_finder("learned", model=args.finder_model, native=False),
-                         False)]
+                         False),
+                        ("learned, 8 views (native conv blocks)",
+                         make_finder("learned", model=args.finder_model, views=8), None)]
         for label, finder, _ in finders:
             t = time.perf_counter()
             found = sum(len(finder.find(read_image(f).array)) for f in files)
