@@ -80,7 +80,7 @@ FOUND_CROP_CONTEXT_SHARE = 0.4
 # micrographs: training on all raised NanoShapes' 5-fold F1 from 0.887 to 0.902 (IoU 0.847 -> 0.843).
 # How well a finder finds is measured by `find-eval --folds` instead.
 # The learned finder's maps as the network gives them (1) or averaged over the micrograph's 8
-# rotations and reflections (8: 7.7x the finder's time; 5-fold mean IoU 0.843 -> 0.850 on NanoShapes,
+# rotations and reflections (8: 7.7x the finder's time; 5-fold mean IoU 0.8425 -> 0.8497 on NanoShapes,
 # BENCHMARKS.md "The learned finder").
 FINDER_VIEWS = (1, 8)
 FINDER_TRAINING = {"steps": 800, "batch": 8, "crop": 192, "learning_rate": 3e-3, "weight_decay": 1e-4,
