@@ -197,9 +197,10 @@ def _run_identity(trained, folder: Path, finding: Optional[Dict] = None) -> Dict
 
 def _finding_identity(finding):
     """The finder settings a resumed run must share: a learned finder's model by its SHA-256, not by
-    where the file lies (moving it does not make it another finder)."""
+    where the file lies (moving it does not make it another finder), and its views (a record from
+    before views existed ran the plain maps: 1)."""
     if isinstance(finding, dict) and finding.get("model_sha256"):
-        return {k: v for k, v in finding.items() if k != "model"}
+        return {"views": 1, **{k: v for k, v in finding.items() if k != "model"}}
     return finding
 
 

@@ -452,6 +452,15 @@ def test_resume_knows_a_moved_finder_file_by_its_content(trained, fields, tmp_pa
     moved.parent.mkdir()
     shutil.copy(path, moved)
     assert main(args + ["--finder-model", str(moved), "--resume"]) in (0, 3)
+    # a record from before the finder had views (it ran plain maps) resumes as plain, not as 8 views
+    summary = out.with_suffix(".summary.json")
+    record = json.loads(summary.read_text())
+    assert record["finding"].pop("views") == 1
+    summary.write_text(json.dumps(record))
+    assert main(args + ["--finder-model", str(path), "--resume"]) in (0, 3)
+    summary.write_text(json.dumps(record))
+    rc = main(args + ["--finder-model", str(path), "--finder-views", "8", "--resume"])
+    assert rc not in (0, 3) and "written for micrographs" in capsys.readouterr().err
     # another finder (other weights) is refused
     other = save_finder(tmp_path / "other.safetensors", FinderNet(loaded.card.widths), loaded.card)
     rc = main(args + ["--finder-model", str(other), "--resume"])
