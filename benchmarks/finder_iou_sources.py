@@ -1,15 +1,15 @@
 """Diagnostic (not a result): where do the learned finder's matched outlines lose IoU, and does
 averaging the maps over the 8 rotations/reflections of the micrograph (test-time augmentation) help?
 
-    python benchmarks/finder_iou_sources.py ../shared/data/nanoshapes-micrographs 3 out.json [finder.safetensors]
+    python benchmarks/finder_iou_sources.py ../shared/data/nanoshapes-micrographs 3 out.json [finder.safetensors] [--steps N]
 
 Trains the default finder on the training micrographs of CV fold K (same split as find-eval --folds 5;
 with a finder file that exists, loads it instead; with one that does not, saves it there), then on the
 fold's held-out micrographs reports, for plain and augmented maps: F1 and mean IoU, mean IoU of
 particles that touch another outlined particle and of those that do not, and the pixel IoU of the
 foreground alone (what the outline could reach if every split were right)."""
+import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -67,9 +67,14 @@ def score(finder, maps, test):
             "foreground_pixel_iou": round(inter / union, 4)}
 
 
-folder, k = Path(sys.argv[1]), int(sys.argv[2])
-out_path = Path(sys.argv[3]) if len(sys.argv) > 3 else Path("finder-iou-sources.json")
-saved = Path(sys.argv[4]) if len(sys.argv) > 4 else None
+ap = argparse.ArgumentParser()
+ap.add_argument("folder", type=Path)
+ap.add_argument("fold", type=int)
+ap.add_argument("out", type=Path, nargs="?", default=Path("finder-iou-sources.json"))
+ap.add_argument("finder", type=Path, nargs="?", default=None)
+ap.add_argument("--steps", type=int, default=FinderTrainSettings.steps, help="finder training steps (default: the default)")
+args = ap.parse_args()
+folder, k, out_path, saved = args.folder, args.fold, args.out, args.finder
 data, errors = load_outlined(outlined_micrographs(folder), folder)
 parts = micrograph_folds(len(data), 5, 0)
 test = [data[i] for i in parts[k]]
@@ -78,12 +83,12 @@ t0 = time.time()
 if saved is not None and saved.exists():
     loaded = load_finder(saved)
 else:
-    loaded = fit_finder(train, [], FinderTrainSettings(), fold=k, folds=5)
+    loaded = fit_finder(train, [], FinderTrainSettings(steps=args.steps), fold=k, folds=5)
     if saved is not None:
         save_finder(saved, loaded.net, loaded.card)
 print("finder ready", round(time.time() - t0), "s", flush=True)
 finder = LearnedFinder("", preloaded=loaded)
-result = {"fold": k, "held_out": [d.name for d in test]}
+result = {"fold": k, "steps": loaded.card.training.get("steps"), "held_out": [d.name for d in test]}
 t0 = time.time()
 result["plain"] = score(finder, [finder.maps(d.raw) for d in test], test)
 result["plain"]["seconds"] = round(time.time() - t0, 1)
