@@ -29,9 +29,10 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 from scipy import ndimage
 
+from ..defaults import FINDER_VIEWS
 from .detections import Detections, measure, without_border_particles
 from .finderfile import LoadedFinder, load_finder
-from .unet import VIEWS, normalise_micrograph, predict_maps
+from .unet import normalise_micrograph, predict_maps
 
 RESCALE_TOLERANCE = 0.10      # a given diameter within 10 % of the trained one runs unresampled
 SIZE_WARNING_FACTOR = 2.0     # note when the found particles' median diameter is this far off
@@ -96,8 +97,8 @@ class LearnedFinder:
     name = "learned"
 
     def __post_init__(self) -> None:
-        if self.views not in VIEWS:
-            raise ValueError(f"views must be one of {', '.join(map(str, VIEWS))} (the micrograph's rotations and "
+        if self.views not in FINDER_VIEWS:
+            raise ValueError(f"views must be one of {', '.join(map(str, FINDER_VIEWS))} (the micrograph's rotations and "
                              f"reflections averaged), got {self.views!r}")
         if self.preloaded is not None:
             return

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from .. import ops
 from ..defaults import FINDER_TRAINING, FINDER_VIEWS
+from ..models import d4_views
 from ..models.lipnet import ConvBlock
 
 ARCH = "unet-centreness"
@@ -124,21 +125,17 @@ def _tiles(side: int, tile: int, halo: int, multiple: int) -> Iterator[Tuple[int
         keep = keep_stop
 
 
-VIEWS = FINDER_VIEWS  # the network's maps as they are, or averaged over the 8 rotations/reflections
-
-
 def _tile_maps(net: FinderNet, t: torch.Tensor, native: Optional[bool], views: int) -> torch.Tensor:
     """Sigmoid maps ``1 x 2 x h x w`` of one padded tile; views=8: the mean over the tile's 8 D4
-    views, each turned back (a micrograph has no preferred orientation, and outlines averaged over
-    the views are smoother: BENCHMARKS.md, "The learned finder")."""
+    views (:func:`~emclassify.models.d4_views`: view i is flipped when i >= 4, then turned i % 4
+    quarter turns), each turned back (a micrograph has no preferred orientation, and outlines
+    averaged over the views are smoother: BENCHMARKS.md, "The learned finder")."""
     if views == 1:
         return torch.sigmoid(net.infer(t, native=native))
     total = torch.zeros((1, 2, *t.shape[-2:]))
-    for flip in (False, True):
-        base = t.flip(3) if flip else t
-        for k in range(4):
-            out = torch.rot90(torch.sigmoid(net.infer(torch.rot90(base, k, (2, 3)), native=native)), -k, (2, 3))
-            total += out.flip(3) if flip else out
+    for i, view in enumerate(d4_views(t)):
+        out = torch.rot90(torch.sigmoid(net.infer(view, native=native)), -(i % 4), (2, 3))
+        total += out.flip(3) if i >= 4 else out
     return total / 8
 
 
@@ -151,8 +148,8 @@ def predict_maps(net: FinderNet, image: np.ndarray, tile: int = 768, halo: int =
     bounded by the tile, not the micrograph. views: 1, or 8 to average each tile's maps over its
     rotations and reflections (8 times the time).
     """
-    if views not in VIEWS:
-        raise ValueError(f"views must be one of {VIEWS}, got {views!r}")
+    if views not in FINDER_VIEWS:
+        raise ValueError(f"views must be one of {FINDER_VIEWS}, got {views!r}")
     img = np.asarray(image, dtype=np.float32)
     H, W = img.shape
     m = net.multiple
