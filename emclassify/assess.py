@@ -83,9 +83,10 @@ def _scored(logits: torch.Tensor, data: InputSet, classes: Sequence[str]):
 
 def _validation_logits(fit: FitResult, val: InputSet, tta: bool) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
     """(ensemble, its network) test-time-augmented validation logits from the network's views that
-    the fit already computed (:attr:`FitResult.net_val_views`); None when it did not."""
+    the fit already computed (:attr:`FitResult.net_val_views`) for this very ``val`` (same tensor,
+    not merely the same length); None otherwise."""
     views = fit.net_val_views
-    if not tta or views is None or not isinstance(fit.model, NetSVMEnsemble) or views.shape[1] != len(val):
+    if not tta or views is None or not isinstance(fit.model, NetSVMEnsemble) or fit.net_val_x is not val.x:
         return None
     return fit.model.combine_views(views, torch.as_tensor(val.features)).mean(0), views.mean(0)
 

@@ -356,6 +356,7 @@ def test_one_pass_of_views_gives_the_augmented_and_plain_predictions_of_every_mo
     assert torch.allclose(net_logits, predict_logits(ensemble.net, val.x, val.features, tta=True), atol=1e-5)
     # views of another set (or none kept, or no augmentation) are never reused
     assert _validation_logits(fit, train_part, tta=True) is None
+    assert _validation_logits(fit, data.subset(np.arange(0, 12)), tta=True) is None   # same length, other images
     assert _validation_logits(fit, val, tta=False) is None
 
 

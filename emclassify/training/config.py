@@ -115,3 +115,6 @@ class FitResult:
     # An ensemble's network on the validation part, float32 V x N x C (one per D4 view), when the fit
     # computed it (to calibrate the network): the assessment reuses it instead of running it again.
     net_val_views: Optional[torch.Tensor] = field(default=None, repr=False)
+    # The validation images (N x 1 x H x W) those views were computed from: the assessment reuses the
+    # views only for this very tensor, never for another set that merely has the same length.
+    net_val_x: Optional[torch.Tensor] = field(default=None, repr=False)

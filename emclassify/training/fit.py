@@ -241,4 +241,5 @@ def fit_ensemble(train_set: InputSet, val_set: InputSet, n_classes: int, net_cfg
         temperature, _ = calibrate(logits, val_set.labels)
     model = NetSVMEnsemble(net.model, svm, temperature).eval()
     return FitResult(model=model, history=net.history, best_epoch=net.best_epoch, stopped=net.stopped,
-                     info={**info, "net_temperature": temperature}, net_val_views=views)
+                     info={**info, "net_temperature": temperature}, net_val_views=views,
+                     net_val_x=val_set.x if views is not None else None)
