@@ -21,7 +21,6 @@ from emclassify.finding.finderfile import load_finder, save_finder
 from emclassify.finding.learned import LearnedFinder
 from emclassify.finding.matching import match_instances, summarise
 from emclassify.finding.training import FinderTrainSettings, fit_finder, load_outlined
-from emclassify.finding.unet import normalise_micrograph, predict_maps
 
 
 def touching_ids(labels: np.ndarray) -> set:
@@ -30,22 +29,6 @@ def touching_ids(labels: np.ndarray) -> set:
     shrunk = -ndimage.grey_dilation(-np.where(labels > 0, labels, labels.max() + 1), size=3)
     meet = (grown != shrunk) & (labels > 0) & (grown > 0) & (shrunk <= labels.max())
     return set(np.unique(labels[meet]).tolist()) - {0}
-
-
-def augmented_maps(finder: LearnedFinder, raw: np.ndarray):
-    """Foreground and centre-ness averaged over the 8 D4 views (no rescaling: diameter not given)."""
-    img = normalise_micrograph(raw)
-    fg_sum, c_sum = np.zeros(img.shape, np.float64), np.zeros(img.shape, np.float64)
-    for flip in (False, True):
-        base = img[:, ::-1] if flip else img
-        for k in range(4):
-            fg, c = predict_maps(finder.loaded.net, np.ascontiguousarray(np.rot90(base, k)))
-            fg, c = np.rot90(fg, -k), np.rot90(c, -k)
-            if flip:
-                fg, c = fg[:, ::-1], c[:, ::-1]
-            fg_sum += fg
-            c_sum += c
-    return (fg_sum / 8).astype(np.float32), (c_sum / 8).astype(np.float32), 1.0
 
 
 def score(finder, maps, test):
@@ -94,7 +77,8 @@ result["plain"] = score(finder, [finder.maps(d.raw) for d in test], test)
 result["plain"]["seconds"] = round(time.time() - t0, 1)
 print("plain", result["plain"], flush=True)
 t0 = time.time()
-result["augmented_8_views"] = score(finder, [augmented_maps(finder, d.raw) for d in test], test)
+augmented = LearnedFinder("", preloaded=loaded, views=8)  # the product's --finder-views 8
+result["augmented_8_views"] = score(finder, [augmented.maps(d.raw) for d in test], test)
 result["augmented_8_views"]["seconds"] = round(time.time() - t0, 1)
 print("augmented", result["augmented_8_views"], flush=True)
 out_path.write_text(json.dumps(result, indent=1))

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 from emclassify.finding.evaluate import (classify_found, end_to_end_scores, found_crop_context, matched_classes,
-                                         micrograph_folds, outlined_micrographs, truth_classes)
+                                         micrograph_folds, outlined_classes, outlined_micrographs,
+                                         truth_classes)
 from emclassify.finding.finderfile import load_finder, save_finder
 from emclassify.finding.learned import LearnedFinder
 from emclassify.finding.matching import match_instances
@@ -56,11 +57,6 @@ finder = LearnedFinder("", preloaded=loaded)
 context = found_crop_context(loaded.card.median_diameter_px)
 
 
-def truth_of(d):
-    keys = {i: (d.name, int(orig)) for i, orig in enumerate(d.label_ids) if i}
-    return {i: truths[key] for i, key in keys.items() if key in truths}
-
-
 found = [(d, finder.find(d.raw)) for d in train]
 result = {"fold": k, "held_out": [d.name for d in test], "finder_steps": loaded.card.training.get("steps"),
           "context_px": context}
@@ -71,7 +67,7 @@ with tempfile.TemporaryDirectory() as work:
         writer, counts = CropWriter(root), {}
         for d, det in found:
             match = match_instances(det.labels, d.labels)
-            labelled = matched_classes(match, det, truth_of(d))
+            labelled = matched_classes(match, det, outlined_classes(d, truths))
             if with_reject:
                 paired = {f for f, _, _ in match.pairs}
                 labelled += [(p, REJECT) for p in det.particles if p.index not in paired]
@@ -95,7 +91,7 @@ with tempfile.TemporaryDirectory() as work:
         for d, det in held:
             predicted = classify_found(d.raw, det, clf)
             dropped += sum(p == REJECT for p in predicted.values())
-            records.append((match_instances(det.labels, d.labels), predicted, truth_of(d)))
+            records.append((match_instances(det.labels, d.labels), predicted, outlined_classes(d, truths)))
         result[name]["end_to_end"] = end_to_end_scores(records, classes)
         result[name]["found"] = sum(len(det.particles) for _, det in held)
         result[name]["dropped_as_not_a_particle"] = dropped

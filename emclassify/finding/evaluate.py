@@ -272,6 +272,13 @@ def _evaluate_pairs(folder: Path, pairs, finder, overlays=None, classifiers: Opt
     return out
 
 
+def outlined_classes(d, truths: Dict[Tuple[str, int], str]) -> Dict[int, str]:
+    """The outlined particles' classes of one :class:`~.training.OutlinedMicrograph`, by their number
+    in ``d.labels`` (renumbered 1..n on loading); truths: (micrograph name, original id) -> class."""
+    keys = {k: (d.name, int(orig)) for k, orig in enumerate(d.label_ids) if k}
+    return {k: truths[key] for k, key in keys.items() if key in truths}
+
+
 def write_found_training_crops(data, finder, truths: Dict[Tuple[str, int], str], out, context: int) -> Dict:
     """A particle-image dataset (``images/<class>/``, ``masks/<class>/``, ``manifest.csv`` with the
     micrograph as ``group``: the layout ``emclassify train`` reads) of the particles ``finder``
@@ -292,9 +299,7 @@ def write_found_training_crops(data, finder, truths: Dict[Tuple[str, int], str],
     written = found = outlined = too_small = 0
     for d in data:
         det = finder.find(d.raw)
-        # the outlined particles' classes by their number in d.labels (renumbered 1..n on loading)
-        keys = {k: (d.name, int(orig)) for k, orig in enumerate(d.label_ids) if k}
-        truth = {k: truths[key] for k, key in keys.items() if key in truths}
+        truth = outlined_classes(d, truths)
         matched = matched_classes(match_instances(det.labels, d.labels), det, truth)
         labelled = [(p, c) for p, c in matched if min(p.width, p.height) >= MIN_REGION_SIDE]
         writer.add_labelled(d.name, d.raw, det, labelled, context)
