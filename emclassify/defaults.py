@@ -81,6 +81,8 @@ FOUND_CROP_CONTEXT_SHARE = 0.4
 # How well a finder finds is measured by `find-eval --folds` instead.
 # 1,600 steps instead of 800 (the loss still fell at 800): 5-fold F1 0.902 -> 0.927, IoU 0.843 -> 0.857,
 # end to end 0.838 -> 0.858, better in every fold, for ~14 instead of ~7 min of training on 2 cores.
+# After training, the centre-ness peak an object must reach is chosen on the micrographs
+# (finding.training.choose_peak_threshold): 5-fold F1 0.927 -> 0.931, end to end 0.858 -> 0.867.
 # The learned finder's maps as the network gives them (1) or averaged over the micrograph's 8
 # rotations and reflections (8: 7.7x the finder's time; with 800 training steps 5-fold mean IoU
 # 0.8425 -> 0.8497 on NanoShapes, with 1,600 only +0.001 on fold 4; BENCHMARKS.md "The learned finder").

@@ -16,7 +16,8 @@ from emclassify.finding.evaluate import end_to_end_scores, micrograph_folds
 from emclassify.finding.finderfile import FinderCard, format_finder_card, load_finder, save_finder
 from emclassify.finding.learned import instances_from_maps
 from emclassify.finding.matching import InstanceMatch, match_instances
-from emclassify.finding.training import (FinderTrainSettings, FinderTrainingError, centreness_target, load_outlined,
+from emclassify.finding.training import (PEAK_THRESHOLDS, FinderTrainSettings, FinderTrainingError,
+                                         OutlinedMicrograph, centreness_target, choose_peak_threshold, load_outlined,
                                          train_finder)
 from emclassify.finding.evaluate import outlined_micrographs
 from emclassify.finding.unet import FinderNet, normalise_micrograph, predict_maps
@@ -72,6 +73,65 @@ def test_instances_from_ideal_maps_split_touching_particles_and_drop_small_ones(
     # no seed anywhere: nothing found, not a crash
     empty, s = instances_from_maps(fg, np.zeros_like(fg))
     assert empty.max() == 0 and s == {}
+
+
+def _weak_and_strong_particle(weak_peak=0.52):
+    """Maps of two separate discs: one with a clear centre (peak 1.0), one whose centre-ness only
+    just passes the 0.5 seed threshold (peak ``weak_peak``), as debris gives on real micrographs."""
+    yy, xx = np.mgrid[:64, :64]
+    labels = np.zeros((64, 64), np.int32)
+    labels[(yy - 20) ** 2 + (xx - 16) ** 2 <= 100] = 1
+    labels[(yy - 44) ** 2 + (xx - 46) ** 2 <= 100] = 2
+    centre = centreness_target(labels)
+    centre[labels == 2] *= weak_peak
+    return labels, (labels > 0).astype(np.float32), centre
+
+
+def test_a_peak_threshold_drops_objects_whose_centre_is_weak_and_nothing_else():
+    labels, fg, centre = _weak_and_strong_particle()
+    kept, scores = instances_from_maps(fg, centre, 0.5, 0.5, peak_threshold=0.6)
+    assert set(np.unique(kept)) == {0, 1} and set(scores) == {1}
+    assert np.array_equal(kept == 1, labels == 1)
+    # at or below the seed threshold it changes nothing: both objects, exactly as without it
+    for peak in (0.0, 0.5):
+        both, _ = instances_from_maps(fg, centre, 0.5, 0.5, peak_threshold=peak)
+        assert np.array_equal(both, instances_from_maps(fg, centre, 0.5, 0.5)[0])
+        assert match_instances(both, labels).tp == 2
+
+
+class _MapsFinder(LearnedFinder):
+    """A learned finder whose maps are given (keyed by the micrograph's first pixel value)."""
+
+    def maps(self, image):
+        return (*self.preloaded.given_maps[int(image.flat[0])], 1.0)
+
+
+def _outlined(labels, key):
+    raw = np.full(labels.shape, float(key), np.float32)
+    return OutlinedMicrograph(f"m{key}", raw, raw, labels, (labels > 0).astype(np.float32),
+                              centreness_target(labels), np.arange(labels.max() + 1))
+
+
+def test_the_peak_threshold_is_chosen_for_the_best_f1_and_the_card_uses_it():
+    labels, fg, centre = _weak_and_strong_particle()
+    truth_one = np.where(labels == 2, 0, labels)   # the weak object is not a particle: a false positive
+    card = FinderCard(widths=[4, 8], median_diameter_px=22.0, min_area_px=4.0)
+    from emclassify.finding.finderfile import LoadedFinder
+    loaded = LoadedFinder(FinderNet((4, 8)), card)
+    loaded.given_maps = {0: (fg, centre), 1: (fg, centre)}
+    finder = _MapsFinder("", preloaded=loaded)
+    best, record = choose_peak_threshold(finder, [_outlined(truth_one, 0)])
+    f1 = record["f1_by_threshold"]
+    assert best == 0.55 and f1["0.55"] == 1.0 and f1["0"] < 1.0 and record["micrographs"] == 1
+    assert set(f1) == {"0", *(f"{t:g}" for t in PEAK_THRESHOLDS if t > card.seed_threshold)}
+    # where both objects are particles, dropping the weak one costs F1: no threshold is chosen
+    assert choose_peak_threshold(finder, [_outlined(labels, 1)])[0] == 0.0
+    card.peak_threshold = best
+    assert len(finder.find(np.zeros((64, 64), np.float32)).particles) == 1
+    assert FinderCard.from_dict(card.to_dict()).peak_threshold == best
+    # a card written before peak thresholds existed reads as none, so its finder finds as it did
+    old = {k: v for k, v in card.to_dict().items() if k != "peak_threshold"}
+    assert FinderCard.from_dict({**old, "format_version": 1}).peak_threshold == 0.0
 
 
 # ---- the network ----------------------------------------------------------------------------------
@@ -147,6 +207,10 @@ def test_train_save_load_run_round_trip(trained, fields):
     assert set(v) >= {"learned", "classical", "micrographs"} and 0 <= v["learned"]["f1"] <= 1
     assert card.training["steps_done"] == QUICK.steps and card.training["stopped"] == "completed"
     assert 0.3 <= card.seed_threshold <= 0.7
+    # the peak threshold was chosen on the validation micrograph, for its best F1, and is on the card
+    choice = card.metrics["peak_threshold"]
+    assert choice["chosen_on"] == "validation micrographs" and choice["micrographs"] == 1
+    assert choice["f1_by_threshold"][f"{card.peak_threshold:g}"] == max(choice["f1_by_threshold"].values())
     again = load_finder(path)
     assert again.card.to_dict() == card.to_dict()
     for k, t in loaded.net.state_dict().items():
@@ -188,7 +252,8 @@ def test_a_card_that_does_not_match_its_weights_is_refused(trained, tmp_path):
     bad = save_finder(tmp_path / "bad.safetensors", loaded.net, card)
     with pytest.raises(ModelFileError, match="do not match"):
         load_finder(bad)
-    for field, value in [("seed_threshold", 3.0), ("widths", "big"), ("median_diameter_px", float("nan")),
+    for field, value in [("seed_threshold", 3.0), ("peak_threshold", -0.1), ("peak_threshold", "high"),
+                         ("widths", "big"), ("median_diameter_px", float("nan")),
                          ("arch", "yolo"), ("format_version", 99)]:
         with pytest.raises(ModelFileError, match="invalid particle-finder card"):
             FinderCard.from_dict({**loaded.card.to_dict(), field: value})
@@ -241,6 +306,7 @@ def test_cli_train_finder_info_batch_and_find_eval(fields, tmp_path, capsys):
     assert "not validated" in capsys.readouterr().out
     card = load_finder(all_in).card
     assert card.data["micrographs"] == 4 and card.data["validation_names"] == [] and card.seed_threshold == 0.5
+    assert card.metrics["peak_threshold"]["chosen_on"] == "training micrographs"
     assert main(["info", str(model)]) == 0
     assert "unet-centreness" in capsys.readouterr().out
     assert main(["info", str(model), "--json"]) == 0
@@ -317,9 +383,12 @@ _json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | s
                      lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
                      max_leaves=12)
 _metrics = st.fixed_dictionaries({"validation": st.fixed_dictionaries(
-    {"learned": st.dictionaries(st.sampled_from(["f1", "mean_iou"]), _json), "classical": _json}), "flags": _json})
+    {"learned": st.dictionaries(st.sampled_from(["f1", "mean_iou"]), _json), "classical": _json}), "flags": _json,
+    "peak_threshold": _json | st.fixed_dictionaries({"f1_by_threshold": st.dictionaries(st.text(max_size=4), _json),
+                                                     "micrographs": _json, "chosen_on": _json})})
 _card_keys = st.sampled_from(["format", "format_version", "arch", "widths", "median_diameter_px", "min_area_px",
-                              "foreground_threshold", "seed_threshold", "training", "metrics", "data", "software",
+                              "foreground_threshold", "seed_threshold", "peak_threshold", "training", "metrics",
+                              "data", "software",
                               "name", "created"])
 
 

@@ -470,7 +470,8 @@ def cross_validate_finders(folder, folds: int = 5, settings=None, classical=None
         learned = LearnedFinder("", preloaded=loaded, views=learned_views[0])
         test_pairs = [usable[i] for i in test_idx]
         row = {"fold": k + 1, "test": [p[0].relative_to(folder).as_posix() for p in test_pairs],
-               "seed_threshold": loaded.card.seed_threshold, "training": loaded.card.training,
+               "seed_threshold": loaded.card.seed_threshold, "peak_threshold": loaded.card.peak_threshold,
+               "peak_threshold_choice": loaded.card.metrics.get("peak_threshold"), "training": loaded.card.training,
                "flags": loaded.card.metrics.get("flags", [])}
         classifiers: Dict[str, object] = {}
         with tempfile.TemporaryDirectory(prefix="emclassify-fold-") as workdir:

@@ -18,7 +18,7 @@ from ..modelfile import (FINDER_FORMAT_NAME, FORMAT_NAME as CLASSIFIER_FORMAT_NA
                          write_safetensors)
 from .unet import ARCH, FinderNet
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: peak_threshold (a version-1 card reads as 0: no such filter)
 MAX_WIDTH = 512
 
 
@@ -37,8 +37,10 @@ class FinderCard:
     equivalent-circle diameter (px), the scale the network knows; a micrograph whose particles
     are another size is resampled to it when the user gives their diameter. min_area_px: smaller
     objects are dropped. foreground_threshold / seed_threshold: where the probability maps are cut
-    (chosen on the validation micrographs when there were any). metrics: validation results
-    beside the classical finder's on the same micrographs.
+    (the seed threshold chosen on the validation micrographs when there were any). peak_threshold:
+    a found object is kept only when its centre-ness reaches this (chosen at training,
+    :func:`~.training.choose_peak_threshold`; 0, or any value at or below seed_threshold, changes nothing).
+    metrics: validation results beside the classical finder's on the same micrographs.
     """
 
     widths: List[int]
@@ -46,6 +48,7 @@ class FinderCard:
     min_area_px: float
     foreground_threshold: float = 0.5
     seed_threshold: float = 0.5
+    peak_threshold: float = 0.0
     arch: str = ARCH
     name: str = ""
     training: Dict[str, Any] = field(default_factory=dict)
@@ -58,7 +61,8 @@ class FinderCard:
         return {"format": FINDER_FORMAT_NAME, "format_version": FORMAT_VERSION, "arch": self.arch,
                 "name": self.name, "widths": list(self.widths), "median_diameter_px": self.median_diameter_px,
                 "min_area_px": self.min_area_px, "foreground_threshold": self.foreground_threshold,
-                "seed_threshold": self.seed_threshold, "training": self.training, "metrics": self.metrics,
+                "seed_threshold": self.seed_threshold, "peak_threshold": self.peak_threshold,
+                "training": self.training, "metrics": self.metrics,
                 "data": self.data, "software": self.software, "created": self.created}
 
     @classmethod
@@ -93,6 +97,7 @@ class FinderCard:
                        min_area_px=_number(d, "min_area_px", 0.0, 1e10, "card"),
                        foreground_threshold=_number(d, "foreground_threshold", 0.01, 0.99, "card"),
                        seed_threshold=_number(d, "seed_threshold", 0.01, 0.99, "card"),
+                       peak_threshold=_number(d, "peak_threshold", 0.0, 0.99, "card") if "peak_threshold" in d else 0.0,
                        name=d.get("name", ""), training=dict(d.get("training", {})),
                        metrics=dict(d.get("metrics", {})), data=dict(d.get("data", {})),
                        software={str(k): str(v) for k, v in d.get("software", {}).items()},
@@ -145,7 +150,8 @@ def format_finder_card(card: FinderCard, path=None, sha256: str = "") -> str:
     lines += [f"  architecture: {card.arch} (widths {', '.join(map(str, card.widths))})",
               f"  trained on particles of median diameter {card.median_diameter_px:.1f} px; "
               f"objects under {card.min_area_px:.0f} px² dropped",
-              f"  thresholds: foreground {card.foreground_threshold:.2f}, seed {card.seed_threshold:.2f}",
+              f"  thresholds: foreground {card.foreground_threshold:.2f}, seed {card.seed_threshold:.2f}"
+              + (f", centre peak {card.peak_threshold:.2f}" if card.peak_threshold > card.seed_threshold else ""),
               f"  created: {card.created}"]
     t = card.training
     if t:
@@ -154,6 +160,10 @@ def format_finder_card(card: FinderCard, path=None, sha256: str = "") -> str:
     if d:
         lines.append(f"  data: {d.get('micrographs', '?')} micrographs, {d.get('particles', '?')} particles"
                      f" from {d.get('source', '?')}")
+    peak = card.metrics.get("peak_threshold")
+    if isinstance(peak, dict) and isinstance(peak.get("f1_by_threshold"), dict):
+        lines.append(f"  centre peak threshold chosen on {peak.get('micrographs', '?')} {peak.get('chosen_on', '?')}, "
+                     "F1 by threshold: " + ", ".join(f"{k} {_num(f)}" for k, f in peak["f1_by_threshold"].items()))
     v = card.metrics.get("validation")
     if isinstance(v, dict) and isinstance(v.get("learned"), dict):
         le = v["learned"]
