@@ -112,7 +112,7 @@ def _outlined(labels, key):
                               centreness_target(labels), np.arange(labels.max() + 1))
 
 
-def test_the_peak_threshold_is_chosen_for_the_best_f1_and_the_card_uses_it():
+def test_the_peak_threshold_is_chosen_for_the_best_f1_and_the_card_uses_it(monkeypatch):
     labels, fg, centre = _weak_and_strong_particle()
     truth_one = np.where(labels == 2, 0, labels)   # the weak object is not a particle: a false positive
     card = FinderCard(widths=[4, 8], median_diameter_px=22.0, min_area_px=4.0)
@@ -129,6 +129,16 @@ def test_the_peak_threshold_is_chosen_for_the_best_f1_and_the_card_uses_it():
     card.peak_threshold = best
     assert len(finder.find(np.zeros((64, 64), np.float32)).particles) == 1
     assert FinderCard.from_dict(card.to_dict()).peak_threshold == best
+    # time is bounded by megapixels (at least one micrograph), and a cancel returns at once with none
+    import emclassify.finding.training as training
+    from emclassify.runtime import CancelToken
+    two = [_outlined(truth_one, 0), _outlined(truth_one, 1)]
+    assert choose_peak_threshold(finder, two)[1]["micrographs"] == 2
+    monkeypatch.setattr(training, "PEAK_CHOICE_MEGAPIXELS", 0.005)   # one 64 x 64 field is 0.004
+    assert choose_peak_threshold(finder, two)[1]["micrographs"] == 1
+    cancel = CancelToken()
+    cancel.cancel()
+    assert choose_peak_threshold(finder, two, cancel=cancel) == (0.0, {"micrographs": 0, "cancelled": True})
     # a card written before peak thresholds existed reads as none, so its finder finds as it did
     old = {k: v for k, v in card.to_dict().items() if k != "peak_threshold"}
     assert FinderCard.from_dict({**old, "format_version": 1}).peak_threshold == 0.0

@@ -43,7 +43,10 @@ from .unet import FinderNet, normalise_micrograph
 SEED_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 # Centre-ness peaks an object must reach to be kept, tried after training (module doc).
 PEAK_THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
-PEAK_CHOICE_MICROGRAPHS = 32   # at most this many (seeded draw) are run to choose it: bounded time
+# Micrographs, in a seeded random order, are run to choose it until this many megapixels (at least
+# one micrograph): ~1.5 min of the network on 2 cores (BENCHMARKS.md "Throughput of the learned
+# finder"), whatever the micrographs' number and size. All 31 NanoShapes micrographs are 5.4 Mpx.
+PEAK_CHOICE_MEGAPIXELS = 64.0
 MIN_AREA_SHARE = 0.25   # objects under this share of the training particles' 5th-percentile area are dropped
 MIN_MICROGRAPHS = 2
 
@@ -253,27 +256,33 @@ def choose_seed_threshold(finder: LearnedFinder, data: Sequence[OutlinedMicrogra
     return best
 
 
-def choose_peak_threshold(finder: LearnedFinder, data: Sequence[OutlinedMicrograph], seed: int = 0
-                          ) -> Tuple[float, Dict]:
+def choose_peak_threshold(finder: LearnedFinder, data: Sequence[OutlinedMicrograph], seed: int = 0,
+                          cancel: Optional[CancelToken] = None) -> Tuple[float, Dict]:
     """The centre-ness peak threshold, none (0) or one of :data:`PEAK_THRESHOLDS` above the card's
     seed threshold, with the best F1 on ``data`` (ties: the lowest, which drops least), and a
     record: micrographs used, F1 per threshold.
 
-    One micrograph's maps at a time (flat memory); at most :data:`PEAK_CHOICE_MICROGRAPHS` of them.
+    One micrograph's maps at a time (flat memory), up to :data:`PEAK_CHOICE_MEGAPIXELS` of them
+    (bounded time). On ``cancel``: none, and the record says so.
     """
     seed_t = finder.loaded.card.seed_threshold
     candidates = [0.0] + [t for t in PEAK_THRESHOLDS if t > seed_t]   # 0: none
-    if len(data) > PEAK_CHOICE_MICROGRAPHS:
-        pick = np.random.default_rng(seed).choice(len(data), PEAK_CHOICE_MICROGRAPHS, replace=False)
-        data = [data[i] for i in sorted(pick)]
     matches: Dict[float, list] = {t: [] for t in candidates}
-    for d in data:
+    megapixels = 0.0
+    for i in np.random.default_rng(seed).permutation(len(data)):
+        d = data[i]
+        if cancel is not None and cancel.cancelled:
+            return 0.0, {"micrographs": 0, "cancelled": True}
+        if matches[0.0] and megapixels + d.raw.size / 1e6 > PEAK_CHOICE_MEGAPIXELS:
+            continue
+        megapixels += d.raw.size / 1e6
         fg, centre, scale = finder.maps(d.raw)
         for t in candidates:
             matches[t].append(match_instances(finder.detections(fg, centre, scale, peak_threshold=t).labels, d.labels))
     f1 = {t: summarise(matches[t])["f1"] for t in candidates}
     best = max(candidates, key=lambda t: (f1[t], -t))
-    return best, {"micrographs": len(data), "f1_by_threshold": {f"{t:g}": round(v, 4) for t, v in f1.items()}}
+    return best, {"micrographs": len(matches[0.0]), "megapixels": round(megapixels, 2),
+                  "f1_by_threshold": {f"{t:g}": round(v, 4) for t, v in f1.items()}}
 
 
 def _brief(s: Dict) -> Dict:
@@ -307,7 +316,7 @@ def fit_finder(train: Sequence[OutlinedMicrograph], val: Sequence[OutlinedMicrog
         # on the validation micrographs where there are some, else on the training ones: the network
         # scores those nearly as it scores new ones (NanoShapes folds 3 and 4: F1 0.936 / 0.929 on
         # its own micrographs, 0.930 / 0.884 held out), and both chose 0.55 there as held out
-        card.peak_threshold, choice = choose_peak_threshold(finder, val or train, settings.seed)
+        card.peak_threshold, choice = choose_peak_threshold(finder, val or train, settings.seed, cancel)
         card.metrics["peak_threshold"] = {"chosen_on": "validation micrographs" if val else "training micrographs",
                                           **choice}
     if val:
