@@ -318,7 +318,8 @@ def test_cli_train_finder_info_batch_and_find_eval(fields, tmp_path, capsys):
     assert card.data["micrographs"] == 4 and card.data["validation_names"] == [] and card.seed_threshold == 0.5
     assert card.metrics["peak_threshold"]["chosen_on"] == "training micrographs"
     assert main(["info", str(model)]) == 0
-    assert "unet-centreness" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "unet-centreness" in printed and "centre peak threshold chosen on 1 validation micrographs" in printed
     assert main(["info", str(model), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["format"] == "emclassify-finder"
 

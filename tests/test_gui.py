@@ -248,8 +248,10 @@ def test_selftest_entry_point(tmp_path):
     png = tmp_path / "selftest.png"
     scratch = tmp_path / "tmp"
     scratch.mkdir()
+    # timeout: a liveness guard (the self-test gives up after its own 300 s), so that a self-test
+    # stuck on a dialog fails here instead of hanging the suite
     r = subprocess.run([sys.executable, "-m", "emclassify_gui", "--selftest", "--screenshot", str(png)],
-                       capture_output=True, text=True,
+                       capture_output=True, text=True, timeout=900,
                        env={**os.environ, "QT_QPA_PLATFORM": "offscreen", "TMPDIR": str(scratch)})
     assert r.returncode == 0, r.stderr
     assert "selftest: OK" in r.stdout and png.read_bytes()[:4] == b"\x89PNG"

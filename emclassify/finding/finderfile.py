@@ -163,7 +163,8 @@ def format_finder_card(card: FinderCard, path=None, sha256: str = "") -> str:
     peak = card.metrics.get("peak_threshold")
     if isinstance(peak, dict) and isinstance(peak.get("f1_by_threshold"), dict):
         lines.append(f"  centre peak threshold chosen on {peak.get('micrographs', '?')} {peak.get('chosen_on', '?')}, "
-                     "F1 by threshold: " + ", ".join(f"{k} {_num(f)}" for k, f in peak["f1_by_threshold"].items()))
+                     "F1 by threshold: " + ", ".join(f"{'none' if k == '0' else k} {_num(f)}"
+                                                     for k, f in peak["f1_by_threshold"].items()))
     v = card.metrics.get("validation")
     if isinstance(v, dict) and isinstance(v.get("learned"), dict):
         le = v["learned"]
