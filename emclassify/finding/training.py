@@ -243,17 +243,35 @@ def score_on(finder, data: Sequence[OutlinedMicrograph]) -> Dict:
     return summarise([match_instances(finder.find(d.raw).labels, d.labels) for d in data])
 
 
+def _scores_by_cut(finder: LearnedFinder, data: Sequence[OutlinedMicrograph], cuts: Dict[float, Dict],
+                   megapixels: Optional[float] = None, seed: int = 0, cancel: Optional[CancelToken] = None
+                   ) -> Optional[Tuple[Dict[float, Dict], int, float]]:
+    """Score each cut (``cuts``: key -> keyword arguments of :meth:`LearnedFinder.detections`) on
+    ``data``: the network runs once per micrograph, one micrograph's maps in memory at a time.
+    With ``megapixels``, micrographs in a seeded random order until that many (at least one).
+    Returns ({key: summary}, micrographs used, megapixels used), or None on ``cancel``."""
+    matches: Dict[float, list] = {k: [] for k in cuts}
+    used, mpx = 0, 0.0
+    order = np.random.default_rng(seed).permutation(len(data)) if megapixels is not None else range(len(data))
+    for i in order:
+        d = data[i]
+        if cancel is not None and cancel.cancelled:
+            return None
+        if megapixels is not None and used and mpx + d.raw.size / 1e6 > megapixels:
+            continue
+        used, mpx = used + 1, mpx + d.raw.size / 1e6
+        fg, centre, scale = finder.maps(d.raw)
+        for k, kwargs in cuts.items():
+            matches[k].append(match_instances(finder.detections(fg, centre, scale, **kwargs).labels, d.labels))
+    return {k: summarise(m) for k, m in matches.items()}, used, mpx
+
+
 def choose_seed_threshold(finder: LearnedFinder, data: Sequence[OutlinedMicrograph]) -> Tuple[float, Dict]:
     """The seed threshold of :data:`SEED_THRESHOLDS` with the best F1 on ``data`` (ties: closest to 0.5),
     and the score there. The network runs once per micrograph; only the cut is varied."""
-    maps = [finder.maps(d.raw) for d in data]
-    best = None
-    for t in sorted(SEED_THRESHOLDS, key=lambda t: abs(t - 0.5)):
-        s = summarise([match_instances(finder.detections(fg, c, scale, thresholds=(0.5, t)).labels, d.labels)
-                       for (fg, c, scale), d in zip(maps, data)])
-        if best is None or s["f1"] > best[1]["f1"]:
-            best = (t, s)
-    return best
+    scores = _scores_by_cut(finder, data, {t: {"thresholds": (0.5, t)} for t in SEED_THRESHOLDS})[0]
+    best = max(sorted(SEED_THRESHOLDS, key=lambda t: abs(t - 0.5)), key=lambda t: scores[t]["f1"])
+    return best, scores[best]
 
 
 def choose_peak_threshold(finder: LearnedFinder, data: Sequence[OutlinedMicrograph], seed: int = 0,
@@ -262,26 +280,19 @@ def choose_peak_threshold(finder: LearnedFinder, data: Sequence[OutlinedMicrogra
     seed threshold, with the best F1 on ``data`` (ties: the lowest, which drops least), and a
     record: micrographs used, F1 per threshold.
 
-    One micrograph's maps at a time (flat memory), up to :data:`PEAK_CHOICE_MEGAPIXELS` of them
-    (bounded time). On ``cancel``: none, and the record says so.
+    Up to :data:`PEAK_CHOICE_MEGAPIXELS` of micrographs (bounded time). On ``cancel``: none, and
+    the record says so.
     """
     seed_t = finder.loaded.card.seed_threshold
     candidates = [0.0] + [t for t in PEAK_THRESHOLDS if t > seed_t]   # 0: none
-    matches: Dict[float, list] = {t: [] for t in candidates}
-    megapixels = 0.0
-    for i in np.random.default_rng(seed).permutation(len(data)):
-        d = data[i]
-        if cancel is not None and cancel.cancelled:
-            return 0.0, {"micrographs": 0, "cancelled": True}
-        if matches[0.0] and megapixels + d.raw.size / 1e6 > PEAK_CHOICE_MEGAPIXELS:
-            continue
-        megapixels += d.raw.size / 1e6
-        fg, centre, scale = finder.maps(d.raw)
-        for t in candidates:
-            matches[t].append(match_instances(finder.detections(fg, centre, scale, peak_threshold=t).labels, d.labels))
-    f1 = {t: summarise(matches[t])["f1"] for t in candidates}
+    scored = _scores_by_cut(finder, data, {t: {"peak_threshold": t} for t in candidates},
+                            PEAK_CHOICE_MEGAPIXELS, seed, cancel)
+    if scored is None:
+        return 0.0, {"micrographs": 0, "cancelled": True}
+    scores, used, mpx = scored
+    f1 = {t: scores[t]["f1"] for t in candidates}
     best = max(candidates, key=lambda t: (f1[t], -t))
-    return best, {"micrographs": len(matches[0.0]), "megapixels": round(megapixels, 2),
+    return best, {"micrographs": used, "megapixels": round(mpx, 2),
                   "f1_by_threshold": {f"{t:g}": round(v, 4) for t, v in f1.items()}}
 
 
