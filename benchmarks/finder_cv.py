@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from emclassify.events import FinderStep
+from emclassify.events import FinderFoldEnded, FinderStep
 from emclassify.finding.evaluate import cross_validate_finders
 from emclassify.finding.training import FinderTrainSettings
 from emclassify.inference import Classifier
@@ -70,10 +70,19 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="finder-cv-"))
     classifier_for = classifier_trainer(Path(args.crops), workdir) if args.crops else None
 
+    done_rows = []
+
     def progress(ev):
         if isinstance(ev, FinderStep) and ev.step % 100 == 0:
             print(f"fold {ev.fold + 1}/{ev.folds} step {ev.step}/{ev.steps} loss {ev.loss:.3f} "
                   f"remaining ~{(ev.remaining_s or 0) / 60:.0f} min", flush=True)
+        elif isinstance(ev, FinderFoldEnded):  # folds so far, kept if the run is stopped
+            done_rows.append(ev.row)
+            Path(args.out).with_suffix(".partial.json").write_text(json.dumps(done_rows, indent=2, default=str) + "\n")
+            for name in ev.finders:
+                o = ev.row[name]
+                print(f"fold {ev.fold + 1}/{ev.folds} {name}: F1 {o['f1']:.3f} IoU {o['mean_iou'] or 0:.3f} "
+                      f"end to end {o.get('end_to_end_macro_f1')}  ({time.perf_counter() - t0:.0f} s)", flush=True)
 
     t0 = time.perf_counter()
     r = cross_validate_finders(args.micrographs, folds=args.folds, settings=FinderTrainSettings(steps=args.steps),

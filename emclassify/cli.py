@@ -604,7 +604,7 @@ def _write_finder_metrics(args, result) -> None:
 
 def _find_eval_folds(args, classifier) -> int:
     """``find-eval --folds K``: the learned finder trained per fold beside the classical one."""
-    from .events import EpochEnded, FinderStep, format_seconds
+    from .events import EpochEnded, FinderFoldEnded, FinderStep, format_seconds
     from .finding.evaluate import EvaluationError, cross_validate_finders
     from .finding.training import FinderTrainingError
 
@@ -628,6 +628,12 @@ def _find_eval_folds(args, classifier) -> int:
         elif isinstance(ev, EpochEnded):
             print(f"fold {ev.fold + 1}/{ev.folds}  classifier on found particles: epoch {ev.log.epoch}/"
                   f"{ev.log.epochs}  val macro-F1 {ev.log.val_macro_f1:.4f}  ({ev.log.seconds:.1f} s)", flush=True)
+        elif isinstance(ev, FinderFoldEnded):
+            for name in ev.finders:
+                o = ev.row[name]
+                e2e = "".join(f"  end to end ({c}) {v:.3f}" for c, v in o.get("end_to_end_macro_f1", {}).items())
+                print(f"fold {ev.fold + 1}/{ev.folds}  {name}: F1 {o['f1']:.3f}  mean IoU {o['mean_iou'] or 0:.3f}{e2e}",
+                      flush=True)
 
     try:
         result = cross_validate_finders(Path(args.folder), folds=args.folds, settings=settings, classical=classical,
@@ -658,7 +664,7 @@ def _finder_settings(args):
 
     try:
         return FinderTrainSettings(steps=args.steps, batch=args.batch, crop=args.crop, val_fraction=args.val_fraction,
-                                   seed=args.seed)
+                                   seed=args.seed, device=args.device)
     except ValueError as exc:
         print(f"emclassify: {exc}", file=sys.stderr)
         return None
@@ -717,6 +723,8 @@ def _finder_training_args(parser) -> None:
                         f"classical one on the card (default {S['val_fraction']}: all train it; measure it with "
                         "find-eval --folds)")
     g.add_argument("--seed", type=int, default=S['seed'], help=f"default {S['seed']}")
+    g.add_argument("--device", default=S['device'], choices=["auto", "cpu", "cuda"],
+                   help=f"where the network trains (default {S['device']}: a CUDA GPU if present)")
 
 
 def build_parser() -> argparse.ArgumentParser:

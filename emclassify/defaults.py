@@ -88,7 +88,7 @@ FOUND_CROP_CONTEXT_SHARE = 0.4
 # 0.8425 -> 0.8497 on NanoShapes, with 1,600 only +0.001 on fold 4; BENCHMARKS.md "The learned finder").
 FINDER_VIEWS = (1, 8)
 FINDER_TRAINING = {"steps": 1600, "batch": 8, "crop": 192, "learning_rate": 3e-3, "weight_decay": 1e-4,
-                   "widths": (16, 32, 64, 128), "val_fraction": 0.0, "seed": 0}
+                   "widths": (16, 32, 64, 128), "val_fraction": 0.0, "seed": 0, "device": "auto"}
 
 # ---- batch (emclassify.batch)
 DEFAULT_BATCH_SIZE = 64

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,22 @@ class FinderStep:
     remaining_s: Optional[float] = None
 
 
-Event = Union[Decoding, FoldStarted, EpochEnded, FoldEnded, BatchStarted, BatchClassified, FinderStep]
+@dataclass(frozen=True)
+class FinderFoldEnded:
+    """A fold of ``find-eval --folds`` was scored (its figures, so a long run shows them as it goes).
+
+    row: that fold's record as in the result's ``per_fold`` (held-out micrographs, thresholds,
+    each finder's overall scores and end-to-end macro-F1 per classifier, under the keys ``finders``).
+    fold: 0-based.
+    """
+
+    fold: int
+    folds: int
+    finders: Tuple[str, ...]
+    row: Dict
+
+
+Event = Union[Decoding, FoldStarted, EpochEnded, FoldEnded, BatchStarted, BatchClassified, FinderStep, FinderFoldEnded]
 Progress = Callable[[Event], None]
 
 

@@ -269,6 +269,18 @@ def test_a_card_that_does_not_match_its_weights_is_refused(trained, tmp_path):
             FinderCard.from_dict({**loaded.card.to_dict(), field: value})
 
 
+def test_the_training_device_is_checked_before_any_work_and_recorded(trained, fields, tmp_path, capsys):
+    loaded, _ = trained
+    assert loaded.card.training["device"] == "cpu" and loaded.card.training["seconds"] >= 0
+    with pytest.raises(ValueError, match="unknown device"):
+        FinderTrainSettings(device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            FinderTrainSettings(device="cuda")
+        assert main(["train-finder", str(fields), "--device", "cuda", "--out", str(tmp_path / "f.safetensors")]) == 2
+        assert "no CUDA GPU" in capsys.readouterr().err and not (tmp_path / "f.safetensors").exists()
+
+
 def test_too_few_micrographs_is_a_clear_error(tmp_path):
     out = tmp_path / "one"
     generate_micrographs(out, "lamellarity", 1, seed=0, side=128, per_micrograph=3)
@@ -347,8 +359,13 @@ def test_cli_train_finder_info_batch_and_find_eval(fields, tmp_path, capsys):
     cv = tmp_path / "cv.json"
     assert main(["find-eval", str(fields), "--folds", "2", "--steps", "5", "--batch", "2", "--crop", "64",
                  "--finder-views", "1", "8", "--out", str(cv)]) == 0
-    assert "learned 8 views finder, 2-fold by micrograph" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "learned 8 views finder, 2-fold by micrograph" in printed
     r = json.loads(cv.read_text())
+    # each fold's figures are printed as soon as it ends, before the overall ones
+    for fold in r["per_fold"]:
+        line = f"fold {fold['fold']}/2  learned_8_views: F1 {fold['learned_8_views']['f1']:.3f}"
+        assert line in printed and printed.index(line) < printed.index("2-fold by micrograph")
     report = cv.with_suffix(".md").read_text()
     assert "| learned |" in report and "| learned_8_views |" in report and "| classical |" in report
     assert r["finders"] == ["learned", "learned_8_views", "classical"]

@@ -430,7 +430,7 @@ def cross_validate_finders(folder, folds: int = 5, settings=None, classical=None
     import tempfile
     from dataclasses import replace
 
-    from ..events import EpochEnded, emit
+    from ..events import EpochEnded, FinderFoldEnded, emit
     from ..io import DatasetError
     from .classical import ClassicalFinder
     from .learned import LearnedFinder
@@ -506,6 +506,7 @@ def cross_validate_finders(folder, folds: int = 5, settings=None, classical=None
                 if "end_to_end" in r:
                     row[name]["end_to_end_macro_f1"] = {c: e["macro_f1"] for c, e in r["end_to_end_by_classifier"].items()}
         fold_rows.append(row)
+        emit(progress, FinderFoldEnded(k, folds, tuple(names), row))
     out = {"folder": str(folder), "folds": folds, "seed": seed, "iou_threshold": 0.5, "errors": errors, "finders": names,
            "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(settings).items()},
            "per_fold": fold_rows, "seconds": round(time.perf_counter() - start, 1)}

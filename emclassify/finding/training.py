@@ -32,7 +32,7 @@ from skimage.segmentation import relabel_sequential
 from ..defaults import FINDER_TRAINING
 from ..events import FinderStep, Progress, emit
 from ..io import ImageReadError, read_image
-from ..runtime import CancelToken
+from ..runtime import CancelToken, resolve_device
 from .finderfile import FinderCard, LoadedFinder
 from .learned import LearnedFinder
 from .matching import match_instances, summarise
@@ -67,6 +67,7 @@ class FinderTrainSettings:
     widths: Tuple[int, ...] = FINDER_TRAINING["widths"]
     val_fraction: float = FINDER_TRAINING["val_fraction"]
     seed: int = FINDER_TRAINING["seed"]
+    device: str = FINDER_TRAINING["device"]   # auto: a CUDA GPU when there is one (runtime.resolve_device)
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch", "crop"):
@@ -74,6 +75,10 @@ class FinderTrainSettings:
                 raise ValueError(f"{key} must be a positive whole number")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        try:
+            resolve_device(self.device)   # cuda without a usable GPU is refused now, not after loading
+        except RuntimeError as exc:
+            raise ValueError(str(exc)) from None
 
 
 @dataclass
@@ -194,7 +199,8 @@ def train_network(data: Sequence[OutlinedMicrograph], settings: FinderTrainSetti
     rng = np.random.default_rng(settings.seed)
     m = 2 ** (len(settings.widths) - 1)
     crop = max(m, settings.crop // m * m)
-    net = FinderNet(settings.widths).to(memory_format=torch.channels_last)
+    device = resolve_device(settings.device)
+    net = FinderNet(settings.widths).to(device=device, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), settings.learning_rate, weight_decay=settings.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, settings.learning_rate, total_steps=settings.steps,
                                                 pct_start=0.15)
@@ -209,8 +215,8 @@ def train_network(data: Sequence[OutlinedMicrograph], settings: FinderTrainSetti
                 stopped = "cancelled"
                 break
             batch = np.stack([_sample(rng, data, weights, crop) for _ in range(settings.batch)])
-            x = torch.from_numpy(batch[:, :1]).contiguous(memory_format=torch.channels_last)
-            loss = _loss(net(x), torch.from_numpy(batch[:, 1]), torch.from_numpy(batch[:, 2]))
+            x = torch.from_numpy(batch[:, :1]).to(device).contiguous(memory_format=torch.channels_last)
+            loss = _loss(net(x), torch.from_numpy(batch[:, 1]).to(device), torch.from_numpy(batch[:, 2]).to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -224,6 +230,7 @@ def train_network(data: Sequence[OutlinedMicrograph], settings: FinderTrainSetti
         stopped = "interrupted"
     net.eval()
     record = {"steps_done": done, "stopped": stopped, "seconds": round(time.perf_counter() - start, 1),
+              "device": str(device),
               "final_loss": round(float(np.mean(losses[-20:])), 4) if losses else None, "crop": crop}
     return net, record
 

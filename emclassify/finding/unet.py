@@ -132,7 +132,7 @@ def _tile_maps(net: FinderNet, t: torch.Tensor, native: Optional[bool], views: i
     averaged over the views are smoother: BENCHMARKS.md, "The learned finder")."""
     if views == 1:
         return torch.sigmoid(net.infer(t, native=native))
-    total = torch.zeros((1, 2, *t.shape[-2:]))
+    total = torch.zeros((1, 2, *t.shape[-2:]), device=t.device)
     for i, view in enumerate(d4_views(t)):
         out = torch.rot90(torch.sigmoid(net.infer(view, native=native)), -(i % 4), (2, 3))
         total += out.flip(3) if i >= 4 else out
@@ -146,13 +146,15 @@ def predict_maps(net: FinderNet, image: np.ndarray, tile: int = 768, halo: int =
     Large micrographs run in overlapping tiles of ``tile`` px (each keeps its centre, dropping
     ``halo`` px of every inner edge, more than the network's reach), so the network's memory is
     bounded by the tile, not the micrograph. views: 1, or 8 to average each tile's maps over its
-    rotations and reflections (8 times the time).
+    rotations and reflections (8 times the time). The network runs on the device its weights are
+    on (a finder trained on a GPU is scored there in cross-validation); the maps come back to the CPU.
     """
     if views not in FINDER_VIEWS:
         raise ValueError(f"views must be one of {FINDER_VIEWS}, got {views!r}")
     img = np.asarray(image, dtype=np.float32)
     H, W = img.shape
     m = net.multiple
+    device = next(net.parameters()).device
     fg = np.empty((H, W), np.float32)
     centre = np.empty((H, W), np.float32)
     for y0, y1, ky0, ky1 in _tiles(H, tile, halo, m):
@@ -160,10 +162,10 @@ def predict_maps(net: FinderNet, image: np.ndarray, tile: int = 768, halo: int =
             part = img[y0:y1, x0:x1]
             h, w = part.shape
             ph, pw = (-h) % m, (-w) % m
-            t = torch.from_numpy(np.ascontiguousarray(part))[None, None]
+            t = torch.from_numpy(np.ascontiguousarray(part))[None, None].to(device)
             if ph or pw:
                 t = F.pad(t, (0, pw, 0, ph), mode="replicate")
-            out = _tile_maps(net, t, native, views)[0, :, :h, :w].numpy()
+            out = _tile_maps(net, t, native, views)[0, :, :h, :w].cpu().numpy()
             fg[ky0:ky1, kx0:kx1] = out[0, ky0 - y0:ky1 - y0, kx0 - x0:kx1 - x0]
             centre[ky0:ky1, kx0:kx1] = out[1, ky0 - y0:ky1 - y0, kx0 - x0:kx1 - x0]
     return fg, centre
