@@ -96,10 +96,17 @@ def perimeter(mask: np.ndarray) -> float:
 def _solidity(mask: np.ndarray, area: float) -> float:
     from scipy.spatial import ConvexHull, QhullError
 
-    ys, xs = np.nonzero(mask)
-    if len(ys) < 3:
+    rows = np.nonzero(mask.any(axis=1))[0]
+    if int(np.count_nonzero(mask)) < 3:
         return 1.0
-    # Pixel corners, so a one-pixel-wide shape still has a hull area.
+    # The hull of a shape's pixels is the hull of each row's first and last pixel (every pixel between
+    # them lies on their segment): 4 corners of 2 pixels per row instead of every pixel's 4 corners
+    # (~3 ms -> ~0.3 ms per particle, the same hull). Pixel corners, so a one-pixel-wide shape still
+    # has a hull area.
+    sub = mask[rows]
+    first = np.argmax(sub, axis=1)
+    last = sub.shape[1] - 1 - np.argmax(sub[:, ::-1], axis=1)
+    ys, xs = np.concatenate([rows, rows]), np.concatenate([first, last])
     pts = np.concatenate([np.stack([ys + dy, xs + dx], 1) for dy in (0, 1) for dx in (0, 1)])
     try:
         hull = ConvexHull(pts)

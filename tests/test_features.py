@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 import torch
 
 from emclassify.features import FEATURE_NAMES, N_FEATURES, FeatureCache, lbp_histogram, particle_features
@@ -174,3 +175,25 @@ def test_scikit_image_ports_give_version_1_values():
             np.testing.assert_allclose(vec[eta_cols], [e[k] for k in ((2, 0), (1, 1), (0, 2), (3, 0), (2, 1), (1, 2),
                                                                      (0, 3))], rtol=1e-9, atol=1e-12)
         auto_mask(img)  # runs on the ported threshold (its decisions are covered by test_preprocess)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 30), st.floats(0.02, 0.95), st.integers(0, 2**32 - 1))
+def test_solidity_from_row_ends_equals_the_hull_of_every_pixel(h, w, density, seed):
+    """The hull of each row's first and last pixel is the hull of all pixels (the fast path's claim)."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    from emclassify.features import _solidity
+
+    mask = np.random.default_rng(seed).random((h, w)) < density
+    area = float(mask.sum())
+    ys, xs = np.nonzero(mask)
+    expected = 1.0
+    if len(ys) >= 3:
+        corners = np.concatenate([np.stack([ys + dy, xs + dx], 1) for dy in (0, 1) for dx in (0, 1)])
+        try:
+            volume = ConvexHull(corners).volume
+            expected = min(1.0, area / volume) if volume > 0 else 1.0
+        except QhullError:
+            pass
+    assert _solidity(mask, area) == pytest.approx(expected, rel=1e-12, abs=1e-12)

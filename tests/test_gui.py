@@ -342,3 +342,41 @@ def test_micrograph_mode_outlines_click_to_row_and_review(qtbot, window, tmp_pat
     assert review.image is None and "finding the particles" in review.message.text()
     qtbot.waitUntil(lambda: review.image is not None, timeout=60_000)
     assert review.items[review.current] is other_row and review.mask.any()
+
+
+def test_a_job_counts_as_ended_inside_its_own_done_and_failed_handlers(qtbot):
+    """Views start the next job from these handlers (the outline view after a click elsewhere):
+    the job's thread is still quitting then, so asking the thread made them do nothing."""
+    from PySide6.QtCore import QObject, Slot
+
+    from emclassify_gui.workers import Job
+
+    class View(QObject):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        @Slot(object)
+        def on_done(self, result):
+            self.seen.append(("done", result, self.job.is_running()))
+
+        @Slot(str)
+        def on_failed(self, message):
+            self.seen.append(("failed", message, self.job.is_running()))
+
+    def boom(report, cancel):
+        raise ValueError("no such file")
+
+    view = View()
+    for fn, signal in ((lambda report, cancel: 42, "done"), (boom, "failed")):
+        view.job = job = Job(fn)
+        job.done.connect(view.on_done)
+        job.failed.connect(view.on_failed)
+        with qtbot.waitSignal(getattr(job, signal), timeout=10_000):
+            job.start(view)
+            assert job.is_running()
+        qtbot.waitUntil(lambda: len(view.seen) == (1 if signal == "done" else 2), timeout=10_000)
+        job.stop_and_wait()
+    assert view.seen == [("done", 42, False), ("failed", "no such file", False)]
+    Job.stop_all()
+    qtbot.waitUntil(lambda: not Job._running, timeout=10_000)

@@ -110,6 +110,7 @@ def _fill_folds(x: np.ndarray, y: np.ndarray, folds: int):
 def fit_svm(features: np.ndarray, labels: np.ndarray, n_classes: int, seed: int = 0,
             param_grid: Optional[dict] = None) -> tuple:
     """Fit the SVM baseline; returns ``(SVMModel, SVMFitInfo)``. features: N x F float; labels: N int."""
+    from joblib import parallel_config
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_predict
     from sklearn.preprocessing import StandardScaler
@@ -137,17 +138,20 @@ def fit_svm(features: np.ndarray, labels: np.ndarray, n_classes: int, seed: int 
     search = GridSearchCV(
         SVC(kernel="rbf", class_weight="balanced", decision_function_shape="ovo"),
         {"C": grid["C"], "gamma": [base_gamma * f for f in grid["gamma_factor"]]},
-        scoring="f1_macro", cv=inner, n_jobs=1, refit=False,
+        scoring="f1_macro", cv=inner, refit=False,
     )
-    with warnings.catch_warnings():
+    # libsvm releases the GIL while it fits, so the grid's fits run in threads on every core torch
+    # may use (no worker processes: none to spawn, nothing for a frozen bundle to re-launch); each fit
+    # is deterministic, so the result does not depend on the thread count.
+    with warnings.catch_warnings(), parallel_config(backend="threading", n_jobs=max(1, torch.get_num_threads())):
         warnings.simplefilter("ignore")  # folds where a rare class is never predicted warn about F1
         search.fit(xs_in, y_in)
-    params = search.best_params_
-    best = SVC(kernel="rbf", class_weight="balanced", decision_function_shape="ovo", **params).fit(xs, y)
-    oof = cross_val_predict(
-        SVC(kernel="rbf", class_weight="balanced", decision_function_shape="ovo", **params),
-        xs_in, y_in, cv=inner, method="decision_function",
-    ).reshape(len(y_in), -1)
+        params = search.best_params_
+        best = SVC(kernel="rbf", class_weight="balanced", decision_function_shape="ovo", **params).fit(xs, y)
+        oof = cross_val_predict(
+            SVC(kernel="rbf", class_weight="balanced", decision_function_shape="ovo", **params),
+            xs_in, y_in, cv=inner, method="decision_function",
+        ).reshape(len(y_in), -1)
     calib = LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced").fit(oof, y_in)
     w, b = calib.coef_, calib.intercept_
     if len(present) == 2:  # sklearn's binary logistic regression has one row: expand to 2-class softmax

@@ -10,6 +10,7 @@ from emclassify import __version__, backend_description
 from .classify_tab import ClassifyTab
 from .review_tab import ReviewTab
 from .train_tab import CVTab, TrainTab
+from .workers import Job
 
 
 class MainWindow(QMainWindow):
@@ -107,9 +108,7 @@ class MainWindow(QMainWindow):
         if not self.confirm_discard():
             event.ignore()
             return
-        for tab in (self.classify, self.review, self.train, self.cv):
-            if tab.job is not None:
-                tab.job.stop_and_wait()
+        Job.stop_all()   # every tab's and view's job (the outline view's finder too)
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/tab", self.tabs.currentIndex())
         self.settings.sync()

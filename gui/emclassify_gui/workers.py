@@ -23,6 +23,24 @@ def plain_message(exc: BaseException) -> str:
     return text
 
 
+class _EndWatcher(QObject):
+    """Lives in the GUI thread and hears a job's ``done``/``failed`` before any view does (it is
+    connected first, in the job's constructor, and queued calls to one thread run in connection
+    order), so a view's handler already sees the job as ended."""
+
+    def __init__(self, job: "Job"):
+        super().__init__()
+        self.job = job
+
+    @Slot(object)
+    def on_done(self, _result) -> None:
+        self.job._active = False
+
+    @Slot(str)
+    def on_failed(self, _message) -> None:
+        self.job._active = False
+
+
 class Job(QObject):
     progress = Signal(object)
     done = Signal(object)
@@ -37,6 +55,10 @@ class Job(QObject):
         self.fn, self.args, self.kwargs = fn, args, kwargs
         self.cancel = CancelToken()
         self.thread: QThread | None = None
+        self._active = False
+        self._watcher = _EndWatcher(self)
+        self.done.connect(self._watcher.on_done)
+        self.failed.connect(self._watcher.on_failed)
 
     @Slot()
     def run(self) -> None:
@@ -57,11 +79,22 @@ class Job(QObject):
         self.failed.connect(self.thread.quit)
         Job._running.add(self)
         self.thread.finished.connect(lambda: Job._running.discard(self))
+        self._active = True
         self.thread.start()
         return self
 
     def is_running(self) -> bool:
-        return self.thread is not None and self.thread.isRunning()
+        """Whether the job's result is still to come. Its thread quits a moment after ``done`` or
+        ``failed``: asking the thread instead answered "running" inside those signals' handlers, so
+        a handler that started the next job (the outline view after a click elsewhere) did nothing."""
+        return self._active
+
+    @classmethod
+    def stop_all(cls, ms: int = 5000) -> None:
+        """Cancel every job whose thread is still alive and wait for the threads (before the window
+        closes: a thread destroyed while running aborts the process)."""
+        for job in list(cls._running):
+            job.stop_and_wait(ms)
 
     def stop_and_wait(self, ms: int = 5000) -> None:
         self.cancel.cancel()
