@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from emclassify.finding.evaluate import micrograph_folds, outlined_micrographs
 from emclassify.finding.finderfile import load_finder, save_finder
 from emclassify.finding.learned import LearnedFinder
 from emclassify.finding.matching import match_instances, summarise
-from emclassify.finding.training import FinderTrainSettings, fit_finder, load_outlined
+from emclassify.finding.training import FinderTrainSettings, fit_finder
+from outlined_fold import load_fold
 
 
 def touching_ids(labels: np.ndarray) -> set:
@@ -58,10 +58,7 @@ ap.add_argument("finder", type=Path, nargs="?", default=None)
 ap.add_argument("--steps", type=int, default=FinderTrainSettings.steps, help="finder training steps (default: the default)")
 args = ap.parse_args()
 folder, k, out_path, saved = args.folder, args.fold, args.out, args.finder
-data, errors = load_outlined(outlined_micrographs(folder), folder)
-parts = micrograph_folds(len(data), 5, 0)
-test = [data[i] for i in parts[k]]
-train = [d for i, d in enumerate(data) if i not in set(parts[k])]
+train, test, _ = load_fold(folder, k)
 t0 = time.time()
 if saved is not None and saved.exists():
     loaded = load_finder(saved)

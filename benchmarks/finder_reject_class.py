@@ -20,18 +20,18 @@ import time
 from pathlib import Path
 
 from emclassify.finding.evaluate import (classify_found, end_to_end_scores, found_crop_context, matched_classes,
-                                         micrograph_folds, outlined_classes, outlined_micrographs,
-                                         truth_classes)
+                                         outlined_classes)
 from emclassify.finding.finderfile import load_finder, save_finder
 from emclassify.finding.learned import LearnedFinder
 from emclassify.finding.matching import match_instances
-from emclassify.finding.training import FinderTrainSettings, fit_finder, load_outlined
+from emclassify.finding.training import FinderTrainSettings, fit_finder
 from emclassify.inference import Classifier
 from emclassify.input_decision import decide_preprocess
 from emclassify.io import load_dataset
 from emclassify.micrographs import CropWriter
 from emclassify.preprocess import MIN_REGION_SIDE
 from emclassify.training import TrainConfig, train as train_classifier
+from outlined_fold import load_fold
 
 REJECT = "not-a-particle"
 
@@ -41,13 +41,8 @@ ap.add_argument("fold", type=int)
 ap.add_argument("out", type=Path)
 ap.add_argument("finder", type=Path)
 args = ap.parse_args()
-folder, k = args.folder, args.fold
-pairs = outlined_micrographs(folder)
-data, errors = load_outlined(pairs, folder)
-truths = truth_classes(folder, pairs)
-parts = micrograph_folds(len(data), 5, 0)
-test = [data[i] for i in parts[k]]
-train = [d for i, d in enumerate(data) if i not in set(parts[k])]
+k = args.fold
+train, test, truths = load_fold(args.folder, k)
 if args.finder.exists():
     loaded = load_finder(args.finder)
 else:

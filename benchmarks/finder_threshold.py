@@ -12,16 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from emclassify.finding.evaluate import outlined_micrographs, micrograph_folds
-from emclassify.finding.training import load_outlined, fit_finder, FinderTrainSettings
+from emclassify.finding.training import fit_finder, FinderTrainSettings
 from emclassify.finding.learned import LearnedFinder
 from emclassify.finding.matching import match_instances, summarise
+from outlined_fold import load_fold
 
 folder = Path(sys.argv[1]); k = int(sys.argv[2])
-pairs = outlined_micrographs(folder)
-data, errors = load_outlined(pairs, folder)
-parts = micrograph_folds(len(data), 5, 0)
-test = [data[i] for i in parts[k]]; train = [d for i, d in enumerate(data) if i not in set(parts[k])]
+train, test, _ = load_fold(folder, k)
 t0 = time.time()
 loaded = fit_finder(train, [], FinderTrainSettings(), fold=k, folds=5)
 print("trained", round(time.time() - t0), "s", flush=True)

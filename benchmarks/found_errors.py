@@ -17,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from emclassify.finding.evaluate import (classifier_on_found, classify_found, found_crop_context, micrograph_folds,
-                                         outlined_classes, outlined_micrographs, truth_classes)
+from emclassify.finding.evaluate import classifier_on_found, classify_found, found_crop_context, outlined_classes
 from emclassify.finding.finderfile import load_finder
 from emclassify.finding.learned import LearnedFinder
 from emclassify.finding.matching import match_instances
-from emclassify.finding.training import load_outlined
+from outlined_fold import load_fold
 
 ap = argparse.ArgumentParser()
 ap.add_argument("folder", type=Path)
@@ -31,19 +30,16 @@ ap.add_argument("finder", type=Path)
 ap.add_argument("out", type=Path)
 ap.add_argument("--peak-threshold", type=float, help="instead of the card's (for finder files older than it)")
 args = ap.parse_args()
-pairs = outlined_micrographs(args.folder)
-data, _ = load_outlined(pairs, args.folder)
-truths = truth_classes(args.folder, pairs)
-held = set(micrograph_folds(len(data), 5, 0)[args.fold])
+train, test, truths = load_fold(args.folder, args.fold)
 loaded = load_finder(args.finder)
 if args.peak_threshold is not None:
     loaded.card.peak_threshold = args.peak_threshold
 finder = LearnedFinder("", preloaded=loaded)
 with tempfile.TemporaryDirectory() as work:
-    clf, _ = classifier_on_found([d for i, d in enumerate(data) if i not in held], finder, truths, Path(work),
+    clf, _ = classifier_on_found(train, finder, truths, Path(work),
                                  found_crop_context(loaded.card.median_diameter_px))
 rows = []
-for d in (data[i] for i in sorted(held)):
+for d in test:
     det = finder.find(d.raw)
     predicted, classes = classify_found(d.raw, det, clf), outlined_classes(d, truths)
     match = match_instances(det.labels, d.labels)

@@ -1,0 +1,20 @@
+"""One fold of ``find-eval --folds 5`` for the single-fold diagnostics in this folder.
+
+    from outlined_fold import load_fold   # a script run as ``python benchmarks/<script>.py``
+"""
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+from emclassify.finding.evaluate import micrograph_folds, outlined_micrographs, truth_classes
+from emclassify.finding.training import OutlinedMicrograph, load_outlined
+
+
+def load_fold(folder: Path, k: int, folds: int = 5, seed: int = 0
+              ) -> Tuple[List[OutlinedMicrograph], List[OutlinedMicrograph], Dict]:
+    """(training micrographs, held-out micrographs, outlined classes (``truth_classes``)) of fold ``k`` (0-based),
+    the split ``cross_validate_finders`` makes with the same folds and seed."""
+    pairs = outlined_micrographs(folder)
+    data, _ = load_outlined(pairs, folder)
+    held = set(micrograph_folds(len(data), folds, seed)[k])
+    truths = truth_classes(folder, pairs)
+    return ([d for i, d in enumerate(data) if i not in held], [d for i, d in enumerate(data) if i in held], truths)
