@@ -31,18 +31,11 @@ from emclassify.finding.matching import match_instances
 from emclassify.finding.training import FinderTrainSettings, fit_finder
 from emclassify.inference import Classifier
 from emclassify.input_decision import decide_preprocess
-from emclassify.io import Dataset, Sample, load_dataset
-from emclassify.micrographs import CropWriter, FoundMicrograph, crop_context, micrograph_rows
+from emclassify.io import Dataset, load_dataset
+from emclassify.micrographs import CropWriter
 from emclassify.preprocess import MIN_REGION_SIDE
 from emclassify.training import TrainConfig, train as train_classifier
-from outlined_fold import load_fold
-
-
-def probabilities(image, det, clf):
-    """Found particle index -> class probabilities (the classifier's class order), as batch cuts them."""
-    found = FoundMicrograph(Sample(path=Path("micrograph"), relpath="micrograph"), image=image, detections=det)
-    rows = micrograph_rows(found, clf, crop_context(clf.card), clf.images_per_batch(64), None)
-    return {r.particle.index: np.asarray(r.probabilities) for r in rows if r.particle is not None and r.probabilities}
+from outlined_fold import found_probabilities, load_fold
 
 
 def main() -> None:
@@ -99,7 +92,7 @@ def main() -> None:
             det = finder.find(d.raw)
             match = match_instances(det.labels, d.labels)
             truth = outlined_classes(d, truths)
-            probs = {name: probabilities(d.raw, det, clf) for name, clf in classifiers.items()}
+            probs = {name: found_probabilities(d.raw, det, clf) for name, clf in classifiers.items()}
             for name, clf in classifiers.items():
                 names = clf.classes
                 records[name].append((match, {i: names[int(np.argmax(p))] for i, p in probs[name].items()}, truth))

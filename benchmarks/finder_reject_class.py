@@ -11,13 +11,16 @@ does); (b) the same plus every found particle that matches no outlined particle,
 ``not-a-particle``. On the held-out micrographs, both are scored end to end against the outlines
 (:func:`emclassify.finding.evaluate.end_to_end_scores` over the outlined classes only, so a
 particle predicted ``not-a-particle`` is dropped: it is neither a true nor a false positive, and
-its outlined particle, if any, counts as missed).
+its outlined particle, if any, counts as missed). Then (b) again, dropping a particle only where
+P(not-a-particle) reaches each of ``--thresholds``, the others taking their likeliest real class.
 """
 import argparse
 import json
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 from emclassify.finding.evaluate import (classify_found, end_to_end_scores, found_crop_context, matched_classes,
                                          outlined_classes)
@@ -31,7 +34,7 @@ from emclassify.io import load_dataset
 from emclassify.micrographs import CropWriter
 from emclassify.preprocess import MIN_REGION_SIDE
 from emclassify.training import TrainConfig, train as train_classifier
-from outlined_fold import load_fold
+from outlined_fold import found_probabilities, load_fold
 
 REJECT = "not-a-particle"
 
@@ -40,6 +43,8 @@ ap.add_argument("folder", type=Path)
 ap.add_argument("fold", type=int)
 ap.add_argument("out", type=Path)
 ap.add_argument("finder", type=Path)
+ap.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 0.7, 0.8, 0.9],
+                help="also score dropping a particle only when P(not-a-particle) reaches each of these")
 args = ap.parse_args()
 k = args.fold
 train, test, truths = load_fold(args.folder, k)
@@ -92,4 +97,24 @@ with tempfile.TemporaryDirectory() as work:
         result[name]["dropped_as_not_a_particle"] = dropped
         print(name, result[name]["end_to_end"]["macro_f1"], result[name]["end_to_end"]["per_class_f1"],
               "dropped", dropped, flush=True)
+    # a particle is dropped only when P(not-a-particle) reaches t; the others get their likeliest real class
+    clf = classifiers["with not-a-particle"]
+    names = list(clf.classes)
+    reject = names.index(REJECT)
+    probs = [(d, det, found_probabilities(d.raw, det, clf)) for d, det in held]
+    for t in args.thresholds:
+        records, dropped = [], 0
+        for d, det, pr in probs:
+            predicted = {}
+            for i, p in pr.items():
+                if p[reject] >= t:
+                    predicted[i], dropped = REJECT, dropped + 1
+                else:
+                    real = p.copy()
+                    real[reject] = -1.0
+                    predicted[i] = names[int(np.argmax(real))]
+            records.append((match_instances(det.labels, d.labels), predicted, outlined_classes(d, truths)))
+        e = end_to_end_scores(records, classes)
+        result[f"with not-a-particle, dropped at P >= {t:g}"] = {"end_to_end": e, "dropped_as_not_a_particle": dropped}
+        print(f"P(not-a-particle) >= {t:g}: {e['macro_f1']:.4f} {e['per_class_f1']} dropped {dropped}", flush=True)
 args.out.write_text(json.dumps(result, indent=1))

@@ -5,8 +5,12 @@
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+import numpy as np
+
 from emclassify.finding.evaluate import micrograph_folds, outlined_micrographs, truth_classes
 from emclassify.finding.training import OutlinedMicrograph, load_outlined
+from emclassify.io import Sample
+from emclassify.micrographs import FoundMicrograph, crop_context, micrograph_rows
 
 
 def load_fold(folder: Path, k: int, folds: int = 5, seed: int = 0
@@ -18,3 +22,11 @@ def load_fold(folder: Path, k: int, folds: int = 5, seed: int = 0
     held = set(micrograph_folds(len(data), folds, seed)[k])
     truths = truth_classes(folder, pairs)
     return ([d for i, d in enumerate(data) if i not in held], [d for i, d in enumerate(data) if i in held], truths)
+
+
+def found_probabilities(image, detections, classifier) -> Dict[int, np.ndarray]:
+    """Found particle index -> class probabilities (``classifier.classes`` order), the particles cut
+    out and classified as ``batch --micrographs`` does (as ``evaluate.classify_found``)."""
+    found = FoundMicrograph(Sample(path=Path("micrograph"), relpath="micrograph"), image=image, detections=detections)
+    rows = micrograph_rows(found, classifier, crop_context(classifier.card), classifier.images_per_batch(64), None)
+    return {r.particle.index: np.asarray(r.probabilities) for r in rows if r.particle is not None and r.probabilities}
