@@ -373,7 +373,7 @@ def test_a_job_counts_as_ended_inside_its_own_done_and_failed_handlers(qtbot):
         job.done.connect(view.on_done)
         job.failed.connect(view.on_failed)
         with qtbot.waitSignal(getattr(job, signal), timeout=10_000):
-            job.start(view)
+            job.start()
             assert job.is_running()
         qtbot.waitUntil(lambda: len(view.seen) == (1 if signal == "done" else 2), timeout=10_000)
         job.stop_and_wait()

@@ -37,17 +37,13 @@ def selftest(window, app, screenshot: str | None, timeout: float) -> int:
         print(f"selftest: cannot load the bundled model: {tab.card.toPlainText()}", file=sys.stderr)
         return 1
     loop = QEventLoop()
-    finished = []
-    # "finished" is the run's end, not whether its worker thread has exited yet: that thread quits
-    # a moment later, so asking tab.running() here failed now and then on a busy machine
-    tab.finished.connect(lambda: finished.append(True))
     tab.finished.connect(loop.quit)
     QTimer.singleShot(int(timeout * 1000), loop.quit)
     tab.run()
     loop.exec()
     expected = len(list_images(sample_folder()).samples)
     problems = []
-    if not finished:
+    if tab.running():   # a job counts as ended from its done/failed signal on (workers.Job.is_running)
         problems.append(f"classification did not finish within {timeout:.0f} s")
     if len(tab.model.rows) != expected:
         problems.append(f"{len(tab.model.rows)} rows in the table, expected {expected}")

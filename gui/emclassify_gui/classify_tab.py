@@ -415,7 +415,7 @@ class ClassifyTab(QWidget):
         self.job.progress.connect(self.on_progress)
         self.job.done.connect(self.on_done)
         self.job.failed.connect(self.on_failed)
-        self.job.start(self)
+        self.job.start()
         self.status.emit(f"classifying {folder}")
 
     def cancel(self) -> None:

@@ -76,7 +76,7 @@ class MicrographPanel(QWidget):
             self.job = Job(find_job, self.lookup, relpath)
             self.job.done.connect(self._found)
             self.job.failed.connect(self._find_failed)  # a bound method runs in the GUI thread, a lambda would not
-            self.job.start(self)
+            self.job.start()
 
     def _find_failed(self, message: str) -> None:
         self.caption.setText(f"Outlines cannot be shown: {html.escape(message)}")

@@ -208,7 +208,7 @@ class ReviewTab(QWidget):
                     # bound methods, not lambdas: a lambda would run in the worker's thread
                     self.find_job.done.connect(self._particles_found)
                     self.find_job.failed.connect(self.message.setText)
-                    self.find_job.start(self)
+                    self.find_job.start()
                     return
                 self.image, self.mask = lookup.particle(r)
             else:
@@ -238,7 +238,7 @@ class ReviewTab(QWidget):
         self.job.row = row
         self.job.done.connect(self._saliency_done)  # a bound method runs in the GUI thread, a lambda would not
         self.job.failed.connect(self.message.setText)
-        self.job.start(self)
+        self.job.start()
 
     def _particles_found(self, _result) -> None:
         row = getattr(self.sender(), "row", None)

@@ -231,7 +231,7 @@ class TrainTab(QWidget):
         self.job.progress.connect(self.on_progress)
         self.job.done.connect(self.on_done)
         self.job.failed.connect(self.on_failed)
-        self.job.start(self)
+        self.job.start()
         self.status.emit(f"training {cfg.arch} on {ds}")
 
     def stop(self) -> None:
@@ -388,7 +388,7 @@ class CVTab(QWidget):
         self.job.progress.connect(self.on_progress)
         self.job.done.connect(self.on_done)
         self.job.failed.connect(self.on_failed)
-        self.job.start(self)
+        self.job.start()
 
     def on_progress(self, event) -> None:
         if isinstance(event, DataReady):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import traceback
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal, Slot
 
 from emclassify.runtime import CancelToken
 
@@ -70,15 +70,21 @@ class Job(QObject):
         else:
             self.done.emit(result)
 
-    def start(self, parent: QObject) -> "Job":
-        """Run in a new QThread owned by ``parent``; the thread ends when the job does."""
-        self.thread = QThread(parent)
+    def start(self) -> "Job":
+        """Run in a new QThread; the thread ends when the job does and is then deleted.
+
+        The thread belongs to the application, not to the view that started the job: a view deleted
+        while its job still ran (a closed window whose job outlasted ``stop_all``'s wait) used to take
+        the running thread with it, and Qt aborts the whole process then. The view's slots are
+        disconnected when it goes; the job finishes unheard."""
+        self.thread = QThread(QCoreApplication.instance())
         self.moveToThread(self.thread)
         self.thread.started.connect(self.run)
         self.done.connect(self.thread.quit)
         self.failed.connect(self.thread.quit)
         Job._running.add(self)
         self.thread.finished.connect(lambda: Job._running.discard(self))
+        self.thread.finished.connect(self.thread.deleteLater)
         self._active = True
         self.thread.start()
         return self
@@ -98,6 +104,6 @@ class Job(QObject):
 
     def stop_and_wait(self, ms: int = 5000) -> None:
         self.cancel.cancel()
-        if self.thread is not None:
+        if self in Job._running:   # its thread is alive (it is deleted once it has finished)
             self.thread.quit()
             self.thread.wait(ms)
