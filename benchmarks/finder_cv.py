@@ -62,6 +62,8 @@ def main() -> int:
     ap.add_argument("--crops", help="particle-image dataset of the same micrographs (group = micrograph)")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=FinderTrainSettings.steps)
+    ap.add_argument("--precision", default=FinderTrainSettings.precision,
+                    help="the finder's training steps: float32, bfloat16 or auto (the classifiers keep their own default)")
     ap.add_argument("--out", default="finder-cv.json")
     ap.add_argument("--overlays")
     ap.add_argument("--views", type=int, nargs="+", default=[1, 8],
@@ -85,7 +87,8 @@ def main() -> int:
                       f"end to end {o.get('end_to_end_macro_f1')}  ({time.perf_counter() - t0:.0f} s)", flush=True)
 
     t0 = time.perf_counter()
-    r = cross_validate_finders(args.micrographs, folds=args.folds, settings=FinderTrainSettings(steps=args.steps),
+    settings = FinderTrainSettings(steps=args.steps, precision=args.precision)
+    r = cross_validate_finders(args.micrographs, folds=args.folds, settings=settings,
                                classifier_for=classifier_for, train_classifier=True, progress=progress,
                                overlays=args.overlays, learned_views=args.views)
     r["wall_seconds"] = round(time.perf_counter() - t0, 1)

@@ -22,7 +22,7 @@ split), so a model file and a cross-validation report say the same things:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -159,8 +159,8 @@ def fit_assessed(train: InputSet, val: InputSet, classes: Sequence[str], pcfg: P
             net = fit.model.net
             net_logits, net_score = _scored(reused[1], val, classes) if reused else _score(net, val, classes, cfg.tta)
             options[ensemble_member(arch)] = (net, net_logits, net_score,
-                                              FitResult(model=net, history=fit.history, best_epoch=fit.best_epoch,
-                                                        stopped=fit.stopped))
+                                              # the ensemble's own fit record (epochs, precision, epoch plan)
+                                              replace(fit, model=net, info={}, net_val_views=None, net_val_x=None))
         options[SVM] = (svm, svm_logits, scores["svm"],
                         FitResult(model=svm, stopped="completed", info={"selected_over": arch}))
         best = max(options[a][2]["macro_f1"] for a in options)

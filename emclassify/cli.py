@@ -100,6 +100,17 @@ def _positive_int_or_auto(text: str):
     return AUTO if text.strip().lower() == AUTO else _positive_int(text)
 
 
+def _majority_ratio(text: str) -> float:
+    """argparse type: 0 (off) or a finite number >= 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or a number >= 1, got {text!r}") from None
+    if not (value == 0 or 1 <= value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or a number >= 1, got {text}")
+    return value
+
+
 def _silence_libraries() -> None:
     """--quiet: library warnings and log lines off; emclassify's own errors still go to stderr."""
     import logging
@@ -234,8 +245,8 @@ def _train_config(args):
                        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                        label_smoothing=args.label_smoothing, dropout=args.dropout, patience=args.patience,
                        val_fraction=args.val_fraction, augment=not args.no_augment, tta=not args.no_tta,
-                       balance=args.balance,
-                       seed=args.seed, device=args.device)
+                       balance=args.balance, majority_ratio=args.majority_ratio,
+                       seed=args.seed, device=args.device, precision=args.precision)
 
 
 def _load_dataset(path, allow_outside: bool = False):
@@ -664,7 +675,7 @@ def _finder_settings(args):
 
     try:
         return FinderTrainSettings(steps=args.steps, batch=args.batch, crop=args.crop, val_fraction=args.val_fraction,
-                                   seed=args.seed, device=args.device)
+                                   seed=args.seed, device=args.device, precision=args.precision)
     except ValueError as exc:
         print(f"emclassify: {exc}", file=sys.stderr)
         return None
@@ -712,7 +723,7 @@ FINDER_VIEWS_HELP = ("learned finder: 8 averages its maps over the micrograph's 
 
 
 def _finder_training_args(parser) -> None:
-    from .defaults import FINDER_TRAINING as S
+    from .defaults import FINDER_TRAINING as S, PRECISIONS
 
     g = parser.add_argument_group("learned finder training")
     g.add_argument("--steps", type=_positive_int, default=S['steps'], help=f"optimisation steps (default {S['steps']})")
@@ -725,6 +736,9 @@ def _finder_training_args(parser) -> None:
     g.add_argument("--seed", type=int, default=S['seed'], help=f"default {S['seed']}")
     g.add_argument("--device", default=S['device'], choices=["auto", "cpu", "cuda"],
                    help=f"where the network trains (default {S['device']}: a CUDA GPU if present)")
+    g.add_argument("--precision", default=S['precision'], choices=PRECISIONS,
+                   help=f"dtype of the training steps' forward pass (default {S['precision']}; auto: bfloat16 "
+                        "autocast on a CPU with native bf16). The finder's card records what ran")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -850,7 +864,7 @@ def build_parser() -> argparse.ArgumentParser:
         from types import SimpleNamespace
 
         from .defaults import (ARCH_NAMES, AUTO_SIZE_RANGE, BALANCE_STRATEGIES, DEFAULT_MARGIN, DEFAULT_MODE, DEFAULT_SIZE,
-                               MODES, NORMALIZATIONS, TRAIN_DEFAULTS)
+                               MODES, NORMALIZATIONS, PRECISIONS, TRAIN_DEFAULTS)
 
         d = SimpleNamespace(**TRAIN_DEFAULTS)
         sp.add_argument("dataset", help="labelled dataset: folder (manifest.csv or one sub-folder per class) or manifest CSV")
@@ -889,8 +903,17 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("--no-tta", action="store_true",
                        help="no test-time augmentation (by default predictions average the 8 rotations/reflections)")
         t.add_argument("--balance", default=d.balance, choices=BALANCE_STRATEGIES, help=f"class-imbalance strategy (default {d.balance})")
+        t.add_argument("--majority-ratio", type=_majority_ratio, default=d.majority_ratio, metavar="R",
+                       help=f"per epoch, draw a class larger than R times all the others together only R times them "
+                            f"(a fresh subset each epoch, its loss weight raised to match; never so few that auto's "
+                            f"step budget falls short); 0 = every particle every epoch (default {d.majority_ratio:g}; "
+                            "not with oversample/undersample)")
         t.add_argument("--seed", type=int, default=d.seed, help="same seed, same data -> same result")
         t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+        t.add_argument("--precision", default=d.precision, choices=PRECISIONS,
+                       help=f"dtype of the training steps (default {d.precision}: bfloat16 autocast on a CPU with "
+                            "native bf16, AVX512_BF16 or AMX; float32 elsewhere). Weights, optimiser and "
+                            "predictions stay float32; the card records what ran")
 
     tr = sub.add_parser("train", help="train a model on a labelled dataset",
                         description="Train a model; hold out a validation split for early stopping; write a model file.")

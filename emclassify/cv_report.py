@@ -210,6 +210,13 @@ def markdown_report(result: CVResult, m: Dict) -> str:
     for f in m["folds"]:
         lines.append(f"| {f['fold'] + 1} | {f['n_train']} | {f['n_test']} | {f['best_epoch'] or '-'} | {f['stopped']} | "
                      f"{_pct(f['accuracy'])} % | {f['macro_f1']:.3f} |")
+    used = sorted({f["precision"] for f in m["folds"] if f.get("precision")})
+    if used:
+        lines += ["", f"Training steps ran in {' and '.join(used)}"
+                      + (" (bf16 autocast: weights, optimiser and predictions in float32)." if "bfloat16" in used else ".")]
+    plans = [f"fold {f['fold'] + 1}: {f['epoch_plan']}" for f in m["folds"] if f.get("epoch_plan")]
+    if plans:
+        lines += ["", "Epochs of large, imbalanced training parts (`majority_ratio`):", ""] + [f"- {p}" for p in plans]
     if s.get("skipped_files"):
         lines += ["", f"{len(s['skipped_files'])} file(s) could not be read and were left out:", ""]
         lines += [f"- {e}" for e in s["skipped_files"][:50]]
@@ -229,7 +236,9 @@ def _settings_line(t: Dict) -> str:
     decided = f" ({t['epoch_decision']})" if t.get("epoch_decision") else ""
     return (f"{t['epochs']} epochs max (patience {t['patience']}){decided}, batch {t['batch_size']}, lr {t['lr']}, "
             f"weight decay {t['weight_decay']}, label smoothing {t['label_smoothing']}, balance `{t['balance']}`, "
-            f"augmentation {'on' if t['augment'] else 'off'}, seed {t['seed']}")
+            f"augmentation {'on' if t['augment'] else 'off'}, seed {t['seed']}"
+            + (f", largest class at most {t['majority_ratio']:g}x the others per epoch" if t.get("majority_ratio") else "")
+            + (f", precision `{t['precision']}`" if t.get("precision") else ""))
 
 
 def write_cv_report(result: CVResult, out_dir) -> Dict[str, Path]:

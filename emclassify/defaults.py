@@ -41,9 +41,14 @@ TRAIN_DEFAULTS: Dict[str, object] = {
     "augment": True,
     "tta": True,             # test-time augmentation (mean over the 8 rotations/reflections)
     "balance": "class-weights",
+    "majority_ratio": 0.0,   # 0: every particle every epoch; R: the largest class drawn at most R x all the others
+                             # per epoch (emclassify.training). Not the default: at 3 the 14,000-particle CV took
+                             # 22 instead of 40 min but lost 0.06 macro-F1 (BENCHMARKS.md)
     "seed": 0,
     "device": "auto",
+    "precision": "auto",     # training steps in bf16 autocast on CPUs with native bf16: emclassify.runtime
 }
+PRECISIONS = ("auto", "float32", "bfloat16")
 # How "auto" epochs and patience are chosen (emclassify.training.TrainConfig.resolved): enough epochs
 # for a compute budget of ``min_steps`` optimiser steps on ``reference_size`` px inputs -- smaller
 # inputs cost less per step and get proportionally more steps (x (reference_size / size)^2) --
@@ -88,7 +93,9 @@ FOUND_CROP_CONTEXT_SHARE = 0.4
 # 0.8425 -> 0.8497 on NanoShapes, with 1,600 only +0.001 on fold 4; BENCHMARKS.md "The learned finder").
 FINDER_VIEWS = (1, 8)
 FINDER_TRAINING = {"steps": 1600, "batch": 8, "crop": 192, "learning_rate": 3e-3, "weight_decay": 1e-4,
-                   "widths": (16, 32, 64, 128), "val_fraction": 0.0, "seed": 0, "device": "auto"}
+                   "widths": (16, 32, 64, 128), "val_fraction": 0.0, "seed": 0, "device": "auto",
+                   # float32 until a 5-fold finder CV shows bf16 steps find as well (BENCHMARKS.md)
+                   "precision": "float32"}
 
 # ---- batch (emclassify.batch)
 DEFAULT_BATCH_SIZE = 64

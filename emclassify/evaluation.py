@@ -149,6 +149,8 @@ class CVResult:
         per_fold = [{"fold": f.fold, "n_train": f.n_train, "n_test": f.n_test, "best_epoch": f.best_epoch,
                      "stopped": f.stopped, "seconds": round(f.seconds, 2), "kept_arch": f.info.get("arch", self.arch),
                      "temperature": f.info.get("temperature"),
+                     **({"epoch_plan": f.info["epoch_plan"]} if f.info.get("epoch_plan") else {}),
+                     **({"precision": f.info["precision"]} if f.info.get("precision") else {}),
                      **({"features": f.info["selection"]["features"]}
                         if (f.info.get("selection") or {}).get("features") else {}),
                      **_compact(f.metrics)}
@@ -283,6 +285,8 @@ def cross_validate(
         fm = metrics.summary(metrics.confusion_matrix(labels[test_idx], probs[test_idx].argmax(1), n_classes),
                              dataset.classes)
         info = {**res.fit.info, "arch": res.arch, "temperature": res.temperature, "flags": res.flags,
+                **({"epoch_plan": note} if (note := res.fit.epoch_plan_note(dataset.classes)) else {}),
+                **({"precision": res.fit.precision} if res.fit.history else {}),
                 **({"selection": res.selection} if res.selection else {})}
         results.append(FoldResult(f, len(train_idx), len(test_idx), fm, res.fit.history, res.fit.best_epoch,
                                   res.fit.stopped, time.perf_counter() - tf, info))

@@ -7,6 +7,7 @@ for these alone; :mod:`emclassify.inference` still re-exports them.)
 from __future__ import annotations
 
 import threading
+from typing import Optional
 
 import torch
 
@@ -39,4 +40,31 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-__all__ = ["CancelToken", "resolve_device"]
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 products in hardware (AVX512_BF16 or AMX), where oneDNN's
+    bf16 convolutions are fast; without them bf16 is emulated and slower than float32."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without these probes: read the flags the kernel reports
+        try:
+            with open("/proc/cpuinfo") as f:
+                flags = next((line for line in f if line.startswith("flags")), "").split()
+        except OSError:
+            return False
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def training_autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype of training steps for ``precision`` (``auto``, ``float32``, ``bfloat16``) on
+    ``device``, or None for plain float32. ``auto``: bfloat16 on a CPU with native bf16 (weights,
+    optimiser and batch-norm statistics stay float32), float32 elsewhere (on CUDA: not yet measured)."""
+    if precision == "float32":
+        return None
+    if precision == "bfloat16":
+        return torch.bfloat16
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
+    raise ValueError(f"unknown precision {precision!r}; use auto, float32 or bfloat16")
+
+
+__all__ = ["CancelToken", "cpu_has_native_bf16", "resolve_device", "training_autocast_dtype"]

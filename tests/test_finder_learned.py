@@ -3,6 +3,7 @@ and the end-to-end (found and classified) scores."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from emclassify.finding.learned import instances_from_maps
 from emclassify.finding.matching import InstanceMatch, match_instances
 from emclassify.finding.training import (PEAK_THRESHOLDS, FinderTrainSettings, FinderTrainingError,
                                          OutlinedMicrograph, centreness_target, choose_peak_threshold, load_outlined,
-                                         train_finder)
+                                         train_finder, train_network)
 from emclassify.finding.evaluate import outlined_micrographs
 from emclassify.finding.unet import FinderNet, normalise_micrograph, predict_maps
 from emclassify.modelfile import ModelFileError, load_model, read_safetensors
@@ -279,6 +280,17 @@ def test_the_training_device_is_checked_before_any_work_and_recorded(trained, fi
             FinderTrainSettings(device="cuda")
         assert main(["train-finder", str(fields), "--device", "cuda", "--out", str(tmp_path / "f.safetensors")]) == 2
         assert "no CUDA GPU" in capsys.readouterr().err and not (tmp_path / "f.safetensors").exists()
+
+
+def test_bf16_finder_steps_learn_keep_float32_weights_and_are_recorded(trained, fields):
+    loaded, _ = trained
+    assert loaded.card.training["precision"] == "float32"  # the finder's default until a CV says otherwise
+    net, record = train_network(load_outlined(outlined_micrographs(fields), fields)[0],
+                                replace(QUICK, precision="bfloat16"))
+    assert record["precision"] == "bfloat16" and np.isfinite(record["final_loss"])
+    assert all(p.dtype == torch.float32 for p in net.state_dict().values() if p.is_floating_point())
+    with pytest.raises(ValueError, match="precision"):
+        FinderTrainSettings(precision="fp16")
 
 
 def test_too_few_micrographs_is_a_clear_error(tmp_path):

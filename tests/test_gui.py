@@ -175,6 +175,11 @@ def test_short_training_run_produces_loadable_model(qtbot, window, tiny_dataset,
     tab.form.arch.setCurrentText("lipnet1")
     tab.form.size.setValue(24)
     tab.form.epochs.setValue(2)
+    assert tab.form.configs()[1].majority_ratio == 0.0  # the core's default, shown in the form
+    assert tab.form.majority_ratio.text() == "every particle"
+    tab.form.majority_ratio.setValue(0.4)
+    assert tab.form.configs()[1].majority_ratio == 1.0  # under 1 but not off: the smallest valid ratio
+    tab.form.majority_ratio.setValue(3)
     with qtbot.waitSignal(tab.finished, timeout=120_000):
         qtbot.mouseClick(tab.start_btn, Qt.LeftButton)
     # a 2-epoch model on 30 particles: the guardrails must say so in the view, loudly
@@ -187,6 +192,7 @@ def test_short_training_run_produces_loadable_model(qtbot, window, tiny_dataset,
 
     trained = load_model(tmp_path / "gui-model.safetensors")
     assert trained.card.arch == "lipnet1" and trained.card.training["epochs"] == 2
+    assert trained.card.training["majority_ratio"] == 3.0
     assert window.classify.model_path.text() == str(tmp_path / "gui-model.safetensors")
 
 

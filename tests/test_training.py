@@ -6,6 +6,7 @@ import csv
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 
 from emclassify import synth
 from emclassify.batch import run_batch
@@ -13,7 +14,7 @@ from emclassify.inference import Classifier
 from emclassify.io import load_dataset, read_image
 from emclassify.modelfile import load_model
 from emclassify.preprocess import PreprocessConfig
-from emclassify.training import (InputSet, TrainConfig, augment, class_weights, epoch_indices, fit,
+from emclassify.training import (InputSet, TrainConfig, augment, class_weights, epoch_indices, epoch_plan, fit,
                                  synthetic_topup, train)
 
 FAST = dict(epochs=2, batch_size=16, patience=5, device="cpu")
@@ -45,6 +46,81 @@ def test_epoch_sampling_changes_class_distribution_as_documented(balance):
     else:
         assert share.tolist() == pytest.approx([1 / 3] * 3)         # each class cut to the rarest (10)
         assert counts.sum() == 20 * 30
+
+
+def test_a_large_class_is_drawn_at_most_ratio_times_the_others_per_epoch_with_a_fresh_subset():
+    y = torch.tensor([0] * 900 + [1] * 90 + [2] * 10)
+    plan = epoch_plan(y, 3, "none", majority_ratio=3.0)
+    assert plan.capped == 0 and plan.draws == (300, 90, 10) and plan.size == 400
+    assert plan.loss_factor.tolist() == pytest.approx([3.0, 1.0, 1.0])  # 900 / 300: the expected loss is kept
+    assert epoch_plan(y, 3, "none", 3.0, min_size=600).draws == (500, 90, 10)  # never under the floor
+    for uncapped in (epoch_plan(y, 3, "none", 0.0), epoch_plan(y, 3, "none", 3.0, min_size=2000),
+                     epoch_plan(y, 3, "none", 10.0), epoch_plan(torch.arange(30) % 3, 3, "none", 1.0)):
+        assert uncapped.capped is None and uncapped.draws == uncapped.counts
+        assert uncapped.loss_factor.tolist() == [1.0] * 3
+    gen = torch.Generator().manual_seed(0)
+    drawn = []
+    for _ in range(2):
+        idx = epoch_indices(y, 3, "none", gen, plan)
+        assert idx.unique().numel() == idx.numel() == 400
+        assert np.bincount(y[idx].numpy(), minlength=3).tolist() == [300, 90, 10]  # every rare particle, once
+        drawn.append(set(idx[y[idx] == 0].tolist()))
+    assert drawn[0] != drawn[1]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(0, 300), min_size=2, max_size=5), st.sampled_from([0.0, 1.0, 1.5, 3.0, 10.0]),
+       st.integers(0, 900), st.integers(0, 2**31 - 1))
+def test_epoch_plan_and_indices_hold_their_contract_for_any_class_counts(counts, ratio, min_size, seed):
+    y = torch.tensor([c for c, n in enumerate(counts) for _ in range(n)], dtype=torch.int64)
+    n, k = sum(counts), len(counts)
+    plan = epoch_plan(y, k, "none", ratio, min_size)
+    assert plan.counts == tuple(counts) and plan.size == sum(plan.draws)
+    short = [c for c in range(k) if plan.draws[c] < counts[c]]
+    assert short == ([] if plan.capped is None else [plan.capped])
+    if plan.capped is not None:
+        c = plan.capped
+        rest = n - counts[c]
+        assert ratio > 0 and counts[c] > ratio * rest and plan.draws[c] >= ratio * rest and rest > 0
+        assert plan.size >= min(n, min_size)
+        assert float(plan.loss_factor[c]) * plan.draws[c] == pytest.approx(counts[c])
+    idx = epoch_indices(y, k, "none", torch.Generator().manual_seed(seed), plan)
+    assert idx.numel() == plan.size and idx.unique().numel() == idx.numel()
+    assert ((idx >= 0) & (idx < n)).all()
+    assert np.bincount(y[idx].numpy(), minlength=k).tolist() == list(plan.draws)
+
+
+def test_a_cap_under_the_epoch_floor_leaves_training_bit_identical(lamellarity_set):
+    """On sets where ``auto``'s step budget needs every particle each epoch, majority_ratio changes nothing."""
+    from emclassify.training import holdout_split, load_inputs
+
+    data = load_inputs(lamellarity_set.samples, PreprocessConfig(mode="crop", size=24), lamellarity_set.classes)
+    tr, va = holdout_split(data.labels.numpy(), None, 0.25, 0)
+    fits = [fit(data.subset(tr), data.subset(va), 3,
+                TrainConfig(arch="lipnet1", **FAST, majority_ratio=r)) for r in (0.0, 1.0)]
+    assert all(f.epoch_plan.capped is None for f in fits)
+    for (k, a), (_, b) in zip(fits[0].model.state_dict().items(), fits[1].model.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+def _imbalanced_inputs(n_per_class, size=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.tensor([c for c, n in enumerate(n_per_class) for _ in range(n)], dtype=torch.int64)
+    x = torch.randn(len(y), 1, size, size, generator=g) + y.float().view(-1, 1, 1, 1)  # learnable, not trivial
+    return InputSet(x, None, y, [], [])
+
+
+@pytest.mark.parametrize("balance,ratio", [("undersample", 0.0), ("class-weights", 3.0)])
+def test_short_epochs_run_the_whole_one_cycle_schedule(balance, ratio):
+    """An undersampled or capped epoch takes fewer steps; the schedule must span those, not a full epoch's
+    (it used to stop part-way, at a high learning rate)."""
+    train_set, val_set = _imbalanced_inputs((270, 20, 10)), _imbalanced_inputs((9, 6, 3), seed=1)
+    cfg = TrainConfig(arch="lipnet1", epochs=2, patience=2, batch_size=2, device="cpu", balance=balance,
+                      majority_ratio=ratio)
+    res = fit(train_set, val_set, 3, cfg)
+    assert res.epoch_plan.size < 300
+    assert (res.epoch_plan.capped is not None) == (balance == "class-weights")
+    assert res.history[-1].lr == pytest.approx(cfg.lr / 25 / 1e4, rel=1e-3)  # OneCycleLR's final rate
 
 
 def test_synthetic_topup_for_liposome_classes_and_by_augmentation():
@@ -132,3 +208,58 @@ def test_holdout_split_keeps_groups_together(n_groups):
     assert len(tr) + len(va) == 120 and len(va) > 0
     assert not ({groups[i] for i in tr} & {groups[i] for i in va})
     assert (holdout_split(labels, groups, 0.15, seed=0)[1] == va).all()
+
+
+def test_card_and_cv_report_say_when_epochs_drew_a_subset_of_the_largest_class(tmp_path):
+    import json
+
+    from emclassify.cli import main
+
+    root = tmp_path / "imbalanced"
+    synth.generate(root, "lamellarity", 240, seed=3, proportions=(0.92, 0.06, 0.02))
+    fast = ["--arch", "lipnet1", "--size", "48", "--mode", "crop", "--epochs", "1", "--batch-size", "2",
+            "--majority-ratio", "3"]
+    assert main(["train", str(root), *fast, "--out", str(tmp_path / "m.safetensors")]) == 0
+    training = load_model(tmp_path / "m.safetensors").card.training
+    assert training["majority_ratio"] == 3.0 and "of the" in training["epoch_plan"]
+    assert "unilamellar" in training["epoch_plan"]
+    assert main(["cv", str(root), *fast, "--folds", "2", "--out", str(tmp_path / "cv")]) == 0
+    folds = json.loads((tmp_path / "cv" / "metrics.json").read_text())["folds"]
+    assert all("unilamellar" in f["epoch_plan"] for f in folds)
+    report = (tmp_path / "cv" / "report.md").read_text()
+    assert "largest class at most 3x the others per epoch" in report and "fold 2: each epoch drew" in report
+    assert f"Training steps ran in {folds[0]['precision']}" in report
+    # off (the default), every particle is drawn and nothing is said
+    assert main(["train", str(root), *fast[:-2], "--out", str(tmp_path / "all.safetensors")]) == 0
+    training = load_model(tmp_path / "all.safetensors").card.training
+    assert training["majority_ratio"] == 0 and "epoch_plan" not in training
+    for bad in ("0.5", "-1", "nan", "inf", "three"):
+        with pytest.raises(SystemExit) as e:
+            main(["train", str(root), "--majority-ratio", bad, "--out", str(tmp_path / "x.safetensors")])
+        assert e.value.code == 2
+
+
+def test_training_precision_resolves_per_machine(monkeypatch):
+    from emclassify import runtime
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert runtime.training_autocast_dtype("float32", cpu) is None
+    assert runtime.training_autocast_dtype("bfloat16", cpu) is torch.bfloat16
+    for native, expected in ((True, torch.bfloat16), (False, None)):
+        monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native)
+        assert runtime.training_autocast_dtype("auto", cpu) is expected
+        assert runtime.training_autocast_dtype("auto", cuda) is None  # not measured on a GPU yet
+    with pytest.raises(ValueError, match="precision"):
+        runtime.training_autocast_dtype("fp8", cpu)
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="half")
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_bf16_steps_keep_float32_weights_and_say_what_ran(lamellarity_set, tmp_path, precision):
+    out = train(lamellarity_set, PreprocessConfig(mode="crop", size=24),
+                TrainConfig(arch="lipnet1", **FAST, precision=precision), tmp_path / "m.safetensors")
+    model = load_model(out.path)
+    assert out.card.training["precision"] == precision and out.card.training["precision_used"] == precision
+    assert all(p.dtype == torch.float32 for p in model.model.state_dict().values() if p.is_floating_point())
+    assert np.isfinite([h.train_loss for h in out.fit.history]).all()

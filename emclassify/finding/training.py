@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from scipy import ndimage
 from skimage.segmentation import relabel_sequential
 
-from ..defaults import FINDER_TRAINING
+from ..defaults import FINDER_TRAINING, PRECISIONS
 from ..events import FinderStep, Progress, emit
 from ..io import ImageReadError, read_image
-from ..runtime import CancelToken, resolve_device
+from ..runtime import CancelToken, resolve_device, training_autocast_dtype
 from .finderfile import FinderCard, LoadedFinder
 from .learned import LearnedFinder
 from .matching import match_instances, summarise
@@ -68,6 +68,7 @@ class FinderTrainSettings:
     val_fraction: float = FINDER_TRAINING["val_fraction"]
     seed: int = FINDER_TRAINING["seed"]
     device: str = FINDER_TRAINING["device"]   # auto: a CUDA GPU when there is one (runtime.resolve_device)
+    precision: str = FINDER_TRAINING["precision"]  # the steps' forward pass: runtime.training_autocast_dtype
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch", "crop"):
@@ -75,6 +76,8 @@ class FinderTrainSettings:
                 raise ValueError(f"{key} must be a positive whole number")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         try:
             resolve_device(self.device)   # cuda without a usable GPU is refused now, not after loading
         except RuntimeError as exc:
@@ -200,6 +203,7 @@ def train_network(data: Sequence[OutlinedMicrograph], settings: FinderTrainSetti
     m = 2 ** (len(settings.widths) - 1)
     crop = max(m, settings.crop // m * m)
     device = resolve_device(settings.device)
+    autocast = training_autocast_dtype(settings.precision, device)
     net = FinderNet(settings.widths).to(device=device, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), settings.learning_rate, weight_decay=settings.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, settings.learning_rate, total_steps=settings.steps,
@@ -216,7 +220,9 @@ def train_network(data: Sequence[OutlinedMicrograph], settings: FinderTrainSetti
                 break
             batch = np.stack([_sample(rng, data, weights, crop) for _ in range(settings.batch)])
             x = torch.from_numpy(batch[:, :1]).to(device).contiguous(memory_format=torch.channels_last)
-            loss = _loss(net(x), torch.from_numpy(batch[:, 1]).to(device), torch.from_numpy(batch[:, 2]).to(device))
+            with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+                out = net(x)
+            loss = _loss(out.float(), torch.from_numpy(batch[:, 1]).to(device), torch.from_numpy(batch[:, 2]).to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -230,7 +236,7 @@ def train_network(data: Sequence[OutlinedMicrograph], settings: FinderTrainSetti
         stopped = "interrupted"
     net.eval()
     record = {"steps_done": done, "stopped": stopped, "seconds": round(time.perf_counter() - start, 1),
-              "device": str(device),
+              "device": str(device), "precision": "float32" if autocast is None else "bfloat16",
               "final_loss": round(float(np.mean(losses[-20:])), 4) if losses else None, "crop": crop}
     return net, record
 

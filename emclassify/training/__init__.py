@@ -21,12 +21,21 @@ Balance strategies (``TrainConfig.balance``), applied to the training split only
   names (:data:`emclassify.synth.PROBLEMS`) new particles from the synthetic
   generator, otherwise strongly augmented copies (any-angle rotation, scale 0.8–1.2,
   flips, intensity, noise) of that class's real samples.
+
+Large, imbalanced sets (``none``, ``class-weights`` and ``synthetic``): an epoch draws
+every particle of the smaller classes but a class larger than ``TrainConfig.majority_ratio``
+times all the others together only that many times them (a fresh random subset each
+epoch), never fewer particles than keep ``auto``'s step budget at its epoch floor; its
+loss weight rises by the same factor, so the expected loss is that of a full epoch
+(:func:`epoch_plan`). Why: the minority classes still pass ``min_epochs`` times, the
+common class costs less (BENCHMARKS.md, "A 14,000-particle cross-validation").
 """
 from __future__ import annotations
 
 from ..defaults import BALANCE_STRATEGIES, TRAIN_DEFAULTS
 from .augment import augment
-from .balance import CLASS_WEIGHT_POWER, SYNTHETIC_MAX_FACTOR, class_weights, epoch_indices, synthetic_topup
+from .balance import (CLASS_WEIGHT_POWER, SYNTHETIC_MAX_FACTOR, EpochPlan, class_weights, epoch_indices, epoch_plan,
+                      synthetic_topup)
 from .config import EpochLog, FitResult, TrainConfig
 from .fit import (PRECISE_BN_SAMPLES, TRAIN_MEMORY_FORMAT, fit, fit_ensemble, fit_model, fit_subsampled_svm,
                   predict_logits, predict_views, recalibrate_batchnorm)
@@ -35,7 +44,7 @@ from .splits import holdout_split
 from .train import TrainOutcome, train
 
 __all__ = ["BALANCE_STRATEGIES", "CLASS_WEIGHT_POWER", "PRECISE_BN_SAMPLES", "SYNTHETIC_MAX_FACTOR", "TRAIN_DEFAULTS",
-           "TRAIN_MEMORY_FORMAT", "EpochLog", "FitResult", "InputSet", "TooSmallError", "TrainConfig", "TrainOutcome",
-           "augment", "class_weights", "epoch_indices", "fit", "fit_ensemble", "fit_model", "fit_subsampled_svm",
+           "TRAIN_MEMORY_FORMAT", "EpochLog", "EpochPlan", "FitResult", "InputSet", "TooSmallError", "TrainConfig", "TrainOutcome",
+           "augment", "class_weights", "epoch_indices", "epoch_plan", "fit", "fit_ensemble", "fit_model", "fit_subsampled_svm",
            "holdout_split", "load_inputs", "predict_logits", "predict_views", "recalibrate_batchnorm", "refuse_too_small",
            "synthetic_topup", "train"]

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, replace
-from typing import Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Dict, List, Optional, Union
 
 import torch
 from torch import nn
 
-from ..defaults import AUTO, BALANCE_STRATEGIES, EPOCH_BUDGET, TRAIN_DEFAULTS
+from ..defaults import AUTO, BALANCE_STRATEGIES, EPOCH_BUDGET, PRECISIONS, TRAIN_DEFAULTS
 from ..models import parse_arch
+
+if TYPE_CHECKING:
+    from .balance import EpochPlan
 
 
 @dataclass
@@ -23,6 +26,14 @@ class TrainConfig:
     epochs: maximum epochs, or ``"auto"``: chosen from the training-set size by :meth:`resolved`.
     patience: epochs without validation macro-F1 improvement before stopping, or ``"auto"``.
     val_fraction: share of the training data held out for early stopping (group-aware).
+    majority_ratio: per epoch, a class larger than this many times all the others together is drawn
+        at that many (a fresh subset each epoch, its loss weight scaled up to match), never under
+        :meth:`min_epoch_size` particles; 0 = every particle every epoch (``class-weights``, ``none``,
+        ``synthetic``; see :mod:`emclassify.training`).
+    precision: ``auto``, ``float32`` or ``bfloat16``: the dtype of the training steps' forward pass
+        (autocast; weights, optimiser and batch-norm statistics stay float32, predictions are float32):
+        ``auto`` is bfloat16 on a CPU with native bf16, float32 elsewhere
+        (:func:`emclassify.runtime.training_autocast_dtype`).
     epoch_decision: how :meth:`resolved` chose ``auto`` epochs/patience (recorded in card and report).
     """
 
@@ -39,8 +50,10 @@ class TrainConfig:
     augment: bool = TRAIN_DEFAULTS["augment"]
     tta: bool = TRAIN_DEFAULTS["tta"]
     balance: str = TRAIN_DEFAULTS["balance"]
+    majority_ratio: float = TRAIN_DEFAULTS["majority_ratio"]
     seed: int = TRAIN_DEFAULTS["seed"]
     device: str = TRAIN_DEFAULTS["device"]
+    precision: str = TRAIN_DEFAULTS["precision"]
     epoch_decision: Optional[str] = None
 
     def __post_init__(self) -> None:
@@ -50,10 +63,15 @@ class TrainConfig:
             value = getattr(self, name)
             if value != AUTO and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a whole number >= 1 or 'auto', got {value!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         if self.batch_size < 2:
             raise ValueError("batch size must be >= 2")
         if not 0.0 < self.val_fraction < 0.5:
             raise ValueError("val_fraction must be in (0, 0.5)")
+        if isinstance(self.majority_ratio, bool) or not isinstance(self.majority_ratio, (int, float)) \
+                or not (self.majority_ratio == 0 or 1.0 <= self.majority_ratio < math.inf):
+            raise ValueError(f"majority_ratio must be 0 (off) or a number >= 1, got {self.majority_ratio!r}")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ValueError("dropout must be in [0, 1)")
         parse_arch(self.arch)
@@ -64,6 +82,17 @@ class TrainConfig:
     @property
     def is_resolved(self) -> bool:
         return self.epochs != AUTO and self.patience != AUTO
+
+    def step_budget(self, input_size: int) -> int:
+        """Optimiser steps ``auto`` epochs aim for on ``input_size`` px inputs (``EPOCH_BUDGET``)."""
+        b = EPOCH_BUDGET
+        return math.ceil(b["min_steps"] * (b["reference_size"] / max(1, input_size)) ** 2)
+
+    def min_epoch_size(self, input_size: int) -> int:
+        """Fewest particles a capped epoch may hold (:attr:`majority_ratio`): enough batches that the
+        epoch floor ``EPOCH_BUDGET["min_epochs"]`` still makes :meth:`step_budget` steps, so a cap never
+        changes how many epochs ``auto`` chooses."""
+        return math.ceil(self.step_budget(input_size) / EPOCH_BUDGET["min_epochs"]) * self.batch_size
 
     def resolved(self, n_train: int, input_size: int) -> "TrainConfig":
         """A copy with ``auto`` epochs and patience made concrete for ``n_train`` training images of
@@ -78,7 +107,7 @@ class TrainConfig:
             return self
         b = EPOCH_BUDGET
         steps = max(1, math.ceil(max(1, n_train) / self.batch_size))
-        budget = math.ceil(b["min_steps"] * (b["reference_size"] / max(1, input_size)) ** 2)
+        budget = self.step_budget(input_size)
         epochs = self.epochs
         why = []
         if epochs == AUTO:
@@ -103,6 +132,7 @@ class EpochLog:
     val_macro_f1: float
     val_accuracy: float
     seconds: float
+    lr: float = float("nan")  # learning rate the schedule had reached at the epoch's end
 
 
 @dataclass
@@ -112,6 +142,15 @@ class FitResult:
     best_epoch: int = 0
     stopped: str = "completed"  # completed | early-stopping | interrupted | cancelled
     info: Dict = field(default_factory=dict)
+    # What each epoch drew per class (a network's fit; None for the SVM): the card and the CV report
+    # say so when a large class was capped (TrainConfig.majority_ratio).
+    epoch_plan: Optional["EpochPlan"] = None
+    # The dtype the training steps ran in ("float32" or "bfloat16"), as TrainConfig.precision resolved.
+    precision: str = "float32"
+
+    def epoch_plan_note(self, classes) -> Optional[str]:
+        """How the epochs drew a capped class, in words (None when every particle was drawn)."""
+        return self.epoch_plan.describe(classes) if self.epoch_plan is not None else None
     # An ensemble's network on the validation part, float32 V x N x C (one per D4 view), when the fit
     # computed it (to calibrate the network): the assessment reuses it instead of running it again.
     net_val_views: Optional[torch.Tensor] = field(default=None, repr=False)

@@ -14,12 +14,12 @@ from torch import nn
 
 from .. import metrics
 from ..features import N_FEATURES
-from ..runtime import CancelToken, resolve_device
+from ..runtime import CancelToken, resolve_device, training_autocast_dtype
 from ..models import (create_model, ensemble_member, fit_svm, forward, input_kind, model_logits, parse_arch,
                       view_logits)
 from ..preprocess import PreprocessConfig
 from .augment import augment
-from .balance import class_weights, epoch_indices, synthetic_topup
+from .balance import class_weights, epoch_indices, epoch_plan, synthetic_topup
 from .config import EpochLog, FitResult, TrainConfig
 from .inputs import InputSet
 
@@ -114,6 +114,7 @@ def fit(train: InputSet, val: InputSet, n_classes: int, cfg: TrainConfig,
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
+    autocast = training_autocast_dtype(cfg.precision, device)
     size = train.x.shape[-1]
     _, fused = parse_arch(cfg.arch)
     model = create_model(cfg.arch, n_classes, size, n_features=N_FEATURES if fused else 0, dropout=cfg.dropout)
@@ -121,23 +122,27 @@ def fit(train: InputSet, val: InputSet, n_classes: int, cfg: TrainConfig,
         model.set_feature_stats(torch.as_tensor(train.features))
     model = model.to(device=device, memory_format=memory_format)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    n_train = train.labels.shape[0]
-    steps_per_epoch = max(1, math.ceil(n_train / cfg.batch_size))
+    order_balance = cfg.balance if cfg.balance in ("oversample", "undersample") else "none"
+    plan = epoch_plan(train.labels, n_classes, order_balance, cfg.majority_ratio, cfg.min_epoch_size(size))
+    # the schedule spans the steps the epochs really take (an undersampled or capped epoch is shorter)
+    steps_per_epoch = max(1, math.ceil(plan.size / cfg.batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
                                                 pct_start=0.15)
-    weight = class_weights(train.labels, n_classes).to(device) if cfg.balance == "class-weights" else None
-    loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+    weight = class_weights(train.labels, n_classes) if cfg.balance == "class-weights" else None
+    if plan.capped is not None:
+        weight = plan.loss_factor * (weight if weight is not None else 1.0)
+    loss_fn = nn.CrossEntropyLoss(weight=None if weight is None else weight.to(device),
+                                  label_smoothing=cfg.label_smoothing)
     val_loss_fn = nn.CrossEntropyLoss()
     feats = torch.as_tensor(train.features) if fused else None
-    order_balance = cfg.balance if cfg.balance in ("oversample", "undersample") else "none"
 
-    result = FitResult(model=model)
+    result = FitResult(model=model, epoch_plan=plan, precision="float32" if autocast is None else "bfloat16")
     best_f1, best_state, since_best = -1.0, None, 0
     try:
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
             model.train()
-            order = epoch_indices(train.labels, n_classes, order_balance, gen)
+            order = epoch_indices(train.labels, n_classes, order_balance, gen, plan)
             total, count = 0.0, 0
             for start in range(0, order.numel(), cfg.batch_size):
                 idx = order[start : start + cfg.batch_size]
@@ -147,8 +152,9 @@ def fit(train: InputSet, val: InputSet, n_classes: int, cfg: TrainConfig,
                 if cfg.augment:
                     xb = augment(xb, gen)
                 xb, yb = xb.to(device).contiguous(memory_format=memory_format), train.labels[idx].to(device)
-                logits = forward(model, xb, None if feats is None else feats[idx].to(device))
-                loss = loss_fn(logits, yb)
+                with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+                    logits = forward(model, xb, None if feats is None else feats[idx].to(device))
+                loss = loss_fn(logits.float(), yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -163,7 +169,7 @@ def fit(train: InputSet, val: InputSet, n_classes: int, cfg: TrainConfig,
                                    [str(i) for i in range(n_classes)])
             val_loss = float(val_loss_fn(logits, val.labels)) if logits.numel() else float("nan")
             log = EpochLog(epoch, cfg.epochs, total / max(count, 1), val_loss, summ["macro_f1"], summ["accuracy"],
-                           time.perf_counter() - t0)
+                           time.perf_counter() - t0, lr=float(opt.param_groups[0]["lr"]))
             result.history.append(log)
             if on_epoch is not None:
                 on_epoch(log)
@@ -241,5 +247,6 @@ def fit_ensemble(train_set: InputSet, val_set: InputSet, n_classes: int, net_cfg
         temperature, _ = calibrate(logits, val_set.labels)
     model = NetSVMEnsemble(net.model, svm, temperature).eval()
     return FitResult(model=model, history=net.history, best_epoch=net.best_epoch, stopped=net.stopped,
-                     info={**info, "net_temperature": temperature}, net_val_views=views,
+                     info={**info, "net_temperature": temperature}, epoch_plan=net.epoch_plan, precision=net.precision,
+                     net_val_views=views,
                      net_val_x=val_set.x if views is not None else None)

@@ -64,6 +64,8 @@ def train(dataset: Dataset, pcfg: PreprocessConfig, cfg: TrainConfig, out, progr
         problem=problem,
         training={**cfg.to_dict(), "arch": res.arch, "arch_requested": cfg.arch, "best_epoch": res.fit.best_epoch,
                   "epochs_run": len(res.fit.history), "stopped": res.fit.stopped,
+                  **({"precision_used": res.fit.precision} if res.fit.history else {}),
+                  **({"epoch_plan": note} if (note := res.fit.epoch_plan_note(dataset.classes)) else {}),
                   **({"svm": res.fit.info} if res.fit.info else {}),
                   "history": [asdict(h) for h in res.fit.history],
                   **({"input_decision": input_decision} if input_decision else {})},

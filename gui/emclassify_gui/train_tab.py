@@ -79,6 +79,14 @@ class SettingsForm(QGroupBox):
         self.balance = QComboBox()
         self.balance.addItems(BALANCE_STRATEGIES)
         self.balance.setCurrentText(d.balance)
+        # 0 shows as "every particle"; else per epoch the largest class is drawn at most this many times
+        # all the others together (TrainConfig.majority_ratio)
+        self.majority_ratio = QDoubleSpinBox(decimals=1, singleStep=0.5, minimum=0.0, maximum=1000.0,
+                                             value=d.majority_ratio)
+        self.majority_ratio.setSpecialValueText("every particle")
+        self.majority_ratio.setToolTip("per epoch, a class larger than this many times all the others together is "
+                                       "drawn only that many times them (a fresh subset each epoch); large, "
+                                       "imbalanced sets train faster. Values between 0 and 1 count as 1.")
         self.augment = QCheckBox("augmentation")
         self.augment.setChecked(d.augment)
         # 0 shows as "auto": chosen from the training-set size (emclassify.defaults.EPOCH_BUDGET)
@@ -98,7 +106,8 @@ class SettingsForm(QGroupBox):
             ("input mode", self.mode), ("input size (px)", self.size), ("balance", self.balance),
             ("epochs (max)", self.epochs), ("early-stopping patience", self.patience), ("learning rate", self.lr),
             ("weight decay", self.weight_decay), ("label smoothing", self.label_smoothing),
-            ("dropout", self.dropout), ("seed", self.seed)]
+            ("dropout", self.dropout), ("largest class per epoch (x others)", self.majority_ratio),
+            ("seed", self.seed)]
         for i, (name, w) in enumerate(fields):
             grid.addWidget(QLabel(name), i // 2, 2 * (i % 2))
             grid.addWidget(w, i // 2, 2 * (i % 2) + 1)
@@ -111,8 +120,14 @@ class SettingsForm(QGroupBox):
                           weight_decay=self.weight_decay.value(), label_smoothing=self.label_smoothing.value(),
                           dropout=None if self.dropout.value() < 0 else self.dropout.value(),
                           patience=_auto_value(self.patience), augment=self.augment.isChecked(),
-                          balance=self.balance.currentText(), seed=self.seed.value())
+                          balance=self.balance.currentText(), majority_ratio=_majority_ratio(self.majority_ratio),
+                          seed=self.seed.value())
         return request, cfg
+
+
+def _majority_ratio(box: QDoubleSpinBox) -> float:
+    """The box's ratio for TrainConfig: 0 (every particle) or at least 1."""
+    return 0.0 if box.value() == 0 else max(1.0, box.value())
 
 
 def _auto_spinbox(default, auto_text: str, smallest: int = 1, largest: int = 1000) -> QSpinBox:
