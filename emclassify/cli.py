@@ -392,6 +392,7 @@ def cmd_train(args) -> int:
         print(f"  baseline {name:<9} accuracy {b['accuracy']:.4f}, balanced accuracy {b['balanced_accuracy']:.4f}, "
               f"macro-F1 {b['macro_f1']:.4f}")
     _print_epoch_decision(outcome.card.training)
+    _print_training_run({outcome.card.training.get("precision_used")}, [outcome.card.training.get("epoch_plan")])
     sel = outcome.card.metrics.get("selection")
     if sel:
         print(f"auto: kept {sel['kept']} ({sel['rule']}: " + ", ".join(f"{a} {f:.4f}" for a, f in
@@ -433,11 +434,23 @@ def cmd_cv(args) -> int:
         print(f"  baseline {name:<9} accuracy {b['accuracy']:.4f}, balanced accuracy {b['balanced_accuracy']:.4f}, "
               f"macro-F1 {b['macro_f1']:.4f}")
     _print_epoch_decision(result.settings["training"])
+    _print_training_run({f.get("precision") for f in m["folds"]},
+                        [f"fold {f['fold'] + 1}: {f['epoch_plan']}" for f in m["folds"] if f.get("epoch_plan")])
     if m["calibration"]:
         print(f"calibration: ECE {m['calibration']['ece_before']:.3f} -> {m['calibration']['ece_after']:.3f}")
     _print_flags(m["flags"])
     print(f"wrote {paths['report']} (+ metrics.json, predictions.csv, confusion.png, curves.png, reliability.png)")
     return 0 if result.complete else 130
+
+
+def _print_training_run(precisions, epoch_plans) -> None:
+    """What the training steps ran in when it was not plain float32 (--precision), and how epochs drew a
+    capped class (--majority-ratio)."""
+    if "bfloat16" in precisions:
+        print("training steps: bfloat16 autocast (this CPU computes bf16 natively; weights and predictions are "
+              "float32; --precision float32 trains in float32)")
+    for note in filter(None, epoch_plans):
+        print(f"epochs: {note}")
 
 
 def cmd_compare(args) -> int:

@@ -54,17 +54,24 @@ def cpu_has_native_bf16() -> bool:
         return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def check_precision(precision: str) -> str:
+    """``precision`` if it names a training precision (``PRECISIONS``), else a ValueError naming them."""
+    from .defaults import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    return precision
+
+
 def training_autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
     """The autocast dtype of training steps for ``precision`` (``auto``, ``float32``, ``bfloat16``) on
     ``device``, or None for plain float32. ``auto``: bfloat16 on a CPU with native bf16 (weights,
     optimiser and batch-norm statistics stay float32), float32 elsewhere (on CUDA: not yet measured)."""
-    if precision == "float32":
+    if check_precision(precision) == "float32":
         return None
     if precision == "bfloat16":
         return torch.bfloat16
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
-    raise ValueError(f"unknown precision {precision!r}; use auto, float32 or bfloat16")
+    return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None  # auto
 
 
-__all__ = ["CancelToken", "cpu_has_native_bf16", "resolve_device", "training_autocast_dtype"]
+__all__ = ["CancelToken", "check_precision", "cpu_has_native_bf16", "resolve_device", "training_autocast_dtype"]

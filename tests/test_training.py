@@ -210,7 +210,7 @@ def test_holdout_split_keeps_groups_together(n_groups):
     assert (holdout_split(labels, groups, 0.15, seed=0)[1] == va).all()
 
 
-def test_card_and_cv_report_say_when_epochs_drew_a_subset_of_the_largest_class(tmp_path):
+def test_card_and_cv_report_say_when_epochs_drew_a_subset_of_the_largest_class(tmp_path, capsys):
     import json
 
     from emclassify.cli import main
@@ -229,6 +229,9 @@ def test_card_and_cv_report_say_when_epochs_drew_a_subset_of_the_largest_class(t
     report = (tmp_path / "cv" / "report.md").read_text()
     assert "largest class at most 3x the others per epoch" in report and "fold 2: each epoch drew" in report
     assert f"Training steps ran in {folds[0]['precision']}" in report
+    out = capsys.readouterr().out
+    assert "epochs: fold 1: each epoch drew" in out
+    assert ("training steps: bfloat16" in out) == (folds[0]["precision"] == "bfloat16")
     # off (the default), every particle is drawn and nothing is said
     assert main(["train", str(root), *fast[:-2], "--out", str(tmp_path / "all.safetensors")]) == 0
     training = load_model(tmp_path / "all.safetensors").card.training

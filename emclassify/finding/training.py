@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from scipy import ndimage
 from skimage.segmentation import relabel_sequential
 
-from ..defaults import FINDER_TRAINING, PRECISIONS
+from ..defaults import FINDER_TRAINING
 from ..events import FinderStep, Progress, emit
 from ..io import ImageReadError, read_image
-from ..runtime import CancelToken, resolve_device, training_autocast_dtype
+from ..runtime import CancelToken, check_precision, resolve_device, training_autocast_dtype
 from .finderfile import FinderCard, LoadedFinder
 from .learned import LearnedFinder
 from .matching import match_instances, summarise
@@ -76,8 +76,7 @@ class FinderTrainSettings:
                 raise ValueError(f"{key} must be a positive whole number")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        check_precision(self.precision)
         try:
             resolve_device(self.device)   # cuda without a usable GPU is refused now, not after loading
         except RuntimeError as exc:

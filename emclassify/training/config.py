@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Union
 import torch
 from torch import nn
 
-from ..defaults import AUTO, BALANCE_STRATEGIES, EPOCH_BUDGET, PRECISIONS, TRAIN_DEFAULTS
+from ..defaults import AUTO, BALANCE_STRATEGIES, EPOCH_BUDGET, TRAIN_DEFAULTS
 from ..models import parse_arch
+from ..runtime import check_precision
 
 if TYPE_CHECKING:
     from .balance import EpochPlan
@@ -63,8 +64,7 @@ class TrainConfig:
             value = getattr(self, name)
             if value != AUTO and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a whole number >= 1 or 'auto', got {value!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        check_precision(self.precision)
         if self.batch_size < 2:
             raise ValueError("batch size must be >= 2")
         if not 0.0 < self.val_fraction < 0.5:
