@@ -74,4 +74,10 @@ def training_autocast_dtype(precision: str, device: torch.device) -> Optional[to
     return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None  # auto
 
 
-__all__ = ["CancelToken", "check_precision", "cpu_has_native_bf16", "resolve_device", "training_autocast_dtype"]
+def autocast_steps(device: torch.device, dtype: Optional[torch.dtype]):
+    """The context a training step's forward pass runs in: autocast to ``dtype`` (from
+    :func:`training_autocast_dtype`), or nothing when it is None."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+__all__ = ["CancelToken", "autocast_steps", "check_precision", "cpu_has_native_bf16", "resolve_device", "training_autocast_dtype"]

@@ -32,7 +32,7 @@ from skimage.segmentation import relabel_sequential
 from ..defaults import FINDER_TRAINING
 from ..events import FinderStep, Progress, emit
 from ..io import ImageReadError, read_image
-from ..runtime import CancelToken, check_precision, resolve_device, training_autocast_dtype
+from ..runtime import CancelToken, autocast_steps, check_precision, resolve_device, training_autocast_dtype
 from .finderfile import FinderCard, LoadedFinder
 from .learned import LearnedFinder
 from .matching import match_instances, summarise
@@ -219,7 +219,7 @@ def train_network(data: Sequence[OutlinedMicrograph], settings: FinderTrainSetti
                 break
             batch = np.stack([_sample(rng, data, weights, crop) for _ in range(settings.batch)])
             x = torch.from_numpy(batch[:, :1]).to(device).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+            with autocast_steps(device, autocast):
                 out = net(x)
             loss = _loss(out.float(), torch.from_numpy(batch[:, 1]).to(device), torch.from_numpy(batch[:, 2]).to(device))
             opt.zero_grad(set_to_none=True)

@@ -51,13 +51,13 @@ class EpochPlan:
 
     @property
     def loss_factor(self) -> torch.Tensor:
-        if self.capped is None or self.draws is None:
+        if self.capped is None:
             return torch.ones(len(self.counts))
         return torch.tensor([c / d if d else 1.0 for c, d in zip(self.counts, self.draws)], dtype=torch.float32)
 
     def describe(self, classes: Sequence[str]) -> Optional[str]:
         """One line for the card and the report when the plan caps a class, else None."""
-        if self.capped is None or self.draws is None:
+        if self.capped is None:
             return None
         c = self.capped
         return (f"each epoch drew a fresh {self.draws[c]:,} of the {self.counts[c]:,} {classes[c]} particles "

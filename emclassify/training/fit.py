@@ -14,7 +14,7 @@ from torch import nn
 
 from .. import metrics
 from ..features import N_FEATURES
-from ..runtime import CancelToken, resolve_device, training_autocast_dtype
+from ..runtime import CancelToken, autocast_steps, resolve_device, training_autocast_dtype
 from ..models import (create_model, ensemble_member, fit_svm, forward, input_kind, model_logits, parse_arch,
                       view_logits)
 from ..preprocess import PreprocessConfig
@@ -152,7 +152,7 @@ def fit(train: InputSet, val: InputSet, n_classes: int, cfg: TrainConfig,
                 if cfg.augment:
                     xb = augment(xb, gen)
                 xb, yb = xb.to(device).contiguous(memory_format=memory_format), train.labels[idx].to(device)
-                with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+                with autocast_steps(device, autocast):
                     logits = forward(model, xb, None if feats is None else feats[idx].to(device))
                 loss = loss_fn(logits.float(), yb)
                 opt.zero_grad(set_to_none=True)
