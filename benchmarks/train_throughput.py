@@ -11,12 +11,15 @@ the whole epoch (augmentation, the training steps, batch-norm recalibration, val
 (A B A B ...) so drift of the machine's speed falls on both.
 
 Recipes (``emclassify.training.fit`` keywords):
-- ``nchw-bn1024``: the recipe before this harness (contiguous tensors, 1,024 recalibration images);
-- ``channels-last``: channels-last tensors, 1,024 recalibration images;
-- ``channels-last-bn512``: channels-last, 512 recalibration images, float32 steps;
-- ``bf16``: the same with the training steps' forward pass in bfloat16 autocast (TrainConfig
-  precision; the default on CPUs with native bf16).
-Every recipe but ``bf16`` trains in float32 whatever the machine.
+- ``nchw-bn1024``: the recipe before this harness (contiguous tensors, 1,024 recalibration images,
+  ATen's batch-norm, ReLU and dropout: the native training ops take channels-last tensors only);
+- ``channels-last``: channels-last tensors, 1,024 recalibration images, ATen's layers;
+- ``channels-last-bn512-aten``: channels-last, 512 recalibration images, float32 steps, ATen's layers;
+- ``channels-last-bn512``: the same with the native training ops (batch-norm + ReLU and dropout,
+  :func:`emclassify.ops.training_ops_preferred`), the default;
+- ``bf16-aten`` / ``bf16``: the last two with the training steps' forward pass in bfloat16 autocast
+  (TrainConfig precision; the default on CPUs with native bf16).
+Every recipe but the ``bf16`` ones trains in float32 whatever the machine.
 """
 from __future__ import annotations
 
@@ -30,18 +33,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emclassify._native import backend_description
 from emclassify.bench import machine_description
 from emclassify.evaluation import make_folds
 from emclassify.input_decision import decide_preprocess
 from emclassify.io import load_dataset
+from emclassify.ops import training_ops
 from emclassify.training import TrainConfig, fit, holdout_split, load_inputs
 
 RECIPES = {
     "nchw-bn1024": {"memory_format": torch.contiguous_format, "bn_samples": 1024},
-    "channels-last": {"memory_format": torch.channels_last, "bn_samples": 1024},
+    "channels-last": {"memory_format": torch.channels_last, "bn_samples": 1024, "training_ops": False},
+    "channels-last-bn512-aten": {"memory_format": torch.channels_last, "bn_samples": 512, "training_ops": False},
     "channels-last-bn512": {"memory_format": torch.channels_last, "bn_samples": 512},
+    "bf16-aten": {"memory_format": torch.channels_last, "bn_samples": 512, "precision": "bfloat16",
+                  "training_ops": False},
     "bf16": {"memory_format": torch.channels_last, "bn_samples": 512, "precision": "bfloat16"},
 }
+DEFAULT_RECIPES = "nchw-bn1024,channels-last-bn512-aten,channels-last-bn512,bf16-aten,bf16"
 
 
 def main() -> int:
@@ -51,7 +60,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2, help="A B ... repeated this many times")
     ap.add_argument("--arch", default="lipnet-fcn+features")
     ap.add_argument("--size", type=int, default=48)
-    ap.add_argument("--recipes", default=",".join(RECIPES))
+    ap.add_argument("--recipes", default=DEFAULT_RECIPES)
     ap.add_argument("--json")
     args = ap.parse_args()
 
@@ -73,7 +82,8 @@ def main() -> int:
             t0 = time.perf_counter()
             recipe = dict(RECIPES[name])
             run_cfg = replace(cfg, precision=recipe.pop("precision", "float32"))
-            res = fit(train_set, val_set, len(ds.classes), run_cfg, **recipe)
+            with training_ops(recipe.pop("training_ops", True)):
+                res = fit(train_set, val_set, len(ds.classes), run_cfg, **recipe)
             seconds = time.perf_counter() - t0
             runs[name].append({"seconds": seconds, "images_per_s": len(train_set) * len(res.history) / seconds,
                                "val_accuracy_last": res.history[-1].val_accuracy,
@@ -85,7 +95,7 @@ def main() -> int:
     report = {
         "date": date.today().isoformat(), "machine": machine_description(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "dataset": str(args.dataset), "arch": args.arch, "size": args.size,
+        "torch": torch.__version__, "native_library": backend_description(), "dataset": str(args.dataset), "arch": args.arch, "size": args.size,
         "epochs": args.epochs, "n_train": len(train_set), "n_validation": len(val_set),
         "median_images_per_s": summary, "ratio_to_" + base: {n: summary[n] / summary[base] for n in names},
         "runs": runs,

@@ -37,4 +37,17 @@ TORCH_LIBRARY(emclassify, m) {
   // the chain of conv_block calls; runs image by image so activations stay in cache.
   // Semantics: emclassify.ops.conv_trunk_reference.
   m.def("conv_trunk(Tensor x, Tensor[] weights, Tensor[] biases, int[] paddings, bool[] pools) -> Tensor");
+  // Training ops (CPU only; elsewhere the PyTorch layers run). Batch-norm with batch statistics
+  // followed by ReLU: x float32 | bfloat16 N x C x H x W (channels-last is fastest), weight and
+  // bias float32 C -> (y like x, batch mean float32 C, biased batch variance float32 C).
+  // Semantics: emclassify.ops.bn_relu_train_reference. The backward takes what the forward
+  // returned and gives (grad x, grad weight, grad bias).
+  m.def("bn_relu_train(Tensor x, Tensor weight, Tensor bias, float eps) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "bn_relu_train_backward(Tensor grad_y, Tensor x, Tensor weight, Tensor bias, Tensor mean, "
+      "Tensor var, float eps) -> (Tensor, Tensor, Tensor)");
+  // Dropout with probability p: (x * mask / (1 - p), mask bool like x), the mask drawn from a
+  // counter-based hash of (seed, element index in x's memory order), whatever the thread count.
+  // Semantics: emclassify.ops.dropout_reference (same distribution, not the same draws).
+  m.def("dropout(Tensor x, float p, int seed) -> (Tensor, Tensor)");
 }

@@ -44,6 +44,7 @@ def _try_load() -> Tuple[bool, str]:
     if not all(hasattr(torch.ops.emclassify, op) for op in ("preprocess", "conv_block", "conv_trunk")):
         return False, "emclassify._C loaded but registered no ops"
     _register_fakes()
+    _register_autograd()
     return True, ""
 
 
@@ -71,6 +72,50 @@ def _register_fakes() -> None:
     @torch.library.register_fake("emclassify::conv_trunk")
     def _(x, weights, biases, paddings, pools):
         return conv_output(x, weights, paddings, pools)
+
+    def channel_stats(x):
+        return x.new_empty((x.shape[1],), dtype=torch.float32)
+
+    @torch.library.register_fake("emclassify::bn_relu_train")
+    def _(x, weight, bias, eps):
+        return torch.empty_like(x, memory_format=torch.channels_last), channel_stats(x), channel_stats(x)
+
+    @torch.library.register_fake("emclassify::bn_relu_train_backward")
+    def _(grad_y, x, weight, bias, mean, var, eps):
+        return torch.empty_like(x, memory_format=torch.channels_last), channel_stats(x), channel_stats(x)
+
+    @torch.library.register_fake("emclassify::dropout")
+    def _(x, p, seed):
+        return torch.empty_like(x), torch.empty_like(x, dtype=torch.bool)
+
+
+def _register_autograd() -> None:
+    """Backward formulas of the differentiable training ops (``emclassify::bn_relu_train``, ``emclassify::dropout``)."""
+    import torch
+
+    def bn_setup(ctx, inputs, output):
+        x, weight, bias, eps = inputs
+        _, mean, var = output
+        ctx.save_for_backward(x, weight, bias, mean, var)
+        ctx.eps = eps
+
+    def bn_backward(ctx, grad_y, _grad_mean, _grad_var):
+        x, weight, bias, mean, var = ctx.saved_tensors
+        grad_x, grad_weight, grad_bias = torch.ops.emclassify.bn_relu_train_backward(
+            grad_y, x, weight, bias, mean, var, ctx.eps)
+        return grad_x, grad_weight, grad_bias, None
+
+    torch.library.register_autograd("emclassify::bn_relu_train", bn_backward, setup_context=bn_setup)
+
+    def dropout_setup(ctx, inputs, output):
+        ctx.scale = 1.0 / (1.0 - inputs[1]) if inputs[1] < 1 else 0.0
+        ctx.save_for_backward(output[1])
+
+    def dropout_backward(ctx, grad_y, _grad_mask):
+        (mask,) = ctx.saved_tensors
+        return torch.ops.aten.native_dropout_backward(grad_y, mask, ctx.scale), None, None
+
+    torch.library.register_autograd("emclassify::dropout", dropout_backward, setup_context=dropout_setup)
 
 
 _warned = False

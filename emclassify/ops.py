@@ -9,10 +9,17 @@ loaded (and ``EMCLASSIFY_NATIVE`` is not 0), else its reference:
 
 Both give the same result to float32 rounding; the tests hold every native op
 to its reference.
+
+Two training ops run inside the training step on the CPU (:func:`training_ops_preferred`):
+
+- ``bn_relu_train`` -> :func:`bn_relu_train_reference` (batch-norm with batch statistics, then
+  ReLU; differentiable: its backward is the native ``bn_relu_train_backward``)
+- ``dropout`` -> :func:`dropout_reference` (same distribution; the native op draws its own mask)
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from contextlib import contextmanager
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -118,3 +125,77 @@ def conv_trunk(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequenc
         return conv_trunk_reference(x, weights, biases, paddings, pools)
     return torch.ops.emclassify.conv_trunk(x, list(weights), list(biases), [int(p) for p in paddings],
                                            [bool(p) for p in pools])
+
+
+_training_ops_enabled = True
+
+
+@contextmanager
+def training_ops(enabled: bool):
+    """Within the block, training steps use the native training ops only if ``enabled`` (the
+    benchmark harness compares them with ATen's layers side by side in one process)."""
+    global _training_ops_enabled
+    before, _training_ops_enabled = _training_ops_enabled, bool(enabled)
+    try:
+        yield
+    finally:
+        _training_ops_enabled = before
+
+
+def training_ops_preferred(x: torch.Tensor) -> bool:
+    """Whether a training step runs the native training ops on ``x``: a float32 or bfloat16
+    channels-last CPU activation ``N x C x H x W`` with the library loaded. Measured on 2 cores
+    (BENCHMARKS.md "Training throughput"): batch-norm + ReLU forward and backward and dropout
+    in a fraction of ATen's time. Elsewhere (GPU, NCHW, float64) the PyTorch layers run."""
+    return (_training_ops_enabled and x.device.type == "cpu" and x.dim() == 4
+            and x.dtype in (torch.float32, torch.bfloat16)
+            and x.is_contiguous(memory_format=torch.channels_last) and native_available())
+
+
+def _use_training_op(x: torch.Tensor, native: Optional[bool]) -> bool:
+    if native is None:
+        return training_ops_preferred(x)
+    if native and not native_available():
+        raise RuntimeError("the emclassify native library is not loaded (emclassify --version says why)")
+    return native
+
+
+def bn_relu_train_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                            eps: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batch-norm with the batch's own statistics, then ReLU, in plain PyTorch (differentiable).
+
+    x: float32 or bfloat16 ``N x C x H x W`` or ``N x C``; weight, bias: float32 ``C``. Returns
+    ``(y, mean, var)``: y like x, the batch mean and the biased batch variance per channel (float32
+    ``C``, what a batch-norm layer's running statistics are updated from).
+    """
+    var, mean = torch.var_mean(x.detach().float(), dim=[d for d in range(x.dim()) if d != 1], correction=0)
+    y = F.relu(F.batch_norm(x, None, None, weight, bias, training=True, eps=eps))
+    return y, mean, var
+
+
+def bn_relu_train(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
+                  native: Optional[bool] = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`bn_relu_train_reference`'s result, from the native op when :func:`training_ops_preferred`
+    (native: force or forbid it). Differentiable in x, weight and bias either way."""
+    if not _use_training_op(x, native):
+        return bn_relu_train_reference(x, weight, bias, eps)
+    return torch.ops.emclassify.bn_relu_train(x, weight, bias, float(eps))
+
+
+def dropout_reference(x: torch.Tensor, p: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Training-mode dropout in plain PyTorch: ``(x * mask / (1 - p), mask)``, mask bool like x."""
+    y, mask = torch.ops.aten.native_dropout(x, p, True)
+    return y, mask
+
+
+def dropout(x: torch.Tensor, p: float, native: Optional[bool] = None) -> torch.Tensor:
+    """Training-mode dropout of ``x`` (any shape, float32 or bfloat16), differentiable in x.
+
+    The native op hashes a seed drawn from torch's default CPU generator with each element's
+    index, so runs are reproducible under ``torch.manual_seed`` and independent of the thread
+    count; it draws different masks from ATen's (same distribution).
+    """
+    if not _use_training_op(x, native):
+        return F.dropout(x, p, training=True)
+    seed = int(torch.randint(0, 2**62, (1,)).item())
+    return torch.ops.emclassify.dropout(x, float(p), seed)[0]

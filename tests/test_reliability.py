@@ -22,8 +22,8 @@ from emclassify.batch import (EXIT_NOTHING_RAN, EXIT_OK, EXIT_SOME_ERRORS, Batch
 from emclassify.cli import main
 from emclassify.events import BatchClassified
 from emclassify.inference import Classifier, load_for_model
-from emclassify.io import DatasetError, ImageReadError, decode_image, list_images, load_dataset
-from emclassify.modelfile import CARD_KEY, ModelFileError, load_model, read_card
+from emclassify.io import DatasetError, ImageReadError, decode_image, load_dataset
+from emclassify.modelfile import CARD_KEY, ModelFileError, load_model
 from emclassify.preprocess import MIN_REGION_SIDE, PreprocessConfig
 
 from conftest import make_model_file, write_tiff

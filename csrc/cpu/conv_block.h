@@ -4,8 +4,8 @@
 // ("valid"), on a channels-last (NHWC) input, with batch-norm folded into the weights and bias,
 // ReLU, and optionally 2x2 max-pool (floor), written once per output element.
 //
-// The kernel is compiled once per instruction set (conv_block_avx512.cpp,
-// conv_block_avx2.cpp, conv_block_generic.cpp) from conv_block_kernel.h; the
+// The kernel is compiled once per instruction set (kernels_avx512.cpp,
+// kernels_avx2.cpp, kernels_generic.cpp) from conv_block_kernel.h; the
 // glue (conv_block_cpu.cpp) picks one at run time from what the CPU supports.
 #pragma once
 

@@ -15,6 +15,7 @@
 #include "../conv_layer.h"
 #include "../outputs.h"
 #include "conv_block.h"
+#include "train_ops.h"
 
 namespace emclassify {
 namespace {
@@ -28,8 +29,8 @@ struct Kernel {
 // Which vector units this CPU and its OS support: torch's own answer (cpuinfo, with the OS's
 // register saving checked, and ATEN_CPU_CAPABILITY honoured), so emclassify never disagrees
 // with the ATen kernels it runs beside and carries no CPUID code of its own. Torch's AVX512
-// level asks for F+BW+DQ+VL, more than these kernels use (F): on a CPU with F alone they run
-// the AVX2 kernel, which is safe.
+// level asks for F+BW+DQ+VL, what kernels_avx512.cpp is compiled for (the conv kernel's
+// intrinsics need F; the vectorised training ops use BW and DQ for 16-bit and byte lanes).
 const std::string& torch_cpu_capability() {
   static const std::string capability = at::get_cpu_capability();
   return capability;
@@ -209,6 +210,8 @@ at::Tensor conv_trunk_cpu(const at::Tensor& x, at::TensorList weights, at::Tenso
 std::string conv_block_isa() { return select_kernel().name; }
 
 }  // namespace
+
+const char* cpu_kernel_isa() { return select_kernel().name; }
 
 TORCH_LIBRARY_IMPL(emclassify, CPU, m) {
   m.impl("conv_block", &conv_block_cpu);

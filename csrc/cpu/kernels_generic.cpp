@@ -1,7 +1,8 @@
-// Portable build of the fused conv-block kernel (see conv_block_kernel.h):
+// Portable build of the CPU kernels (conv_block_kernel.h, train_ops_kernel.h):
 // plain float arithmetic in fixed-size arrays the compiler may vectorise for
 // the baseline ISA. Used on CPUs without AVX2/FMA and on non-x86 machines.
 #include "conv_block.h"
+#include "train_ops.h"
 
 namespace emclassify {
 namespace generic {
@@ -42,6 +43,7 @@ struct Vec {
 };
 
 #include "conv_block_kernel.h"
+#include "train_ops_kernel.h"
 
 }  // namespace generic
 }  // namespace emclassify

@@ -1,19 +1,21 @@
-// AVX-512 build of the fused conv-block kernel (see conv_block_kernel.h).
-// Selected at run time only on CPUs that report AVX-512F.
+// AVX-512 build of the CPU kernels: the fused conv block (conv_block_kernel.h) and the training
+// ops (train_ops_kernel.h). Selected at run time only where torch reports its AVX512 level
+// (F+BW+DQ+VL, the set this file is compiled for).
 #include "conv_block.h"
+#include "train_ops.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,fma"))), apply_to = function)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"))), apply_to = function)
 #elif defined(__GNUC__)
 // GCC 12's own _mm512_max_ps trips -Wuninitialized on its _mm512_undefined_ps().
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC push_options
-#pragma GCC target("avx512f,fma")
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma")
 #endif
 
 namespace emclassify {
@@ -33,6 +35,7 @@ struct Vec {
 };
 
 #include "conv_block_kernel.h"
+#include "train_ops_kernel.h"
 
 }  // namespace avx512
 }  // namespace emclassify
@@ -48,6 +51,7 @@ struct Vec {
 namespace emclassify {
 namespace avx512 {
 void conv_rows(const ConvBlockArgs&, int64_t, int64_t, float*) {}
+const TrainKernels& train_kernels() { return generic::train_kernels(); }
 }  // namespace avx512
 }  // namespace emclassify
 #endif

@@ -1,6 +1,7 @@
-// AVX2 build of the fused conv-block kernel (see conv_block_kernel.h).
-// Selected at run time only on CPUs that report AVX2 and FMA.
+// AVX2 build of the CPU kernels: the fused conv block (conv_block_kernel.h) and the training
+// ops (train_ops_kernel.h). Selected at run time only on CPUs that report AVX2 and FMA.
 #include "conv_block.h"
+#include "train_ops.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -33,6 +34,7 @@ struct Vec {
 };
 
 #include "conv_block_kernel.h"
+#include "train_ops_kernel.h"
 
 }  // namespace avx2
 }  // namespace emclassify
@@ -48,6 +50,7 @@ struct Vec {
 namespace emclassify {
 namespace avx2 {
 void conv_rows(const ConvBlockArgs&, int64_t, int64_t, float*) {}
+const TrainKernels& train_kernels() { return generic::train_kernels(); }
 }  // namespace avx2
 }  // namespace emclassify
 #endif

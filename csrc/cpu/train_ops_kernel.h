@@ -1,0 +1,130 @@
+// The training-op kernels (see train_ops.h), written as plain loops over the channels of a row so
+// the compiler vectorises them for the instruction set of the file that includes this header
+// (inside namespace emclassify::<isa>, after its target pragma). No calls into other headers:
+// functions from them would not be compiled for the target.
+
+static inline float load(float v) { return v; }
+static inline float load(uint16_t v) {
+  const uint32_t u = static_cast<uint32_t>(v) << 16;
+  float f;
+  __builtin_memcpy(&f, &u, sizeof(f));
+  return f;
+}
+static inline void store(float* p, float v) { *p = v; }
+static inline void store(uint16_t* p, float v) {
+  // round to nearest even, as c10::BFloat16 does; NaN stays a (quiet) NaN
+  uint32_t u;
+  __builtin_memcpy(&u, &v, sizeof(u));
+  const uint32_t rounded = u + 0x7FFFu + ((u >> 16) & 1u);
+  *p = static_cast<uint16_t>(((u & 0x7FFFFFFFu) > 0x7F800000u ? 0x7FC00000u : rounded) >> 16);
+}
+
+template <typename T>
+static void sum(const T* __restrict x, int64_t rows, int64_t C, float* __restrict acc) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* __restrict row = x + r * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) acc[c] += load(row[c]);
+  }
+}
+
+template <typename T>
+static void sum_sq_dev(const T* __restrict x, int64_t rows, int64_t C, const float* __restrict mean,
+                       float* __restrict acc) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* __restrict row = x + r * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      const float d = load(row[c]) - mean[c];
+      acc[c] += d * d;
+    }
+  }
+}
+
+template <typename T>
+static void scale_shift_relu(const T* __restrict x, int64_t rows, int64_t C, const float* __restrict scale,
+                             const float* __restrict shift, T* __restrict y) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* __restrict row = x + r * C;
+    T* __restrict out = y + r * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      const float v = load(row[c]) * scale[c] + shift[c];
+      store(out + c, v > 0.f ? v : 0.f);
+    }
+  }
+}
+
+template <typename T>
+static void backward_sums(const T* __restrict x, const T* __restrict gy, int64_t rows, int64_t C,
+                          const float* __restrict mean, const float* __restrict invstd, const float* __restrict g,
+                          const float* __restrict b, float* __restrict s_dz, float* __restrict s_dzx) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* __restrict row = x + r * C;
+    const T* __restrict grow = gy + r * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      const float xh = (load(row[c]) - mean[c]) * invstd[c];
+      const float grad = load(grow[c]);  // loaded unconditionally: a conditional load blocks vectorising
+      const float dz = xh * g[c] + b[c] > 0.f ? grad : 0.f;
+      s_dz[c] += dz;
+      s_dzx[c] += dz * xh;
+    }
+  }
+}
+
+template <typename T>
+static void backward_apply(const T* __restrict x, const T* __restrict gy, int64_t rows, int64_t C,
+                           const float* __restrict mean, const float* __restrict invstd, const float* __restrict g,
+                           const float* __restrict b, const float* __restrict k, const float* __restrict mean_dz,
+                           const float* __restrict mean_dzx, T* __restrict gx) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* __restrict row = x + r * C;
+    const T* __restrict grow = gy + r * C;
+    T* __restrict out = gx + r * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      const float xh = (load(row[c]) - mean[c]) * invstd[c];
+      const float grad = load(grow[c]);
+      const float dz = xh * g[c] + b[c] > 0.f ? grad : 0.f;
+      store(out + c, k[c] * (dz - mean_dz[c] - xh * mean_dzx[c]));
+    }
+  }
+}
+
+// Wellons' "lowbias32" integer hash: 32-bit multiplies, so it vectorises on every x86 level.
+static inline uint32_t hash32(uint32_t v) {
+  v ^= v >> 16;
+  v *= 0x7FEB352Du;
+  v ^= v >> 15;
+  v *= 0x846CA68Bu;
+  v ^= v >> 16;
+  return v;
+}
+
+template <typename T>
+static void dropout(const T* __restrict x, int64_t n, uint32_t first, uint32_t key0, uint32_t key1,
+                    uint32_t threshold, float scale, T* __restrict y, uint8_t* __restrict mask) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    // two rounds keyed by the seed's two halves: one round leaves neighbouring indices correlated
+    const uint32_t h = hash32(hash32((first + static_cast<uint32_t>(i)) ^ key0) + key1);
+    // keep = h < threshold on 31 bits, as the sign of a difference: branch- and select-free, so it
+    // vectorises without AVX-512's mask registers. As in ATen, a dropped NaN or inf stays NaN (x * 0).
+    const int32_t keep = static_cast<int32_t>(((static_cast<int32_t>(h >> 1) - static_cast<int32_t>(threshold >> 1))
+                                               >> 31) & 1);
+    mask[i] = static_cast<uint8_t>(keep);  // a bool tensor's bytes: 0 or 1
+    store(y + i, load(x[i]) * scale * static_cast<float>(keep));
+  }
+}
+
+template <typename T>
+static constexpr TrainKernelsOf<T> kernels_of() {
+  return TrainKernelsOf<T>{&sum<T>, &sum_sq_dev<T>, &scale_shift_relu<T>, &backward_sums<T>, &backward_apply<T>,
+                           &dropout<T>};
+}
+
+const TrainKernels& train_kernels() {
+  static const TrainKernels k{kernels_of<float>(), kernels_of<uint16_t>()};
+  return k;
+}

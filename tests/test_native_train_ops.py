@@ -1,0 +1,207 @@
+"""The native training ops (batch-norm + ReLU with batch statistics, dropout) against their
+pure-PyTorch references, on every CPU kernel variant, and inside a LipNet's training step."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from emclassify import ops
+from emclassify._native import native_available
+from emclassify.models import create_model
+from emclassify.models.lipnet import ConvBlock
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("EMCLASSIFY_NATIVE") == "0", reason="EMCLASSIFY_NATIVE=0 forces the reference path"
+)
+
+ISAS = ("avx512", "avx2", "generic")
+
+
+@pytest.fixture(autouse=True)
+def poisoned_outputs(monkeypatch):
+    """NaN-fill op outputs before the kernel runs: an element never written fails the parity checks."""
+    monkeypatch.setenv("EMCLASSIFY_POISON_OUTPUTS", "1")
+
+
+@pytest.fixture(params=ISAS)
+def isa(request, monkeypatch):
+    assert native_available()
+    monkeypatch.setenv("EMCLASSIFY_CPU_ISA", request.param)
+    return request.param
+
+
+def _bn_case(gen, n, c, h, w, dtype, channels_last=True):
+    x = (torch.randn(n, c, h, w, generator=gen) * 3 + torch.randn(1, c, 1, 1, generator=gen) * 2).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.rand(c, generator=gen) + 0.5
+    bias = torch.randn(c, generator=gen) * 0.5
+    grad = torch.randn(n, c, h, w, generator=gen).to(dtype)
+    return x, weight, bias, grad
+
+
+def _forward_backward(x, weight, bias, grad, native):
+    x, weight, bias = (t.clone().requires_grad_() for t in (x, weight, bias))
+    y, mean, var = ops.bn_relu_train(x, weight, bias, 1e-5, native=native)
+    y.backward(grad)
+    return y.detach().float(), mean, var, x.grad.float(), weight.grad, bias.grad
+
+
+# channel counts around the vector widths (8, 16 floats) and a single-row-per-channel case
+SHAPES = [(8, 32, 12, 12), (3, 17, 5, 7), (2, 3, 1, 1), (5, 130, 3, 2), (64, 1, 4, 4)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_bn_relu_matches_the_reference_forward_and_backward(isa, shape, dtype):
+    gen = torch.Generator().manual_seed(sum(shape))
+    case = _bn_case(gen, *shape, dtype)
+    native = _forward_backward(*case, native=True)
+    ref = _forward_backward(*case, native=False)
+    names = ("y", "mean", "var", "grad x", "grad weight", "grad bias")
+    # bf16 activations: the two sides round the same float32 values, which may fall either side of
+    # a bf16 rounding boundary (1 ulp = 2^-8 relative)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-2, atol=2e-2)
+    for name, a, b in zip(names, native, ref):
+        assert torch.isfinite(a).all(), f"{name} has unwritten (NaN-poisoned) elements"
+        torch.testing.assert_close(a, b, **(tol if name in ("y", "grad x") else dict(rtol=1e-4, atol=1e-3)),
+                                   msg=lambda m, name=name: f"{name}: {m}")
+    assert native[0].dtype == torch.float32  # compared as float; the op's own output keeps x's dtype
+
+
+def test_bn_relu_accepts_nchw_and_two_dimensional_inputs():
+    gen = torch.Generator().manual_seed(3)
+    x, w, b, g = _bn_case(gen, 4, 9, 6, 5, torch.float32, channels_last=False)
+    for inputs in ((x, w, b, g), (x[:, :, 0, 0].contiguous(), w, b, g[:, :, 0, 0].contiguous())):
+        native = _forward_backward(*inputs, native=True)
+        ref = _forward_backward(*inputs, native=False)
+        for a, r in zip(native, ref):
+            torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-4)
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    gen = torch.Generator().manual_seed(5)
+    case = _bn_case(gen, 16, 40, 9, 9, torch.float32)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _forward_backward(*case, native=True) + (torch.ops.emclassify.dropout(case[0], 0.3, 11)[1],)
+        torch.set_num_threads(max(2, threads))
+        many = _forward_backward(*case, native=True) + (torch.ops.emclassify.dropout(case[0], 0.3, 11)[1],)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(one, many):
+        assert torch.equal(a, b)
+
+
+def test_bn_relu_errors_are_clear():
+    x = torch.randn(4, 3, 5, 5)
+    with pytest.raises(RuntimeError, match="float32 or bfloat16"):
+        torch.ops.emclassify.bn_relu_train(x.double(), torch.ones(3), torch.zeros(3), 1e-5)
+    with pytest.raises(RuntimeError, match="weight must be a float32 CPU vector of 3 values"):
+        torch.ops.emclassify.bn_relu_train(x, torch.ones(4), torch.zeros(3), 1e-5)
+    with pytest.raises(RuntimeError, match="more than one value per channel"):
+        torch.ops.emclassify.bn_relu_train(x[:1, :, :1, :1], torch.ones(3), torch.zeros(3), 1e-5)
+    with pytest.raises(RuntimeError, match="p must be in"):
+        torch.ops.emclassify.dropout(x, 1.5, 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.5])
+def test_dropout_keeps_each_element_independently_with_probability_one_minus_p(isa, dtype, p):
+    x = (torch.rand(8, 24, 30, 30) + 0.5).to(dtype).contiguous(memory_format=torch.channels_last)
+    y, mask = torch.ops.emclassify.dropout(x, p, 1234)
+    keep = 1 - p
+    n = mask.numel()
+    assert y.dtype == dtype and y.is_contiguous(memory_format=torch.channels_last)
+    assert abs(mask.float().mean().item() - keep) < 5 * (p * keep / n) ** 0.5
+    expected = torch.where(mask, x.float() * (1 / keep), torch.zeros(()))
+    torch.testing.assert_close(y.float(), expected, rtol=0 if dtype == torch.float32 else 1e-2, atol=0)
+    # neighbours in memory (channels of one pixel, and the next pixel) are independent:
+    # P(both kept) = keep^2 within sampling error
+    flat = mask.permute(0, 2, 3, 1).reshape(-1).float()
+    both = (flat[1:] * flat[:-1]).mean().item()
+    assert abs(both - keep**2) < 5 * (keep**2 * (1 - keep**2) / n) ** 0.5
+
+
+def test_dropout_is_reproducible_from_its_seed_and_handles_the_edge_probabilities():
+    x = torch.randn(4, 8, 6, 6).contiguous(memory_format=torch.channels_last)
+    a, b, c = (torch.ops.emclassify.dropout(x, 0.4, s)[1] for s in (7, 7, 8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    y0, m0 = torch.ops.emclassify.dropout(x, 0.0, 1)
+    assert torch.equal(y0, x) and bool(m0.all())
+    y1, m1 = torch.ops.emclassify.dropout(x, 1.0, 1)
+    assert not bool(y1.any()) and not bool(m1.any())
+
+
+def test_dropout_gradient_is_the_kept_mask_over_keep():
+    x = torch.randn(6, 16, 5, 5).contiguous(memory_format=torch.channels_last).requires_grad_()
+    torch.manual_seed(0)
+    y = ops.dropout(x, 0.25, native=True)
+    y.sum().backward()
+    kept = y.detach() != 0
+    torch.testing.assert_close(x.grad, kept.float() / 0.75)
+    # seeded from torch's generator: the same manual seed draws the same mask
+    torch.manual_seed(0)
+    assert torch.equal(ops.dropout(x.detach(), 0.25, native=True) != 0, kept)
+
+
+def test_native_training_ops_are_chosen_for_channels_last_cpu_activations_only():
+    x = torch.zeros(2, 4, 3, 3)
+    assert not ops.training_ops_preferred(x)  # NCHW: the PyTorch layers
+    assert ops.training_ops_preferred(x.contiguous(memory_format=torch.channels_last))
+    assert not ops.training_ops_preferred(x.double().contiguous(memory_format=torch.channels_last))
+    assert not ops.training_ops_preferred(torch.zeros(2, 4, 3, 3, device="meta").contiguous(
+        memory_format=torch.channels_last))
+    with ops.training_ops(False):
+        assert not ops.training_ops_preferred(x.contiguous(memory_format=torch.channels_last))
+    assert ops.training_ops_preferred(x.contiguous(memory_format=torch.channels_last))
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_conv_block_updates_running_statistics_as_batch_norm_does(momentum):
+    torch.manual_seed(0)
+    ref = ConvBlock(3, 8, "same")
+    ref.bn.momentum = momentum
+    native = ConvBlock(3, 8, "same")
+    native.load_state_dict(ref.state_dict())
+    native.bn.momentum = momentum
+    for step in range(3):
+        x = torch.randn(5, 3, 7, 7).contiguous(memory_format=torch.channels_last) + step
+        with ops.training_ops(False):
+            y_ref = ref.train()(x)
+        y_native = native.train()(x)
+        torch.testing.assert_close(y_native, y_ref, rtol=1e-4, atol=1e-5)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(native.bn, name), getattr(ref.bn, name), rtol=1e-5, atol=1e-6)
+
+
+def test_a_lipnet_training_step_matches_the_pytorch_layers():
+    # dropout 0: the two paths draw different dropout masks by design; everything else must agree
+    torch.manual_seed(1)
+    ref = create_model("lipnet-fcn", 3, 32, dropout=0.0).to(memory_format=torch.channels_last)
+    native = create_model("lipnet-fcn", 3, 32, dropout=0.0).to(memory_format=torch.channels_last)
+    native.load_state_dict(ref.state_dict())
+    x = torch.randn(12, 1, 32, 32).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 3, (12,))
+    for model, enabled in ((ref, False), (native, True)):
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        with ops.training_ops(enabled):
+            for _ in range(3):
+                model.train()
+                loss = nn.functional.cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+    for (name, a), b in zip(ref.state_dict().items(), native.state_dict().values()):
+        torch.testing.assert_close(b.float(), a.float(), rtol=1e-3, atol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_opcheck_bn_relu_train():
+    gen = torch.Generator().manual_seed(2)
+    x, w, b, _ = _bn_case(gen, 4, 6, 5, 5, torch.float32)
+    torch.library.opcheck(torch.ops.emclassify.bn_relu_train.default,
+                          (x.requires_grad_(), w.requires_grad_(), b.requires_grad_(), 1e-5))
