@@ -46,6 +46,13 @@ TORCH_LIBRARY(emclassify, m) {
   m.def(
       "bn_relu_train_backward(Tensor grad_y, Tensor x, Tensor weight, Tensor bias, Tensor mean, "
       "Tensor var, float eps) -> (Tensor, Tensor, Tensor)");
+  // The same followed by 2x2 max-pool (floor): x N x C x H x W (H, W >= 2) -> (y N x C x H/2 x W/2
+  // like x, mean, var, argmax uint8 like y: the window element that held the first maximum, 0..3
+  // row-major, or 4 where the maximum is 0). Semantics: emclassify.ops.bn_relu_pool_train_reference.
+  m.def("bn_relu_pool_train(Tensor x, Tensor weight, Tensor bias, float eps) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "bn_relu_pool_train_backward(Tensor grad_y, Tensor x, Tensor weight, Tensor bias, Tensor mean, "
+      "Tensor var, Tensor argmax, float eps) -> (Tensor, Tensor, Tensor)");
   // Dropout with probability p: (x * mask / (1 - p), mask bool like x), the mask drawn from a
   // counter-based hash of (seed, element index in x's memory order), whatever the thread count.
   // Semantics: emclassify.ops.dropout_reference (same distribution, not the same draws).

@@ -84,13 +84,26 @@ def _register_fakes() -> None:
     def _(grad_y, x, weight, bias, mean, var, eps):
         return torch.empty_like(x, memory_format=torch.channels_last), channel_stats(x), channel_stats(x)
 
+    def pooled(x, dtype=None):
+        return torch.empty((x.shape[0], x.shape[1], x.shape[2] // 2, x.shape[3] // 2), dtype=dtype or x.dtype,
+                           device=x.device, memory_format=torch.channels_last)
+
+    @torch.library.register_fake("emclassify::bn_relu_pool_train")
+    def _(x, weight, bias, eps):
+        return pooled(x), channel_stats(x), channel_stats(x), pooled(x, torch.uint8)
+
+    @torch.library.register_fake("emclassify::bn_relu_pool_train_backward")
+    def _(grad_y, x, weight, bias, mean, var, argmax, eps):
+        return torch.empty_like(x, memory_format=torch.channels_last), channel_stats(x), channel_stats(x)
+
     @torch.library.register_fake("emclassify::dropout")
     def _(x, p, seed):
         return torch.empty_like(x), torch.empty_like(x, dtype=torch.bool)
 
 
 def _register_autograd() -> None:
-    """Backward formulas of the differentiable training ops (``emclassify::bn_relu_train``, ``emclassify::dropout``)."""
+    """Backward formulas of the differentiable training ops (``emclassify::bn_relu_train``,
+    ``emclassify::bn_relu_pool_train``, ``emclassify::dropout``)."""
     import torch
 
     def bn_setup(ctx, inputs, output):
@@ -106,6 +119,20 @@ def _register_autograd() -> None:
         return grad_x, grad_weight, grad_bias, None
 
     torch.library.register_autograd("emclassify::bn_relu_train", bn_backward, setup_context=bn_setup)
+
+    def pool_setup(ctx, inputs, output):
+        x, weight, bias, eps = inputs
+        _, mean, var, argmax = output
+        ctx.save_for_backward(x, weight, bias, mean, var, argmax)
+        ctx.eps = eps
+
+    def pool_backward(ctx, grad_y, _grad_mean, _grad_var, _grad_argmax):
+        x, weight, bias, mean, var, argmax = ctx.saved_tensors
+        grad_x, grad_weight, grad_bias = torch.ops.emclassify.bn_relu_pool_train_backward(
+            grad_y, x, weight, bias, mean, var, argmax, ctx.eps)
+        return grad_x, grad_weight, grad_bias, None
+
+    torch.library.register_autograd("emclassify::bn_relu_pool_train", pool_backward, setup_context=pool_setup)
 
     def dropout_setup(ctx, inputs, output):
         ctx.scale = 1.0 / (1.0 - inputs[1]) if inputs[1] < 1 else 0.0

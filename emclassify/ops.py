@@ -13,7 +13,8 @@ to its reference.
 Two training ops run inside the training step on the CPU (:func:`training_ops_preferred`):
 
 - ``bn_relu_train`` -> :func:`bn_relu_train_reference` (batch-norm with batch statistics, then
-  ReLU; differentiable: its backward is the native ``bn_relu_train_backward``)
+  ReLU; differentiable: its backward is the native ``bn_relu_train_backward``), and
+  ``bn_relu_pool_train`` -> :func:`bn_relu_pool_train_reference` (the same, then 2x2 max-pool)
 - ``dropout`` -> :func:`dropout_reference` (same distribution; the native op draws its own mask)
 """
 from __future__ import annotations
@@ -180,6 +181,24 @@ def bn_relu_train(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps
     if not _use_training_op(x, native):
         return bn_relu_train_reference(x, weight, bias, eps)
     return torch.ops.emclassify.bn_relu_train(x, weight, bias, float(eps))
+
+
+def bn_relu_pool_train_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                                 eps: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`bn_relu_train_reference` followed by 2x2 max-pool (floor): y is ``N x C x H/2 x W/2``."""
+    y, mean, var = bn_relu_train_reference(x, weight, bias, eps)
+    return F.max_pool2d(y, 2), mean, var
+
+
+def bn_relu_pool_train(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
+                       native: Optional[bool] = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`bn_relu_pool_train_reference`'s result, from one native op when
+    :func:`training_ops_preferred` (native: force or forbid it): the full-resolution activation is
+    never stored, and the backward routes each window's gradient to its recorded maximum."""
+    if not _use_training_op(x, native):
+        return bn_relu_pool_train_reference(x, weight, bias, eps)
+    y, mean, var, _ = torch.ops.emclassify.bn_relu_pool_train(x, weight, bias, float(eps))
+    return y, mean, var
 
 
 def dropout_reference(x: torch.Tensor, p: float) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -72,6 +72,45 @@ def test_bn_relu_matches_the_reference_forward_and_backward(isa, shape, dtype):
     assert native[0].dtype == torch.float32  # compared as float; the op's own output keeps x's dtype
 
 
+def _pool_forward_backward(x, weight, bias, native):
+    x, weight, bias = (t.clone().requires_grad_() for t in (x, weight, bias))
+    y, mean, var = ops.bn_relu_pool_train(x, weight, bias, 1e-5, native=native)
+    grad = torch.randn(y.shape, generator=torch.Generator().manual_seed(9)).to(y.dtype)
+    y.backward(grad)
+    return y.detach().float(), mean, var, x.grad.float(), weight.grad, bias.grad
+
+
+# odd heights and widths: the last row / column lies outside every 2x2 window (floor), as in ATen
+POOL_SHAPES = [(8, 32, 12, 12), (3, 17, 7, 9), (2, 3, 2, 2), (4, 130, 5, 4), (16, 1, 3, 3)]
+
+
+@pytest.mark.parametrize("shape", POOL_SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_bn_relu_pool_matches_the_reference_forward_and_backward(isa, shape, dtype):
+    gen = torch.Generator().manual_seed(sum(shape) + 1)
+    x, weight, bias, _ = _bn_case(gen, *shape, dtype)
+    native = _pool_forward_backward(x, weight, bias, native=True)
+    ref = _pool_forward_backward(x, weight, bias, native=False)
+    assert native[0].shape == (shape[0], shape[1], shape[2] // 2, shape[3] // 2)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-2, atol=2e-2)
+    for name, a, b in zip(("y", "mean", "var", "grad x", "grad weight", "grad bias"), native, ref):
+        assert torch.isfinite(a).all(), f"{name} has unwritten (NaN-poisoned) elements"
+        torch.testing.assert_close(a, b, **(tol if name in ("y", "grad x") else dict(rtol=1e-4, atol=1e-3)),
+                                   msg=lambda m, name=name: f"{name}: {m}")
+
+
+def test_bn_relu_pool_sends_a_tied_window_gradient_to_its_first_maximum_as_aten_does():
+    # equal values in every window (a constant image per channel before the affine): ATen's max-pool
+    # picks the first; a different choice would move the gradient of grad x to another pixel
+    x = torch.randn(6, 4, 1, 1).expand(6, 4, 4, 4).contiguous(memory_format=torch.channels_last)
+    x = x + torch.arange(6.0).reshape(6, 1, 1, 1)  # different per image, constant within it
+    weight, bias = torch.ones(4), torch.full((4,), 0.5)
+    native = _pool_forward_backward(x, weight, bias, native=True)
+    ref = _pool_forward_backward(x, weight, bias, native=False)
+    for a, b in zip(native, ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_bn_relu_accepts_nchw_and_two_dimensional_inputs():
     gen = torch.Generator().manual_seed(3)
     x, w, b, g = _bn_case(gen, 4, 9, 6, 5, torch.float32, channels_last=False)
@@ -105,6 +144,8 @@ def test_bn_relu_errors_are_clear():
         torch.ops.emclassify.bn_relu_train(x, torch.ones(4), torch.zeros(3), 1e-5)
     with pytest.raises(RuntimeError, match="more than one value per channel"):
         torch.ops.emclassify.bn_relu_train(x[:1, :, :1, :1], torch.ones(3), torch.zeros(3), 1e-5)
+    with pytest.raises(RuntimeError, match="needs H, W >= 2"):
+        torch.ops.emclassify.bn_relu_pool_train(x[:, :, :1], torch.ones(3), torch.zeros(3), 1e-5)
     with pytest.raises(RuntimeError, match="p must be in"):
         torch.ops.emclassify.dropout(x, 1.5, 0)
 
@@ -179,6 +220,24 @@ def test_conv_block_updates_running_statistics_as_batch_norm_does(momentum):
         torch.testing.assert_close(getattr(native.bn, name), getattr(ref.bn, name), rtol=1e-5, atol=1e-6)
 
 
+def test_a_pooled_stage_trains_through_the_fused_op_and_pools_as_before():
+    torch.manual_seed(3)
+    model = create_model("lipnet-fcn", 3, 24, dropout=0.0).to(memory_format=torch.channels_last).train()
+    stage = model.trunk[0]
+    x = torch.randn(4, 1, 24, 24).contiguous(memory_format=torch.channels_last)
+    calls = []
+    original = ops.bn_relu_pool_train
+    try:
+        ops.bn_relu_pool_train = lambda *a, **k: calls.append(1) or original(*a, **k)
+        fused = stage(x)
+    finally:
+        ops.bn_relu_pool_train = original
+    assert calls, "the pooled stage did not use the fused op"
+    with ops.training_ops(False):
+        plain = stage(x)
+    torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-5)
+
+
 def test_a_lipnet_training_step_matches_the_pytorch_layers():
     # dropout 0: the two paths draw different dropout masks by design; everything else must agree
     torch.manual_seed(1)
@@ -200,8 +259,9 @@ def test_a_lipnet_training_step_matches_the_pytorch_layers():
         torch.testing.assert_close(b.float(), a.float(), rtol=1e-3, atol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
 
 
-def test_opcheck_bn_relu_train():
+@pytest.mark.parametrize("op", ["bn_relu_train", "bn_relu_pool_train"])
+def test_opcheck(op):
     gen = torch.Generator().manual_seed(2)
     x, w, b, _ = _bn_case(gen, 4, 6, 5, 5, torch.float32)
-    torch.library.opcheck(torch.ops.emclassify.bn_relu_train.default,
+    torch.library.opcheck(getattr(torch.ops.emclassify, op).default,
                           (x.requires_grad_(), w.requires_grad_(), b.requires_grad_(), 1e-5))

@@ -28,6 +28,15 @@ struct TrainKernelsOf {
   void (*backward_apply)(const T* x, const T* gy, int64_t rows, int64_t C, const float* mean, const float* invstd,
                          const float* g, const float* b, const float* k, const float* mean_dz,
                          const float* mean_dzx, T* gx);
+  // The same block followed by 2x2 max-pool (floor), see train_ops_kernel.h: one pooled output
+  // row from full-resolution rows r0, r1; and the backward over one full-resolution row.
+  void (*scale_shift_relu_pool)(const T* r0, const T* r1, int64_t Wo, int64_t C, const float* scale,
+                                const float* shift, T* y, uint8_t* idx);
+  void (*pool_backward_sums)(const T* x, const T* gp, const uint8_t* idx, int64_t W, int64_t Wo, int64_t C, int kh,
+                             const float* mean, const float* invstd, float* s_dz, float* s_dzx);
+  void (*pool_backward_apply)(const T* x, const T* gp, const uint8_t* idx, int64_t W, int64_t Wo, int64_t C,
+                              int kh, const float* mean, const float* invstd, const float* k,
+                              const float* mean_dz, const float* mean_dzx, T* gx);
   // elements [0, n) of a block whose first element has index `first` (< 2^32 - n):
   // keep = hash(first + i, key) < threshold; y = keep ? x * scale : 0, mask = keep
   void (*dropout)(const T* x, int64_t n, uint32_t first, uint32_t key0, uint32_t key1, uint32_t threshold,

@@ -105,13 +105,17 @@ void over_rows(const Rows& s, F&& body) {
   at::parallel_for(0, s.rows, grain, [&](int64_t r0, int64_t r1) { body(r0, r1 - r0); });
 }
 
+// Batch statistics of channels-last rows: mean and biased variance (float32 C tensors), and the
+// per-channel scale and shift that normalise and apply the affine parameters.
+struct BatchStats {
+  at::Tensor mean, var;
+  std::vector<float> scale, shift;
+};
+
 template <typename T>
-std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_relu_forward(const at::Tensor& xc, const Rows& s,
-                                                               const at::Tensor& weight, const at::Tensor& bias,
-                                                               double eps) {
+BatchStats batch_stats(const T* x, const Rows& s, const at::Tensor& weight, const at::Tensor& bias, double eps) {
   const TrainKernelsOf<T>& k = kernels_for<T>();
   const int64_t C = s.channels;
-  const T* x = rows_of<T>(xc);
   const double n = static_cast<double>(s.rows);
   // two passes (mean, then squared deviations): as exact as the data allow; the rows are cache-resident
   std::vector<double> sums = chunked_sums(s, 1, [&](int64_t r0, int64_t rows, float* acc) {
@@ -122,36 +126,139 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_relu_forward(const at::Tensor&
   std::vector<double> sq = chunked_sums(s, 1, [&](int64_t r0, int64_t rows, float* acc) {
     k.sum_sq_dev(x + r0 * C, rows, C, mean.data(), acc);
   });
-  at::Tensor mean_t = at::empty({C}, weight.options());
-  at::Tensor var_t = at::empty({C}, weight.options());
-  std::vector<float> scale(C), shift(C);
+  BatchStats out{at::empty({C}, weight.options()), at::empty({C}, weight.options()), std::vector<float>(C),
+                 std::vector<float>(C)};
   const float* g = weight.const_data_ptr<float>();
   const float* b = bias.const_data_ptr<float>();
   for (int64_t c = 0; c < C; ++c) {
     const double var = sq[c] / n;
-    mean_t.mutable_data_ptr<float>()[c] = mean[c];
-    var_t.mutable_data_ptr<float>()[c] = static_cast<float>(var);
+    out.mean.mutable_data_ptr<float>()[c] = mean[c];
+    out.var.mutable_data_ptr<float>()[c] = static_cast<float>(var);
     const float invstd = static_cast<float>(1.0 / std::sqrt(var + eps));
-    scale[c] = g[c] * invstd;
-    shift[c] = b[c] - mean[c] * scale[c];
+    out.scale[c] = g[c] * invstd;
+    out.shift[c] = b[c] - mean[c] * out.scale[c];
   }
+  return out;
+}
+
+void check_forward(const Rows& s, const at::Tensor& weight, const at::Tensor& bias, double eps, const char* op) {
+  check_vector(weight, s.channels, op, "weight");
+  check_vector(bias, s.channels, op, "bias");
+  TORCH_CHECK(s.rows > 1, "emclassify::", op, ": batch statistics need more than one value per channel");
+  TORCH_CHECK(eps > 0, "emclassify::", op, ": eps must be positive");
+}
+
+template <typename T>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_relu_forward(const at::Tensor& xc, const Rows& s,
+                                                               const at::Tensor& weight, const at::Tensor& bias,
+                                                               double eps) {
+  const T* x = rows_of<T>(xc);
+  BatchStats st = batch_stats(x, s, weight, bias, eps);
+  const TrainKernelsOf<T>& k = kernels_for<T>();
+  const int64_t C = s.channels;
   at::Tensor y = poison_if_asked(at::empty_like(xc));
   T* out = rows_of<T>(y);
   over_rows(s, [&](int64_t r0, int64_t rows) {
-    k.scale_shift_relu(x + r0 * C, rows, C, scale.data(), shift.data(), out + r0 * C);
+    k.scale_shift_relu(x + r0 * C, rows, C, st.scale.data(), st.shift.data(), out + r0 * C);
   });
-  return {y, mean_t, var_t};
+  return {y, st.mean, st.var};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_relu_train_cpu(const at::Tensor& x, const at::Tensor& weight,
                                                                  const at::Tensor& bias, double eps) {
   auto [xc, s] = as_rows(x, "bn_relu_train");
-  check_vector(weight, s.channels, "bn_relu_train", "weight");
-  check_vector(bias, s.channels, "bn_relu_train", "bias");
-  TORCH_CHECK(s.rows > 1, "emclassify::bn_relu_train: batch statistics need more than one value per channel");
-  TORCH_CHECK(eps > 0, "emclassify::bn_relu_train: eps must be positive");
+  check_forward(s, weight, bias, eps, "bn_relu_train");
   if (xc.scalar_type() == at::kFloat) return bn_relu_forward<float>(xc, s, weight, bias, eps);
   return bn_relu_forward<uint16_t>(xc, s, weight, bias, eps);
+}
+
+// x: N x C x H x W -> the pooled block's geometry
+struct PoolShape {
+  int64_t N, C, H, W, Ho, Wo;
+};
+
+PoolShape pool_shape(const at::Tensor& x, const char* op) {
+  TORCH_CHECK(x.dim() == 4, "emclassify::", op, ": x must be N x C x H x W, got ", x.sizes());
+  TORCH_CHECK(x.size(2) >= 2 && x.size(3) >= 2, "emclassify::", op, ": a 2x2 max-pool needs H, W >= 2, got ",
+              x.sizes());
+  return PoolShape{x.size(0), x.size(1), x.size(2), x.size(3), x.size(2) / 2, x.size(3) / 2};
+}
+
+template <typename T>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_pool_forward(const at::Tensor& xc, const Rows& s,
+                                                                                const PoolShape& p,
+                                                                                const at::Tensor& weight,
+                                                                                const at::Tensor& bias, double eps) {
+  const T* x = rows_of<T>(xc);
+  BatchStats st = batch_stats(x, s, weight, bias, eps);
+  const TrainKernelsOf<T>& k = kernels_for<T>();
+  const int64_t C = p.C;
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  at::Tensor y = poison_if_asked(at::empty({p.N, C, p.Ho, p.Wo}, xc.options().memory_format(cl)));
+  at::Tensor idx = at::empty({p.N, C, p.Ho, p.Wo}, xc.options().dtype(at::kByte).memory_format(cl));
+  T* out = rows_of<T>(y);
+  uint8_t* which = idx.mutable_data_ptr<uint8_t>();
+  const int64_t line = p.W * C, pooled_line = p.Wo * C;
+  at::parallel_for(0, p.N * p.Ho, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {  // r = n * Ho + oh
+      const int64_t n = r / p.Ho, oh = r % p.Ho;
+      const T* r0 = x + (n * p.H + 2 * oh) * line;
+      k.scale_shift_relu_pool(r0, r0 + line, p.Wo, C, st.scale.data(), st.shift.data(), out + r * pooled_line,
+                              which + r * pooled_line);
+    }
+  });
+  return {y, st.mean, st.var, idx};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_relu_pool_train_cpu(const at::Tensor& x,
+                                                                                  const at::Tensor& weight,
+                                                                                  const at::Tensor& bias,
+                                                                                  double eps) {
+  const PoolShape p = pool_shape(x, "bn_relu_pool_train");
+  auto [xc, s] = as_rows(x, "bn_relu_pool_train");
+  check_forward(s, weight, bias, eps, "bn_relu_pool_train");
+  if (xc.scalar_type() == at::kFloat) return bn_relu_pool_forward<float>(xc, s, p, weight, bias, eps);
+  return bn_relu_pool_forward<uint16_t>(xc, s, p, weight, bias, eps);
+}
+
+// What both backwards share: 1 / sqrt(var + eps), and from the two sums per channel (of dz and of
+// dz * xhat) the parameter gradients and the factors of grad x = gain * (dz - mean_dz - xhat * mean_dzx).
+struct BackwardFactors {
+  std::vector<float> invstd, gain, mean_dz, mean_dzx;
+  at::Tensor grad_weight, grad_bias;
+};
+
+BackwardFactors backward_invstd(const at::Tensor& weight, const at::Tensor& var, double eps) {
+  const int64_t C = weight.size(0);
+  BackwardFactors f{std::vector<float>(C), std::vector<float>(C), std::vector<float>(C), std::vector<float>(C),
+                    at::empty({C}, weight.options()), at::empty({C}, weight.options())};
+  for (int64_t c = 0; c < C; ++c)
+    f.invstd[c] = static_cast<float>(1.0 / std::sqrt(static_cast<double>(var.const_data_ptr<float>()[c]) + eps));
+  return f;
+}
+
+void finish_factors(BackwardFactors& f, const std::vector<double>& sums, const at::Tensor& weight, int64_t rows) {
+  const int64_t C = weight.size(0);
+  const float* g = weight.const_data_ptr<float>();
+  const double n = static_cast<double>(rows);
+  for (int64_t c = 0; c < C; ++c) {
+    f.grad_bias.mutable_data_ptr<float>()[c] = static_cast<float>(sums[c]);
+    f.grad_weight.mutable_data_ptr<float>()[c] = static_cast<float>(sums[C + c]);
+    f.mean_dz[c] = static_cast<float>(sums[c] / n);
+    f.mean_dzx[c] = static_cast<float>(sums[C + c] / n);
+    f.gain[c] = g[c] * f.invstd[c];
+  }
+}
+
+void check_backward(const at::Tensor& grad_y, const at::Tensor& x, at::IntArrayRef y_sizes, const Rows& s,
+                    const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& mean, const at::Tensor& var,
+                    const char* op) {
+  TORCH_CHECK(grad_y.sizes() == y_sizes && grad_y.scalar_type() == x.scalar_type(), "emclassify::", op,
+              ": grad_y must have the output's shape ", y_sizes, " and x's dtype");
+  check_vector(weight, s.channels, op, "weight");
+  check_vector(bias, s.channels, op, "bias");
+  check_vector(mean, s.channels, op, "mean");
+  check_vector(var, s.channels, op, "var");
 }
 
 template <typename T>
@@ -166,47 +273,86 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_relu_backward(const at::Tensor
   const float* g = weight.const_data_ptr<float>();
   const float* b = bias.const_data_ptr<float>();
   const float* mean = mean_t.const_data_ptr<float>();
-  std::vector<float> invstd(C);
-  for (int64_t c = 0; c < C; ++c)
-    invstd[c] = static_cast<float>(1.0 / std::sqrt(static_cast<double>(var_t.const_data_ptr<float>()[c]) + eps));
+  BackwardFactors f = backward_invstd(weight, var_t, eps);
   // the ReLU's gate is recomputed from x (the output is positive exactly where g * xhat + b is),
   // so the forward keeps neither its output nor a mask for the backward
   std::vector<double> sums = chunked_sums(s, 2, [&](int64_t r0, int64_t rows, float* acc) {
-    k.backward_sums(x + r0 * C, gy + r0 * C, rows, C, mean, invstd.data(), g, b, acc, acc + C);
+    k.backward_sums(x + r0 * C, gy + r0 * C, rows, C, mean, f.invstd.data(), g, b, acc, acc + C);
   });
-  at::Tensor grad_weight = at::empty({C}, weight.options());
-  at::Tensor grad_bias = at::empty({C}, weight.options());
-  const double n = static_cast<double>(s.rows);
-  std::vector<float> mean_dz(C), mean_dzx(C), gain(C);
-  for (int64_t c = 0; c < C; ++c) {
-    grad_bias.mutable_data_ptr<float>()[c] = static_cast<float>(sums[c]);
-    grad_weight.mutable_data_ptr<float>()[c] = static_cast<float>(sums[C + c]);
-    mean_dz[c] = static_cast<float>(sums[c] / n);
-    mean_dzx[c] = static_cast<float>(sums[C + c] / n);
-    gain[c] = g[c] * invstd[c];
-  }
+  finish_factors(f, sums, weight, s.rows);
   at::Tensor grad_x = poison_if_asked(at::empty_like(xc));
   T* out = rows_of<T>(grad_x);
   over_rows(s, [&](int64_t r0, int64_t rows) {
-    k.backward_apply(x + r0 * C, gy + r0 * C, rows, C, mean, invstd.data(), g, b, gain.data(), mean_dz.data(),
-                     mean_dzx.data(), out + r0 * C);
+    k.backward_apply(x + r0 * C, gy + r0 * C, rows, C, mean, f.invstd.data(), g, b, f.gain.data(),
+                     f.mean_dz.data(), f.mean_dzx.data(), out + r0 * C);
   });
-  return {grad_x, grad_weight, grad_bias};
+  return {grad_x, f.grad_weight, f.grad_bias};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_relu_train_backward_cpu(
     const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
     const at::Tensor& mean, const at::Tensor& var, double eps) {
   auto [xc, s] = as_rows(x, "bn_relu_train_backward");
-  TORCH_CHECK(grad_y.sizes() == x.sizes() && grad_y.scalar_type() == x.scalar_type(),
-              "emclassify::bn_relu_train_backward: grad_y must match x in shape and dtype");
+  check_backward(grad_y, x, x.sizes(), s, weight, bias, mean, var, "bn_relu_train_backward");
   at::Tensor gc = as_rows(grad_y, "bn_relu_train_backward").first;
-  check_vector(weight, s.channels, "bn_relu_train_backward", "weight");
-  check_vector(bias, s.channels, "bn_relu_train_backward", "bias");
-  check_vector(mean, s.channels, "bn_relu_train_backward", "mean");
-  check_vector(var, s.channels, "bn_relu_train_backward", "var");
   if (xc.scalar_type() == at::kFloat) return bn_relu_backward<float>(gc, xc, s, weight, bias, mean, var, eps);
   return bn_relu_backward<uint16_t>(gc, xc, s, weight, bias, mean, var, eps);
+}
+
+template <typename T>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_relu_pool_backward(const at::Tensor& gc, const at::Tensor& xc,
+                                                                     const at::Tensor& idx, const PoolShape& p,
+                                                                     const at::Tensor& weight,
+                                                                     const at::Tensor& mean_t,
+                                                                     const at::Tensor& var_t, double eps) {
+  const TrainKernelsOf<T>& k = kernels_for<T>();
+  const int64_t C = p.C;
+  const T* x = rows_of<T>(xc);
+  const T* gp = rows_of<T>(gc);
+  const uint8_t* which = idx.const_data_ptr<uint8_t>();
+  const float* mean = mean_t.const_data_ptr<float>();
+  BackwardFactors f = backward_invstd(weight, var_t, eps);
+  const int64_t line = p.W * C, pooled_line = p.Wo * C;
+  // full-resolution row r = n * H + h: its pooled row, or null past the last whole window
+  auto pooled = [&](int64_t r, const auto* base) -> decltype(base) {
+    const int64_t n = r / p.H, h = r % p.H;
+    return h / 2 < p.Ho ? base + (n * p.Ho + h / 2) * pooled_line : nullptr;
+  };
+  const Rows lines{p.N * p.H, C};  // reduction chunks over whole rows
+  std::vector<double> sums = chunked_sums(lines, 2, [&](int64_t r0, int64_t rows, float* acc) {
+    for (int64_t r = r0; r < r0 + rows; ++r) {
+      const T* g = pooled(r, gp);
+      k.pool_backward_sums(x + r * line, g, g ? pooled(r, which) : nullptr, p.W, p.Wo, C,
+                           static_cast<int>((r % p.H) & 1), mean, f.invstd.data(), acc, acc + C);
+    }
+  });
+  finish_factors(f, sums, weight, p.N * p.H * p.W);
+  at::Tensor grad_x = poison_if_asked(at::empty_like(xc));
+  T* out = rows_of<T>(grad_x);
+  at::parallel_for(0, p.N * p.H, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const T* g = pooled(r, gp);
+      k.pool_backward_apply(x + r * line, g, g ? pooled(r, which) : nullptr, p.W, p.Wo, C,
+                            static_cast<int>((r % p.H) & 1), mean, f.invstd.data(), f.gain.data(), f.mean_dz.data(),
+                            f.mean_dzx.data(), out + r * line);
+    }
+  });
+  return {grad_x, f.grad_weight, f.grad_bias};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_relu_pool_train_backward_cpu(
+    const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+    const at::Tensor& mean, const at::Tensor& var, const at::Tensor& argmax, double eps) {
+  const PoolShape p = pool_shape(x, "bn_relu_pool_train_backward");
+  auto [xc, s] = as_rows(x, "bn_relu_pool_train_backward");
+  const std::vector<int64_t> pooled_sizes{p.N, p.C, p.Ho, p.Wo};
+  check_backward(grad_y, x, pooled_sizes, s, weight, bias, mean, var, "bn_relu_pool_train_backward");
+  TORCH_CHECK(argmax.sizes() == at::IntArrayRef(pooled_sizes) && argmax.scalar_type() == at::kByte,
+              "emclassify::bn_relu_pool_train_backward: argmax must be the forward's uint8 output");
+  at::Tensor gc = grad_y.contiguous(at::MemoryFormat::ChannelsLast);
+  at::Tensor ic = argmax.contiguous(at::MemoryFormat::ChannelsLast);
+  if (xc.scalar_type() == at::kFloat) return bn_relu_pool_backward<float>(gc, xc, ic, p, weight, mean, var, eps);
+  return bn_relu_pool_backward<uint16_t>(gc, xc, ic, p, weight, mean, var, eps);
 }
 
 // splitmix64's finaliser: turns the seed and each 2^32-element block number into two 32-bit keys
@@ -261,6 +407,8 @@ std::tuple<at::Tensor, at::Tensor> dropout_cpu(const at::Tensor& x, double p, in
 TORCH_LIBRARY_IMPL(emclassify, CPU, m) {
   m.impl("bn_relu_train", &bn_relu_train_cpu);
   m.impl("bn_relu_train_backward", &bn_relu_train_backward_cpu);
+  m.impl("bn_relu_pool_train", &bn_relu_pool_train_cpu);
+  m.impl("bn_relu_pool_train_backward", &bn_relu_pool_train_backward_cpu);
   m.impl("dropout", &dropout_cpu);
 }
 

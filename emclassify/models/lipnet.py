@@ -74,12 +74,21 @@ class ConvBlock(nn.Module):
             return self._train_native(x)
         return self.act(bn(x))
 
-    def _train_native(self, x: torch.Tensor) -> torch.Tensor:
-        """Training-mode batch-norm + ReLU through the fused native op, with the running statistics
-        updated exactly as ``nn.BatchNorm2d`` updates them (momentum, or a cumulative average when
-        momentum is None; the unbiased variance)."""
+    def forward_pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """``max_pool2d(self(x), 2)``; in training on the native path, one fused op that never
+        stores the full-resolution activation (:func:`emclassify.ops.bn_relu_pool_train`)."""
+        x = self.conv(x)
         bn = self.bn
-        y, mean, var = ops.bn_relu_train(x, bn.weight, bn.bias, bn.eps, native=True)
+        if bn.training and bn.track_running_stats and ops.training_ops_preferred(x):
+            return self._train_native(x, ops.bn_relu_pool_train)
+        return F.max_pool2d(self.act(bn(x)), 2)
+
+    def _train_native(self, x: torch.Tensor, op=ops.bn_relu_train) -> torch.Tensor:
+        """Training-mode batch-norm + ReLU (``op``: then max-pool too) through a fused native op, with
+        the running statistics updated exactly as ``nn.BatchNorm2d`` updates them (momentum, or a
+        cumulative average when momentum is None; the unbiased variance)."""
+        bn = self.bn
+        y, mean, var = op(x, bn.weight, bn.bias, bn.eps, native=True)
         with torch.no_grad():
             bn.num_batches_tracked.add_(1)
             factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
@@ -131,6 +140,11 @@ class Stage(nn.Module):
         self.out_channels = c_in
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.pool, nn.MaxPool2d) and self.training:
+            # the last block pools in its own forward: fused on the native training path
+            for block in self.blocks[:-1]:
+                x = block(x)
+            return self.dropout(self.blocks[-1].forward_pooled(x))
         return self.dropout(self.pool(self.blocks(x)))
 
 
