@@ -18,7 +18,8 @@ Recipes (``emclassify.training.fit`` keywords):
 - ``channels-last-bn512``: the same with the native training ops (batch-norm + ReLU and dropout,
   :func:`emclassify.ops.training_ops_preferred`), the default;
 - ``bf16-aten`` / ``bf16``: the last two with the training steps' forward pass in bfloat16 autocast
-  (TrainConfig precision; the default on CPUs with native bf16).
+  (TrainConfig precision; the default on CPUs with native bf16);
+- ``bf16-bn256``: ``bf16`` with 256 recalibration images.
 Every recipe but the ``bf16`` ones trains in float32 whatever the machine.
 """
 from __future__ import annotations
@@ -49,6 +50,7 @@ RECIPES = {
     "bf16-aten": {"memory_format": torch.channels_last, "bn_samples": 512, "precision": "bfloat16",
                   "training_ops": False},
     "bf16": {"memory_format": torch.channels_last, "bn_samples": 512, "precision": "bfloat16"},
+    "bf16-bn256": {"memory_format": torch.channels_last, "bn_samples": 256, "precision": "bfloat16"},
 }
 DEFAULT_RECIPES = "nchw-bn1024,channels-last-bn512-aten,channels-last-bn512,bf16-aten,bf16"
 

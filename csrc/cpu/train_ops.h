@@ -7,6 +7,7 @@
 // kernels use (emclassify::cpu_kernel_isa) and splits the rows across threads.
 #pragma once
 
+#include <bit>  // std::bit_cast, for train_ops_kernel.h
 #include <cstdint>
 
 namespace emclassify {

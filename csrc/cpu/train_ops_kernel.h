@@ -1,21 +1,16 @@
 // The training-op kernels (see train_ops.h), written as plain loops over the channels of a row so
 // the compiler vectorises them for the instruction set of the file that includes this header
-// (inside namespace emclassify::<isa>, after its target pragma). No calls into other headers:
-// functions from them would not be compiled for the target.
+// (inside namespace emclassify::<isa>, after its target pragma). Nothing here includes a header:
+// code from one included inside the target region would be compiled for that ISA alone;
+// std::bit_cast comes from train_ops.h, included before it (and inlines into every ISA).
 
 static inline float load(float v) { return v; }
-static inline float load(uint16_t v) {
-  const uint32_t u = static_cast<uint32_t>(v) << 16;
-  float f;
-  __builtin_memcpy(&f, &u, sizeof(f));
-  return f;
-}
+static inline float load(uint16_t v) { return std::bit_cast<float>(static_cast<uint32_t>(v) << 16); }
 static inline void store(float* p, float v) { *p = v; }
 // float -> the float32 bits of its bf16 rounding (low 16 bits zero): round to nearest even, as
 // c10::BFloat16 does; NaN stays a (quiet) NaN
 static inline uint32_t bf16_rounded_bits(float v) {
-  uint32_t u;
-  __builtin_memcpy(&u, &v, sizeof(u));
+  const uint32_t u = std::bit_cast<uint32_t>(v);
   const uint32_t rounded = u + 0x7FFFu + ((u >> 16) & 1u);
   return ((u & 0x7FFFFFFFu) > 0x7F800000u ? 0x7FC00000u : rounded) & 0xFFFF0000u;
 }
@@ -99,12 +94,7 @@ static void backward_apply(const T* __restrict x, const T* __restrict gy, int64_
 // The value a stored activation reads back as: float as is, bf16 rounded (the max-pool compares
 // what a separate ReLU would have stored).
 static inline float as_stored(float v, float) { return v; }
-static inline float as_stored(float v, uint16_t) {
-  const uint32_t u = bf16_rounded_bits(v);
-  float f;
-  __builtin_memcpy(&f, &u, sizeof(f));
-  return f;
-}
+static inline float as_stored(float v, uint16_t) { return std::bit_cast<float>(bf16_rounded_bits(v)); }
 
 // One pooled output row: rows r0 and r1 of x (W * C each, channels-last), 2x2 windows ->
 // y (Wo * C) = max of max(0, x * scale + shift), and idx (Wo * C) = which window element held the
