@@ -10,7 +10,7 @@ loaded (and ``EMCLASSIFY_NATIVE`` is not 0), else its reference:
 Both give the same result to float32 rounding; the tests hold every native op
 to its reference.
 
-Two training ops run inside the training step on the CPU (:func:`training_ops_preferred`):
+The training ops run inside the training step on the CPU (:func:`training_ops_preferred`):
 
 - ``bn_relu_train`` -> :func:`bn_relu_train_reference` (batch-norm with batch statistics, then
   ReLU; differentiable: its backward is the native ``bn_relu_train_backward``), and
@@ -146,8 +146,8 @@ def training_ops(enabled: bool):
 def training_ops_preferred(x: torch.Tensor) -> bool:
     """Whether a training step runs the native training ops on ``x``: a float32 or bfloat16
     channels-last CPU activation ``N x C x H x W`` with the library loaded. Measured on 2 cores
-    (BENCHMARKS.md "Training throughput"): batch-norm + ReLU forward and backward and dropout
-    in a fraction of ATen's time. Elsewhere (GPU, NCHW, float64) the PyTorch layers run."""
+    (BENCHMARKS.md "Fifth round: native training ops"): batch-norm + ReLU forward and backward and
+    dropout in a fraction of ATen's time. Elsewhere (GPU, NCHW, float64) the PyTorch layers run."""
     return (_training_ops_enabled and x.device.type == "cpu" and x.dim() == 4
             and x.dtype in (torch.float32, torch.bfloat16)
             and x.is_contiguous(memory_format=torch.channels_last) and native_available())
@@ -201,10 +201,9 @@ def bn_relu_pool_train(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     return y, mean, var
 
 
-def dropout_reference(x: torch.Tensor, p: float) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Training-mode dropout in plain PyTorch: ``(x * mask / (1 - p), mask)``, mask bool like x."""
-    y, mask = torch.ops.aten.native_dropout(x, p, True)
-    return y, mask
+def dropout_reference(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Training-mode dropout in plain PyTorch: ``x * mask / (1 - p)`` with a Bernoulli(1 - p) mask."""
+    return F.dropout(x, p, training=True)
 
 
 def dropout(x: torch.Tensor, p: float, native: Optional[bool] = None) -> torch.Tensor:
@@ -215,6 +214,6 @@ def dropout(x: torch.Tensor, p: float, native: Optional[bool] = None) -> torch.T
     count; it draws different masks from ATen's (same distribution).
     """
     if not _use_training_op(x, native):
-        return F.dropout(x, p, training=True)
+        return dropout_reference(x, p)
     seed = int(torch.randint(0, 2**62, (1,)).item())
     return torch.ops.emclassify.dropout(x, float(p), seed)[0]

@@ -178,6 +178,16 @@ def test_dropout_is_reproducible_from_its_seed_and_handles_the_edge_probabilitie
     assert not bool(y1.any()) and not bool(m1.any())
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_dropout_and_its_reference_draw_from_the_same_distribution(native):
+    x = torch.ones(16, 8, 20, 20).contiguous(memory_format=torch.channels_last)
+    torch.manual_seed(4)
+    y = ops.dropout(x, 0.2, native=native)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.8) < 5 * (0.16 / kept.numel()) ** 0.5
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.8))
+
+
 def test_dropout_gradient_is_the_kept_mask_over_keep():
     x = torch.randn(6, 16, 5, 5).contiguous(memory_format=torch.channels_last).requires_grad_()
     torch.manual_seed(0)
