@@ -22,7 +22,7 @@ template <typename T>
 static void sum(const T* __restrict x, int64_t rows, int64_t C, float* __restrict acc) {
   for (int64_t r = 0; r < rows; ++r) {
     const T* __restrict row = x + r * C;
-#pragma omp simd
+EMCLASSIFY_SIMD
     for (int64_t c = 0; c < C; ++c) acc[c] += load(row[c]);
   }
 }
@@ -32,7 +32,7 @@ static void sum_sq_dev(const T* __restrict x, int64_t rows, int64_t C, const flo
                        float* __restrict acc) {
   for (int64_t r = 0; r < rows; ++r) {
     const T* __restrict row = x + r * C;
-#pragma omp simd
+EMCLASSIFY_SIMD
     for (int64_t c = 0; c < C; ++c) {
       const float d = load(row[c]) - mean[c];
       acc[c] += d * d;
@@ -46,7 +46,7 @@ static void scale_shift_relu(const T* __restrict x, int64_t rows, int64_t C, con
   for (int64_t r = 0; r < rows; ++r) {
     const T* __restrict row = x + r * C;
     T* __restrict out = y + r * C;
-#pragma omp simd
+EMCLASSIFY_SIMD
     for (int64_t c = 0; c < C; ++c) {
       const float v = load(row[c]) * scale[c] + shift[c];
       store(out + c, fmaxf0(v));
@@ -61,7 +61,7 @@ static void backward_sums(const T* __restrict x, const T* __restrict gy, int64_t
   for (int64_t r = 0; r < rows; ++r) {
     const T* __restrict row = x + r * C;
     const T* __restrict grow = gy + r * C;
-#pragma omp simd
+EMCLASSIFY_SIMD
     for (int64_t c = 0; c < C; ++c) {
       const float xh = (load(row[c]) - mean[c]) * invstd[c];
       const float grad = load(grow[c]);  // loaded unconditionally: a conditional load blocks vectorising
@@ -81,7 +81,7 @@ static void backward_apply(const T* __restrict x, const T* __restrict gy, int64_
     const T* __restrict row = x + r * C;
     const T* __restrict grow = gy + r * C;
     T* __restrict out = gx + r * C;
-#pragma omp simd
+EMCLASSIFY_SIMD
     for (int64_t c = 0; c < C; ++c) {
       const float xh = (load(row[c]) - mean[c]) * invstd[c];
       const float grad = load(grow[c]);
@@ -111,7 +111,7 @@ static void scale_shift_relu_pool(const T* __restrict r0, const T* __restrict r1
     const T* __restrict d = c2 + C;
     T* __restrict out = y + ow * C;
     uint8_t* __restrict which = idx + ow * C;
-#pragma omp simd
+EMCLASSIFY_SIMD
     for (int64_t c = 0; c < C; ++c) {
       const float v0 = as_stored(fmaxf0(load(a[c]) * scale[c] + shift[c]), T{});
       const float v1 = as_stored(fmaxf0(load(b[c]) * scale[c] + shift[c]), T{});
@@ -143,7 +143,7 @@ static void pool_backward_sums(const T* __restrict x, const T* __restrict gp, co
     const T* __restrict grow = gp + (w / 2) * C;
     const uint8_t* __restrict which = idx + (w / 2) * C;
     const uint8_t k = static_cast<uint8_t>(kh * 2 + (w & 1));
-#pragma omp simd
+EMCLASSIFY_SIMD
     for (int64_t c = 0; c < C; ++c) {
       const float xh = (load(row[c]) - mean[c]) * invstd[c];
       const float grad = load(grow[c]);
@@ -167,7 +167,7 @@ static void pool_backward_apply(const T* __restrict x, const T* __restrict gp, c
     const uint8_t* __restrict which = idx + (w / 2) * C;
     const uint8_t kk = static_cast<uint8_t>(kh * 2 + (w & 1));
     T* __restrict out = gx + w * C;
-#pragma omp simd
+EMCLASSIFY_SIMD
     for (int64_t c = 0; c < C; ++c) {
       const float xh = (load(row[c]) - mean[c]) * invstd[c];
       const float grad = load(grow[c]);
@@ -178,7 +178,7 @@ static void pool_backward_apply(const T* __restrict x, const T* __restrict gp, c
   for (int64_t w = covered; w < W; ++w) {
     const T* __restrict row = x + w * C;
     T* __restrict out = gx + w * C;
-#pragma omp simd
+EMCLASSIFY_SIMD
     for (int64_t c = 0; c < C; ++c) {
       const float xh = (load(row[c]) - mean[c]) * invstd[c];
       store(out + c, k[c] * (-mean_dz[c] - xh * mean_dzx[c]));
@@ -199,7 +199,7 @@ static inline uint32_t hash32(uint32_t v) {
 template <typename T>
 static void dropout(const T* __restrict x, int64_t n, uint32_t first, uint32_t key0, uint32_t key1,
                     uint32_t threshold, float scale, T* __restrict y, uint8_t* __restrict mask) {
-#pragma omp simd
+EMCLASSIFY_SIMD
   for (int64_t i = 0; i < n; ++i) {
     // two rounds keyed by the seed's two halves: one round leaves neighbouring indices correlated
     const uint32_t h = hash32(hash32((first + static_cast<uint32_t>(i)) ^ key0) + key1);

@@ -68,8 +68,7 @@ TRAIN_MEMORY_FORMAT = torch.channels_last
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, train: InputSet, device: torch.device, gen: torch.Generator,
                           n: int = PRECISE_BN_SAMPLES, batch_size: int = 128,
-                          memory_format: torch.memory_format = torch.contiguous_format,
-                          autocast: Optional[torch.dtype] = None) -> None:
+                          memory_format: torch.memory_format = torch.contiguous_format) -> None:
     """Re-estimate batch-norm statistics on clean (un-augmented) training images, dropout off.
 
     Why: the running statistics gathered during training mix augmented inputs and
@@ -78,9 +77,10 @@ def recalibrate_batchnorm(model: nn.Module, train: InputSet, device: torch.devic
     epochs by luck. Measured on NanoShapes (BENCHMARKS.md): validation macro-F1 per
     epoch becomes smooth, test accuracy unchanged, ~15 % more time per epoch.
 
-    autocast: the training steps' autocast dtype (:func:`~emclassify.runtime.training_autocast_dtype`);
-    the statistics are then gathered from the activations the steps computed in it, at about half
-    the float32 cost (BENCHMARKS.md "Training throughput").
+    Float32 even when the steps run in bf16: these statistics are what every later (float32)
+    prediction normalises with. Gathering them in bf16 halves this cost, but a recipe that did so
+    lost macro-F1 on the 14,000-particle CV in both seeds tried (BENCHMARKS.md "Fifth round"),
+    and nothing has yet separated that from the recipe's other changes, so it is not done.
     """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
@@ -99,8 +99,7 @@ def recalibrate_batchnorm(model: nn.Module, train: InputSet, device: torch.devic
         if b.numel() < 2:
             continue
         xb = train.x[b].to(device).contiguous(memory_format=memory_format)
-        with autocast_steps(device, autocast):
-            forward(model, xb, None if train.features is None else torch.as_tensor(train.features[b.numpy()]).to(device))
+        forward(model, xb, None if train.features is None else torch.as_tensor(train.features[b.numpy()]).to(device))
     for m, mom in zip(bns, momenta):
         m.momentum = mom
     model.eval()
@@ -168,8 +167,7 @@ def fit(train: InputSet, val: InputSet, n_classes: int, cfg: TrainConfig,
                     sched.step()
                 total += float(loss.detach()) * idx.numel()
                 count += idx.numel()
-            recalibrate_batchnorm(model, train, device, gen, n=bn_samples, memory_format=memory_format,
-                                  autocast=autocast)
+            recalibrate_batchnorm(model, train, device, gen, n=bn_samples, memory_format=memory_format)
             logits = predict_logits(model, val.x, val.features, device)
             pred = logits.argmax(1) if logits.numel() else torch.zeros(0, dtype=torch.long)
             summ = metrics.summary(metrics.confusion_matrix(val.labels, pred, n_classes),
