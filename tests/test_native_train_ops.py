@@ -43,11 +43,25 @@ def _bn_case(gen, n, c, h, w, dtype, channels_last=True):
     return x, weight, bias, grad
 
 
-def _forward_backward(x, weight, bias, grad, native):
+def _forward_backward(x, weight, bias, grad, native, op=ops.bn_relu_train):
+    """(y, mean, var, grad x, grad weight, grad bias) of ``op``; grad None: a fixed random one like y."""
     x, weight, bias = (t.clone().requires_grad_() for t in (x, weight, bias))
-    y, mean, var = ops.bn_relu_train(x, weight, bias, 1e-5, native=native)
+    y, mean, var = op(x, weight, bias, 1e-5, native=native)
+    if grad is None:
+        grad = torch.randn(y.shape, generator=torch.Generator().manual_seed(9)).to(y.dtype)
     y.backward(grad)
     return y.detach().float(), mean, var, x.grad.float(), weight.grad, bias.grad
+
+
+def _assert_matches_reference(native, ref, dtype):
+    names = ("y", "mean", "var", "grad x", "grad weight", "grad bias")
+    # bf16 activations: the two sides round the same float32 values, which may fall either side of
+    # a bf16 rounding boundary (1 ulp = 2^-8 relative)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-2, atol=2e-2)
+    for name, a, b in zip(names, native, ref):
+        assert torch.isfinite(a).all(), f"{name} has unwritten (NaN-poisoned) elements"
+        torch.testing.assert_close(a, b, **(tol if name in ("y", "grad x") else dict(rtol=1e-4, atol=1e-3)),
+                                   msg=lambda m, name=name: f"{name}: {m}")
 
 
 # channel counts around the vector widths (8, 16 floats) and a single-row-per-channel case
@@ -61,23 +75,12 @@ def test_bn_relu_matches_the_reference_forward_and_backward(isa, shape, dtype):
     case = _bn_case(gen, *shape, dtype)
     native = _forward_backward(*case, native=True)
     ref = _forward_backward(*case, native=False)
-    names = ("y", "mean", "var", "grad x", "grad weight", "grad bias")
-    # bf16 activations: the two sides round the same float32 values, which may fall either side of
-    # a bf16 rounding boundary (1 ulp = 2^-8 relative)
-    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-2, atol=2e-2)
-    for name, a, b in zip(names, native, ref):
-        assert torch.isfinite(a).all(), f"{name} has unwritten (NaN-poisoned) elements"
-        torch.testing.assert_close(a, b, **(tol if name in ("y", "grad x") else dict(rtol=1e-4, atol=1e-3)),
-                                   msg=lambda m, name=name: f"{name}: {m}")
+    _assert_matches_reference(native, ref, dtype)
     assert native[0].dtype == torch.float32  # compared as float; the op's own output keeps x's dtype
 
 
 def _pool_forward_backward(x, weight, bias, native):
-    x, weight, bias = (t.clone().requires_grad_() for t in (x, weight, bias))
-    y, mean, var = ops.bn_relu_pool_train(x, weight, bias, 1e-5, native=native)
-    grad = torch.randn(y.shape, generator=torch.Generator().manual_seed(9)).to(y.dtype)
-    y.backward(grad)
-    return y.detach().float(), mean, var, x.grad.float(), weight.grad, bias.grad
+    return _forward_backward(x, weight, bias, None, native, op=ops.bn_relu_pool_train)
 
 
 # odd heights and widths: the last row / column lies outside every 2x2 window (floor), as in ATen
@@ -92,11 +95,7 @@ def test_bn_relu_pool_matches_the_reference_forward_and_backward(isa, shape, dty
     native = _pool_forward_backward(x, weight, bias, native=True)
     ref = _pool_forward_backward(x, weight, bias, native=False)
     assert native[0].shape == (shape[0], shape[1], shape[2] // 2, shape[3] // 2)
-    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-2, atol=2e-2)
-    for name, a, b in zip(("y", "mean", "var", "grad x", "grad weight", "grad bias"), native, ref):
-        assert torch.isfinite(a).all(), f"{name} has unwritten (NaN-poisoned) elements"
-        torch.testing.assert_close(a, b, **(tol if name in ("y", "grad x") else dict(rtol=1e-4, atol=1e-3)),
-                                   msg=lambda m, name=name: f"{name}: {m}")
+    _assert_matches_reference(native, ref, dtype)
 
 
 def test_bn_relu_pool_sends_a_tied_window_gradient_to_its_first_maximum_as_aten_does():
