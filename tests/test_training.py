@@ -266,3 +266,27 @@ def test_bf16_steps_keep_float32_weights_and_say_what_ran(lamellarity_set, tmp_p
     assert out.card.training["precision"] == precision and out.card.training["precision_used"] == precision
     assert all(p.dtype == torch.float32 for p in model.model.state_dict().values() if p.is_floating_point())
     assert np.isfinite([h.train_loss for h in out.fit.history]).all()
+
+
+def test_bf16_recalibration_estimates_the_float32_statistics():
+    """Batch-norm statistics gathered in bf16 autocast (the default with bf16 steps) are the float32
+    ones up to bf16 rounding of the activations: a small fraction of the spread between batches."""
+    from emclassify.models import create_model
+    from emclassify.training import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = create_model("lipnet-fcn", 3, 32).to(memory_format=torch.channels_last)
+    x = torch.randn(256, 1, 32, 32) + torch.linspace(0, 2, 32)  # a gradient, so the means are not ~0
+    data = InputSet(x=x, features=None, labels=torch.zeros(256, dtype=torch.long), samples=[None] * 256, errors=[])
+    stats = {}
+    for dtype in (None, torch.bfloat16):
+        recalibrate_batchnorm(model, data, torch.device("cpu"), torch.Generator().manual_seed(1), n=256,
+                              memory_format=torch.channels_last, autocast=dtype)
+        stats[dtype] = [(m.running_mean.clone(), m.running_var.clone()) for m in model.modules()
+                        if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(stats[None]) >= 4
+    for (m32, v32), (m16, v16) in zip(stats[None], stats[torch.bfloat16]):
+        assert m16.dtype == torch.float32 and not torch.equal(v32, v16)  # bf16 really ran
+        scale = v32.sqrt()
+        assert ((m16 - m32).abs() <= 0.03 * scale + 1e-4).all()
+        assert ((v16 - v32).abs() <= 0.03 * v32 + 1e-6).all()

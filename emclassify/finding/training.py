@@ -32,7 +32,8 @@ from skimage.segmentation import relabel_sequential
 from ..defaults import FINDER_TRAINING
 from ..events import FinderStep, Progress, emit
 from ..io import ImageReadError, read_image
-from ..runtime import CancelToken, autocast_steps, check_precision, resolve_device, training_autocast_dtype
+from ..runtime import (CancelToken, autocast_steps, check_precision, resolve_device, reuse_freed_memory,
+                       training_autocast_dtype)
 from .finderfile import FinderCard, LoadedFinder
 from .learned import LearnedFinder
 from .matching import match_instances, summarise
@@ -197,6 +198,7 @@ def train_network(data: Sequence[OutlinedMicrograph], settings: FinderTrainSetti
     Stops early, keeping the network as it is, on ``cancel`` or Ctrl-C (record ``stopped``).
     remaining: maps this run's fraction done to the seconds left in the whole call.
     """
+    reuse_freed_memory()
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     m = 2 ** (len(settings.widths) - 1)

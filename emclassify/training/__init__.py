@@ -5,7 +5,8 @@
   with their reason, never a crash.
 - :func:`fit`: a LipNet or ``<lipnet>+features`` fusion, with augmentation,
   class-imbalance handling, weight decay, label smoothing, dropout and early
-  stopping on a validation split, restoring the best epoch.
+  stopping on a validation split, restoring the epoch whose validation macro-F1,
+  averaged with its neighbours', is best (:class:`EpochSelector`).
 - :func:`fit_model`: any architecture (including ``svm``) on an InputSet split.
 - :func:`train`: the whole of ``emclassify train`` (split, fit, card, save).
 
@@ -37,6 +38,7 @@ from .augment import augment
 from .balance import (CLASS_WEIGHT_POWER, SYNTHETIC_MAX_FACTOR, EpochPlan, class_weights, epoch_indices, epoch_plan,
                       synthetic_topup)
 from .config import EpochLog, FitResult, TrainConfig
+from .stopping import EpochSelector
 from .fit import (PRECISE_BN_SAMPLES, TRAIN_MEMORY_FORMAT, fit, fit_ensemble, fit_model, fit_subsampled_svm,
                   predict_logits, predict_views, recalibrate_batchnorm)
 from .inputs import InputSet, TooSmallError, load_inputs, refuse_too_small
@@ -46,5 +48,5 @@ from .train import TrainOutcome, train
 __all__ = ["BALANCE_STRATEGIES", "CLASS_WEIGHT_POWER", "PRECISE_BN_SAMPLES", "SYNTHETIC_MAX_FACTOR", "TRAIN_DEFAULTS",
            "TRAIN_MEMORY_FORMAT", "EpochLog", "EpochPlan", "FitResult", "InputSet", "TooSmallError", "TrainConfig", "TrainOutcome",
            "augment", "class_weights", "epoch_indices", "epoch_plan", "fit", "fit_ensemble", "fit_model", "fit_subsampled_svm",
-           "holdout_split", "load_inputs", "predict_logits", "predict_views", "recalibrate_batchnorm", "refuse_too_small",
+           "EpochSelector", "holdout_split", "load_inputs", "predict_logits", "predict_views", "recalibrate_batchnorm", "refuse_too_small",
            "synthetic_topup", "train"]

@@ -25,7 +25,8 @@ class TrainConfig:
     weight_decay: AdamW decoupled weight decay. label_smoothing: cross-entropy smoothing.
     dropout: None = the architecture's own; else head dropout, with conv dropout half of it.
     epochs: maximum epochs, or ``"auto"``: chosen from the training-set size by :meth:`resolved`.
-    patience: epochs without validation macro-F1 improvement before stopping, or ``"auto"``.
+    patience: epochs without improvement of the validation macro-F1 averaged with its neighbouring
+        epochs' (:class:`~emclassify.training.stopping.EpochSelector`) before stopping, or ``"auto"``.
     val_fraction: share of the training data held out for early stopping (group-aware).
     majority_ratio: per epoch, a class larger than this many times all the others together is drawn
         at that many (a fresh subset each epoch, its loss weight scaled up to match), never under

@@ -14,7 +14,7 @@ from torch import nn
 
 from .. import metrics
 from ..features import N_FEATURES
-from ..runtime import CancelToken, autocast_steps, resolve_device, training_autocast_dtype
+from ..runtime import CancelToken, autocast_steps, resolve_device, reuse_freed_memory, training_autocast_dtype
 from ..models import (create_model, ensemble_member, fit_svm, forward, input_kind, model_logits, parse_arch,
                       view_logits)
 from ..preprocess import PreprocessConfig
@@ -22,6 +22,7 @@ from .augment import augment
 from .balance import class_weights, epoch_indices, epoch_plan, synthetic_topup
 from .config import EpochLog, FitResult, TrainConfig
 from .inputs import InputSet
+from .stopping import EpochSelector
 
 
 @torch.inference_mode()
@@ -68,7 +69,8 @@ TRAIN_MEMORY_FORMAT = torch.channels_last
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, train: InputSet, device: torch.device, gen: torch.Generator,
                           n: int = PRECISE_BN_SAMPLES, batch_size: int = 128,
-                          memory_format: torch.memory_format = torch.contiguous_format) -> None:
+                          memory_format: torch.memory_format = torch.contiguous_format,
+                          autocast: Optional[torch.dtype] = None) -> None:
     """Re-estimate batch-norm statistics on clean (un-augmented) training images, dropout off.
 
     Why: the running statistics gathered during training mix augmented inputs and
@@ -77,10 +79,10 @@ def recalibrate_batchnorm(model: nn.Module, train: InputSet, device: torch.devic
     epochs by luck. Measured on NanoShapes (BENCHMARKS.md): validation macro-F1 per
     epoch becomes smooth, test accuracy unchanged, ~15 % more time per epoch.
 
-    Float32 even when the steps run in bf16: these statistics are what every later (float32)
-    prediction normalises with. Gathering them in bf16 halves this cost, but a recipe that did so
-    lost macro-F1 on the 14,000-particle CV in both seeds tried (BENCHMARKS.md "Fifth round"),
-    and nothing has yet separated that from the recipe's other changes, so it is not done.
+    autocast: the training steps' autocast dtype (:func:`~emclassify.runtime.training_autocast_dtype`);
+    the statistics are then gathered from the activations the steps compute, in float32 sums, at
+    about half the float32 cost. The 14,000-particle CV scored the same with bf16 and float32
+    recalibration, fold by fold within 0.001 (BENCHMARKS.md "Fifth round").
     """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
@@ -99,7 +101,8 @@ def recalibrate_batchnorm(model: nn.Module, train: InputSet, device: torch.devic
         if b.numel() < 2:
             continue
         xb = train.x[b].to(device).contiguous(memory_format=memory_format)
-        forward(model, xb, None if train.features is None else torch.as_tensor(train.features[b.numpy()]).to(device))
+        with autocast_steps(device, autocast):
+            forward(model, xb, None if train.features is None else torch.as_tensor(train.features[b.numpy()]).to(device))
     for m, mom in zip(bns, momenta):
         m.momentum = mom
     model.eval()
@@ -108,14 +111,17 @@ def recalibrate_batchnorm(model: nn.Module, train: InputSet, device: torch.devic
 def fit(train: InputSet, val: InputSet, n_classes: int, cfg: TrainConfig,
         on_epoch: Optional[Callable[[EpochLog], None]] = None,
         cancel: Optional[CancelToken] = None, memory_format: torch.memory_format = TRAIN_MEMORY_FORMAT,
-        bn_samples: int = PRECISE_BN_SAMPLES) -> FitResult:
+        bn_samples: int = PRECISE_BN_SAMPLES, autocast_recalibration: bool = True) -> FitResult:
     """Train ``cfg.arch`` (a LipNet or fusion) on preprocessed inputs; keep the epoch with the best
-    validation macro-F1. Ctrl-C or ``cancel`` stop after the current epoch, keeping the best so far.
+    validation macro-F1 averaged with its neighbours' (:class:`~.stopping.EpochSelector`). Ctrl-C or
+    ``cancel`` stop after the current epoch, keeping the best so far.
 
-    memory_format / bn_samples: speed settings (the benchmark harness compares them side by side);
+    memory_format / bn_samples / autocast_recalibration (recalibrate batch-norm in the steps' autocast):
+    speed settings (the benchmark harness compares them side by side);
     the returned model is contiguous whatever the training layout.
     """
     cfg = cfg.resolved(len(train), train.x.shape[-1])
+    reuse_freed_memory()
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
@@ -142,7 +148,7 @@ def fit(train: InputSet, val: InputSet, n_classes: int, cfg: TrainConfig,
     feats = torch.as_tensor(train.features) if fused else None
 
     result = FitResult(model=model, epoch_plan=plan, precision="float32" if autocast is None else "bfloat16")
-    best_f1, best_state, since_best = -1.0, None, 0
+    selector = EpochSelector(cfg.patience)
     try:
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
@@ -167,7 +173,8 @@ def fit(train: InputSet, val: InputSet, n_classes: int, cfg: TrainConfig,
                     sched.step()
                 total += float(loss.detach()) * idx.numel()
                 count += idx.numel()
-            recalibrate_batchnorm(model, train, device, gen, n=bn_samples, memory_format=memory_format)
+            recalibrate_batchnorm(model, train, device, gen, n=bn_samples, memory_format=memory_format,
+                                  autocast=autocast if autocast_recalibration else None)
             logits = predict_logits(model, val.x, val.features, device)
             pred = logits.argmax(1) if logits.numel() else torch.zeros(0, dtype=torch.long)
             summ = metrics.summary(metrics.confusion_matrix(val.labels, pred, n_classes),
@@ -178,20 +185,17 @@ def fit(train: InputSet, val: InputSet, n_classes: int, cfg: TrainConfig,
             result.history.append(log)
             if on_epoch is not None:
                 on_epoch(log)
-            if summ["macro_f1"] > best_f1 + 1e-9:
-                best_f1, since_best = summ["macro_f1"], 0
-                best_state = copy.deepcopy(model.state_dict())
-                result.best_epoch = epoch
-            else:
-                since_best += 1
+            selector.add(summ["macro_f1"], copy.deepcopy(model.state_dict()))
             if cancel is not None and cancel.cancelled:
                 result.stopped = "cancelled"
                 break
-            if since_best >= cfg.patience:
+            if selector.should_stop():
                 result.stopped = "early-stopping"
                 break
     except KeyboardInterrupt:
         result.stopped = "interrupted"
+    best_state = selector.finish()
+    result.best_epoch = selector.best_epoch
     if best_state is not None:
         model.load_state_dict(best_state)
     model.to(memory_format=torch.contiguous_format).eval().cpu()
