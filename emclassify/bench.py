@@ -151,7 +151,9 @@ def folded_copy(model: LipNet) -> LipNet:
             conv.weight.data.copy_(weight)
             conv.bias.data.copy_(bias)
             block.conv, block.bn = conv, nn.Identity()
-    return m.to(memory_format=torch.channels_last)
+    # eval() again: the new modules start in training mode, and a block in training mode computes
+    # batch statistics (ConvBlock.forward), which a folded block has none of
+    return m.eval().to(memory_format=torch.channels_last)
 
 
 class _ChannelsLast(nn.Module):

@@ -99,9 +99,9 @@ def reuse_freed_memory() -> bool:
     Why: glibc serves blocks above its mmap threshold (at most 32 MiB, however it adapts) with a
     fresh ``mmap`` and unmaps them when freed, so every such tensor of every step -- a float32 batch
     of 128 recalibration images at 48 px holds 38 MB per layer -- pays page faults on first touch.
-    Training epochs were 7-11 % faster with the blocks kept (BENCHMARKS.md "Sixth round"). The
-    cost: freed memory stays with the process up to 1 GiB above its peak use of the heap, which
-    the run reaches anyway. What PyTorch's CPU tuning guides do with jemalloc or tcmalloc, here
+    Training epochs were 6-11 % faster with the blocks kept (BENCHMARKS.md "Sixth round"). The
+    cost: up to 1 GiB of freed memory may stay with the process (the 14,000-particle CV's peak
+    did not grow). What PyTorch's CPU tuning guides do with jemalloc or tcmalloc, here
     without a preloaded library. Other C libraries (Windows, macOS, musl) are left as they are, and
     ``EMCLASSIFY_MALLOC_TUNING=0`` leaves glibc as it is too.
     """
