@@ -7,7 +7,6 @@ for these alone; :mod:`emclassify.inference` still re-exports them.)
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 import threading
@@ -110,8 +109,7 @@ def reuse_freed_memory() -> bool:
         _allocator_tuned = False
         if sys.platform.startswith("linux") and os.environ.get("EMCLASSIFY_MALLOC_TUNING", "1") != "0":
             try:
-                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-                mallopt = libc.mallopt
+                mallopt = ctypes.CDLL(None).mallopt  # the C library this process already runs on
             except (OSError, AttributeError):  # not glibc
                 mallopt = None
             if mallopt is not None:
