@@ -7,8 +7,12 @@ DATASET defaults to ../shared/data/nanoshapes. The inputs are decoded and prepro
 recipe then trains the same architecture on the same split (fold 1 of the group-aware 5-fold CV,
 its inner training part) for the same number of epochs with early stopping off, and is timed over
 the whole epoch (augmentation, the training steps, batch-norm recalibration, validation), so
-"images/s" is training images per second of an epoch as a user waits for it: over all epochs of
-the fit, and over the epochs after the first (without the fresh process's one-off costs). The recipes alternate
+"images/s" is training images per second of an epoch as a user waits for it. Three figures:
+- per epoch: training images x epochs / the epochs' summed time (the issue's "images/s per epoch");
+- the whole fit: the same over ``fit()``'s wall time, which adds its set-up, mostly PyTorch
+  importing ``torch._dynamo`` on the optimiser's first use (~1-1.4 s once per process);
+- the epochs after the first (without the fresh process's one-off costs, e.g. oneDNN's kernel
+  generation for each new shape). The recipes alternate
 (A B A B ...) so drift of the machine's speed falls on both.
 
 Each timed fit runs in a fresh process (``--worker``), so that the recipes without glibc allocator
@@ -29,8 +33,13 @@ Recipes (``emclassify.training.fit`` keywords, plus ``precision``, ``training_op
 - ``bf16-f32recal``: bf16 steps with the native training ops, float32 recalibration, no allocator
   tuning (the thirteenth session's default);
 - ``bf16-no-malloc-tuning``: the same with the recalibration in the steps' bf16 autocast;
-- ``bf16``: that with the allocator tuning: the default on CPUs with native bf16;
+- ``bf16-sixth``: that with the allocator tuning (the fourteenth session's default);
+- ``bf16-float32-validation``: that with AdamW's fused kernel;
+- ``bf16``: that with each epoch's validation in the steps' bf16 autocast too: the default on CPUs
+  with native bf16;
 - ``bf16-bn256``: ``bf16`` with 256 recalibration images.
+Recipes older than ``bf16-sixth`` validate in float32 and run AdamW's per-tensor loop; native
+dropout's backward (one pass since the seventh round) is in every recipe with the native ops.
 Every recipe but the ``bf16`` ones trains in float32 whatever the machine.
 """
 from __future__ import annotations
@@ -55,7 +64,8 @@ from emclassify.io import load_dataset
 from emclassify.ops import training_ops
 from emclassify.training import TrainConfig, fit, holdout_split, load_inputs
 
-_OLD = {"malloc_tuning": False, "autocast_recalibration": False}
+_SIXTH = {"autocast_validation": False, "fused_optimizer": False}
+_OLD = {"malloc_tuning": False, "autocast_recalibration": False, **_SIXTH}
 RECIPES = {
     "nchw-bn1024": {"memory_format": torch.contiguous_format, "bn_samples": 1024, **_OLD},
     "channels-last": {"memory_format": torch.channels_last, "bn_samples": 1024, "training_ops": False, **_OLD},
@@ -66,10 +76,13 @@ RECIPES = {
     "bf16-f32recal": {"memory_format": torch.channels_last, "bn_samples": 512, "precision": "bfloat16", **_OLD},
     "bf16-no-malloc-tuning": {"memory_format": torch.channels_last, "bn_samples": 512, "precision": "bfloat16",
                               "malloc_tuning": False},
+    "bf16-sixth": {"memory_format": torch.channels_last, "bn_samples": 512, "precision": "bfloat16", **_SIXTH},
+    "bf16-float32-validation": {"memory_format": torch.channels_last, "bn_samples": 512, "precision": "bfloat16",
+                                "autocast_validation": False},
     "bf16": {"memory_format": torch.channels_last, "bn_samples": 512, "precision": "bfloat16"},
     "bf16-bn256": {"memory_format": torch.channels_last, "bn_samples": 256, "precision": "bfloat16"},
 }
-DEFAULT_RECIPES = "nchw-bn1024,bf16-aten,bf16-f32recal,bf16-no-malloc-tuning,bf16"
+DEFAULT_RECIPES = "nchw-bn1024,bf16-aten,bf16-sixth,bf16-float32-validation,bf16"
 
 
 def prepare(dataset: str, size: int):
@@ -97,7 +110,10 @@ def worker(args) -> int:
         res = fit(train_set, val_set, len(ds.classes), cfg, **recipe)
     seconds = time.perf_counter() - t0
     later = [h.seconds for h in res.history[1:]]
+    epochs = [h.seconds for h in res.history]
     print(json.dumps({"seconds": seconds, "images_per_s": len(train_set) * len(res.history) / seconds,
+                      "images_per_s_per_epoch": len(train_set) * len(epochs) / sum(epochs),
+                      "setup_seconds": seconds - sum(epochs),
                       # the epochs after the first: without the process's one-off costs (oneDNN's kernel
                       # generation for each new shape, first touch of memory), as the later epochs of a
                       # fit and every fold after the first of a CV run
@@ -136,23 +152,28 @@ def main() -> int:
     for _ in range(args.rounds):
         for name in names:
             runs[name].append(run_worker(args, name))
-            print(f"{name:22s} {runs[name][-1]['images_per_s']:6.1f} images/s  "
+            print(f"{name:24s} {runs[name][-1]['images_per_s_per_epoch']:6.1f} images/s per epoch, "
+                  f"{runs[name][-1]['images_per_s']:6.1f} over the fit  "
                   f"val acc (last epoch) {runs[name][-1]['val_accuracy_last']:.3f}", flush=True)
     base = names[0]
     summary = {n: float(np.median([r["images_per_s"] for r in runs[n]])) for n in names}
-    steady = {n: float(np.median([r["images_per_s_after_first_epoch"] for r in runs[n]])) for n in names}
+    steady = {n: float(np.median([r["images_per_s_after_first_epoch"] or np.nan for r in runs[n]])) for n in names}
+    per_epoch = {n: float(np.median([r["images_per_s_per_epoch"] for r in runs[n]])) for n in names}
     report = {
         "date": date.today().isoformat(), "machine": machine_description(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "native_library": backend_description(), "dataset": str(args.dataset), "arch": args.arch, "size": args.size,
         "epochs": args.epochs, "n_train": runs[base][0]["n_train"], "n_validation": runs[base][0]["n_validation"],
         "process_per_fit": True,
+        "median_images_per_s_per_epoch": per_epoch,
+        "ratio_per_epoch_to_" + base: {n: per_epoch[n] / per_epoch[base] for n in names},
         "median_images_per_s": summary, "ratio_to_" + base: {n: summary[n] / summary[base] for n in names},
         "median_images_per_s_after_first_epoch": steady,
         "ratio_after_first_epoch_to_" + base: {n: steady[n] / steady[base] for n in names},
         "runs": runs,
     }
-    print(json.dumps({k: report[k] for k in ("median_images_per_s", "ratio_to_" + base,
+    print(json.dumps({k: report[k] for k in ("median_images_per_s_per_epoch", "ratio_per_epoch_to_" + base,
+                                             "median_images_per_s", "ratio_to_" + base,
                                              "ratio_after_first_epoch_to_" + base)}, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")

@@ -57,4 +57,7 @@ TORCH_LIBRARY(emclassify, m) {
   // counter-based hash of (seed, element index in x's memory order), whatever the thread count.
   // Semantics: emclassify.ops.dropout_reference (same distribution, not the same draws).
   m.def("dropout(Tensor x, float p, int seed) -> (Tensor, Tensor)");
+  // Its backward: grad_y * mask * scale (scale = 1 / (1 - p)), like grad_y and in the mask's memory
+  // order. Semantics: aten::native_dropout_backward.
+  m.def("dropout_backward(Tensor grad_y, Tensor mask, float scale) -> Tensor");
 }

@@ -100,6 +100,10 @@ def _register_fakes() -> None:
     def _(x, p, seed):
         return torch.empty_like(x), torch.empty_like(x, dtype=torch.bool)
 
+    @torch.library.register_fake("emclassify::dropout_backward")
+    def _(grad_y, mask, scale):
+        return torch.empty_like(mask, dtype=grad_y.dtype)
+
 
 def _register_autograd() -> None:
     """Backward formulas of the differentiable training ops (``emclassify::bn_relu_train``,
@@ -140,7 +144,7 @@ def _register_autograd() -> None:
 
     def dropout_backward(ctx, grad_y, _grad_mask):
         (mask,) = ctx.saved_tensors
-        return torch.ops.aten.native_dropout_backward(grad_y, mask, ctx.scale), None, None
+        return torch.ops.emclassify.dropout_backward(grad_y, mask, ctx.scale), None, None
 
     torch.library.register_autograd("emclassify::dropout", dropout_backward, setup_context=dropout_setup)
 

@@ -199,6 +199,29 @@ def test_dropout_gradient_is_the_kept_mask_over_keep():
     assert torch.equal(ops.dropout(x.detach(), 0.25, native=True) != 0, kept)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("grad_layout", ["like-mask", "nchw", "broadcast"])
+def test_dropout_backward_matches_aten(isa, dtype, grad_layout):
+    gen = torch.Generator().manual_seed(5)
+    shape = (3, 37, 5, 7)  # channels around the vector widths, rows of odd length
+    mask = (torch.rand(shape, generator=gen) < 0.7).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(shape, generator=gen).to(dtype)
+    if grad_layout == "like-mask":
+        grad = grad.contiguous(memory_format=torch.channels_last)
+    elif grad_layout == "broadcast":  # as a global average pool's backward hands it on
+        grad = torch.randn(shape[:2] + (1, 1), generator=gen).to(dtype).expand(shape)
+    scale = 1 / 0.7
+    got = torch.ops.emclassify.dropout_backward(grad, mask, scale)
+    assert got.dtype == dtype and got.stride() == mask.stride()
+    expected = torch.ops.aten.native_dropout_backward(grad.float(), mask, scale)
+    # bf16: one rounding here, ATen's bf16 path rounds twice
+    torch.testing.assert_close(got.float(), expected, rtol=0 if dtype == torch.float32 else 1e-2, atol=0)
+    with pytest.raises(RuntimeError, match="mask must be"):
+        torch.ops.emclassify.dropout_backward(grad, mask.float(), scale)
+    with pytest.raises(RuntimeError, match="shape"):
+        torch.ops.emclassify.dropout_backward(grad[:1], mask, scale)
+
+
 def test_native_training_ops_are_chosen_for_channels_last_cpu_activations_only():
     x = torch.zeros(2, 4, 3, 3)
     assert not ops.training_ops_preferred(x)  # NCHW: the PyTorch layers
@@ -274,3 +297,9 @@ def test_opcheck(op):
     x, w, b, _ = _bn_case(gen, 4, 6, 5, 5, torch.float32)
     torch.library.opcheck(getattr(torch.ops.emclassify, op).default,
                           (x.requires_grad_(), w.requires_grad_(), b.requires_grad_(), 1e-5))
+
+
+def test_opcheck_dropout_backward():
+    mask = (torch.rand(2, 5, 3, 4) < 0.5).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(2, 5, 3, 4)
+    torch.library.opcheck(torch.ops.emclassify.dropout_backward.default, (grad, mask, 2.0))

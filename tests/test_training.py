@@ -290,3 +290,34 @@ def test_bf16_recalibration_estimates_the_float32_statistics():
         scale = v32.sqrt()
         assert ((m16 - m32).abs() <= 0.03 * scale + 1e-4).all()
         assert ((v16 - v32).abs() <= 0.03 * v32 + 1e-6).all()
+
+
+def test_validation_in_bf16_runs_the_pytorch_layers_and_agrees_with_float32(monkeypatch):
+    """Each epoch validates in the steps' autocast: the native trunk has no bf16, so the PyTorch layers run
+    (in bf16), and the logits are float32 values close to the float32 ones."""
+    from emclassify import ops
+    from emclassify.models import create_model
+    from emclassify.training import predict_logits
+
+    torch.manual_seed(0)
+    model = create_model("lipnet-fcn", 3, 32).to(memory_format=torch.channels_last).eval()
+    x = torch.randn(40, 1, 32, 32) + torch.linspace(0, 2, 32)
+    reference = predict_logits(model, x)
+    calls = []
+    real = ops.conv_trunk
+    monkeypatch.setattr(ops, "conv_trunk", lambda *a, **k: calls.append(1) or real(*a, **k))
+    bf16 = predict_logits(model, x, autocast=torch.bfloat16)
+    assert not calls and bf16.dtype == torch.float32
+    assert not torch.equal(bf16, reference)  # bf16 really ran
+    torch.testing.assert_close(bf16, reference, rtol=0.05, atol=0.05 * float(reference.abs().max()))
+    predict_logits(model, x)
+    assert calls == ([1] if ops.native_available() else [])  # float32 inference keeps the native trunk
+
+
+def test_fused_optimizer_trains_the_same_network():
+    """AdamW's fused kernel (the default where it runs) computes the per-tensor loop's update."""
+    train_set, val_set = _imbalanced_inputs((30, 20, 10), size=24), _imbalanced_inputs((6, 6, 3), size=24, seed=1)
+    cfg = TrainConfig(arch="lipnet1", epochs=2, patience=3, batch_size=16, device="cpu", precision="float32")
+    fused, loop = (fit(train_set, val_set, 3, cfg, fused_optimizer=f).model.state_dict() for f in (True, False))
+    for name, a in fused.items():
+        torch.testing.assert_close(a, loop[name], rtol=1e-4, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")

@@ -50,6 +50,8 @@ struct TrainKernelsOf {
   // keep = hash(first + i, key) < threshold; y = keep ? x * scale : 0, mask = keep
   void (*dropout)(const T* x, int64_t n, uint32_t first, uint32_t key0, uint32_t key1, uint32_t threshold,
                   float scale, T* y, uint8_t* mask);
+  // dropout's backward over elements [0, n): gx = mask ? gy * scale : 0 (mask bytes 0 or 1)
+  void (*dropout_backward)(const T* gy, const uint8_t* mask, int64_t n, float scale, T* gx);
 };
 
 struct TrainKernels {

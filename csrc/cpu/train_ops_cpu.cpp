@@ -402,6 +402,33 @@ std::tuple<at::Tensor, at::Tensor> dropout_cpu(const at::Tensor& x, double p, in
   return {y, mask};
 }
 
+at::Tensor dropout_backward_cpu(const at::Tensor& grad_y, const at::Tensor& mask, double scale) {
+  TORCH_CHECK(mask.scalar_type() == at::kBool && mask.is_non_overlapping_and_dense(),
+              "emclassify::dropout_backward: mask must be the forward's dense bool mask");
+  TORCH_CHECK(grad_y.sizes() == mask.sizes(), "emclassify::dropout_backward: grad_y has shape ", grad_y.sizes(),
+              ", the mask ", mask.sizes());
+  TORCH_CHECK(grad_y.scalar_type() == at::kFloat || grad_y.scalar_type() == at::kBFloat16,
+              "emclassify::dropout_backward: grad_y must be float32 or bfloat16, got ", grad_y.scalar_type());
+  // element i of the mask's buffer pairs with element i of the gradient's: same memory order
+  at::Tensor gy = grad_y.strides() == mask.strides() ? grad_y : at::empty_like(mask, grad_y.options()).copy_(grad_y);
+  at::Tensor gx = poison_if_asked(at::empty_like(gy));
+  const uint8_t* m = reinterpret_cast<const uint8_t*>(mask.const_data_ptr<bool>());
+  const float s = static_cast<float>(scale);
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const TrainKernelsOf<T>& k = kernels_for<T>();
+    const T* g = rows_of<T>(gy);
+    T* out = rows_of<T>(gx);
+    at::parallel_for(0, gy.numel(), 16384,
+                     [&](int64_t i0, int64_t i1) { k.dropout_backward(g + i0, m + i0, i1 - i0, s, out + i0); });
+  };
+  if (gy.scalar_type() == at::kFloat)
+    run(float{});
+  else
+    run(uint16_t{});
+  return gx;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(emclassify, CPU, m) {
@@ -410,6 +437,7 @@ TORCH_LIBRARY_IMPL(emclassify, CPU, m) {
   m.impl("bn_relu_pool_train", &bn_relu_pool_train_cpu);
   m.impl("bn_relu_pool_train_backward", &bn_relu_pool_train_backward_cpu);
   m.impl("dropout", &dropout_cpu);
+  m.impl("dropout_backward", &dropout_backward_cpu);
 }
 
 }  // namespace emclassify

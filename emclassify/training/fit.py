@@ -14,7 +14,8 @@ from torch import nn
 
 from .. import metrics
 from ..features import N_FEATURES
-from ..runtime import CancelToken, autocast_steps, resolve_device, reuse_freed_memory, training_autocast_dtype
+from ..runtime import (CancelToken, autocast_steps, fused_optimizer_supported, resolve_device, reuse_freed_memory,
+                       training_autocast_dtype)
 from ..models import (create_model, ensemble_member, fit_svm, forward, input_kind, model_logits, parse_arch,
                       view_logits)
 from ..preprocess import PreprocessConfig
@@ -27,9 +28,18 @@ from .stopping import EpochSelector
 
 @torch.inference_mode()
 def predict_logits(model: nn.Module, x: torch.Tensor, features: Optional[np.ndarray] = None,
-                   device: Optional[torch.device] = None, batch_size: int = 256, tta: bool = False) -> torch.Tensor:
-    """Logits ``N x C`` of any model kind, in batches (``tta``: see :func:`model_logits`)."""
-    return _batched(lambda xb, fb: model_logits(model, xb, fb, tta), model, x, features, device, batch_size, 0)
+                   device: Optional[torch.device] = None, batch_size: int = 256, tta: bool = False,
+                   autocast: Optional[torch.dtype] = None) -> torch.Tensor:
+    """Logits float32 ``N x C`` of any model kind, in batches (``tta``: see :func:`model_logits`).
+
+    autocast: run the network in this autocast dtype (the training steps' bf16, for the validation of
+    each epoch) through its PyTorch layers instead of the float32 native trunk.
+    """
+    def run(xb, fb):
+        with autocast_steps(device or torch.device("cpu"), autocast):
+            return model_logits(model, xb, fb, tta)
+
+    return _batched(run, model, x, features, device, batch_size, 0)
 
 
 @torch.inference_mode()
@@ -111,13 +121,15 @@ def recalibrate_batchnorm(model: nn.Module, train: InputSet, device: torch.devic
 def fit(train: InputSet, val: InputSet, n_classes: int, cfg: TrainConfig,
         on_epoch: Optional[Callable[[EpochLog], None]] = None,
         cancel: Optional[CancelToken] = None, memory_format: torch.memory_format = TRAIN_MEMORY_FORMAT,
-        bn_samples: int = PRECISE_BN_SAMPLES, autocast_recalibration: bool = True) -> FitResult:
+        bn_samples: int = PRECISE_BN_SAMPLES, autocast_recalibration: bool = True,
+        autocast_validation: bool = True, fused_optimizer: bool = True) -> FitResult:
     """Train ``cfg.arch`` (a LipNet or fusion) on preprocessed inputs; keep the epoch with the best
     validation macro-F1 averaged with its neighbours' (:class:`~.stopping.EpochSelector`). Ctrl-C or
     ``cancel`` stop after the current epoch, keeping the best so far.
 
-    memory_format / bn_samples / autocast_recalibration (recalibrate batch-norm in the steps' autocast):
-    speed settings (the benchmark harness compares them side by side);
+    memory_format / bn_samples / autocast_recalibration (recalibrate batch-norm in the steps' autocast) /
+    autocast_validation (validate each epoch in it) / fused_optimizer (AdamW's fused kernel where
+    :func:`fused_optimizer_supported`): speed settings (the benchmark harness compares them side by side);
     the returned model is contiguous whatever the training layout.
     """
     cfg = cfg.resolved(len(train), train.x.shape[-1])
@@ -132,7 +144,8 @@ def fit(train: InputSet, val: InputSet, n_classes: int, cfg: TrainConfig,
     if fused:
         model.set_feature_stats(torch.as_tensor(train.features))
     model = model.to(device=device, memory_format=memory_format)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            fused=fused_optimizer and fused_optimizer_supported(device))
     order_balance = cfg.balance if cfg.balance in ("oversample", "undersample") else "none"
     plan = epoch_plan(train.labels, n_classes, order_balance, cfg.majority_ratio, cfg.min_epoch_size(size))
     # the schedule spans the steps the epochs really take (an undersampled or capped epoch is shorter)
@@ -175,7 +188,10 @@ def fit(train: InputSet, val: InputSet, n_classes: int, cfg: TrainConfig,
                 count += idx.numel()
             recalibrate_batchnorm(model, train, device, gen, n=bn_samples, memory_format=memory_format,
                                   autocast=autocast if autocast_recalibration else None)
-            logits = predict_logits(model, val.x, val.features, device)
+            # validated in the steps' precision: bf16 halves its cost (~0.28 -> 0.17 s of a ~3.9 s NanoShapes
+            # epoch, BENCHMARKS.md "Seventh round"); the kept model predicts in float32 afterwards
+            logits = predict_logits(model, val.x, val.features, device,
+                                    autocast=autocast if autocast_validation else None)
             pred = logits.argmax(1) if logits.numel() else torch.zeros(0, dtype=torch.long)
             summ = metrics.summary(metrics.confusion_matrix(val.labels, pred, n_classes),
                                    [str(i) for i in range(n_classes)])
