@@ -35,6 +35,7 @@ from .defaults import AUTO_FEATURES_INFORMATIVE
 from .models import AUTO, AUTO_CANDIDATES, AUTO_CANDIDATES_IMAGE_ONLY, SVM, NetSVMEnsemble, ensemble_member
 from .preprocess import PreprocessConfig
 from .training import FitResult, InputSet, TrainConfig, fit_model, fit_subsampled_svm, predict_logits
+from .training.stopping import late_gain
 
 
 @dataclass
@@ -182,7 +183,8 @@ def fit_assessed(train: InputSet, val: InputSet, classes: Sequence[str], pcfg: P
     flag_list = guardrails.flags(
         scores["model"], majority=scores["majority"], svm=scores.get("svm") if arch != SVM else None,
         train_counts=train_counts, eval_counts=val_counts, best_epoch=fit.best_epoch, epochs_run=len(fit.history),
-        max_epochs=cfg.epochs, stopped=fit.stopped, where=where)
+        max_epochs=cfg.epochs, stopped=fit.stopped, where=where,
+        late_gain=late_gain([h.val_macro_f1 for h in fit.history], int(cfg.patience)) if fit.history else None)
     return Assessed(model=model, arch=arch, fit=fit, temperature=temperature, calibration=calib, scores=scores,
                     flags=flag_list, selection=selection, svm_model=svm,
                     majority_class=int(np.bincount(train.labels.numpy(), minlength=k).argmax()))

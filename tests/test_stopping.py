@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emclassify.training.stopping import EpochSelector
+from emclassify.training.stopping import EpochSelector, late_gain
 
 
 def run(scores, patience=100):
@@ -94,3 +94,29 @@ def _reuse_answer(env_value):
 def test_reuse_freed_memory_on_glibc_and_its_opt_out():
     assert _reuse_answer("1") == ["True", "True"]
     assert _reuse_answer("0") == ["False", "False"]
+
+
+def test_late_gain_tells_a_rising_curve_from_a_level_one():
+    # the NanoShapes CV's fold 1 (seventh round): level from epoch 15, the last epoch kept by a hair
+    level = [0.7325, 0.7904, 0.84, 0.9136, 0.8819, 0.8383, 0.894, 0.9396, 0.9057, 0.9371, 0.9445, 0.9112,
+             0.9313, 0.9146, 0.9543, 0.9625, 0.9478, 0.9549, 0.9502, 0.957, 0.9497, 0.9546, 0.9546, 0.9581]
+    sel, best, _ = run(level, patience=8)
+    assert best == 24  # the last epoch is kept ...
+    assert 0 < late_gain(level, 8) < 0.01  # ... but the curve had levelled off
+    rising = [0.4 + 0.03 * e for e in range(12)]
+    assert late_gain(rising, 4) == pytest.approx(0.03 * 3.5)  # epochs 11-12 (mean at 11.5) against epoch 8
+    assert late_gain(rising[:4], 4) is None  # no epoch a patience before the last
+    assert late_gain([0.9, 0.8, 0.7, 0.6, 0.5], 2) < 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=2, max_size=30), st.integers(1, 10))
+def test_late_gain_is_the_last_neighbour_mean_over_the_best_early_one(scores, window):
+    gain = late_gain(scores, window)
+    n = len(scores)
+    if n - window < 1:
+        assert gain is None
+        return
+    last = (scores[-2] + scores[-1]) / 2
+    early = max(neighbour_mean(scores, i) for i in range(n - window))
+    assert gain == pytest.approx(last - early)

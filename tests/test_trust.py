@@ -13,7 +13,7 @@ from emclassify import synth
 from emclassify.calibration import calibrate, expected_calibration_error, fit_temperature
 from emclassify.cli import main
 from emclassify.evaluation import cross_validate
-from emclassify.guardrails import MIN_CLASS_EXAMPLES, flags, majority_scores
+from emclassify.guardrails import LATE_GAIN_MARGIN, MIN_CLASS_EXAMPLES, flags, majority_scores
 from emclassify.input_decision import decide_preprocess
 from emclassify.io import load_dataset
 from emclassify.modelfile import load_model, read_card
@@ -151,6 +151,12 @@ def test_flags_rules():
     assert flags(good, majority=maj, train_counts={"a": MIN_CLASS_EXAMPLES, "b": MIN_CLASS_EXAMPLES}) == []
     assert {f["code"] for f in flags(good, svm={"macro_f1": 0.95}, best_epoch=12, epochs_run=12, max_epochs=12,
                                      stopped="completed")} == {"below-svm", "kept-last-epoch"}
+    # the last epoch kept: flagged when the curve was still rising (or that is unknown), not when level
+    last = dict(best_epoch=12, epochs_run=12, max_epochs=12, stopped="completed")
+    rising = flags(good, late_gain=LATE_GAIN_MARGIN + 0.03, **last)
+    assert [f["code"] for f in rising] == ["kept-last-epoch"] and "still rising (+0.040)" in rising[0]["message"]
+    assert flags(good, late_gain=LATE_GAIN_MARGIN / 2, **last) == []
+    assert flags(good, late_gain=-0.02, **last) == []
 
 
 def test_small_imbalanced_training_is_flagged_in_card_cli_and_report(tmp_path, capsys):

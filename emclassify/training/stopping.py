@@ -2,7 +2,23 @@
 from __future__ import annotations
 
 import math
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Sequence
+
+
+def smoothed_score(scores: Sequence[float], epoch: int) -> float:
+    """The mean score of ``epoch`` (1-based) and its neighbours among ``scores`` (one per epoch so
+    far); NaN scores (nothing to validate on) count as 0."""
+    window = scores[max(0, epoch - 2) : min(len(scores), epoch + 1)]
+    return sum(0.0 if math.isnan(s) else s for s in window) / len(window)
+
+
+def late_gain(scores: Sequence[float], window: int) -> Optional[float]:
+    """How far the last epoch's smoothed score rose above the best smoothed score of the epochs at
+    least ``window`` epochs before it (a fit's patience): large when a fit that ran to its last epoch
+    was still improving, ~0 or negative when it had levelled off. None when no epoch is that early."""
+    last = len(scores)
+    early = [smoothed_score(scores, e) for e in range(1, last - window + 1)]
+    return smoothed_score(scores, last) - max(early) if early else None
 
 
 class EpochSelector:
@@ -33,10 +49,8 @@ class EpochSelector:
         self._last_state: Any = None
 
     def smoothed(self, epoch: int) -> float:
-        """The mean score of ``epoch`` (1-based) and its neighbours among the epochs added so far;
-        NaN scores (nothing to validate on) count as 0."""
-        window = self.scores[max(0, epoch - 2) : min(len(self.scores), epoch + 1)]
-        return sum(0.0 if math.isnan(s) else s for s in window) / len(window)
+        """:func:`smoothed_score` of ``epoch`` (1-based) among the epochs added so far."""
+        return smoothed_score(self.scores, epoch)
 
     def add(self, score: float, state: Any) -> None:
         """Record the epoch just validated (its ``score``, and ``state`` to keep if it wins); the
@@ -65,4 +79,4 @@ class EpochSelector:
             self.best_epoch, self.best_score, self.best_state = epoch, score, state
 
 
-__all__ = ["EpochSelector"]
+__all__ = ["EpochSelector", "late_gain", "smoothed_score"]
