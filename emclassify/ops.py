@@ -87,8 +87,11 @@ def native_preferred(x: torch.Tensor) -> bool:
     trunk. GPU: no. On an H200 (BENCHMARKS.md "GPU") cuDNN ran the bundled model's trunk at 157,000
     images/s against the fused CUDA kernel's 24,000, so a model on a GPU runs its PyTorch layers.
     ``native=True`` still runs the CUDA conv kernels (tests, ``emclassify bench``).
+    Under autocast: no, since the native ops compute in float32 only (each epoch's validation runs in
+    the training steps' bf16 autocast through the PyTorch layers).
     """
-    return x.device.type == "cpu" and x.dtype == torch.float32 and native_available()
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+            and native_available())
 
 
 def conv_block(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, padding: int, pool: bool,

@@ -216,9 +216,8 @@ class LipNet(nn.Module):
 
     def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
         """Trunk output ``N x C x h x w``: fused native blocks for float32 CPU inference, PyTorch layers
-        otherwise (in training, with gradients, and under autocast, whose precision the native trunk lacks)."""
-        if self.training or torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type) \
-                or not ops.native_preferred(x):
+        otherwise (in training, with gradients, and under autocast: :func:`emclassify.ops.native_preferred`)."""
+        if self.training or torch.is_grad_enabled() or not ops.native_preferred(x):
             return self.trunk(x)
         return self.fused_trunk(x)
 
