@@ -197,3 +197,72 @@ def test_solidity_from_row_ends_equals_the_hull_of_every_pixel(h, w, density, se
         except QhullError:
             pass
     assert _solidity(mask, area) == pytest.approx(expected, rel=1e-12, abs=1e-12)
+
+
+def _whole_image_rings_lbp_intensity(img: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Radial and edge profiles, intensity statistics and the LBP histogram as FEATURES_VERSION 1
+    defines them, computed on the whole image (the oracle for the cropped computation)."""
+    from scipy import ndimage
+
+    from emclassify.features import N_RADIAL, _riu2_table
+
+    outside = img[~m] if (~m).any() else img.ravel()
+    rel = (img - outside.mean()) / (outside.std() or 1.0)
+    yy, xx = np.mgrid[0 : img.shape[0], 0 : img.shape[1]]
+    area = float(m.sum())
+    cy, cx = (yy * m).sum() / area, (xx * m).sum() / area
+    r = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2) / (1.5 * max(np.sqrt(area / np.pi), 1.0))
+    ring = np.minimum((r * N_RADIAL).astype(np.int64), N_RADIAL)
+    smooth = ndimage.gaussian_filter(rel, 1.0)
+    grad = np.hypot(ndimage.sobel(smooth, 0), ndimage.sobel(smooth, 1))
+    profiles = []
+    for values in (rel, grad):
+        sums = np.bincount(ring.ravel(), weights=values.ravel(), minlength=N_RADIAL + 1)[:N_RADIAL]
+        counts = np.bincount(ring.ravel(), minlength=N_RADIAL + 1)[:N_RADIAL]
+        profiles.append(np.where(counts > 0, sums / np.maximum(counts, 1), 0.0))
+    inside = rel[m]
+    mean, std = inside.mean(), inside.std()
+    z = (inside - mean) / std if std > 0 else np.zeros_like(inside)
+    intensity = [mean, std, (z**3).mean(), (z**4).mean() - 3, *np.percentile(inside, [10, 50, 90])]
+    p = np.pad(img, 1, mode="edge")
+    code = np.zeros(img.shape, np.int64)
+    for bit, (dy, dx) in enumerate([(-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1)]):
+        code |= (p[1 + dy : 1 + dy + img.shape[0], 1 + dx : 1 + dx + img.shape[1]] >= img).astype(np.int64) << bit
+    lbp = np.bincount(_riu2_table()[code[m]], minlength=10) / m.sum()
+    return np.concatenate([*profiles, intensity, lbp])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(3, 70), st.integers(3, 70), st.integers(0, 2**32 - 1), st.sampled_from(["blob", "edge", "pixel", "all"]))
+def test_features_from_crops_equal_the_whole_image_computation(h, w, seed, kind):
+    """The features read only the mask's box and the rings' reach (plus the gradient's context); the
+    values must be those of the whole image, also where the mask or the rings touch the image's edge."""
+    from emclassify.features import N_RADIAL, _moments
+
+    rng = np.random.default_rng(seed)
+    img = rng.normal(100, 20, (h, w)).round(1)
+    yy, xx = np.mgrid[0:h, 0:w]
+    if kind == "pixel":
+        m = np.zeros((h, w), bool)
+        m[rng.integers(h), rng.integers(w)] = True
+    elif kind == "all":
+        m = np.ones((h, w), bool)
+    else:  # a disc, somewhere inside or (edge) centred on the border
+        cy = rng.uniform(0, h) if kind == "blob" else rng.choice([0, h - 1])
+        m = (yy - cy) ** 2 + (xx - rng.uniform(0, w)) ** 2 <= rng.uniform(1, max(h, w) / 2) ** 2
+        if not m.any():
+            m[0, 0] = True
+    img = np.where(m, img - 40, img)
+    vec = feats(img, m)
+    names = ([f"radial{i:02d}" for i in range(N_RADIAL)] + [f"edge{i:02d}" for i in range(N_RADIAL)]
+             + ["int_mean", "int_std", "int_skew", "int_kurt", "int_p10", "int_p50", "int_p90"]
+             + [f"lbp{i}" for i in range(10)])
+    np.testing.assert_allclose([vec[n] for n in names], _whole_image_rings_lbp_intensity(img, m),
+                               rtol=1e-9, atol=1e-9)
+    # moments of a crop, placed by its origin, are the whole image's
+    ys, xs = np.nonzero(m)
+    y0, x0 = int(ys.min()), int(xs.min())
+    crop = m[y0 : ys.max() + 1, x0 : xs.max() + 1].astype(np.float64)
+    whole, part = _moments(m.astype(np.float64)), _moments(crop, origin=(y0, x0))
+    assert part[0] == whole[0] and part[1] == whole[1]  # mass and centroid exactly (whole-number sums)
+    np.testing.assert_allclose(part[3], whole[3], rtol=1e-9, atol=1e-12)
