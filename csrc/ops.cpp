@@ -60,4 +60,12 @@ TORCH_LIBRARY(emclassify, m) {
   // Its backward: grad_y * mask * scale (scale = 1 / (1 - p)), like grad_y and in the mask's memory
   // order. Semantics: aten::native_dropout_backward.
   m.def("dropout_backward(Tensor grad_y, Tensor mask, float scale) -> Tensor");
+  // Grey-scale reconstruction by dilation of seed under mask (float32 | float64 H x W, same shape and
+  // dtype, finite, seed <= mask), 8-connected: the h-maxima step of the classical particle finder.
+  // CPU only. Semantics: skimage.morphology.reconstruction(seed, mask, method="dilation"), through
+  // emclassify.ops.reconstruct_by_dilation.
+  m.def("reconstruct_by_dilation(Tensor seed, Tensor mask) -> Tensor");
+  // 3 x 3 median of a float32 | float64 H x W finite image, the edge pixel repeated beyond the edge.
+  // CPU only. Semantics: scipy.ndimage.median_filter(image, 3), through emclassify.ops.median3x3.
+  m.def("median3x3(Tensor image) -> Tensor");
 }

@@ -104,6 +104,14 @@ def _register_fakes() -> None:
     def _(grad_y, mask, scale):
         return torch.empty_like(mask, dtype=grad_y.dtype)
 
+    @torch.library.register_fake("emclassify::reconstruct_by_dilation")
+    def _(seed, mask):
+        return torch.empty_like(seed, memory_format=torch.contiguous_format)
+
+    @torch.library.register_fake("emclassify::median3x3")
+    def _(image):
+        return torch.empty_like(image, memory_format=torch.contiguous_format)
+
 
 def _register_autograd() -> None:
     """Backward formulas of the differentiable training ops (``emclassify::bn_relu_train``,

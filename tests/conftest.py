@@ -17,6 +17,20 @@ REPO = Path(__file__).resolve().parents[1]
 NANOSHAPES = Path(os.environ.get("EMCLASSIFY_NANOSHAPES", REPO.parent / "shared" / "data" / "nanoshapes"))
 
 
+@pytest.fixture
+def poisoned_outputs(monkeypatch):
+    """NaN-fill op outputs before the kernel runs: an element never written fails the parity checks."""
+    monkeypatch.setenv("EMCLASSIFY_POISON_OUTPUTS", "1")
+
+
+# The marks of a module testing native ops against their references: skipped when
+# EMCLASSIFY_NATIVE=0 forces the reference path, op outputs poisoned in every test.
+NATIVE_OP_TESTS = [
+    pytest.mark.skipif(os.environ.get("EMCLASSIFY_NATIVE") == "0", reason="EMCLASSIFY_NATIVE=0 forces the reference path"),
+    pytest.mark.usefixtures("poisoned_outputs"),
+]
+
+
 @pytest.fixture(scope="session")
 def nanoshapes() -> Path:
     if not (NANOSHAPES / "manifest.csv").is_file():

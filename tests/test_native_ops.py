@@ -9,19 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import NATIVE_OP_TESTS
 from emclassify import ops
 from emclassify._native import native_available
 from emclassify.preprocess import MODES, NORMALIZATIONS, PreprocessConfig, preprocess_reference
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("EMCLASSIFY_NATIVE") == "0", reason="EMCLASSIFY_NATIVE=0 forces the reference path"
-)
+pytestmark = NATIVE_OP_TESTS
 
-
-@pytest.fixture(autouse=True)
-def poisoned_outputs(monkeypatch):
-    """NaN-fill op outputs before the kernel runs: an element never written fails the parity checks."""
-    monkeypatch.setenv("EMCLASSIFY_POISON_OUTPUTS", "1")
 
 
 def test_native_library_is_built_and_loaded():

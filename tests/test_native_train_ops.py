@@ -2,28 +2,21 @@
 pure-PyTorch references, on every CPU kernel variant, and inside a LipNet's training step."""
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch
 from torch import nn
 
+from conftest import NATIVE_OP_TESTS
 from emclassify import ops
 from emclassify._native import native_available
 from emclassify.models import create_model
 from emclassify.models.lipnet import ConvBlock
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("EMCLASSIFY_NATIVE") == "0", reason="EMCLASSIFY_NATIVE=0 forces the reference path"
-)
+pytestmark = NATIVE_OP_TESTS
 
 ISAS = ("avx512", "avx2", "generic")
 
-
-@pytest.fixture(autouse=True)
-def poisoned_outputs(monkeypatch):
-    """NaN-fill op outputs before the kernel runs: an element never written fails the parity checks."""
-    monkeypatch.setenv("EMCLASSIFY_POISON_OUTPUTS", "1")
 
 
 @pytest.fixture(params=ISAS)
