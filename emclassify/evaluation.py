@@ -28,6 +28,7 @@ from .io import Dataset
 from .models import SVM, parse_arch
 from .preprocess import PreprocessConfig
 from .training import EpochLog, InputSet, TrainConfig, holdout_split, load_inputs, predict_logits, predict_views
+from .training.splits import quiet_splits
 
 
 def inner_training_size(n: int, k: int, val_fraction: float) -> int:
@@ -49,13 +50,9 @@ def make_folds(labels: Sequence[int], groups: Optional[Sequence], k: int, seed: 
     if use_groups:
         if len(set(groups)) < k:
             raise ValueError(f"only {len(set(groups))} groups: too few for {k} group-aware folds")
-        splits = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(y, y, np.asarray(groups))
+        splits = quiet_splits(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed), y, y, np.asarray(groups))
     else:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "least populated class has only n members" is reported below
-            splits = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(y, y)
+        splits = quiet_splits(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed), y, y)
     for i, (_, test) in enumerate(splits):
         fold[test] = i
     return fold

@@ -210,6 +210,24 @@ def test_holdout_split_keeps_groups_together(n_groups):
     assert (holdout_split(labels, groups, 0.15, seed=0)[1] == va).all()
 
 
+@pytest.mark.parametrize("grouped", [False, True])
+def test_splits_with_a_rare_class_raise_no_library_warning(grouped):
+    """A class of 2 among 60: the CV folds and the validation split stay silent (the few-examples
+    flag reports it in emclassify's words); scikit-learn's splitters warn while being iterated."""
+    import warnings
+
+    from emclassify.evaluation import make_folds
+    from emclassify.training import holdout_split
+
+    labels = np.array([0] * 40 + [1] * 18 + [2] * 2)
+    groups = [f"g{i % 12}" for i in range(60)] if grouped else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        folds = make_folds(labels, groups, 5, seed=0)
+        tr, va = holdout_split(labels, groups, 0.15, seed=0)
+    assert sorted(set(folds.tolist())) == [0, 1, 2, 3, 4] and len(tr) + len(va) == 60
+
+
 def test_card_and_cv_report_say_when_epochs_drew_a_subset_of_the_largest_class(tmp_path, capsys):
     import json
 

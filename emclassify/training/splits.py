@@ -2,9 +2,20 @@
 has a group."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import warnings
+from typing import List, Optional, Sequence
 
 import numpy as np
+
+
+def quiet_splits(splitter, *arrays) -> List:
+    """``list(splitter.split(*arrays))`` without scikit-learn's "least populated class has only n
+    members" warning: emclassify reports rare classes itself (the ``few-examples`` flag), and a raw
+    library warning on stderr only confuses. The splitters warn while being iterated, so the splits
+    are listed inside the filter."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        return list(splitter.split(*arrays))
 
 
 def holdout_split(labels: np.ndarray, groups: Optional[Sequence], fraction: float, seed: int):
@@ -18,10 +29,10 @@ def holdout_split(labels: np.ndarray, groups: Optional[Sequence], fraction: floa
     if n_groups >= 2:
         # Few groups: a larger validation share, but never a group on both sides.
         splitter = StratifiedGroupKFold(n_splits=min(n_splits, n_groups), shuffle=True, random_state=seed)
-        train_idx, val_idx = next(splitter.split(np.zeros(len(labels)), labels, np.asarray(groups)))
+        train_idx, val_idx = quiet_splits(splitter, np.zeros(len(labels)), labels, np.asarray(groups))[0]
     elif min_count >= 2:
         splitter = StratifiedKFold(n_splits=min(n_splits, min_count), shuffle=True, random_state=seed)
-        train_idx, val_idx = next(splitter.split(np.zeros(len(labels)), labels))
+        train_idx, val_idx = quiet_splits(splitter, np.zeros(len(labels)), labels)[0]
     else:
         rng = np.random.default_rng(seed)
         perm = rng.permutation(len(labels))
