@@ -238,9 +238,11 @@ def particle_features(image: np.ndarray, mask: Optional[np.ndarray] = None) -> n
     valid = ring < N_RADIAL
     gy0, gy1 = max(0, ry0 - _GRADIENT_REACH), min(H, ry1 + _GRADIENT_REACH)
     gx0, gx1 = max(0, rx0 - _GRADIENT_REACH), min(W, rx1 + _GRADIENT_REACH)
-    smooth = ndimage.gaussian_filter((img[gy0:gy1, gx0:gx1] - bg_mean) / bg_std, 1.0)
-    grad = np.hypot(ndimage.sobel(smooth, 0), ndimage.sobel(smooth, 1))[ry0 - gy0 : ry1 - gy0, rx0 - gx0 : rx1 - gx0]
-    radial = _ring_means((img[ry0:ry1, rx0:rx1] - bg_mean) / bg_std, ring, valid)
+    rel_g = (img[gy0:gy1, gx0:gx1] - bg_mean) / bg_std
+    smooth = ndimage.gaussian_filter(rel_g, 1.0)
+    rings = (slice(ry0 - gy0, ry1 - gy0), slice(rx0 - gx0, rx1 - gx0))  # the rings' box inside rel_g
+    grad = np.hypot(ndimage.sobel(smooth, 0), ndimage.sobel(smooth, 1))[rings]
+    radial = _ring_means(rel_g[rings], ring, valid)
     edge = _ring_means(grad, ring, valid)
 
     inside = rel_mc[mc]
