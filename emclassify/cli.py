@@ -551,11 +551,13 @@ def _finder_from_args(args, command: str):
 
 
 def _print_finder_scores(label: str, o: Dict, seconds_note: str = "") -> None:
+    from .finding.evaluate import error_kinds_text
+
     iou = "n/a" if o["mean_iou"] is None else f"{o['mean_iou']:.3f}"
     print(f"{label} on {o['micrographs']} micrographs: {o['matched']} of {o['true']} outlined particles "
           f"found at IoU >= 0.5 ({o['found']} found in all)\n  precision {o['precision']:.3f}  recall "
           f"{o['recall']:.3f}  F1 {o['f1']:.3f}  mean IoU of matches {iou}  mean |count error| per micrograph "
-          f"{o['count_error_abs_mean'] or 0:.1f}{seconds_note}")
+          f"{o['count_error_abs_mean'] or 0:.1f}{seconds_note}\n  {error_kinds_text(o)}")
 
 
 def _print_end_to_end(e: Dict, classifier: str = "") -> None:

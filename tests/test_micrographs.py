@@ -116,8 +116,54 @@ def test_match_instances_counts_and_iou():
     m = match_instances(found, truth)
     assert (m.tp, m.fp, m.fn) == (1, 1, 1) and m.pairs[0][:2] == (5, 1)
     assert m.pairs[0][2] == pytest.approx(0.8)
+    assert m.missed["not_found"] == 1 and m.spurious["unoutlined"] == 1
     s = summarise([m, match_instances(truth, truth)])
     assert s["f1"] == pytest.approx(2 * (3 / 4) * (3 / 4) / (3 / 2)) and s["count_error_mean"] == 0
+    assert s["missed_by_kind"] == {"not_found": 1, "merged": 0, "split": 0, "outline_off": 0}
+    assert s["spurious_by_kind"] == {"unoutlined": 1, "merge": 0, "fragment": 0, "outline_off": 0}
+
+
+def _nonzero(counts):
+    return {k: v for k, v in counts.items() if v}
+
+
+def test_errors_are_sorted_by_how_the_outlines_overlap():
+    truth = np.zeros((40, 80), np.int32)
+    found = np.zeros_like(truth)
+    # two touching outlined squares found as one region a little larger than both (IoU 100/240 each)
+    truth[0:10, 0:10], truth[0:10, 10:20] = 1, 2
+    found[0:12, 0:20] = 1
+    m = match_instances(found, truth)
+    assert m.tp == 0 and _nonzero(m.missed) == {"merged": 2} and _nonzero(m.spurious) == {"merge": 1}
+    # one outlined square found as three strips (IoU 1/3 each)
+    truth[:], found[:] = 0, 0
+    truth[20:32, 20:32] = 3
+    found[20:32, 20:24], found[20:32, 24:28], found[20:32, 28:32] = 4, 5, 6
+    m = match_instances(found, truth)
+    assert m.tp == 0 and _nonzero(m.missed) == {"split": 1} and _nonzero(m.spurious) == {"fragment": 3}
+    # a particle found far too large (IoU 0.4): both sides "outline off"
+    truth[:], found[:] = 0, 0
+    truth[0:10, 40:50] = 7
+    found[0:10, 40:65] = 8
+    m = match_instances(found, truth)
+    assert _nonzero(m.missed) == {"outline_off": 1} and _nonzero(m.spurious) == {"outline_off": 1}
+    # a matched particle with a sliver found beside it inside the same outline
+    truth[:], found[:] = 0, 0
+    truth[0:10, 60:70] = 9
+    found[0:10, 60:69], found[0:10, 69:70] = 10, 11
+    m = match_instances(found, truth)
+    assert m.tp == 1 and _nonzero(m.missed) == {} and _nonzero(m.spurious) == {"fragment": 1}
+
+
+@settings(max_examples=150, deadline=None)
+@given(found=st.lists(st.integers(0, 5), min_size=64, max_size=64), true=st.lists(st.integers(0, 4), min_size=64,
+                                                                                      max_size=64))
+def test_every_error_gets_exactly_one_kind(found, true):
+    f = np.repeat(np.repeat(np.array(found).reshape(8, 8), 2, 0), 2, 1)
+    t = np.repeat(np.repeat(np.array(true).reshape(8, 8), 2, 0), 2, 1)
+    m = match_instances(f, t)
+    assert sum(m.missed.values()) == m.fn and sum(m.spurious.values()) == m.fp
+    assert min(m.missed.values()) >= 0 and min(m.spurious.values()) >= 0
 
 
 # ---- pixel sizes and formats ------------------------------------------------------------------

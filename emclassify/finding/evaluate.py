@@ -523,6 +523,24 @@ def cross_validate_finders(folder, folds: int = 5, settings=None, classical=None
     return out
 
 
+MISSED_WORDS = {"not_found": "not found", "merged": "merged with a neighbour", "split": "cut into pieces",
+                "outline_off": "outline too far off"}
+SPURIOUS_WORDS = {"unoutlined": "where nothing is outlined", "merge": "merging outlined particles",
+                  "fragment": "pieces of an outlined particle", "outline_off": "outline too far off"}
+
+
+def error_kinds_text(overall: Dict) -> str:
+    """The misses and spurious particles of a :func:`~.matching.summarise` dict by kind, in words."""
+    def part(key, words):
+        counts = overall.get(key) or {}
+        return ", ".join(f"{words[k]} {v}" for k, v in counts.items() if v) or "none"
+
+    missed = overall["true"] - overall["matched"]
+    spurious = overall["found"] - overall["matched"]
+    return (f"missed {missed} ({part('missed_by_kind', MISSED_WORDS)}); "
+            f"spurious {spurious} ({part('spurious_by_kind', SPURIOUS_WORDS)})")
+
+
 def _score_cells(o: Dict) -> str:
     iou = "–" if o.get("mean_iou") is None else f"{o['mean_iou']:.3f}"
     return (f"{o['true']} | {o['found']} | {o['matched']} | {o['precision']:.3f} | {o['recall']:.3f} | "
@@ -536,7 +554,14 @@ def report_markdown(result: Dict, overlays: Optional[str] = None) -> str:
     columns = "outlined | found | matched | precision | recall | F1 | mean IoU | mean abs. count error |"
     head = f"| finder | {columns}\n|---|---|---|---|---|---|---|---|---|"
     lines = [f"# Particle finding: {result['folder']}", "",
-             "Found particles are matched to outlined ones at IoU >= 0.5 (one to one, Hungarian matching).", ""]
+             "Found particles are matched to outlined ones at IoU >= 0.5 (one to one, Hungarian matching).",
+             "Each error is given a kind from how the outlines overlap. A missed particle is *merged with a "
+             "neighbour* when one found particle holds half or more of it and of another outlined particle, *cut "
+             "into pieces* when several found particles hold a fifth or more of it each, *not found* when found "
+             "particles hold less than half of it. A spurious particle *merges outlined particles* when it holds "
+             "half or more of two or more, is a *piece of an outlined particle* when half or more of it lies inside "
+             "one, and lies *where nothing is outlined* when under a fifth of it does (debris, or particles nobody "
+             "outlined). The rest have an outline too far off.", ""]
     for w in result.get("warnings", []):
         lines += [f"**Warning:** {w}", ""]
     flagged = sorted({f for row in result.get("per_fold", []) for f in row.get("flags", [])})
@@ -552,6 +577,7 @@ def report_markdown(result: Dict, overlays: Optional[str] = None) -> str:
                   + (" (learned_8_views: the same network, its maps averaged over the micrograph's 8 rotations "
                      "and reflections)" if "learned_8_views" in result else "") + ".", ""]
     lines += [head] + [f"| {n} | {_score_cells(r['overall'])} |" for n, r in named if r.get("overall")]
+    lines += [""] + [f"- {n}: {error_kinds_text(r['overall'])}" for n, r in named if r.get("overall")]
     for n, r in named:
         scored = r.get("end_to_end_by_classifier") or ({"": r["end_to_end"]} if r.get("end_to_end") else {})
         for which, e in scored.items():

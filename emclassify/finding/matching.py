@@ -4,6 +4,20 @@ A found particle and an outlined one match when their intersection over union (I
 least ``threshold`` (0.5 by default, as in COCO's AP50 and the cell-segmentation literature);
 at IoU > 0.5 each particle can match at most one other, and the assignment maximising total
 IoU (Hungarian, :func:`scipy.optimize.linear_sum_assignment`) is used at any threshold.
+
+**What the errors are.** Each outlined particle left unmatched (a miss) and each found particle
+left unmatched (a spurious one) is given one kind, from how the two label images overlap, so a lab
+sees whether its finder misses faint particles, merges touching ones, cuts them up or finds things
+nobody outlined. With ``cover(a, b)`` the share of ``a``'s pixels inside ``b``, tested in this order:
+
+- a miss is ``merged`` when one found particle holds at least half of it and at least half of another
+  outlined particle; ``split`` when two or more found particles each hold at least a fifth of it;
+  ``not_found`` when found particles hold less than half of it in all; otherwise ``outline_off``
+  (found, but its outline differs too much: IoU under the threshold);
+- a spurious particle is a ``merge`` when it holds at least half of two or more outlined particles;
+  a ``fragment`` when at least half of it lies inside one outlined particle (a piece of a split
+  particle, or a bit beside the found particle matched to it); ``unoutlined`` when less than a fifth
+  of it lies on outlined particles (debris, or a particle nobody outlined); otherwise ``outline_off``.
 """
 from __future__ import annotations
 
@@ -13,14 +27,22 @@ from typing import Dict, List, Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+MISSED_KINDS = ("not_found", "merged", "split", "outline_off")
+SPURIOUS_KINDS = ("unoutlined", "merge", "fragment", "outline_off")
+MOST = 0.5    # "holds at least half of"
+SOME = 0.2    # "at least a fifth"
+
 
 @dataclass
 class InstanceMatch:
-    """Matches of one micrograph: ``pairs`` (found label, true label, IoU) and the counts."""
+    """Matches of one micrograph: ``pairs`` (found label, true label, IoU), the counts, and the kind
+    of each error (module doc): ``missed`` kind -> outlined particles, ``spurious`` kind -> found ones."""
 
     n_found: int
     n_true: int
     pairs: List[tuple] = field(default_factory=list)
+    missed: Dict[str, int] = field(default_factory=dict)
+    spurious: Dict[str, int] = field(default_factory=dict)
 
     @property
     def tp(self) -> int:
@@ -35,8 +57,42 @@ class InstanceMatch:
         return self.n_true - self.tp
 
 
+def _error_kinds(inter: np.ndarray, f_area: np.ndarray, t_area: np.ndarray, matched_f: np.ndarray,
+                 matched_t: np.ndarray):
+    """(missed, spurious) kind counts (module doc) from the pixel overlaps ``inter`` (found x outlined,
+    background excluded), the areas and bool masks of the matched found and outlined particles."""
+    t_area = np.maximum(t_area, 1).astype(np.float64)
+    f_area = np.maximum(f_area, 1).astype(np.float64)
+    holds_most = inter >= MOST * t_area[None, :]          # found i holds at least half of outlined j
+    merging = holds_most.sum(1) >= 2                       # found particles holding most of 2+ outlined
+    missed = dict.fromkeys(MISSED_KINDS, 0)
+    for j in np.nonzero(~matched_t)[0]:
+        cover = inter[:, j] / t_area[j]                    # share of outlined j inside each found particle
+        if (holds_most[:, j] & merging).any():
+            missed["merged"] += 1
+        elif (cover >= SOME).sum() >= 2:
+            missed["split"] += 1
+        elif cover.sum() < MOST:
+            missed["not_found"] += 1
+        else:
+            missed["outline_off"] += 1
+    spurious = dict.fromkeys(SPURIOUS_KINDS, 0)
+    for i in np.nonzero(~matched_f)[0]:
+        inside = inter[i] / f_area[i]                      # share of found i inside each outlined particle
+        if merging[i]:
+            spurious["merge"] += 1
+        elif (inside >= MOST).any():
+            spurious["fragment"] += 1
+        elif inside.sum() < SOME:
+            spurious["unoutlined"] += 1
+        else:
+            spurious["outline_off"] += 1
+    return missed, spurious
+
+
 def match_instances(found: np.ndarray, true: np.ndarray, threshold: float = 0.5) -> InstanceMatch:
-    """Match two instance label images (0 = background) of the same shape by IoU."""
+    """Match two instance label images (0 = background) of the same shape by IoU; the errors' kinds
+    are counted as the module doc says."""
     found = np.asarray(found)
     true = np.asarray(true)
     if found.shape != true.shape:
@@ -49,19 +105,28 @@ def match_instances(found: np.ndarray, true: np.ndarray, threshold: float = 0.5)
     fsel = f_ids != 0
     tsel = t_ids != 0
     inter = inter[np.ix_(fsel, tsel)].astype(np.float64)
-    union = f_area[fsel][:, None] + t_area[tsel][None, :] - inter
+    f_area, t_area = f_area[fsel], t_area[tsel]
+    union = f_area[:, None] + t_area[None, :] - inter
     iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
     out = InstanceMatch(int(fsel.sum()), int(tsel.sum()))
+    matched_f, matched_t = np.zeros(out.n_found, bool), np.zeros(out.n_true, bool)
     if iou.size:
         rows, cols = linear_sum_assignment(-iou)
         for r, c in zip(rows, cols):
             if iou[r, c] >= threshold:
                 out.pairs.append((int(f_ids[fsel][r]), int(t_ids[tsel][c]), float(iou[r, c])))
+                matched_f[r] = matched_t[c] = True
+    out.missed, out.spurious = _error_kinds(inter, f_area, t_area, matched_f, matched_t)
     return out
 
 
+def _summed(counts: Sequence[Dict[str, int]], kinds: Sequence[str]) -> Dict[str, int]:
+    return {k: int(sum(c.get(k, 0) for c in counts)) for k in kinds}
+
+
 def summarise(matches: Sequence[InstanceMatch]) -> Dict:
-    """Precision, recall, F1, mean IoU of matched particles and count errors over micrographs."""
+    """Precision, recall, F1, mean IoU of matched particles, count errors over micrographs, and the
+    misses and spurious particles by kind (module doc)."""
     tp = sum(m.tp for m in matches)
     fp = sum(m.fp for m in matches)
     fn = sum(m.fn for m in matches)
@@ -76,4 +141,6 @@ def summarise(matches: Sequence[InstanceMatch]) -> Dict:
             "mean_iou": float(np.mean(ious)) if ious else None,
             "count_error_mean": float(np.mean(count_err)) if count_err else None,
             "count_error_abs_mean": float(np.mean(np.abs(count_err))) if count_err else None,
-            "count_error_rel_mean": float(np.mean(rel_err)) if rel_err else None}
+            "count_error_rel_mean": float(np.mean(rel_err)) if rel_err else None,
+            "missed_by_kind": _summed([m.missed for m in matches], MISSED_KINDS),
+            "spurious_by_kind": _summed([m.spurious for m in matches], SPURIOUS_KINDS)}
