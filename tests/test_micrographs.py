@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from emclassify.batch import BatchError, BatchRun, partial_path_for, run_batch
 from emclassify.cli import main
 from emclassify.defaults import EXIT_SOME_ERRORS, EXIT_USAGE, FINDER_NAMES
-from emclassify.finding import FINDERS, ClassicalFinder, ParticleSize, cut_out, make_finder, measure
+from emclassify.finding import (FINDERS, ClassicalFinder, ParticleSize, cut_out, estimate_diameter, make_finder,
+                                measure)
 from emclassify.finding.matching import match_instances, summarise
 from emclassify.io import read_image
 from emclassify.io.microscope import PIXEL_SIZE_RANGE_NM, PixelSizeError, parse_length
@@ -70,6 +71,32 @@ def test_classical_finder_bright_particles_and_flat_images():
     assert match_instances(ClassicalFinder(polarity="bright").find(img).labels, truth).tp == 2
     flat = ClassicalFinder().find(np.full((128, 128), 100, np.uint8))
     assert len(flat) == 0 and "nothing stands out" in flat.notes[0]
+
+
+def wide_disc_field(side, radius, spacing, seed=0):
+    """A large field of dark discs on a jittered grid, painted box by box (disc_field paints the whole
+    image per disc): float32 image with noise."""
+    rng = np.random.default_rng(seed)
+    img = np.full((side, side), 180.0, np.float32)
+    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    disc = yy * yy + xx * xx <= radius * radius
+    for cy in range(spacing // 2, side - spacing // 2, spacing):
+        for cx in range(spacing // 2, side - spacing // 2, spacing):
+            y, x = cy + rng.integers(-spacing // 5, spacing // 5 + 1), cx + rng.integers(-spacing // 5, spacing // 5 + 1)
+            img[y - radius : y + radius + 1, x - radius : x + radius + 1][disc] = 110.0
+    return img + rng.normal(0, 6.0, img.shape).astype(np.float32)
+
+
+def test_the_diameter_estimate_does_not_grow_with_the_micrograph(monkeypatch):
+    """A 3k field of 32 px discs is binned 3 times for the first estimate (discs ~11 px there); the
+    estimate is refined at a finer binning and agrees with the one on a small crop, unbinned."""
+    from emclassify.finding import classical
+
+    img = wide_disc_field(3072, 16, 96)
+    whole, crop = estimate_diameter(img), estimate_diameter(img[:768, :768])
+    assert abs(whole / 32 - 1) < 0.25 and abs(crop / 32 - 1) < 0.25
+    monkeypatch.setattr(classical, "ESTIMATE_REFINEMENTS", 0)   # the first, binned pass alone is far off here
+    assert abs(estimate_diameter(img) / 32 - 1) > 0.25
 
 
 def test_border_particles_are_flagged_or_dropped():
