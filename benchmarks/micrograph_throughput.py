@@ -1,5 +1,7 @@
 """Micrograph throughput: seconds per megapixel of each finder alone and of the whole micrograph
-run (decode, find, cut out, classify, write CSV + summary), side by side in one run.
+run (decode, find, cut out, classify, write CSV + summary), side by side in one run; where the
+micrographs have instance labels (``instances/`` beside ``images/``: the synthetic ones, NanoShapes),
+also each finder's F1 against them, untimed, so that a speed-up from searching at a wrong scale shows.
 
     python benchmarks/micrograph_throughput.py [--side 4096] [--n 2] [--per 300] [--json OUT]
         [--finder-model finder.safetensors]   # also the learned finder (native, reference, 8 views)
@@ -39,6 +41,7 @@ def main() -> None:
 
     from emclassify.batch import run_batch
     from emclassify.finding import make_finder
+    from emclassify.finding.matching import match_instances, summarise
     from emclassify.io import read_image
     from emclassify.synth import generate_micrographs
 
@@ -51,7 +54,7 @@ def main() -> None:
             generate_micrographs(root / "m", "lamellarity", args.n, seed=11, side=args.side, per_micrograph=args.per)
         files = sorted(f for f in folder.iterdir() if f.suffix.lower() in (".tif", ".tiff"))
         mpx = sum(read_image(f).array.size for f in files) / 1e6
-        rows, result = [], {}
+        rows, result, quality = [], {}, {}
         finders = [("classical (native median and reconstruction)", make_finder("classical"), None),
                    ("classical (SciPy and scikit-image)", make_finder("classical", native=False), None)]
         if args.finder_model:
@@ -61,11 +64,20 @@ def main() -> None:
                         ("learned, 8 views (native conv blocks)",
                          make_finder("learned", model=args.finder_model, views=8), None)]
         finders[0][1].find(read_image(files[0]).array)  # untimed: imports and first-call costs
+        truths = {f: folder.parent / "instances" / f.name for f in files}
+        truths = {f: t for f, t in truths.items() if t.exists()}
         for label, finder, _ in finders:
-            t = time.perf_counter()
-            found = sum(len(finder.find(read_image(f).array)) for f in files)
-            t_find = time.perf_counter() - t
+            t_find, found, matches = 0.0, 0, []
+            for f in files:
+                t = time.perf_counter()
+                det = finder.find(read_image(f).array)
+                t_find += time.perf_counter() - t
+                found += len(det)
+                if f in truths:  # untimed: how well it found them, so that a speed-up is not a wrong scale
+                    matches.append(match_instances(det.labels, read_image(truths[f]).array))
             rows.append((f"{label} finder alone (decode + find)", t_find, found))
+            if matches:
+                quality[rows[-1][0]] = {k: summarise(matches)[k] for k in ("f1", "precision", "recall", "mean_iou")}
         for label, finder, native in finders:
             if native is False:
                 continue
@@ -86,10 +98,12 @@ def main() -> None:
               "model": args.model or "bundled",
               "megapixels": round(mpx, 2), "peak_rss_mb": round(peak_mb),
               "steps": [{"step": label, "s_per_mpx": round(t / mpx, 3), "mpx_per_s": round(mpx / t, 3),
-                         "particles": n} for label, t, n in rows]}
-    print("| step | s / megapixel | megapixel / s | particles |\n|---|---|---|---|")
+                         "particles": n, **({"found_vs_outlined": quality[label]} if label in quality else {})}
+                        for label, t, n in rows]}
+    print("| step | s / megapixel | megapixel / s | particles | F1 against the outlines |\n|---|---|---|---|---|")
     for label, t, n in rows:
-        print(f"| {label} | {t / mpx:.3f} | {mpx / t:.2f} | {n} |")
+        f1 = f"{quality[label]['f1']:.3f}" if label in quality else "–"
+        print(f"| {label} | {t / mpx:.3f} | {mpx / t:.2f} | {n} | {f1} |")
     print(json.dumps(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
