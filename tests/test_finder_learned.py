@@ -367,6 +367,10 @@ def test_cli_train_finder_info_batch_and_find_eval(fields, tmp_path, capsys):
     assert 0 <= m["end_to_end"]["macro_f1"] <= 1 and m["overall"]["micrographs"] == 4
     report = metrics.with_suffix(".md").read_text()
     assert "End to end with the learned finder" in report and report.count("synth") >= 4
+    o = m["overall"]   # every error has a kind, in the JSON, the report and the CLI
+    assert sum(o["missed_by_kind"].values()) == o["true"] - o["matched"]
+    assert sum(o["spurious_by_kind"].values()) == o["found"] - o["matched"]
+    assert f"missed {o['true'] - o['matched']}" in report and f"missed {o['true'] - o['matched']}" in captured.out
 
     cv = tmp_path / "cv.json"
     assert main(["find-eval", str(fields), "--folds", "2", "--steps", "5", "--batch", "2", "--crop", "64",

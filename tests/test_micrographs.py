@@ -15,6 +15,7 @@ from emclassify.cli import main
 from emclassify.defaults import EXIT_SOME_ERRORS, EXIT_USAGE, FINDER_NAMES
 from emclassify.finding import (FINDERS, ClassicalFinder, ParticleSize, cut_out, estimate_diameter, make_finder,
                                 measure)
+from emclassify.finding.evaluate import error_kinds_text
 from emclassify.finding.matching import match_instances, summarise
 from emclassify.io import read_image
 from emclassify.io.microscope import PIXEL_SIZE_RANGE_NM, PixelSizeError, parse_length
@@ -162,6 +163,8 @@ def test_errors_are_sorted_by_how_the_outlines_overlap():
     found[0:12, 0:20] = 1
     m = match_instances(found, truth)
     assert m.tp == 0 and _nonzero(m.missed) == {"merged": 2} and _nonzero(m.spurious) == {"merge": 1}
+    assert error_kinds_text(summarise([m])) == "missed 2 (merged with a neighbour 2); spurious 1 (merging outlined particles 1)"
+    assert error_kinds_text({"true": 3, "found": 2, "matched": 1}) == "missed 2; spurious 1"  # results from before kinds
     # one outlined square found as three strips (IoU 1/3 each)
     truth[:], found[:] = 0, 0
     truth[20:32, 20:32] = 3

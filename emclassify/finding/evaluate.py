@@ -34,7 +34,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..io import IMAGE_EXTENSIONS, ImageReadError, read_image
-from .matching import InstanceMatch, match_instances, summarise
+from .matching import MISSED_WORDS, SPURIOUS_WORDS, InstanceMatch, match_instances, summarise
 
 
 class EvaluationError(Exception):
@@ -523,22 +523,18 @@ def cross_validate_finders(folder, folds: int = 5, settings=None, classical=None
     return out
 
 
-MISSED_WORDS = {"not_found": "not found", "merged": "merged with a neighbour", "split": "cut into pieces",
-                "outline_off": "outline too far off"}
-SPURIOUS_WORDS = {"unoutlined": "where nothing is outlined", "merge": "merging outlined particles",
-                  "fragment": "pieces of an outlined particle", "outline_off": "outline too far off"}
-
-
 def error_kinds_text(overall: Dict) -> str:
     """The misses and spurious particles of a :func:`~.matching.summarise` dict by kind, in words."""
     def part(key, words):
-        counts = overall.get(key) or {}
-        return ", ".join(f"{words[k]} {v}" for k, v in counts.items() if v) or "none"
+        if key not in overall:  # results written before errors had kinds
+            return ""
+        counts = ", ".join(f"{words.get(k, k)} {v}" for k, v in overall[key].items() if v)
+        return f" ({counts})" if counts else ""
 
     missed = overall["true"] - overall["matched"]
     spurious = overall["found"] - overall["matched"]
-    return (f"missed {missed} ({part('missed_by_kind', MISSED_WORDS)}); "
-            f"spurious {spurious} ({part('spurious_by_kind', SPURIOUS_WORDS)})")
+    return (f"missed {missed}{part('missed_by_kind', MISSED_WORDS)}; "
+            f"spurious {spurious}{part('spurious_by_kind', SPURIOUS_WORDS)}")
 
 
 def _score_cells(o: Dict) -> str:

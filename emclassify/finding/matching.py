@@ -29,6 +29,11 @@ from scipy.optimize import linear_sum_assignment
 
 MISSED_KINDS = ("not_found", "merged", "split", "outline_off")
 SPURIOUS_KINDS = ("unoutlined", "merge", "fragment", "outline_off")
+# The kinds in the words of reports (find-eval's report and CLI).
+MISSED_WORDS = {"not_found": "not found", "merged": "merged with a neighbour", "split": "cut into pieces",
+                "outline_off": "outline too far off"}
+SPURIOUS_WORDS = {"unoutlined": "where nothing is outlined", "merge": "merging outlined particles",
+                  "fragment": "pieces of an outlined particle", "outline_off": "outline too far off"}
 MOST = 0.5    # "holds at least half of"
 SOME = 0.2    # "at least a fifth"
 
