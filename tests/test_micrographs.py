@@ -119,6 +119,30 @@ def test_finder_on_synthetic_micrographs_with_touching_vesicles():
     assert s["precision"] >= 0.6 and s["recall"] >= 0.4 and s["mean_iou"] >= 0.75
 
 
+@settings(max_examples=150, deadline=None)
+@given(shape=st.tuples(st.integers(1, 10), st.integers(1, 12)), data=st.data(),
+       dtype=st.sampled_from([np.int32, np.uint16, np.int64, np.uint8]))
+def test_measure_numbers_particles_by_their_first_pixel_in_reading_order(shape, data, dtype):
+    size = shape[0] * shape[1]
+    labels = np.array(data.draw(st.lists(st.integers(0, 9), min_size=size, max_size=size)), dtype).reshape(shape)
+    present, first = np.unique(labels.ravel(), return_index=True)   # the oracle: sort every pixel
+    order = present[present != 0][np.argsort(first[present != 0], kind="stable")]
+    det = measure(labels)
+    assert [p.index for p in det.particles] == list(range(1, len(order) + 1))
+    for k, old in enumerate(order, start=1):
+        assert np.array_equal(det.labels == k, labels == old)
+        assert det.particles[k - 1].size.area_px == int((labels == old).sum())
+    assert det.labels.dtype == np.int32 and (det.labels == 0).sum() == (labels == 0).sum()
+
+
+def test_measure_refuses_negative_or_fractional_labels():
+    with pytest.raises(ValueError, match="positive"):
+        measure(np.array([[0, -1]], np.int32))
+    with pytest.raises(ValueError, match="whole numbers"):
+        measure(np.array([[0, 1.5]]))
+    assert len(measure(np.zeros((3, 4), np.uint16))) == 0 and len(measure(np.ones((2, 2), bool))) == 1
+
+
 def test_measure_renumbers_in_reading_order_and_measures_analytically():
     labels = np.zeros((40, 60), np.int32)
     labels[30:34, 5:9] = 7      # 16 px, lower

@@ -328,10 +328,11 @@ class ClassicalFinder:
         if faint:
             notes.append(f"{faint} faint object(s) dropped (contrast score under {self.min_score})")
         labels = np.where(keep[labels], labels, 0)
-        if factor > 1:
-            up = np.repeat(np.repeat(labels, factor, axis=0), factor, axis=1)
-            labels = np.zeros(img.shape, np.int32)
-            labels[: up.shape[0], : up.shape[1]] = up
+        if factor > 1:  # each working pixel back to its factor x factor block, written in place
+            h, w = labels.shape
+            full = np.zeros(img.shape, np.int32)
+            full[: h * factor, : w * factor].reshape(h, factor, w, factor)[...] = labels[:, None, :, None]
+            labels = full
         det = measure(labels, scores, pixel_size_nm)
         if self.exclude_border:
             det = without_border_particles(det, pixel_size_nm)
