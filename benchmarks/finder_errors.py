@@ -29,7 +29,7 @@ def main() -> int:
                                              outlined_micrographs, truth_classes)
     from emclassify.finding.finderfile import load_finder, save_finder
     from emclassify.finding.learned import LearnedFinder
-    from emclassify.finding.matching import SOME, match_instances, summarise
+    from emclassify.finding.matching import match_instances, summarise
     from emclassify.finding.training import FinderTrainSettings, fit_finder, load_outlined, split_validation
 
     ap = argparse.ArgumentParser()
@@ -77,11 +77,7 @@ def main() -> int:
             predicted = classify_found(d.raw, det, classifier)
             truth = outlined_classes(d, truths)
             records.append((m, predicted, truth))
-            matched = {f for f, _, _ in m.pairs}
-            n = int(det.labels.max()) + 1
-            on_outlined = np.bincount(det.labels.ravel(), weights=(d.labels > 0).ravel().astype(float), minlength=n)
-            area = np.bincount(det.labels.ravel(), minlength=n)
-            unoutlined = {f for f in predicted if f not in matched and on_outlined[f] < SOME * area[f]}
+            unoutlined = {f for f, kind in m.spurious_kinds.items() if kind == "unoutlined" and f in predicted}
             ignored += len(unoutlined)
             records_outlined_only.append((m, {f: c for f, c in predicted.items() if f not in unoutlined}, truth))
     from emclassify.bench import machine_description

@@ -51,8 +51,9 @@ from .detections import Detections, measure, without_border_particles
 
 TARGET_DIAMETER_PX = 24.0   # particles are found at about this size (px) after binning
 ESTIMATE_SIDE = 1024        # the diameter is estimated on a copy binned to at most this side
-ESTIMATE_TILES = 2          # where particles are small, the estimate is refined on this many windows
-ESTIMATE_TILE = 1024        # of this side after binning, up to this many times (estimate_diameter)
+# Where particles are small, the estimate is refined on this many windows of ESTIMATE_SIDE binned px,
+# up to this many times (estimate_diameter).
+ESTIMATE_TILES = 2
 ESTIMATE_REFINEMENTS = 3
 POLARITIES = ("dark", "bright")
 # Diameter per distance-transform maximum: 2 for a disc (2.26 would give a square's
@@ -231,7 +232,7 @@ def estimate_diameter(image: np.ndarray, polarity: str = "dark", native: Optiona
     ``ESTIMATE_SIDE`` px, scaled back. Where that binning left the particles under
     ``2 * TARGET_DIAMETER_PX`` binned px (small particles in a large micrograph: an 8k x 8k field of
     80 px particles binned 8 times), the estimate is refined at a finer binning, on up to
-    ``ESTIMATE_TILES`` windows of ``ESTIMATE_TILE`` binned px where the first pass found the most
+    ``ESTIMATE_TILES`` windows of ``ESTIMATE_SIDE`` binned px where the first pass found the most
     particles, with the last estimate as the scale; up to ``ESTIMATE_REFINEMENTS`` times, until it
     moves by less than a tenth. The first pass alone made one synthetic field's particles (area-weighted
     median 94 px) 85, 99, 150 and 226 px on its 1k, 2k, 4k and 8k crops (BENCHMARKS.md).
@@ -250,7 +251,7 @@ def estimate_diameter(image: np.ndarray, polarity: str = "dark", native: Optiona
         if finer == factor == first_factor:
             break  # the particles were large enough at the first binning
         pooled = [r for r in (_radii_and_areas(_bin(img[sl], finer), d / finer, polarity, native)
-                              for sl in _busiest_tiles(fg, first_factor, img.shape, ESTIMATE_TILE * finer, ESTIMATE_TILES))
+                              for sl in _busiest_tiles(fg, first_factor, img.shape, ESTIMATE_SIDE * finer, ESTIMATE_TILES))
                   if r is not None]
         if not pooled:
             break

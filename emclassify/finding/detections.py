@@ -98,7 +98,8 @@ def measure(labels: np.ndarray, scores: Optional[Dict[int, float]] = None,
     H, W = labels.shape
     if labels.size and int(labels.min()) < 0:
         raise ValueError("labels must be 0 (background) or positive")
-    if labels.size == 0 or int(labels.max()) == 0:
+    top = int(labels.max()) if labels.size else 0
+    if top == 0:
         return Detections(np.zeros((H, W), np.int32), [])
     # Each label's first pixel in row-major order, from its box: the box's top row holds it, so the
     # first pixel is in that row. Memory scales with the particles, not with the micrograph (np.unique
@@ -111,7 +112,7 @@ def measure(labels: np.ndarray, scores: Optional[Dict[int, float]] = None,
         col = xs.start + int(np.argmax(labels[ys.start, xs] == old))
         objects.append((ys.start * W + col, old, box))
     objects.sort(key=lambda o: o[0])
-    lut = np.zeros(int(labels.max()) + 1, dtype=np.int32)
+    lut = np.zeros(top + 1, dtype=np.int32)
     for k, (_, old, _) in enumerate(objects, start=1):
         lut[old] = k
     relabelled = lut[labels]

@@ -27,13 +27,13 @@ from typing import Dict, List, Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-MISSED_KINDS = ("not_found", "merged", "split", "outline_off")
-SPURIOUS_KINDS = ("unoutlined", "merge", "fragment", "outline_off")
-# The kinds in the words of reports (find-eval's report and CLI).
+# The kinds of errors (module doc), in the words of reports (find-eval's report and CLI).
 MISSED_WORDS = {"not_found": "not found", "merged": "merged with a neighbour", "split": "cut into pieces",
                 "outline_off": "outline too far off"}
 SPURIOUS_WORDS = {"unoutlined": "where nothing is outlined", "merge": "merging outlined particles",
                   "fragment": "pieces of an outlined particle", "outline_off": "outline too far off"}
+MISSED_KINDS = tuple(MISSED_WORDS)
+SPURIOUS_KINDS = tuple(SPURIOUS_WORDS)
 MOST = 0.5    # "holds at least half of"
 SOME = 0.2    # "at least a fifth"
 
@@ -41,13 +41,22 @@ SOME = 0.2    # "at least a fifth"
 @dataclass
 class InstanceMatch:
     """Matches of one micrograph: ``pairs`` (found label, true label, IoU), the counts, and the kind
-    of each error (module doc): ``missed`` kind -> outlined particles, ``spurious`` kind -> found ones."""
+    of each error (module doc): ``missed_kinds`` outlined label -> kind, ``spurious_kinds`` found
+    label -> kind; ``missed`` / ``spurious`` count them by kind."""
 
     n_found: int
     n_true: int
     pairs: List[tuple] = field(default_factory=list)
-    missed: Dict[str, int] = field(default_factory=dict)
-    spurious: Dict[str, int] = field(default_factory=dict)
+    missed_kinds: Dict[int, str] = field(default_factory=dict)
+    spurious_kinds: Dict[int, str] = field(default_factory=dict)
+
+    @property
+    def missed(self) -> Dict[str, int]:
+        return _counted(self.missed_kinds, MISSED_KINDS)
+
+    @property
+    def spurious(self) -> Dict[str, int]:
+        return _counted(self.spurious_kinds, SPURIOUS_KINDS)
 
     @property
     def tp(self) -> int:
@@ -62,36 +71,46 @@ class InstanceMatch:
         return self.n_true - self.tp
 
 
+def _counted(kinds: Dict[int, str], names: Sequence[str]) -> Dict[str, int]:
+    counts = dict.fromkeys(names, 0)
+    for kind in kinds.values():
+        counts[kind] += 1
+    return counts
+
+
 def _error_kinds(inter: np.ndarray, f_area: np.ndarray, t_area: np.ndarray, matched_f: np.ndarray,
-                 matched_t: np.ndarray):
-    """(missed, spurious) kind counts (module doc) from the pixel overlaps ``inter`` (found x outlined,
-    background excluded), the areas and bool masks of the matched found and outlined particles."""
+                 matched_t: np.ndarray, f_ids: np.ndarray, t_ids: np.ndarray):
+    """(outlined label -> kind of miss, found label -> kind of spurious particle) (module doc), from the
+    pixel overlaps ``inter`` (found x outlined, background excluded), the areas, the bool masks of the
+    matched found and outlined particles and their labels."""
     t_area = np.maximum(t_area, 1).astype(np.float64)
     f_area = np.maximum(f_area, 1).astype(np.float64)
     holds_most = inter >= MOST * t_area[None, :]          # found i holds at least half of outlined j
     merging = holds_most.sum(1) >= 2                       # found particles holding most of 2+ outlined
-    missed = dict.fromkeys(MISSED_KINDS, 0)
+    missed = {}
     for j in np.nonzero(~matched_t)[0]:
         cover = inter[:, j] / t_area[j]                    # share of outlined j inside each found particle
         if (holds_most[:, j] & merging).any():
-            missed["merged"] += 1
+            kind = "merged"
         elif (cover >= SOME).sum() >= 2:
-            missed["split"] += 1
+            kind = "split"
         elif cover.sum() < MOST:
-            missed["not_found"] += 1
+            kind = "not_found"
         else:
-            missed["outline_off"] += 1
-    spurious = dict.fromkeys(SPURIOUS_KINDS, 0)
+            kind = "outline_off"
+        missed[int(t_ids[j])] = kind
+    spurious = {}
     for i in np.nonzero(~matched_f)[0]:
         inside = inter[i] / f_area[i]                      # share of found i inside each outlined particle
         if merging[i]:
-            spurious["merge"] += 1
+            kind = "merge"
         elif (inside >= MOST).any():
-            spurious["fragment"] += 1
+            kind = "fragment"
         elif inside.sum() < SOME:
-            spurious["unoutlined"] += 1
+            kind = "unoutlined"
         else:
-            spurious["outline_off"] += 1
+            kind = "outline_off"
+        spurious[int(f_ids[i])] = kind
     return missed, spurious
 
 
@@ -113,15 +132,16 @@ def match_instances(found: np.ndarray, true: np.ndarray, threshold: float = 0.5)
     f_area, t_area = f_area[fsel], t_area[tsel]
     union = f_area[:, None] + t_area[None, :] - inter
     iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+    f_ids, t_ids = f_ids[fsel], t_ids[tsel]
     out = InstanceMatch(int(fsel.sum()), int(tsel.sum()))
     matched_f, matched_t = np.zeros(out.n_found, bool), np.zeros(out.n_true, bool)
     if iou.size:
         rows, cols = linear_sum_assignment(-iou)
         for r, c in zip(rows, cols):
             if iou[r, c] >= threshold:
-                out.pairs.append((int(f_ids[fsel][r]), int(t_ids[tsel][c]), float(iou[r, c])))
+                out.pairs.append((int(f_ids[r]), int(t_ids[c]), float(iou[r, c])))
                 matched_f[r] = matched_t[c] = True
-    out.missed, out.spurious = _error_kinds(inter, f_area, t_area, matched_f, matched_t)
+    out.missed_kinds, out.spurious_kinds = _error_kinds(inter, f_area, t_area, matched_f, matched_t, f_ids, t_ids)
     return out
 
 
