@@ -91,7 +91,7 @@ def fused_optimizer_supported(device: torch.device) -> bool:
 
 
 # glibc's mallopt parameters (malloc.h) and the values training sets (see reuse_freed_memory)
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
 _MMAP_THRESHOLD_BYTES = 1 << 30
 _TRIM_THRESHOLD_BYTES = 1 << 30
 _allocator_tuned: Optional[bool] = None
@@ -107,8 +107,12 @@ def reuse_freed_memory() -> bool:
     of 128 recalibration images at 48 px holds 38 MB per layer -- pays page faults on first touch.
     Training epochs were 6-11 % faster with the blocks kept (BENCHMARKS.md "Sixth round"). The
     cost: up to 1 GiB of freed memory may stay with the process (the 14,000-particle CV's peak
-    did not grow). What PyTorch's CPU tuning guides do with jemalloc or tcmalloc, here
-    without a preloaded library. Other C libraries (Windows, macOS, musl) are left as they are, and
+    did not grow). Every thread allocates from the one main arena: a worker thread's arena grows
+    in heaps of at most 64 MiB, so its larger blocks (a finder tile's activations, ~100 MB) were
+    mapped and unmapped each time whatever the thresholds -- the learned finder on an 8k
+    micrograph in a thread took 66 s with 10 M page faults, 51 s with one arena (BENCHMARKS.md);
+    this program's threads allocate seldom, so they do not contend for it. What PyTorch's CPU
+    tuning guides do with jemalloc or tcmalloc, here without a preloaded library. Other C libraries (Windows, macOS, musl) are left as they are, and
     ``EMCLASSIFY_MALLOC_TUNING=0`` leaves glibc as it is too.
     """
     global _allocator_tuned
@@ -122,7 +126,8 @@ def reuse_freed_memory() -> bool:
             if mallopt is not None:
                 mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
                 _allocator_tuned = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
-                                        and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES))
+                                        and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES)
+                                        and mallopt(_M_ARENA_MAX, 1))
     return _allocator_tuned
 
 

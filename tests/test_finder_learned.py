@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 
 from emclassify.cli import main
 from emclassify.defaults import EXIT_USAGE
@@ -98,6 +99,53 @@ def test_a_peak_threshold_drops_objects_whose_centre_is_weak_and_nothing_else():
         both, _ = instances_from_maps(fg, centre, 0.5, 0.5, peak_threshold=peak)
         assert np.array_equal(both, instances_from_maps(fg, centre, 0.5, 0.5)[0])
         assert match_instances(both, labels).tp == 2
+
+
+def _whole_image_instances(fg, centre, fg_t, seed_t, min_area_px, peak_t):
+    """The oracle: one watershed over the whole image and whole-image statistics (scikit-image and
+    scipy as documented), which :func:`instances_from_maps` reproduces band by band."""
+    from scipy import ndimage
+    from skimage.segmentation import watershed
+
+    mask = fg > fg_t
+    markers, n = ndimage.label((centre > seed_t) & mask)
+    labels = watershed(-centre, markers, mask=mask).astype(np.int32)
+    areas = np.bincount(labels.ravel(), minlength=n + 1)
+    peaks = np.asarray(ndimage.maximum(centre, labels, np.arange(n + 1)), np.float32) if n else np.zeros(1)
+    drop = (areas < min_area_px) | ((peaks < peak_t) if peak_t > seed_t else False)
+    drop[0] = False
+    labels[drop[labels]] = 0
+    ids = [k for k in range(1, n + 1) if not drop[k] and areas[k] > 0]
+    return labels, dict(zip(ids, ndimage.mean(fg, labels, ids))) if ids else {}
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), shape=st.tuples(st.integers(1, 90), st.integers(1, 90)),
+       band=st.integers(1, 600), peak=st.sampled_from([0.0, 0.7]), min_area=st.sampled_from([0.0, 6.0]))
+def test_instances_in_bands_equal_one_whole_image_watershed(seed, shape, band, peak, min_area):
+    """Bands of any height (down to one pixel, so that parts span many bands' rows) give the labels
+    and scores of the whole-image watershed, on smooth maps with touching blobs and noise. (Where
+    seeds' pixels tie exactly, scikit-image's flooding order among them is its heap's, in either run.)"""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    noise = rng.random(shape).astype(np.float32)
+    centre = ndimage.gaussian_filter(noise, rng.uniform(0.5, 3)).astype(np.float32)
+    centre = (centre - centre.min()) / max(float(np.ptp(centre)), 1e-6)
+    fg = np.clip(centre + rng.normal(0, 0.2, shape), 0, 1).astype(np.float32)
+    labels, scores = instances_from_maps(fg, centre, 0.4, 0.6, min_area, peak, band_pixels=band)
+    want, want_scores = _whole_image_instances(fg, centre, 0.4, 0.6, min_area, peak)
+    assert labels.dtype == np.int32 and np.array_equal(labels, want)
+    assert scores.keys() == want_scores.keys()
+    assert all(scores[k] == pytest.approx(want_scores[k], rel=1e-9) for k in scores)
+
+
+def test_normalising_an_integer_micrograph_equals_normalising_its_float_copy():
+    img = np.random.default_rng(4).integers(0, 65535, (37, 53)).astype(np.uint16)
+    img[3, 4] = 65535
+    out = normalise_micrograph(img)
+    assert out.dtype == np.float32 and np.array_equal(out, normalise_micrograph(img.astype(np.float32)))
+    assert -1.2 < np.percentile(out, 50) < 1.2
 
 
 class _MapsFinder(LearnedFinder):

@@ -96,6 +96,39 @@ def test_reuse_freed_memory_on_glibc_and_its_opt_out():
     assert _reuse_answer("0") == ["False", "False"]
 
 
+_THREAD_FAULTS = """
+import resource, threading, numpy as np
+from emclassify.runtime import reuse_freed_memory
+reuse_freed_memory()
+faults = []
+def work():
+    for _ in range(4):  # a 100 MB block, as a finder tile's activations, freed and allocated again
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        np.ones(100 * 2**20 // 8).sum()
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+t = threading.Thread(target=work)
+t.start()
+t.join()
+print(sum(faults[1:]))
+"""
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
+                    reason="the allocator setting is made on glibc only")
+def test_a_worker_threads_large_blocks_are_reused_not_mapped_again():
+    """The reason for the setting, in a worker thread (the GUI's and the micrograph finder's): a
+    100 MB block touched again after its first use costs no new page faults with it; without it,
+    every use faults its pages in again (fewer than its 25,600 small pages where the kernel maps
+    huge pages, but as many each time)."""
+    def faults(env_value):
+        env = {**os.environ, "EMCLASSIFY_MALLOC_TUNING": env_value}
+        return int(subprocess.run([sys.executable, "-c", _THREAD_FAULTS], env=env, capture_output=True, text=True,
+                                  check=True).stdout.split()[-1])
+    untuned = faults("0")
+    assert untuned >= 3 * 40  # three uses of at least 40 faults each (2 MiB huge pages: ~50)
+    assert faults("1") * 4 < untuned
+
+
 def test_late_gain_tells_a_rising_curve_from_a_level_one():
     # the NanoShapes CV's fold 1 (seventh round): level from epoch 15, the last epoch kept by a hair
     level = [0.7325, 0.7904, 0.84, 0.9136, 0.8819, 0.8383, 0.894, 0.9396, 0.9057, 0.9371, 0.9445, 0.9112,

@@ -27,12 +27,13 @@ import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 from scipy import ndimage
 
 from ..defaults import FINDER_VIEWS
+from ..runtime import reuse_freed_memory
 from .detections import Detections, measure, without_border_particles
 from .finderfile import LoadedFinder, load_finder
 from .unet import normalise_micrograph, predict_maps
@@ -41,34 +42,89 @@ RESCALE_TOLERANCE = 0.10      # a given diameter within 10 % of the trained one 
 SIZE_WARNING_FACTOR = 2.0     # note when the found particles' median diameter is this far off
 
 
+# Rows of the micrograph per pass of the per-particle statistics and per watershed band: bounded
+# temporaries (the whole-image watershed converted an 8k micrograph's centre-ness to float64 twice,
+# and np.bincount / ndimage.mean made full-size int64 and float64 copies: +1.8 GB, BENCHMARKS.md).
+BAND_PIXELS = 1 << 22
+
+
+def _row_bands(shape: Tuple[int, int], pixels: int) -> Iterator[slice]:
+    """Slices of whole rows, about ``pixels`` each (at least one row)."""
+    rows = max(1, pixels // max(1, shape[1]))
+    for r in range(0, shape[0], rows):
+        yield slice(r, min(shape[0], r + rows))
+
+
+def _banded_watershed(centre: np.ndarray, markers: np.ndarray, mask: np.ndarray, band_pixels: int) -> None:
+    """The watershed of ``-centre`` from ``markers`` inside ``mask``, written into ``markers``.
+
+    Run on bands of whole connected parts of the mask rather than on the whole image: a part's
+    flooding never leaves it, and within a part the flooding visits its pixels in the whole-image
+    run's order (the same values, seeds and pixels in the same raster order), so the labels are the
+    same (tested; the 8k micrograph and NanoShapes maps of BENCHMARKS.md array for array), while each
+    band's float64 copies are bounded by ``band_pixels`` plus one part. The one exception: seed
+    pixels of exactly equal value, which scikit-image's heap orders arbitrarily in either run, may
+    share a plateau between their particles differently.
+    """
+    from skimage.segmentation import watershed
+
+    parts, n_parts = ndimage.label(mask)
+    boxes = ndimage.find_objects(parts)
+    rows = max(1, band_pixels // max(1, mask.shape[1]))
+    first = 0
+    while first < n_parts:
+        # labels number the parts in raster order, so their top rows never decrease
+        top = boxes[first][0].start
+        last, bottom, left, right = first, boxes[first][0].stop, boxes[first][1].start, boxes[first][1].stop
+        while last + 1 < n_parts and boxes[last + 1][0].stop - top <= rows:
+            last += 1
+            b = boxes[last]
+            bottom, left, right = max(bottom, b[0].stop), min(left, b[1].start), max(right, b[1].stop)
+        box = (slice(top, bottom), slice(left, right))
+        inside = parts[box]
+        inside = (inside > first) & (inside <= last + 1)
+        flooded = watershed(-centre[box], markers[box], mask=inside)
+        markers[box][inside] = flooded[inside]
+        first = last + 1
+
+
 def instances_from_maps(foreground: np.ndarray, centre: np.ndarray, foreground_threshold: float = 0.5,
-                        seed_threshold: float = 0.5, min_area_px: float = 0.0, peak_threshold: float = 0.0
-                        ) -> Tuple[np.ndarray, Dict[int, float]]:
+                        seed_threshold: float = 0.5, min_area_px: float = 0.0, peak_threshold: float = 0.0,
+                        band_pixels: int = BAND_PIXELS) -> Tuple[np.ndarray, Dict[int, float]]:
     """Instance labels (int32, H x W) and label -> mean foreground probability (module doc, step 3).
 
     foreground, centre: float32 (H, W) in 0..1. An instance is kept when its area is at least
     ``min_area_px`` and its highest centre-ness at least ``peak_threshold`` (every instance has a
     seed above ``seed_threshold``, so a peak threshold at or below it changes nothing).
+    Memory: the two maps, the label image, a bool mask and the mask's parts, plus temporaries bounded
+    by bands of ``band_pixels`` (an 8k micrograph: 0.74 GB above the maps instead of 1.76, BENCHMARKS.md).
     """
-    from skimage.segmentation import watershed
-
     mask = foreground > foreground_threshold
-    markers, n = ndimage.label((centre > seed_threshold) & mask)
+    labels = np.zeros(mask.shape, np.int32)
+    n = ndimage.label((centre > seed_threshold) & mask, output=labels)
     if n == 0:
-        return np.zeros(foreground.shape, np.int32), {}
-    labels = watershed(-centre, markers, mask=mask).astype(np.int32, copy=False)
-    areas = np.bincount(labels.ravel(), minlength=n + 1)
+        return labels, {}
+    _banded_watershed(centre, labels, mask, band_pixels)
+    del mask
+    areas = np.zeros(n + 1, np.int64)
+    sums = np.zeros(n + 1, np.float64)
+    peaks = np.zeros(n + 1, np.float32)
+    for rows in _row_bands(labels.shape, band_pixels):
+        lab = labels[rows].ravel()
+        areas += np.bincount(lab, minlength=n + 1)
+        sums += np.bincount(lab, weights=foreground[rows].ravel(), minlength=n + 1)
+        if peak_threshold > seed_threshold:
+            np.maximum.at(peaks, lab, centre[rows].ravel())  # ufunc.at: ~40x faster than ndimage.maximum here
     drop = areas < min_area_px
     if peak_threshold > seed_threshold:
-        peaks = np.zeros(n + 1, np.float32)   # ufunc.at: ~40x faster than ndimage.maximum here
-        np.maximum.at(peaks, labels.ravel(), centre.ravel())
         drop |= peaks < peak_threshold
     drop[0] = False
     if drop.any():
-        labels[drop[labels]] = 0
+        for rows in _row_bands(labels.shape, band_pixels):
+            lab = labels[rows]
+            lab[drop[lab]] = 0
     ids = np.nonzero(~drop[1:] & (areas[1:] > 0))[0] + 1
-    means = ndimage.mean(foreground, labels, ids) if len(ids) else []
-    return labels, {int(k): float(v) for k, v in zip(ids, means)}
+    return labels, {int(k): float(sums[k] / areas[k]) for k in ids}
 
 
 _CACHE: Dict[Tuple[str, int, int], LoadedFinder] = {}
@@ -134,7 +190,8 @@ class LearnedFinder:
         factor the network saw (1.0 when none)."""
         from skimage.transform import resize
 
-        img = np.asarray(image, dtype=np.float32)
+        reuse_freed_memory()  # the tiles' activations, freed and allocated again per tile (batch's reason)
+        img = np.asarray(image)
         trained = self.loaded.card.median_diameter_px
         scale = 1.0
         if self.diameter_px is not None and abs(trained / self.diameter_px - 1.0) > RESCALE_TOLERANCE:
@@ -142,7 +199,8 @@ class LearnedFinder:
         work = img
         if scale != 1.0:
             shape = (max(1, round(img.shape[0] * scale)), max(1, round(img.shape[1] * scale)))
-            work = resize(img, shape, order=1, anti_aliasing=scale < 1, preserve_range=True).astype(np.float32)
+            work = resize(img.astype(np.float32, copy=False), shape, order=1, anti_aliasing=scale < 1,
+                          preserve_range=True).astype(np.float32)
         fg, centre = predict_maps(self.loaded.net, normalise_micrograph(work), native=self.native, views=self.views)
         if scale != 1.0:
             fg = resize(fg, img.shape, order=1, preserve_range=True).astype(np.float32)
@@ -153,7 +211,7 @@ class LearnedFinder:
              thresholds: Optional[Tuple[float, float]] = None) -> Detections:
         """Particles of one 2-D micrograph (module doc). thresholds: (foreground, seed) instead of
         the card's (used when choosing them on validation micrographs)."""
-        img = np.asarray(image, dtype=np.float32)
+        img = np.asarray(image)  # any numeric dtype: normalised into one float32 copy (memory, module doc)
         if img.ndim != 2:
             raise ValueError(f"expected a 2-D micrograph, got shape {img.shape}")
         fg, centre, scale = self.maps(img)
