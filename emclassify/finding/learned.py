@@ -48,9 +48,14 @@ SIZE_WARNING_FACTOR = 2.0     # note when the found particles' median diameter i
 BAND_PIXELS = 1 << 22
 
 
+def _rows_per_band(width: int, pixels: int) -> int:
+    """Whole rows of ``width`` px in about ``pixels`` (at least one)."""
+    return max(1, pixels // max(1, width))
+
+
 def _row_bands(shape: Tuple[int, int], pixels: int) -> Iterator[slice]:
     """Slices of whole rows, about ``pixels`` each (at least one row)."""
-    rows = max(1, pixels // max(1, shape[1]))
+    rows = _rows_per_band(shape[1], pixels)
     for r in range(0, shape[0], rows):
         yield slice(r, min(shape[0], r + rows))
 
@@ -70,7 +75,7 @@ def _banded_watershed(centre: np.ndarray, markers: np.ndarray, mask: np.ndarray,
 
     parts, n_parts = ndimage.label(mask)
     boxes = ndimage.find_objects(parts)
-    rows = max(1, band_pixels // max(1, mask.shape[1]))
+    rows = _rows_per_band(mask.shape[1], band_pixels)
     first = 0
     while first < n_parts:
         # labels number the parts in raster order, so their top rows never decrease
