@@ -284,6 +284,16 @@ def test_train_save_load_run_round_trip(trained, fields):
     assert all(0 <= p.score <= 1 for p in b.particles)
 
 
+def test_a_blank_micrograph_has_no_particles_and_says_why(trained):
+    """The network's maps of a flat input hold edge artefacts (a trained finder found 4 "particles" on a
+    constant 16-bit micrograph): a flat micrograph gives none, with the classical finder's note."""
+    loaded, _ = trained
+    for blank in (np.full((300, 200), 1234, np.uint16), np.zeros((64, 64), np.float32)):
+        det = LearnedFinder("", preloaded=loaded).find(blank)
+        assert det.particles == [] and not det.labels.any() and det.labels.shape == blank.shape
+        assert any("flat image" in n for n in det.notes)
+
+
 def test_training_learns_to_find_particles(fields):
     """More steps on the same fields: it must beat an untrained network clearly on held-out fields."""
     # at the default precision (bf16 steps where the CPU has them, which lagged float32 at 150 steps on

@@ -10,6 +10,8 @@ Steps, on one greyscale micrograph:
 2. **Maps.** The micrograph is normalised (1st..99th percentile to -1..1) and the network
    predicts foreground probability and centre-ness per pixel (:mod:`.unet`), in tiles for large
    micrographs; with ``views=8``, averaged over the 8 rotations and reflections of each tile.
+   A flat micrograph (no contrast) gets empty maps, hence no particles and a note: the network's
+   maps of a blank input hold edge artefacts, not particles.
 3. **Instances.** Seeds are the connected regions where centre-ness exceeds the seed threshold
    inside the foreground; a watershed on the inverted centre-ness grows them to the foreground's
    edge (:func:`instances_from_maps`), which separates touching particles along the valley
@@ -36,7 +38,7 @@ from ..defaults import FINDER_VIEWS
 from ..runtime import reuse_freed_memory
 from .detections import Detections, measure, without_border_particles
 from .finderfile import LoadedFinder, load_finder
-from .unet import normalise_micrograph, predict_maps
+from .unet import intensity_range, normalise_micrograph, predict_maps
 
 RESCALE_TOLERANCE = 0.10      # a given diameter within 10 % of the trained one runs unresampled
 SIZE_WARNING_FACTOR = 2.0     # note when the found particles' median diameter is this far off
@@ -197,6 +199,8 @@ class LearnedFinder:
 
         reuse_freed_memory()  # the tiles' activations, freed and allocated again per tile (batch's reason)
         img = np.asarray(image)
+        if intensity_range(img) is None:  # a blank micrograph: the network's maps of it hold edge artefacts
+            return np.zeros(img.shape, np.float32), np.zeros(img.shape, np.float32), 1.0
         trained = self.loaded.card.median_diameter_px
         scale = 1.0
         if self.diameter_px is not None and abs(trained / self.diameter_px - 1.0) > RESCALE_TOLERANCE:
@@ -220,7 +224,10 @@ class LearnedFinder:
         if img.ndim != 2:
             raise ValueError(f"expected a 2-D micrograph, got shape {img.shape}")
         fg, centre, scale = self.maps(img)
-        return self.detections(fg, centre, scale, pixel_size_nm, thresholds)
+        det = self.detections(fg, centre, scale, pixel_size_nm, thresholds)
+        if not det.particles and not fg.any():
+            det.notes.append("nothing stands out from the background (flat image?)")
+        return det
 
     def detections(self, fg: np.ndarray, centre: np.ndarray, scale: float = 1.0,
                    pixel_size_nm: Optional[float] = None, thresholds: Optional[Tuple[float, float]] = None,

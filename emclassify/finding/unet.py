@@ -95,15 +95,25 @@ class FinderNet(nn.Module):
         return self._run(x, stage)
 
 
-def normalise_micrograph(image: np.ndarray, max_samples: int = 1 << 20) -> np.ndarray:
-    """float32 (H, W): the 1st..99th percentile range mapped to -1..1 (from at most ``max_samples``
-    evenly strided pixels, so an 8k x 8k micrograph costs no full sort). A flat image gives zeros.
-    """
+def intensity_range(image: np.ndarray, max_samples: int = 1 << 20) -> Optional[Tuple[float, float]]:
+    """The 1st and 99th percentiles of a micrograph, from at most ``max_samples`` evenly strided
+    pixels (an 8k x 8k micrograph costs no full sort); None for a flat image (nothing to find)."""
     img = np.asarray(image)
     step = max(1, int(np.ceil(np.sqrt(img.size / max_samples))))
     lo, hi = np.percentile(np.asarray(img[::step, ::step], dtype=np.float32), [1, 99])
     if not np.isfinite(lo) or not np.isfinite(hi) or hi - lo <= 1e-12:
+        return None
+    return float(lo), float(hi)
+
+
+def normalise_micrograph(image: np.ndarray, max_samples: int = 1 << 20) -> np.ndarray:
+    """float32 (H, W): the 1st..99th percentile range (:func:`intensity_range`) mapped to -1..1.
+    A flat image gives zeros. Any numeric dtype."""
+    img = np.asarray(image)
+    bounds = intensity_range(img, max_samples)
+    if bounds is None:
         return np.zeros(img.shape, np.float32)
+    lo, hi = bounds
     # one float32 array, scaled and cleaned in place: an 8k micrograph's copies cost 268 MB each
     out = np.subtract(img, np.float32((lo + hi) / 2), dtype=np.float32)
     out *= np.float32(2.0 / (hi - lo))
