@@ -24,7 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Collection, Dict, Iterator, List, Optional
+from typing import Collection, Dict, Iterable, Iterator, List, Optional
 
 import numpy as np
 
@@ -67,8 +67,30 @@ class FoundMicrograph:
     @property
     def notes(self) -> List[str]:
         """What the reader and the finder noted about the whole micrograph (the summary's
-        per-micrograph ``notes``; particle rows carry only their own warnings)."""
+        per-micrograph ``notes``)."""
         return list(self.warnings) + (list(self.detections.notes) if self.detections is not None else [])
+
+    @property
+    def doubts(self) -> List[str]:
+        """What puts all of this micrograph's particles in doubt (the finder's warnings), as each of
+        its CSV rows carries it: prefixed by :data:`MICROGRAPH_WARNING`, so that a resumed record
+        still has it (:func:`micrograph_warnings` reads it back)."""
+        return [MICROGRAPH_WARNING + w for w in (self.detections.warnings if self.detections is not None else [])]
+
+
+# The prefix of a warning that concerns the whole micrograph, in each of its particle rows.
+MICROGRAPH_WARNING = "micrograph: "
+
+
+def micrograph_warnings(rows: Iterable[FileResult]) -> List[str]:
+    """The micrograph-wide warnings (:attr:`FoundMicrograph.doubts`) in one micrograph's rows, once
+    each, in order, without their prefix."""
+    seen: Dict[str, None] = {}
+    for r in rows:
+        for w in r.warnings:
+            if w.startswith(MICROGRAPH_WARNING):
+                seen.setdefault(w[len(MICROGRAPH_WARNING):], None)
+    return list(seen)
 
 
 def find_in(sample: Sample, finder, pixel_size_nm: Optional[float] = None) -> FoundMicrograph:
@@ -99,14 +121,14 @@ def micrograph_rows(found: FoundMicrograph, classifier: Classifier, context: int
     if not det.particles:
         return [FileResult(path=rel, sha256=found.sha256, status="none_found",
                            height=found.image.shape[0], width=found.image.shape[1],
-                           warnings=found.notes + ["no particles found"])]
+                           warnings=found.notes + found.doubts + ["no particles found"])]
     cfg = classifier.config
     rows: List[FileResult] = []
     todo = []
     for p in det.particles:
         crop, mask, _ = cut_out(found.image, det.labels, p, context)
         r = FileResult(path=rel, sha256=found.sha256, height=crop.shape[0], width=crop.shape[1],
-                       size=p.size, particle=p)
+                       size=p.size, particle=p, warnings=found.doubts)
         if p.touches_border:
             r.warnings.append(BORDER_NOTE)
         problem = cfg.region_problem(crop.shape[0], crop.shape[1], mask)
@@ -287,8 +309,9 @@ def write_label_image(root, found: FoundMicrograph) -> Optional[Path]:
 
 def micrograph_table(results: List[FileResult], classes: List[str], notes: Optional[Dict[str, List[str]]] = None
                      ) -> List[Dict]:
-    """Per micrograph: particles found, classified, in error, counts and % per class, pixel size, and
-    the notes of the reader and finder (``notes``: by path, for the micrographs of this session)."""
+    """Per micrograph: particles found, classified, in error, counts and % per class, pixel size, the
+    warnings its rows carry (:func:`micrograph_warnings`) and the notes of the reader and finder
+    (``notes``: by path, for the micrographs of this session)."""
     by: Dict[str, List[FileResult]] = {}
     for r in results:
         by.setdefault(r.path, []).append(r)
@@ -308,6 +331,7 @@ def micrograph_table(results: List[FileResult], classes: List[str], notes: Optio
             "counts": counts,
             "percentages": {c: (100.0 * counts[c] / len(ok) if ok else 0.0) for c in classes},
             "pixel_size_nm": sizes[0].pixel_size_nm if sizes else None,
+            "warnings": micrograph_warnings(rows),
             **({"notes": notes[path]} if notes and path in notes else {}),
         })
     return table

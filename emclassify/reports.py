@@ -225,6 +225,22 @@ def summary_path_for(csv_path) -> Path:
     return p.with_name(p.stem + ".summary.json")
 
 
+def flagged_micrographs(summary: Dict) -> List[Dict]:
+    """The entries of a micrograph run's ``micrographs`` table that carry warnings (particles in doubt)."""
+    return [m for m in summary.get("micrographs") or [] if m.get("warnings")]
+
+
+def doubt_headline(summary: Dict) -> Optional[str]:
+    """"N of the M particles are in K micrograph(s) whose particles are in doubt", or None: the CLI's
+    and the GUI's one line on :func:`flagged_micrographs`."""
+    flagged = flagged_micrographs(summary)
+    if not flagged:
+        return None
+    total = (summary.get("particles") or {}).get("total", "?")
+    return (f"{sum(m['particles'] for m in flagged)} of the {total} particles are in {len(flagged)} micrograph(s) "
+            "whose particles are in doubt (their rows' warnings say why)")
+
+
 def format_summary(summary: Dict) -> str:
     """Terminal text of a batch summary."""
     files = summary["files"]
@@ -271,6 +287,13 @@ def format_summary(summary: Dict) -> str:
         lines.append(f"  WARNING: {summary['size_warnings']} image(s) are far larger or smaller than the images this "
                      "model was trained on (whole micrographs?); their predictions are unreliable (see 'warnings' in "
                      "the CSV)")
+    flagged = flagged_micrographs(summary)
+    if flagged:
+        lines.append(f"  WARNING: {doubt_headline(summary)}:")
+        for m in flagged[:10]:
+            lines.extend(f"    {m['micrograph']}: {w}" for w in m["warnings"])
+        if len(flagged) > 10:
+            lines.append(f"    ... and {len(flagged) - 10} more micrographs (see 'micrographs' in the summary JSON)")
     for e in summary.get("errors", [])[:10]:
         where = f"{e['path']} particle {e['particle']}" if "particle" in e else e["path"]
         lines.append(f"  error: {where}: {e['error']}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -10,8 +11,15 @@ import pytest
 import tifffile
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-# Feature cache in a throwaway folder: tests neither read nor fill the user's ~/.cache.
-os.environ.setdefault("EMCLASSIFY_CACHE", tempfile.mkdtemp(prefix="emclassify-test-cache-"))
+# Feature cache in a throwaway folder: tests neither read nor fill the user's ~/.cache; removed at the end.
+_THROWAWAY_CACHE = None
+if "EMCLASSIFY_CACHE" not in os.environ:
+    _THROWAWAY_CACHE = os.environ["EMCLASSIFY_CACHE"] = tempfile.mkdtemp(prefix="emclassify-test-cache-")
+
+
+def pytest_unconfigure(config):
+    if _THROWAWAY_CACHE is not None:
+        shutil.rmtree(_THROWAWAY_CACHE, ignore_errors=True)
 
 REPO = Path(__file__).resolve().parents[1]
 NANOSHAPES = Path(os.environ.get("EMCLASSIFY_NANOSHAPES", REPO.parent / "shared" / "data" / "nanoshapes"))

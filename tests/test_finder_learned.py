@@ -16,7 +16,7 @@ from emclassify.defaults import EXIT_USAGE
 from emclassify.finding import LearnedFinder, make_finder
 from emclassify.finding.evaluate import end_to_end_scores, micrograph_folds
 from emclassify.finding.finderfile import FinderCard, format_finder_card, load_finder, save_finder
-from emclassify.finding.learned import instances_from_maps
+from emclassify.finding.learned import MIN_PARTICLES_COMPARED, instances_from_maps
 from emclassify.finding.matching import InstanceMatch, match_instances
 from emclassify.finding.training import (PEAK_THRESHOLDS, FinderTrainSettings, FinderTrainingError,
                                          OutlinedMicrograph, centreness_target, choose_peak_threshold, load_outlined,
@@ -194,6 +194,55 @@ def test_the_peak_threshold_is_chosen_for_the_best_f1_and_the_card_uses_it(monke
     assert FinderCard.from_dict({**old, "format_version": 1}).peak_threshold == 0.0
 
 
+def _discs_maps(n, probability):
+    """Maps of ``n`` separate 20 px discs in a row: foreground probability ``probability`` on each, a
+    centre-ness peak of 1 at each centre."""
+    yy, xx = np.mgrid[:40, :40 * n]
+    fg, centre = np.zeros((40, 40 * n), np.float32), np.zeros((40, 40 * n), np.float32)
+    for k in range(n):
+        r = np.sqrt((yy - 20) ** 2 + (xx - 20 - 40 * k) ** 2)
+        fg[r <= 10] = probability
+        centre[r <= 10] = 1 - r[r <= 10] / 10
+    return fg, centre
+
+
+def test_particles_scoring_under_the_cards_floor_put_their_micrograph_in_doubt():
+    """On noise a trained finder outlined hundreds of blobs it was unsure of: a micrograph whose particles'
+    median score is under the score 95 % of the finder's own particles reached carries a warning."""
+    from emclassify.finding.finderfile import LoadedFinder
+    card = FinderCard(widths=[4, 8], median_diameter_px=20.0, min_area_px=4.0,
+                      metrics={"detection_scores": {"particles": 500, "q05": 0.9, "median": 0.95}})
+    finder = LearnedFinder("", preloaded=LoadedFinder(FinderNet((4, 8)), card))
+    confident = finder.detections(*_discs_maps(6, 0.97))
+    assert [round(p.score, 4) for p in confident.particles] == [0.97] * 6 and confident.warnings == []
+    unsure = finder.detections(*_discs_maps(6, 0.7))
+    assert len(unsure.particles) == 6 and len(unsure.warnings) == 1
+    assert "unlike those the finder was trained on" in unsure.warnings[0]
+    assert "0.70" in unsure.warnings[0] and "0.90" in unsure.warnings[0]
+    # a median of fewer particles says too little; a finder file without the reference cannot compare
+    assert finder.detections(*_discs_maps(MIN_PARTICLES_COMPARED - 1, 0.7)).warnings == []
+    card.metrics = {}
+    assert card.score_floor is None and finder.detections(*_discs_maps(6, 0.7)).warnings == []
+    # the reference is checked when a card is read
+    with pytest.raises(ModelFileError, match="detection_scores"):
+        FinderCard.from_dict({**card.to_dict(), "metrics": {"detection_scores": {"q05": 1.5, "median": 0.9}}})
+
+
+def test_the_card_records_what_the_particles_at_the_chosen_cut_scored():
+    labels, fg, centre = _weak_and_strong_particle()
+    card = FinderCard(widths=[4, 8], median_diameter_px=22.0, min_area_px=4.0)
+    from emclassify.finding.finderfile import LoadedFinder
+    loaded = LoadedFinder(FinderNet((4, 8)), card)
+    loaded.given_maps = {0: (fg, centre)}
+    finder = _MapsFinder("", preloaded=loaded)
+    best, record = choose_peak_threshold(finder, [_outlined(labels, 0)])
+    card.peak_threshold = best
+    found = finder.detections(fg, centre)
+    scores = np.array([p.score for p in found.particles])
+    assert record["detection_scores"] == {"particles": len(scores), "q05": round(float(np.quantile(scores, 0.05)), 4),
+                                          "median": round(float(np.median(scores)), 4)}
+
+
 # ---- the network ----------------------------------------------------------------------------------
 
 def _random_net(seed=0):
@@ -271,6 +320,10 @@ def test_train_save_load_run_round_trip(trained, fields):
     choice = card.metrics["peak_threshold"]
     assert choice["chosen_on"] == "validation micrographs" and choice["micrographs"] == 1
     assert choice["f1_by_threshold"][f"{card.peak_threshold:g}"] == max(choice["f1_by_threshold"].values())
+    # and what the particles found there scored, the reference a new micrograph's particles are held to
+    scores = card.metrics["detection_scores"]
+    assert scores["on"] == "validation micrographs" and scores["micrographs"] == 1
+    assert scores["particles"] > 0 and 0 <= scores["q05"] <= scores["median"] <= 1 and card.score_floor == scores["q05"]
     again = load_finder(path)
     assert again.card.to_dict() == card.to_dict()
     for k, t in loaded.net.state_dict().items():
@@ -491,7 +544,9 @@ _json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | s
 _metrics = st.fixed_dictionaries({"validation": st.fixed_dictionaries(
     {"learned": st.dictionaries(st.sampled_from(["f1", "mean_iou"]), _json), "classical": _json}), "flags": _json,
     "peak_threshold": _json | st.fixed_dictionaries({"f1_by_threshold": st.dictionaries(st.text(max_size=4), _json),
-                                                     "micrographs": _json, "chosen_on": _json})})
+                                                     "micrographs": _json, "chosen_on": _json}),
+    "detection_scores": _json | st.fixed_dictionaries({"q05": _json | st.floats(0, 1), "median": _json | st.floats(0, 1),
+                                                       "particles": _json, "on": _json})})
 _card_keys = st.sampled_from(["format", "format_version", "arch", "widths", "median_diameter_px", "min_area_px",
                               "foreground_threshold", "seed_threshold", "peak_threshold", "training", "metrics",
                               "data", "software",

@@ -350,6 +350,36 @@ def test_micrograph_mode_outlines_click_to_row_and_review(qtbot, window, tmp_pat
     assert review.items[review.current] is other_row and review.mask.any()
 
 
+def test_a_record_with_micrographs_in_doubt_says_so_when_opened(qtbot, window, tmp_path):
+    """A finder's warning on a micrograph (e.g. particles unlike the learned finder's own) is shown, not
+    only written in the rows."""
+    from emclassify.finding import ClassicalFinder
+
+    class DoubtingFinder(ClassicalFinder):
+        def find(self, image, pixel_size_nm=None):
+            det = super().find(image, pixel_size_nm)
+            det.warnings.append("these particles are in doubt")
+            return det
+
+    fields = tmp_path / "fields"
+    synth.generate_micrographs(fields, "lamellarity", 2, seed=5, side=256, per_micrograph=4)
+    out = tmp_path / "doubted.csv"
+    run_batch(fields / "images", out=out, finder=DoubtingFinder())
+    tab = window.classify
+    assert tab.open_results(out)
+    text = tab.message.text()
+    assert "2 micrograph(s) whose particles are in doubt" in text and "these particles are in doubt" in text
+    assert tab.micrographs and tab.finder_name.currentData() == "classical"  # Run would classify it as it was
+    # and above the micrograph when one of its particles is selected
+    first = next(r for r in tab.model.rows if r.ok)
+    tab.table.setCurrentIndex(tab.proxy.mapFromSource(tab.model.index(tab.model.rows.index(first), 1)))
+    panel = tab.micrograph_panel
+    qtbot.waitUntil(lambda: panel.shown is not None, timeout=60_000)
+    qtbot.wait(50)  # the caption's new height laid out before the screenshot
+    assert "Warning:" in panel.caption.text() and "these particles are in doubt" in panel.caption.text()
+    shot(window, tmp_path, "micrograph-in-doubt")
+
+
 def test_a_job_counts_as_ended_inside_its_own_done_and_failed_handlers(qtbot):
     """Views start the next job from these handlers (the outline view after a click elsewhere):
     the job's thread is still quitting then, so asking the thread made them do nothing."""

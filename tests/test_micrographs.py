@@ -411,6 +411,41 @@ def test_micrograph_resume_continues_and_refuses_other_settings(tmp_path, fields
         run_batch(fields / "run", out=out, resume=True)  # as particle images
 
 
+def test_a_finders_warning_reaches_every_row_of_its_micrograph_the_summary_and_a_resumed_record(tmp_path, fields):
+    from emclassify.reports import format_summary
+
+    images = {p.name: read_image(p).array for p in sorted((fields / "run").glob("*.tif")) if p.name != "corrupt.tif"}
+    doubted_name = min(images)   # read in the run's second batch, after corrupt.tif: in the partial record below
+
+    class Finder(ClassicalFinder):
+        def find(self, image, pixel_size_nm=None):
+            det = super().find(image, pixel_size_nm)
+            if np.array_equal(image, images[doubted_name]):
+                det.warnings.append("these particles are in doubt")
+            return det
+
+    out = tmp_path / "r.csv"
+    cancel = CancelToken()
+    run = BatchRun(fields / "run", finder=Finder())
+    for i, _ in enumerate(run.batches(cancel=cancel)):
+        if i == 1:
+            cancel.cancel()  # a partial record, then resumed: the warnings must come back from the CSV
+    run.save(out)
+    assert doubted_name in {r.path for r in run.results}
+    resumed = run_batch(fields / "run", out=out, resume=True, finder=Finder())
+    assert resumed.summary["files"]["resumed"] > 0
+    rows = _rows(out)
+    for r in rows:
+        in_doubt = "micrograph: these particles are in doubt" in r["warnings"].split("; ")
+        assert in_doubt == (r["micrograph"] == doubted_name and bool(r["particle"]))
+    table = {m["micrograph"]: m for m in resumed.summary["micrographs"]}
+    assert table[doubted_name]["warnings"] == ["these particles are in doubt"]
+    assert all(m["warnings"] == [] for name, m in table.items() if name != doubted_name)
+    text = format_summary(resumed.summary)
+    assert f"{table[doubted_name]['particles']} of the {resumed.summary['particles']['total']} particles" in text
+    assert f"{doubted_name}: these particles are in doubt" in text
+
+
 def test_micrograph_options_need_micrographs_and_valid_values(tmp_path, fields, capsys):
     base = ["batch", str(fields / "run"), "--out", str(tmp_path / "x.csv"), "-q"]
     assert main(base + ["--save-crops", str(tmp_path / "c")]) == EXIT_USAGE

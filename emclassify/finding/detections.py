@@ -71,11 +71,15 @@ class Detections:
 
     labels: int32 (H, W), 0 background, ``p.index`` the pixels of particle ``p``.
     particles: in label order.
+    notes: what the finder noted (e.g. the diameter it estimated).
+    warnings: what puts these particles in doubt (e.g. unlike the particles a learned finder was
+    trained on); every particle row of the micrograph carries them (:mod:`emclassify.micrographs`).
     """
 
     labels: np.ndarray
     particles: List[Particle]
     notes: List[str] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.particles)
@@ -132,13 +136,13 @@ def measure(labels: np.ndarray, scores: Optional[Dict[int, float]] = None,
 
 def without_border_particles(det: Detections, pixel_size_nm: Optional[float] = None) -> Detections:
     """``det`` without the particles cut by the micrograph's edge (the finders' ``exclude_border``),
-    remeasured so the rest are renumbered 1..n; scores and notes are kept."""
+    remeasured so the rest are renumbered 1..n; scores, notes and warnings are kept."""
     if not any(p.touches_border for p in det.particles):
         return det
     cut = [p.index for p in det.particles if p.touches_border]
     out = measure(np.where(np.isin(det.labels, cut), 0, det.labels), {p.index: p.score for p in det.particles},
                   pixel_size_nm)
-    out.notes = list(det.notes)
+    out.notes, out.warnings = list(det.notes), list(det.warnings)
     return out
 
 

@@ -57,6 +57,14 @@ class FinderCard:
     software: Dict[str, str] = field(default_factory=software_versions)
     created: str = field(default_factory=utc_now)
 
+    @property
+    def score_floor(self) -> Optional[float]:
+        """The detection score that 95 % of the particles found on the finder's own micrographs
+        reached (``metrics["detection_scores"]``, recorded by ``train-finder``); None for finder files
+        made before it was recorded."""
+        scores = self.metrics.get("detection_scores")
+        return float(scores["q05"]) if isinstance(scores, dict) and "q05" in scores else None
+
     def to_dict(self) -> Dict[str, Any]:
         return {"format": FINDER_FORMAT_NAME, "format_version": FORMAT_VERSION, "arch": self.arch,
                 "name": self.name, "widths": list(self.widths), "median_diameter_px": self.median_diameter_px,
@@ -89,6 +97,12 @@ class FinderCard:
             for key in ("training", "metrics", "data", "software"):
                 if not isinstance(d.get(key, {}), dict):
                     raise ValueError(f"{key!r} must be an object")
+            scores = d.get("metrics", {}).get("detection_scores")
+            if scores is not None:
+                if not isinstance(scores, dict):
+                    raise ValueError("metrics 'detection_scores' must be an object")
+                for key in ("q05", "median"):
+                    _number(scores, key, 0.0, 1.0, "metrics 'detection_scores'")
             for key in ("name", "created"):
                 if not isinstance(d.get(key, ""), str):
                     raise ValueError(f"{key!r} must be a string")
@@ -165,6 +179,12 @@ def format_finder_card(card: FinderCard, path=None, sha256: str = "") -> str:
         lines.append(f"  centre peak threshold chosen on {peak.get('micrographs', '?')} {peak.get('chosen_on', '?')}, "
                      "F1 by threshold: " + ", ".join(f"{'none' if k == '0' else k} {_num(f)}"
                                                      for k, f in peak["f1_by_threshold"].items()))
+    scores = card.metrics.get("detection_scores")
+    if card.score_floor is not None:
+        lines.append(f"  detection scores of the {scores.get('particles', '?')} particles found on "
+                     f"{scores.get('micrographs', '?')} {scores.get('on', 'micrographs')}: median "
+                     f"{_num(scores.get('median'))}, 5th percentile {_num(card.score_floor)} (a micrograph whose "
+                     "particles score under it is flagged)")
     v = card.metrics.get("validation")
     if isinstance(v, dict) and isinstance(v.get("learned"), dict):
         le = v["learned"]

@@ -6,7 +6,7 @@ Steps, on one greyscale micrograph:
    diameter). When the user gives the particles' diameter (``diameter_px``) and it differs by
    more than 10 %, the micrograph is resampled so that they appear at the trained size; the maps
    are resampled back, so outlines are at the micrograph's own resolution. Otherwise it runs as
-   is, and a note warns when the particles found are far from the trained size.
+   is, and a warning says when the particles found are far from the trained size.
 2. **Maps.** The micrograph is normalised (1st..99th percentile to -1..1) and the network
    predicts foreground probability and centre-ness per pixel (:mod:`.unet`), in tiles for large
    micrographs; with ``views=8``, averaged over the 8 rotations and reflections of each tile.
@@ -21,7 +21,9 @@ Steps, on one greyscale micrograph:
    :func:`~.training.choose_peak_threshold`).
 
 ``score`` of a particle: its mean foreground probability. Particles cut by the border are kept
-and flagged (``exclude_border=True`` drops them), as in the classical finder.
+and flagged (``exclude_border=True`` drops them), as in the classical finder. A micrograph whose
+particles score well under those found on the finder's own micrographs is flagged
+(:func:`score_warning`): on noise or empty areas the network outlines blobs it is unsure of.
 """
 from __future__ import annotations
 
@@ -41,7 +43,31 @@ from .finderfile import LoadedFinder, load_finder
 from .unet import intensity_range, normalise_micrograph, predict_maps
 
 RESCALE_TOLERANCE = 0.10      # a given diameter within 10 % of the trained one runs unresampled
-SIZE_WARNING_FACTOR = 2.0     # note when the found particles' median diameter is this far off
+SIZE_WARNING_FACTOR = 2.0     # warn when the found particles' median diameter is this far off
+# Particles found on a micrograph are compared with those found on the finder's own micrographs
+# (the card's detection scores) once there are this many: a median of fewer says little.
+MIN_PARTICLES_COMPARED = 5
+
+
+def score_warning(scores, floor: Optional[float]) -> Optional[str]:
+    """A warning when the median detection score of a micrograph's particles (``scores``) is under
+    ``floor``, the score 95 % of the particles found on the finder's own micrographs reached
+    (:attr:`~.finderfile.FinderCard.score_floor`); None otherwise, with fewer than
+    :data:`MIN_PARTICLES_COMPARED` particles, or without a floor.
+
+    Why: on a field of pure noise a U-Net still outlines hundreds of blobs, but it is unsure of
+    them. Measured on NanoShapes (5 folds, BENCHMARKS.md "Particles unlike the finder's own"): the
+    held-out micrographs' medians were 0.907-0.975 against floors of 0.861-0.883, noise fields'
+    0.71-0.83.
+    """
+    if floor is None or len(scores) < MIN_PARTICLES_COMPARED:
+        return None
+    median = float(np.median(np.asarray(scores, dtype=np.float64)))
+    if median >= floor:
+        return None
+    return (f"these {len(scores)} particles are unlike those the finder was trained on: their median detection "
+            f"score is {median:.2f}, where 95 % of the particles on its own micrographs scored {floor:.2f} or more "
+            "(an empty area, noise, or another kind of micrograph?): check the outlines before using these counts")
 
 
 # Rows of the micrograph per pass of the per-particle statistics and per watershed band: bounded
@@ -248,7 +274,10 @@ class LearnedFinder:
             d = float(np.median([p.size.diameter_px for p in det.particles]))
             ratio = d / card.median_diameter_px
             if ratio > SIZE_WARNING_FACTOR or ratio < 1 / SIZE_WARNING_FACTOR:
-                det.notes.append(f"particles found are {d:.0f} px across but the finder was trained on "
+                det.warnings.append(f"particles found are {d:.0f} px across but the finder was trained on "
                                  f"{card.median_diameter_px:.0f} px ones: give --particle-diameter so the "
                                  "micrograph is resampled, or train a finder on micrographs like these")
+        unlike = score_warning([p.score for p in det.particles], card.score_floor)
+        if unlike:
+            det.warnings.append(unlike)
         return det

@@ -259,12 +259,14 @@ def score_on(finder, data: Sequence[OutlinedMicrograph]) -> Dict:
 
 def _scores_by_cut(finder: LearnedFinder, data: Sequence[OutlinedMicrograph], cuts: Dict[float, Dict],
                    megapixels: Optional[float] = None, seed: int = 0, cancel: Optional[CancelToken] = None
-                   ) -> Optional[Tuple[Dict[float, Dict], int, float]]:
+                   ) -> Optional[Tuple[Dict[float, Dict], int, float, Dict[float, List[float]]]]:
     """Score each cut (``cuts``: key -> keyword arguments of :meth:`LearnedFinder.detections`) on
     ``data``: the network runs once per micrograph, one micrograph's maps in memory at a time.
     With ``megapixels``, micrographs in a seeded random order until that many (at least one).
-    Returns ({key: summary}, micrographs used, megapixels used), or None on ``cancel``."""
+    Returns ({key: summary}, micrographs used, megapixels used, {key: detection score of every
+    particle found}), or None on ``cancel``."""
     matches: Dict[float, list] = {k: [] for k in cuts}
+    found_scores: Dict[float, List[float]] = {k: [] for k in cuts}
     used, mpx = 0, 0.0
     order = np.random.default_rng(seed).permutation(len(data)) if megapixels is not None else range(len(data))
     for i in order:
@@ -276,8 +278,10 @@ def _scores_by_cut(finder: LearnedFinder, data: Sequence[OutlinedMicrograph], cu
         used, mpx = used + 1, mpx + d.raw.size / 1e6
         fg, centre, scale = finder.maps(d.raw)
         for k, kwargs in cuts.items():
-            matches[k].append(match_instances(finder.detections(fg, centre, scale, **kwargs).labels, d.labels))
-    return {k: summarise(m) for k, m in matches.items()}, used, mpx
+            det = finder.detections(fg, centre, scale, **kwargs)
+            matches[k].append(match_instances(det.labels, d.labels))
+            found_scores[k].extend(p.score for p in det.particles)
+    return {k: summarise(m) for k, m in matches.items()}, used, mpx, found_scores
 
 
 def choose_seed_threshold(finder: LearnedFinder, data: Sequence[OutlinedMicrograph]) -> Tuple[float, Dict]:
@@ -292,7 +296,8 @@ def choose_peak_threshold(finder: LearnedFinder, data: Sequence[OutlinedMicrogra
                           cancel: Optional[CancelToken] = None) -> Tuple[float, Dict]:
     """The centre-ness peak threshold, none (0) or one of :data:`PEAK_THRESHOLDS` above the card's
     seed threshold, with the best F1 on ``data`` (ties: the lowest, which drops least), and a
-    record: micrographs used, F1 per threshold.
+    record: micrographs used, F1 per threshold, and the detection scores of the particles found
+    with it (``detection_scores``: :func:`detection_score_reference`).
 
     Up to :data:`PEAK_CHOICE_MEGAPIXELS` of micrographs (bounded time). On ``cancel``: none, and
     the record says so.
@@ -303,11 +308,23 @@ def choose_peak_threshold(finder: LearnedFinder, data: Sequence[OutlinedMicrogra
                             PEAK_CHOICE_MEGAPIXELS, seed, cancel)
     if scored is None:
         return 0.0, {"micrographs": 0, "cancelled": True}
-    scores, used, mpx = scored
+    scores, used, mpx, found_scores = scored
     f1 = {t: scores[t]["f1"] for t in candidates}
     best = max(candidates, key=lambda t: (f1[t], -t))
     return best, {"micrographs": used, "megapixels": round(mpx, 2),
-                  "f1_by_threshold": {f"{t:g}": round(v, 4) for t, v in f1.items()}}
+                  "f1_by_threshold": {f"{t:g}": round(v, 4) for t, v in f1.items()},
+                  "detection_scores": detection_score_reference(found_scores[best])}
+
+
+def detection_score_reference(scores: Sequence[float]) -> Dict:
+    """What the particles a finder found on its own micrographs scored: count, 5th percentile and
+    median of their detection scores (the card's ``metrics["detection_scores"]``; a micrograph whose
+    particles score far below it is flagged, :func:`emclassify.finding.learned.score_warning`)."""
+    values = np.asarray(scores, dtype=np.float64)
+    if not len(values):
+        return {"particles": 0}
+    return {"particles": int(len(values)), "q05": round(float(np.quantile(values, 0.05)), 4),
+            "median": round(float(np.median(values)), 4)}
 
 
 def _brief(s: Dict) -> Dict:
@@ -342,8 +359,11 @@ def fit_finder(train: Sequence[OutlinedMicrograph], val: Sequence[OutlinedMicrog
         # scores those nearly as it scores new ones (NanoShapes folds 3 and 4: F1 0.936 / 0.929 on
         # its own micrographs, 0.930 / 0.884 held out), and both chose 0.55 there as held out
         card.peak_threshold, choice = choose_peak_threshold(finder, val or train, settings.seed, cancel)
-        card.metrics["peak_threshold"] = {"chosen_on": "validation micrographs" if val else "training micrographs",
-                                          **choice}
+        chosen_on = "validation micrographs" if val else "training micrographs"
+        reference = choice.pop("detection_scores", None)
+        card.metrics["peak_threshold"] = {"chosen_on": chosen_on, **choice}
+        if reference and reference["particles"]:
+            card.metrics["detection_scores"] = {"on": chosen_on, "micrographs": choice["micrographs"], **reference}
     if val:
         learned = score_on(finder, val)
         classical = score_on(ClassicalFinder(), val)

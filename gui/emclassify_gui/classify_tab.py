@@ -18,6 +18,7 @@ from emclassify.batch import BatchError, BatchRun
 from emclassify.events import BatchClassified, BatchStarted
 from emclassify.inference import DEFAULT_BATCH_SIZE, FileResult
 from emclassify.modelfile import ModelFileError, load_model
+from emclassify.reports import doubt_headline, flagged_micrographs
 
 from .charts import CompositionChart
 from .imaging import ThumbnailCache
@@ -346,6 +347,15 @@ class ClassifyTab(QWidget):
         self.folder.setPlaceholderText("folder of whole micrographs (searched recursively)" if self.micrographs
                                        else "folder of particle images (searched recursively)")
 
+    def _show_inputs_of(self, run: BatchRun) -> None:
+        """The input kind and finder of an opened record, so that Run classifies as it did."""
+        self.input_kind.setCurrentIndex(self.input_kind.findData("micrographs" if run.micrographs else "particles"))
+        finding = run.finding or {}
+        if finding.get("finder") in FINDER_NAMES:
+            self.finder_name.setCurrentIndex(self.finder_name.findData(finding["finder"]))
+            if finding.get("model"):
+                self.finder_model.setText(str(finding["model"]))
+
     def pick_finder_model(self) -> None:
         f, _ = QFileDialog.getOpenFileName(self, "Particle-finder model", str(Path(self.finder_model.text()).parent),
                                            "emclassify finder models (*.safetensors);;All files (*)")
@@ -488,6 +498,10 @@ class ClassifyTab(QWidget):
         if self.summary.get("size_warnings"):
             notes.append(f"{self.summary['size_warnings']} image(s) are far larger or smaller than the images this "
                          "model was trained on (whole micrographs?): their predictions are unreliable.")
+        doubt = doubt_headline(self.summary)
+        if doubt:
+            first = flagged_micrographs(self.summary)[0]
+            notes.append(f"{doubt}; e.g. {first['micrograph']}: {first['warnings'][0]}")
         if notes:
             self.message.setText(" ".join(notes))
 
@@ -511,6 +525,7 @@ class ClassifyTab(QWidget):
         self.model.add(run.results)
         self.folder.setText(str(run.root))
         self.set_model(str(run.trained.path))
+        self._show_inputs_of(run)
         self.summary = run.summary(csv_path)
         self.unsaved = False
         self.show_composition()

@@ -16,7 +16,7 @@ from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from emclassify.inference import FileResult
-from emclassify.micrographs import ParticleLookup
+from emclassify.micrographs import ParticleLookup, micrograph_warnings
 
 from .imaging import class_colour, micrograph_outlines
 from .widgets import ZoomView
@@ -96,9 +96,10 @@ class MicrographPanel(QWidget):
                                               for r in rows if r.particle is not None}
         self.view.set_pixmap(QPixmap.fromImage(micrograph_outlines(image, det.labels, class_of, selected)))
         n = len(det.particles)
+        doubts = "".join(f"<br><b>Warning:</b> {html.escape(w)}" for w in micrograph_warnings(rows))
         self.caption.setText(f"{html.escape(relpath)}: {n} particle{'s' if n != 1 else ''}"
                              + (f" · particle {selected} filled" if selected else "")
-                             + " · click a particle to select its row")
+                             + " · click a particle to select its row" + doubts)
 
     def _clicked(self, x: float, y: float) -> None:
         if self.shown is None:
