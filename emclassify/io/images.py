@@ -20,7 +20,7 @@ from typing import List, Optional, Union
 
 import numpy as np
 
-from .microscope import MICROSCOPE_EXTENSIONS, read_microscope_file, tiff_pixel_size_nm
+from .microscope import MICROSCOPE_EXTENSIONS, NotOneImage, read_microscope_file, tiff_pixel_size_nm
 from .tiff_fast import InflationError, decode_baseline_tiff
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp") + MICROSCOPE_EXTENSIONS
@@ -204,6 +204,8 @@ def decode_image(path: PathLike, data: bytes, checksum: bool = True, with_pixel_
                 arr = _decode_pil(path, data)
     except ImageReadError:
         raise
+    except NotOneImage as exc:
+        raise ImageReadError(path, str(exc)) from None
     except InflationError as exc:
         raise ImageReadError(path, f"corrupt TIFF: {exc} (a decompression bomb?)") from None
     except MemoryError:

@@ -144,6 +144,11 @@ def tiff_pixel_size_nm(data: bytes) -> Optional[float]:
 
 # ---- MRC and the rosettasciio formats --------------------------------------------------------
 
+class NotOneImage(ValueError):
+    """The file reads, but holds no single 2-D image (a stack, a spectrum): not damaged, so the
+    message must not say it may be."""
+
+
 def _read_mrc(path) -> Tuple[np.ndarray, Optional[float]]:
     import mrcfile
 
@@ -155,7 +160,7 @@ def _read_mrc(path) -> Tuple[np.ndarray, Optional[float]]:
             data = np.asarray(mrc.data)
             if data.ndim == 3:
                 if data.shape[0] != 1:
-                    raise ValueError(f"MRC stack of {data.shape[0]} sections (a movie or tilt series?); "
+                    raise NotOneImage(f"MRC stack of {data.shape[0]} sections (a movie or tilt series?); "
                                      "one image per file is expected (give the motion-corrected sum)")
                 data = data[0]
             voxel = float(mrc.voxel_size.x)
@@ -180,7 +185,7 @@ def _read_rsciio(path, suffix: str) -> Tuple[np.ndarray, Optional[float]]:
     images = [s for s in signals if np.asarray(s.get("data")).ndim == 2]
     if not images:
         shapes = ", ".join(str(np.shape(s.get("data"))) for s in signals) or "none"
-        raise ValueError(f"no 2-D image in the file (signals of shape {shapes}); a spectrum or stack?")
+        raise NotOneImage(f"no 2-D image in the file (signals of shape {shapes}); a spectrum or stack?")
     signal = images[0]
     nm = None
     axes = [a for a in signal.get("axes", []) if isinstance(a, dict)]
