@@ -37,7 +37,7 @@ from ._version import __version__
 from .assets import default_model_path
 from .events import BatchClassified, BatchStarted, Progress, emit
 from .inference import DEFAULT_BATCH_SIZE, BatchResult, CancelToken, Classifier, FileResult, classify_folder
-from .atomic import write_bytes_atomic
+from .atomic import write_bytes_atomic, write_text_atomic
 from .io import IMAGE_EXTENSIONS, DatasetError, FolderListing, list_images
 from .modelfile import ModelFileError, file_sha256, load_model, software_versions, utc_now
 from .prevalence import adjusted_prevalence, card_confusion
@@ -46,6 +46,7 @@ from .reports import (
     ReportError,
     class_summary,
     csv_columns,
+    micrograph_csv_text,
     read_csv,
     row_key,
     row_values,
@@ -87,6 +88,12 @@ def histogram_path_for(csv_path) -> Path:
     """The per-class diameter histogram written beside the summary: ``<csv stem>.sizes.png``."""
     p = Path(csv_path)
     return p.with_name(p.stem + ".sizes.png")
+
+
+def micrographs_path_for(csv_path) -> Path:
+    """The per-micrograph table of a micrograph run, as CSV beside the summary: ``<csv stem>.micrographs.csv``."""
+    p = Path(csv_path)
+    return p.with_name(p.stem + ".micrographs.csv")
 
 
 def partial_path_for(csv_path) -> Path:
@@ -171,7 +178,7 @@ def output_lock(csv_path: Path):
 
 def check_output(csv_path: Path) -> None:
     """Refuse an output path that cannot take a CSV, before any work is done."""
-    for p in (csv_path, summary_path_for(csv_path)):
+    for p in (csv_path, summary_path_for(csv_path), micrographs_path_for(csv_path), histogram_path_for(csv_path)):
         try:
             st = os.stat(p)
         except FileNotFoundError:
@@ -360,7 +367,7 @@ def build_summary(
         "files": files,
         **({"finding": finding, "particles": {"total": sum(r.particle is not None for r in results), "ok": n_ok,
                                               "error": sum(r.failed and r.particle is not None for r in results)},
-            "micrographs": micrograph_table(results, list(card.classes), micrograph_notes)}
+            "micrographs": micrograph_table(results, list(card.classes), micrograph_notes, confusion)}
            if finding is not None else {}),
         **({"resume": resume_check} if resume_check else {}),
         **per_class,
@@ -542,6 +549,10 @@ class BatchRun:
         summary = self.summary(csv_path)
         if png is None:
             summary["sizes"].pop("histogram", None)
+        if self.micrographs:
+            table = micrographs_path_for(csv_path)
+            write_text_atomic(table, micrograph_csv_text(summary["micrographs"], self.classes))
+            summary["micrograph_table"] = table.name
         return csv_path, write_json(summary_path_for(csv_path), summary), summary
 
     @classmethod

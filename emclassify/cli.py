@@ -173,6 +173,9 @@ def cmd_batch(args) -> int:
         print(format_summary(s))
         print(f"model: {s['model']['name'] or s['model']['path']} ({s['model']['arch']}, sha256 {s['model']['sha256'][:12]}…)")
         print(f"wrote {outcome.csv_path}\nwrote {outcome.summary_path}")
+        for extra in (s.get("micrograph_table"), (s.get("sizes") or {}).get("histogram")):
+            if extra:
+                print(f"wrote {outcome.csv_path.with_name(extra)}")
     if not s["complete"]:
         print("interrupted: results so far were written; rerun with --resume to continue", file=sys.stderr)
     return outcome.exit_code

@@ -307,11 +307,20 @@ def write_label_image(root, found: FoundMicrograph) -> Optional[Path]:
     return write_bytes_atomic(out, buf.getvalue())
 
 
-def micrograph_table(results: List[FileResult], classes: List[str], notes: Optional[Dict[str, List[str]]] = None
-                     ) -> List[Dict]:
-    """Per micrograph: particles found, classified, in error, counts and % per class, pixel size, the
-    warnings its rows carry (:func:`micrograph_warnings`) and the notes of the reader and finder
-    (``notes``: by path, for the micrographs of this session)."""
+def micrograph_table(results: List[FileResult], classes: List[str], notes: Optional[Dict[str, List[str]]] = None,
+                     confusion=None) -> List[Dict]:
+    """Per micrograph: particles found, classified, in error, counts and % per class, the adjusted %
+    with 95 % intervals (``confusion``: the model's held-out confusion matrix,
+    :func:`emclassify.prevalence.adjusted_prevalence`; omitted without one), diameter median and
+    quartiles per class (:func:`size_summary`), pixel size, the warnings its rows carry
+    (:func:`micrograph_warnings`) and the notes of the reader and finder (``notes``: by path, for the
+    micrographs of this session).
+
+    A micrograph holds tens to hundreds of particles, so its intervals are wide: that is what one
+    micrograph can say, and why the whole folder's figures are the ones to report.
+    """
+    from .prevalence import adjusted_prevalence
+
     by: Dict[str, List[FileResult]] = {}
     for r in results:
         by.setdefault(r.path, []).append(r)
@@ -321,7 +330,7 @@ def micrograph_table(results: List[FileResult], classes: List[str], notes: Optio
         ok = [r for r in rows if r.ok]
         counts = {c: sum(r.predicted_class == c for r in ok) for c in classes}
         sizes = [r.size for r in rows if r.size is not None]
-        table.append({
+        entry = {
             "micrograph": path,
             "status": ("error" if any(r.failed and r.particle is None for r in rows) else
                        "none_found" if any(r.status == "none_found" for r in rows) else "ok"),
@@ -330,10 +339,18 @@ def micrograph_table(results: List[FileResult], classes: List[str], notes: Optio
             "errors": sum(r.failed for r in rows),
             "counts": counts,
             "percentages": {c: (100.0 * counts[c] / len(ok) if ok else 0.0) for c in classes},
+        }
+        if confusion is not None:
+            adjusted = adjusted_prevalence([counts[c] for c in classes], confusion, classes)["classes"]
+            entry["adjusted"] = {c: {"percent": a["percent"], "ci95": a["ci95"]} for c, a in adjusted.items()}
+        measured = size_summary(rows, classes)
+        entry.update({
+            "sizes": {k: v for k, v in measured.items() if k != "unit_note"},
             "pixel_size_nm": sizes[0].pixel_size_nm if sizes else None,
             "warnings": micrograph_warnings(rows),
             **({"notes": notes[path]} if notes and path in notes else {}),
         })
+        table.append(entry)
     return table
 
 

@@ -97,6 +97,46 @@ def csv_text(results: Iterable[FileResult], classes: Sequence[str], header: bool
     return buf.getvalue()
 
 
+def micrograph_columns(classes: Sequence[str], adjusted: bool, nm: bool) -> List[str]:
+    """Columns of the per-micrograph CSV (:func:`micrograph_csv_text`)."""
+    cols = ["micrograph", "status", "particles", "classified", "errors"]
+    cols += [f"count_{c}" for c in classes] + [f"percent_{c}" for c in classes]
+    if adjusted:
+        for c in classes:
+            cols += [f"adjusted_percent_{c}", f"ci95_low_{c}", f"ci95_high_{c}"]
+    units = ["px", "nm"] if nm else ["px"]
+    for unit in units:
+        cols += [f"median_diameter_{unit}_{c}" for c in classes]
+    return cols + ["pixel_size_nm", "warnings"]
+
+
+def micrograph_csv_text(table: Sequence[Dict], classes: Sequence[str]) -> str:
+    """The summary's per-micrograph table (:func:`emclassify.micrographs.micrograph_table`) as CSV: one row
+    per micrograph with its counts, %, adjusted % and 95 % interval per class (when the model's card
+    allows the adjustment), median equivalent-circle diameter per class (px, and nm when every
+    micrograph's pixel size is known) and its warnings."""
+    adjusted = bool(table) and all("adjusted" in m for m in table)
+    nm = bool(table) and all("diameter_nm" in m.get("sizes", {}) for m in table if m["particles"])
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(micrograph_columns(classes, adjusted, nm))
+    for m in table:
+        row = [m["micrograph"], m["status"], m["particles"], m["classified"], m["errors"]]
+        some = m["classified"] > 0   # no percentages of nothing
+        row += [m["counts"][c] for c in classes] + [_num(m["percentages"][c] if some else None, 2) for c in classes]
+        if adjusted:
+            for c in classes:
+                a = m["adjusted"][c]
+                row += [_num(a["percent"], 2), _num(a["ci95"][0], 2), _num(a["ci95"][1], 2)]
+        for unit in ["px", "nm"] if nm else ["px"]:
+            by_class = m.get("sizes", {}).get(f"diameter_{unit}", {})
+            row += [_num(by_class.get(c, {}).get("median"), 3) for c in classes]
+        nm_px = m.get("pixel_size_nm")
+        row += ["" if nm_px is None else f"{nm_px:.6g}", "; ".join(m.get("warnings", []))]
+        w.writerow(row)
+    return buf.getvalue()
+
+
 def row_key(r: FileResult) -> tuple:
     """Identity of a row: the file, and in micrograph runs the particle number."""
     return (r.path, r.particle.index if r.particle is not None else 0)

@@ -372,6 +372,27 @@ def test_micrograph_batch_rows_summary_crops_and_labels(tmp_path, fields):
     assert summary["finding"]["finder"] == "classical" and summary["finding"]["pixel_size_nm_override"] == 0.8
     assert {m["micrograph"] for m in summary["micrographs"]} == {r["micrograph"] for r in rows}
     assert "diameter_nm" in summary["sizes"] and (tmp_path / "out" / summary["sizes"]["histogram"]).is_file()
+    # the per-micrograph table, also as a CSV: counts, adjusted % with intervals and sizes per class
+    table = _rows(tmp_path / "out" / summary["micrograph_table"])
+    assert [t["micrograph"] for t in table] == sorted({r["micrograph"] for r in rows})
+    classes = summary["model"]["classes"]
+    for t in table:
+        mine = [r for r in particles if r["micrograph"] == t["micrograph"] and r["status"] == "ok"]
+        assert int(t["classified"]) == len(mine)
+        if not mine:
+            assert t["status"] == "error" and all(t[f"percent_{c}"] == "" for c in classes)
+            continue
+        for c in classes:
+            of_class = [float(r["diameter_px"]) for r in mine if r["predicted_class"] == c]
+            assert int(t[f"count_{c}"]) == len(of_class)
+            assert float(t[f"percent_{c}"]) == pytest.approx(100 * len(of_class) / len(mine), abs=0.006)
+            assert float(t[f"ci95_low_{c}"]) <= float(t[f"adjusted_percent_{c}"]) <= float(t[f"ci95_high_{c}"])
+            assert float(t[f"ci95_high_{c}"]) > float(t[f"ci95_low_{c}"])   # one micrograph's interval is never a point
+            median = t[f"median_diameter_px_{c}"]
+            assert (median == "") == (not of_class)
+            if of_class:
+                assert float(median) == pytest.approx(float(np.median(of_class)), abs=1e-3)
+                assert float(t[f"median_diameter_nm_{c}"]) == pytest.approx(0.8 * float(median), abs=2e-3)
     assert not list((tmp_path / "out").glob("*.tmp")) and not partial_path_for(out).exists()
     # the crops are a training set: the layout `train` reads, the micrograph as the group
     from emclassify.io import load_dataset
