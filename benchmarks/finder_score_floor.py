@@ -1,7 +1,11 @@
-"""Do a learned finder's detection scores tell its own kind of micrograph from noise? (BENCHMARKS.md,
-"Particles unlike the finder's own").
+"""Do the finders tell their own kind of micrograph from noise? (BENCHMARKS.md, "Particles unlike the
+finder's own").
 
     python benchmarks/finder_score_floor.py ../shared/data/nanoshapes-micrographs WORKDIR [--json OUT]
+
+The classical finder first: on every outlined micrograph and on the noise fields below (seeds 0-2),
+the objects it kept and those it dropped as too faint, its F1 against the outlines, and whether
+:func:`emclassify.finding.classical.faint_warning` flags it. Then the learned finders:
 
 WORKDIR holds one finder per fold, ``finder-K.safetensors``, as ``benchmarks/finder_errors.py``
 leaves them (trained on the fold's training micrographs; their cards name them). For each finder:
@@ -33,6 +37,39 @@ def noise_fields(seed: int = 0):
             "smoothed-gaussian": ndimage.gaussian_filter(rng.normal(0, 1, (1024, 1024)), 4).astype(np.float32)}
 
 
+def classical_check(folder: Path):
+    """Per outlined micrograph and noise field: kept, faint, flagged (and F1 for the micrographs)."""
+    import re
+
+    from emclassify.finding import ClassicalFinder
+    from emclassify.finding.evaluate import outlined_micrographs
+    from emclassify.finding.matching import match_instances, summarise
+    from emclassify.finding.training import load_outlined
+
+    finder = ClassicalFinder()
+
+    def run(image):
+        det = finder.find(image)
+        faint = sum(int(m.group(1)) for n in det.notes for m in [re.match(r"(\d+) faint object", n)] if m)
+        return det, {"kept": len(det.particles), "faint": faint, "flagged": bool(det.warnings)}
+
+    micrographs = {}
+    data, _ = load_outlined(outlined_micrographs(folder), folder)
+    for d in data:
+        det, entry = run(d.raw)
+        entry["outlined"] = int(d.labels.max())
+        entry["f1"] = round(summarise([match_instances(det.labels, d.labels)])["f1"], 3)
+        micrographs[d.name] = entry
+    noise = {f"{name} seed {seed}": run(field)[1] for seed in range(3) for name, field in noise_fields(seed).items()}
+    flagged = sorted(n for n, e in micrographs.items() if e["flagged"])
+    print(f"classical: flagged {len(flagged)} of {len(micrographs)} micrographs "
+          + ", ".join(f"{n} (kept {micrographs[n]['kept']} of {micrographs[n]['outlined']}, F1 {micrographs[n]['f1']})"
+                      for n in flagged)
+          + f"; noise fields flagged {sum(e['flagged'] for e in noise.values())} of {len(noise)}: "
+          + ", ".join(f"{n} {e['kept']} kept / {e['faint']} faint" for n, e in noise.items()), flush=True)
+    return {"micrographs": micrographs, "noise": noise}
+
+
 def main() -> int:
     from emclassify.bench import machine_description
     from emclassify.finding.evaluate import outlined_micrographs
@@ -48,6 +85,7 @@ def main() -> int:
     args = ap.parse_args()
     folder = Path(args.micrographs)
     images = [image for image, _ in outlined_micrographs(folder)]
+    classical = classical_check(folder)
     noise = noise_fields()
     folds = []
     for path in sorted(Path(args.workdir).glob("finder-*.safetensors")):
@@ -87,7 +125,8 @@ def main() -> int:
                           + (" FLAGGED" if flagged(e) else "") for n, e in fields.items()), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"date": date.today().isoformat(), "machine": machine_description(),
-                                               "micrographs": str(folder), "folds": folds}, indent=2) + "\n")
+                                               "micrographs": str(folder), "classical": classical,
+                                               "folds": folds}, indent=2) + "\n")
     return 0
 
 

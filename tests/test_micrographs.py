@@ -60,6 +60,22 @@ def test_classical_finder_recovers_separate_discs_positions_and_sizes():
         assert abs(p.size.area_px - true_area) / true_area < 0.1
         assert p.size.diameter_nm == pytest.approx(p.size.diameter_px * 0.5)
         assert not p.touches_border and 0.63 <= p.score < 1
+    assert det.warnings == []
+
+
+def test_a_field_where_faint_objects_outnumber_the_kept_ones_is_flagged():
+    """Smoothed noise looks like an empty carbon area: the classical finder keeps a few blobs at the
+    contrast cut and drops many more under it. Its particles are then in doubt, and it says so."""
+    from scipy import ndimage
+    from emclassify.finding.classical import MIN_FAINT_FLAGGED, faint_warning
+
+    noise = ndimage.gaussian_filter(np.random.default_rng(0).normal(0, 1, (512, 512)), 4).astype(np.float32)
+    det = ClassicalFinder().find(noise)
+    assert len(det.warnings) == 1 and "too faint" in det.warnings[0]
+    assert any("faint object(s) dropped" in n for n in det.notes)
+    assert faint_warning(0, MIN_FAINT_FLAGGED - 1) is None   # too few to say anything
+    assert faint_warning(MIN_FAINT_FLAGGED, MIN_FAINT_FLAGGED) is None
+    assert f"more than the {MIN_FAINT_FLAGGED} kept" in faint_warning(MIN_FAINT_FLAGGED, MIN_FAINT_FLAGGED + 1)
 
 
 @pytest.mark.parametrize("gap", [0, 1])
