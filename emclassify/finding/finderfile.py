@@ -60,8 +60,8 @@ class FinderCard:
     @property
     def score_floor(self) -> Optional[float]:
         """The detection score that 95 % of the particles found on the finder's own micrographs
-        reached (``metrics["detection_scores"]``, recorded by ``train-finder``); None for finder files
-        made before it was recorded."""
+        reached (``metrics["detection_scores"]``, recorded by ``train-finder``); None for older finder
+        files and for training stopped before the thresholds were chosen."""
         scores = self.metrics.get("detection_scores")
         return float(scores["q05"]) if isinstance(scores, dict) and "q05" in scores else None
 
@@ -185,6 +185,10 @@ def format_finder_card(card: FinderCard, path=None, sha256: str = "") -> str:
                      f"{scores.get('micrographs', '?')} {scores.get('on', 'micrographs')}: median "
                      f"{_num(scores.get('median'))}, 5th percentile {_num(card.score_floor)} (a micrograph whose "
                      "particles score under it is flagged)")
+    else:
+        lines.append("  detection scores: not recorded (an older finder file, or its training stopped early), so "
+                     "micrographs unlike the finder's own (noise, empty areas) cannot be flagged; train it again to "
+                     "record them")
     v = card.metrics.get("validation")
     if isinstance(v, dict) and isinstance(v.get("learned"), dict):
         le = v["learned"]
