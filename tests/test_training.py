@@ -234,7 +234,7 @@ def test_card_and_cv_report_say_when_epochs_drew_a_subset_of_the_largest_class(t
     from emclassify.cli import main
 
     root = tmp_path / "imbalanced"
-    synth.generate(root, "lamellarity", 240, seed=3, proportions=(0.92, 0.06, 0.02))
+    synth.generate(root, "lamellarity", 400, seed=3, proportions=(0.92, 0.06, 0.02))  # a capped epoch still holds budget/12 batches: more than the 240 particles of before had
     fast = ["--arch", "lipnet1", "--size", "48", "--mode", "crop", "--epochs", "1", "--batch-size", "2",
             "--majority-ratio", "3"]
     assert main(["train", str(root), *fast, "--out", str(tmp_path / "m.safetensors")]) == 0
