@@ -59,7 +59,7 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 # at 48 px (93.2 % with 12). BENCHMARKS.md, "Data-aware input size and epochs". The budget was
 # doubled (360 -> 720 steps, at most 40 -> 48 epochs) once the training steps ran ~2.7x faster:
 # NanoShapes' CV 93.8 -> 95.0 % (8.0 instead of 4.2 min), found particles classified end to end 0.861 ->
-# 0.874 (BENCHMARKS.md "A doubled epoch budget"). At 48 px, sets of >= ~3,800 training images keep
+# 0.873 (BENCHMARKS.md "A doubled epoch budget"). At 48 px, sets of >= ~3,800 training images keep
 # 12 epochs (the 14,000-particle CV among them).
 # "--arch auto" trains its network with the handcrafted features only where they tell the classes
 # apart: the SVM on them (fitted first, the baseline anyway) must get at least this far from chance

@@ -243,7 +243,7 @@ def _evaluate_pairs(folder: Path, pairs, finder, overlays=None, classifiers: Opt
         matches.append(m)
         pixels += image.size
         row = {"micrograph": rel, **{k: v for k, v in summarise([m]).items() if k != "micrographs"},
-               "notes": det.notes}
+               "notes": det.notes, "warnings": det.warnings}
         true_cls = {k: c for (name, k), c in (truths or {}).items() if name == rel}
         for name, classifier in classifiers.items():
             # None: no classifier could be trained, so nothing found is classified (all count as missed)
