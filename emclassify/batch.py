@@ -186,6 +186,9 @@ def check_output(csv_path: Path) -> None:
         except OSError as exc:
             raise BatchError(f"{p}: cannot use as output: {exc.strerror or exc}") from None
         if stat.S_ISDIR(st.st_mode):
+            if p != csv_path:   # a file the run writes beside the CSV
+                raise BatchError(f"{p}: is a folder, where this run writes a file beside {csv_path.name}; "
+                                 "move it or choose another --out")
             raise BatchError(f"{p}: is a folder; --out must name a CSV file, e.g. {p / 'results.emclassify.csv'}")
         if not stat.S_ISREG(st.st_mode):
             raise BatchError(f"{p}: is not a regular file (a device or pipe); --out must name a CSV file")

@@ -312,6 +312,10 @@ def test_out_that_is_a_folder_or_device_is_refused_before_the_run(tmp_path, fold
         run_batch(folder, model=model_file, out=tmp_path / "adir")
     with pytest.raises(BatchError, match="not a regular file"):
         run_batch(folder, model=model_file, out="/dev/null")
+    # a folder where a file beside the CSV goes is named as that, before the run
+    (tmp_path / "r.sizes.png").mkdir()
+    with pytest.raises(BatchError, match="r.sizes.png: is a folder, where this run writes a file beside r.csv"):
+        run_batch(folder, model=model_file, out=tmp_path / "r.csv")
 
 
 @pytest.mark.parametrize("value", ["0", "-5", "x"])
