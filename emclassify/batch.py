@@ -208,10 +208,10 @@ def _run_identity(trained, folder: Path, finding: Optional[Dict] = None) -> Dict
 
 def _finding_identity(finding):
     """The finder settings a resumed run must share: a learned finder's model by its SHA-256, not by
-    where the file lies (moving it does not make it another finder), and its views (a record from
-    before views existed ran the plain maps: 1)."""
+    where the file lies (moving it does not make it another finder), and its views and polarity (a
+    record from before these existed ran the plain maps, 1, and the contrast the finder learnt, None)."""
     if isinstance(finding, dict) and finding.get("model_sha256"):
-        return {"views": 1, **{k: v for k, v in finding.items() if k != "model"}}
+        return {"views": 1, "polarity": None, **{k: v for k, v in finding.items() if k != "model"}}
     return finding
 
 

@@ -760,7 +760,7 @@ def _finder_training_args(parser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .defaults import DEFAULT_FINDER, EXIT_CODES, FINDER_NAMES, FINDER_VIEWS as VIEW_CHOICES
+    from .defaults import DEFAULT_FINDER, EXIT_CODES, FINDER_NAMES, FINDER_VIEWS as VIEW_CHOICES, POLARITIES
 
     p = argparse.ArgumentParser(
         prog="emclassify",
@@ -803,8 +803,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--finder-model", metavar="FILE", help="the learned finder's model file (from train-finder)")
     m.add_argument("--particle-diameter", type=float, default=None, metavar="PX",
                    help="expected particle diameter in pixels (default: estimated per micrograph)")
-    m.add_argument("--polarity", choices=["dark", "bright"], default=None,
-                   help="particles darker (default; bright-field TEM, cryo-EM) or brighter than the background")
+    m.add_argument("--polarity", choices=POLARITIES, default=None,
+                   help="particles darker (bright-field TEM, cryo-EM) or brighter (negative stain) than their "
+                        "surroundings (default: dark for the classical finder; for the learned one, the contrast of "
+                        "its training particles: a micrograph of the other is inverted)")
     m.add_argument("--exclude-border", action="store_true",
                    help="drop particles cut by the micrograph's edge (default: keep them, with a warning)")
     m.add_argument("--finder-views", type=int, choices=VIEW_CHOICES, default=None, help=FINDER_VIEWS_HELP)
@@ -837,7 +839,8 @@ def build_parser() -> argparse.ArgumentParser:
     _finder_training_args(fe)
     fe.add_argument("--particle-diameter", type=float, default=None, metavar="PX",
                     help="expected particle diameter in px (default: estimated per micrograph)")
-    fe.add_argument("--polarity", choices=["dark", "bright"], default=None, help="default dark")
+    fe.add_argument("--polarity", choices=POLARITIES, default=None,
+                    help="particles darker or brighter than their surroundings (as for batch)")
     fe.add_argument("--out", default="finder-metrics.json", help="metrics JSON (default finder-metrics.json)")
     fe.add_argument("--overlays", metavar="DIR", help="write one PNG per micrograph: found red, outlined green")
     fe.set_defaults(func=cmd_find_eval)

@@ -77,6 +77,8 @@ ARCH_NAMES = ("auto", "lipnet1", "lipnet2", "lipnet3", "lipnet4", "lipnet5", "li
 
 # ---- finding particles in micrographs (emclassify.finding); tests hold it equal to its registry
 FINDER_NAMES = ("classical", "learned")
+# Particles darker than their surroundings (bright-field TEM, cryo-EM) or brighter (negative stain, dark field).
+POLARITIES = ("dark", "bright")
 DEFAULT_FINDER = "classical"
 # Surround of a found particle cut out to train a classifier (find-eval --train-classifier), as a
 # share of the particles' median diameter: NanoShapes' curated crops hold 11 px around 29 px boxes.

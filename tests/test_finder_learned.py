@@ -18,8 +18,9 @@ from emclassify.finding.evaluate import end_to_end_scores, micrograph_folds
 from emclassify.finding.finderfile import FinderCard, format_finder_card, load_finder, save_finder
 from emclassify.finding.learned import MIN_PARTICLES_COMPARED, instances_from_maps
 from emclassify.finding.matching import InstanceMatch, match_instances
-from emclassify.finding.training import (PEAK_THRESHOLDS, FinderTrainSettings, FinderTrainingError,
-                                         OutlinedMicrograph, centreness_target, choose_peak_threshold, load_outlined,
+from emclassify.finding.training import (PEAK_THRESHOLDS, POLARITY_AGREEMENT, FinderTrainSettings,
+                                         FinderTrainingError, OutlinedMicrograph, centreness_target,
+                                         choose_peak_threshold, load_outlined, particle_contrasts, particle_polarity,
                                          train_finder, train_network)
 from emclassify.finding.evaluate import outlined_micrographs
 from emclassify.finding.unet import FinderNet, normalise_micrograph, predict_maps
@@ -243,6 +244,64 @@ def test_the_card_records_what_the_particles_at_the_chosen_cut_scored():
                                           "median": round(float(np.median(scores)), 4)}
 
 
+def _discs_field(contrasts, seed=0):
+    """A noisy 80 x (40 n) field of n separate discs (radius 9) whose intensity differs from the
+    background by ``contrasts[k]``, and its instance labels."""
+    n = len(contrasts)
+    yy, xx = np.mgrid[:80, :40 * n]
+    labels = np.zeros(yy.shape, np.int32)
+    image = np.random.default_rng(seed).normal(100.0, 1.0, yy.shape).astype(np.float32)
+    for k, c in enumerate(contrasts):
+        disc = (yy - 40) ** 2 + (xx - 20 - 40 * k) ** 2 <= 81
+        labels[disc] = k + 1
+        image[disc] += c
+    return image, labels
+
+
+def test_each_particles_contrast_is_measured_against_a_ring_around_it():
+    image, labels = _discs_field([-30.0, 20.0, -5.0])
+    diffs = particle_contrasts(normalise_micrograph(image), labels)
+    assert len(diffs) == 3 and diffs[0] < diffs[2] < 0 < diffs[1]
+    # a particle with no unoutlined pixels around it is left out
+    packed = np.ones((20, 20), np.int32)
+    assert len(particle_contrasts(normalise_micrograph(np.arange(400.0).reshape(20, 20)), packed)) == 0
+
+
+@pytest.mark.parametrize("contrasts,polarity", [([-30.0] * 9, "dark"), ([30.0] * 9, "bright"),
+                                                ([-30.0] * 8 + [30.0], "dark"), ([-30.0] * 5 + [30.0] * 4, None)])
+def test_the_training_particles_contrast_is_dark_bright_or_mixed(contrasts, polarity):
+    image, labels = _discs_field(contrasts)
+    outlined = OutlinedMicrograph("m", normalise_micrograph(image), image, labels, (labels > 0).astype(np.float32),
+                                  centreness_target(labels), np.arange(labels.max() + 1))
+    found, record = particle_polarity([outlined])
+    assert found == polarity
+    assert record["particles"] == len(contrasts)
+    assert record["darker_share"] == round(sum(c < 0 for c in contrasts) / len(contrasts), 4)
+    assert (found is None) == (max(record["darker_share"], 1 - record["darker_share"]) < POLARITY_AGREEMENT)
+
+
+def test_a_finder_told_the_particles_other_contrast_inverts_the_micrograph(trained, fields):
+    """The network sees an inverted micrograph exactly as the micrograph of the contrast it learnt; a
+    finder file that does not record that contrast cannot be told another."""
+    loaded, path = trained
+    assert loaded.card.polarity == "dark"   # the synthetic liposomes' membranes are dark
+    assert loaded.card.metrics["particle_contrast"]["darker_share"] >= POLARITY_AGREEMENT
+    from emclassify.io import read_image
+    image = read_image(outlined_micrographs(fields)[0][0]).array.astype(np.float32)
+    as_learnt = LearnedFinder("", preloaded=loaded)
+    told_bright = make_finder("learned", model=str(path), polarity="bright")
+    assert told_bright.inverts and not as_learnt.inverts and not make_finder("learned", model=str(path), polarity="dark").inverts
+    assert told_bright.params()["polarity"] == "bright"
+    a, b = as_learnt.maps(image), told_bright.maps(image.max() - image)
+    assert np.allclose(a[0], b[0], atol=1e-4) and np.allclose(a[1], b[1], atol=1e-4)
+    older = replace(loaded.card, polarity=None)
+    from emclassify.finding.finderfile import LoadedFinder
+    with pytest.raises(ValueError, match="does not record the contrast"):
+        LearnedFinder("", polarity="bright", preloaded=LoadedFinder(loaded.net, older))
+    with pytest.raises(ValueError, match="polarity must be"):
+        LearnedFinder("", polarity="grey", preloaded=loaded)
+
+
 # ---- the network ----------------------------------------------------------------------------------
 
 def _random_net(seed=0):
@@ -368,7 +427,7 @@ def test_a_classifier_file_is_refused_as_a_finder_and_vice_versa(trained, tmp_pa
     with pytest.raises(ValueError, match="finder model|needs its model"):
         make_finder("learned")
     with pytest.raises(ValueError, match="polarity"):
-        make_finder("learned", model=str(path), polarity="dark")
+        make_finder("learned", model=str(path), polarity="grey")
 
 
 def test_a_card_that_does_not_match_its_weights_is_refused(trained, tmp_path):
@@ -379,7 +438,7 @@ def test_a_card_that_does_not_match_its_weights_is_refused(trained, tmp_path):
         load_finder(bad)
     for field, value in [("seed_threshold", 3.0), ("peak_threshold", -0.1), ("peak_threshold", "high"),
                          ("widths", "big"), ("median_diameter_px", float("nan")),
-                         ("arch", "yolo"), ("format_version", 99)]:
+                         ("arch", "yolo"), ("format_version", 99), ("polarity", "grey"), ("polarity", 1)]:
         with pytest.raises(ModelFileError, match="invalid particle-finder card"):
             FinderCard.from_dict({**loaded.card.to_dict(), field: value})
 
@@ -459,6 +518,7 @@ def test_cli_train_finder_info_batch_and_find_eval(fields, tmp_path, capsys):
     assert main(["info", str(model)]) == 0
     printed = capsys.readouterr().out
     assert "unet-centreness" in printed and "centre peak threshold chosen on 1 validation micrographs" in printed
+    assert "particles: dark on their background" in printed
     assert main(["info", str(model), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["format"] == "emclassify-finder"
 
@@ -468,6 +528,11 @@ def test_cli_train_finder_info_batch_and_find_eval(fields, tmp_path, capsys):
     assert rc in (0, 3) and out.exists()
     summary = json.loads(out.with_suffix(".summary.json").read_text())
     assert summary["finding"]["finder"] == "learned" and summary["finding"]["model_sha256"]
+    # told that the particles are bright, the finder inverts the micrographs, and the record says so
+    bright = tmp_path / "bright.csv"
+    assert main(["batch", str(fields / "images"), "--micrographs", "--finder", "learned", "--finder-model", str(model),
+                 "--polarity", "bright", "--out", str(bright), "--quiet"]) in (0, 3)
+    assert json.loads(bright.with_suffix(".summary.json").read_text())["finding"]["polarity"] == "bright"
 
     from emclassify.assets import default_model_path
     metrics = tmp_path / "m.json"
@@ -682,15 +747,17 @@ def test_resume_knows_a_moved_finder_file_by_its_content(trained, fields, tmp_pa
     moved.parent.mkdir()
     shutil.copy(path, moved)
     assert main(args + ["--finder-model", str(moved), "--resume"]) in (0, 3)
-    # a record from before the finder had views (it ran plain maps) resumes as plain, not as 8 views
+    # a record from before the finder had views and polarity (it ran plain maps of the contrast it learnt)
+    # resumes as such, not as 8 views or as told another contrast
     summary = out.with_suffix(".summary.json")
     record = json.loads(summary.read_text())
-    assert record["finding"].pop("views") == 1
+    assert record["finding"].pop("views") == 1 and record["finding"].pop("polarity") is None
     summary.write_text(json.dumps(record))
     assert main(args + ["--finder-model", str(path), "--resume"]) in (0, 3)
-    summary.write_text(json.dumps(record))
-    rc = main(args + ["--finder-model", str(path), "--finder-views", "8", "--resume"])
-    assert rc not in (0, 3) and "written for micrographs" in capsys.readouterr().err
+    for other_setting in (["--finder-views", "8"], ["--polarity", "bright"]):
+        summary.write_text(json.dumps(record))
+        rc = main(args + ["--finder-model", str(path), *other_setting, "--resume"])
+        assert rc not in (0, 3) and "written for micrographs" in capsys.readouterr().err
     # another finder (other weights) is refused
     other = save_finder(tmp_path / "other.safetensors", FinderNet(loaded.card.widths), loaded.card)
     rc = main(args + ["--finder-model", str(other), "--resume"])

@@ -370,6 +370,9 @@ def test_a_record_with_micrographs_in_doubt_says_so_when_opened(qtbot, window, t
     text = tab.message.text()
     assert "2 micrograph(s) whose particles are in doubt" in text and "these particles are in doubt" in text
     assert tab.micrographs and tab.finder_name.currentData() == "classical"  # Run would classify it as it was
+    assert tab.polarity.currentData() == "dark"   # the classical finder's, recorded in the summary
+    tab.polarity.setCurrentIndex(tab.polarity.findData("bright"))
+    assert tab.make_finder().polarity == "bright"   # the window's choice reaches the core finder
     # and above the micrograph when one of its particles is selected
     first = next(r for r in tab.model.rows if r.ok)
     tab.table.setCurrentIndex(tab.proxy.mapFromSource(tab.model.index(tab.model.rows.index(first), 1)))

@@ -48,6 +48,7 @@ import numpy as np
 from scipy import ndimage
 
 from .. import ops
+from ..defaults import POLARITIES
 from .detections import Detections, measure, without_border_particles
 
 TARGET_DIAMETER_PX = 24.0   # particles are found at about this size (px) after binning
@@ -56,7 +57,6 @@ ESTIMATE_SIDE = 1024        # the diameter is estimated on a copy binned to at m
 # up to this many times (estimate_diameter).
 ESTIMATE_TILES = 2
 ESTIMATE_REFINEMENTS = 3
-POLARITIES = ("dark", "bright")
 # Diameter per distance-transform maximum: 2 for a disc (2.26 would give a square's
 # equivalent-circle diameter, but the smaller scale split touching NanoShapes cubes better:
 # F1 0.657 vs 0.640 at 2.3, BENCHMARKS.md), so the estimate is on the small side for polygons.

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-
+from ..defaults import POLARITIES
 from ..modelfile import (FINDER_FORMAT_NAME, FORMAT_NAME as CLASSIFIER_FORMAT_NAME, ModelFileError, file_sha256,
                          non_finite_weights, read_safetensors, shape_mismatch, software_versions, utc_now,
                          write_safetensors)
@@ -41,6 +41,10 @@ class FinderCard:
     a found object is kept only when its centre-ness reaches this (chosen at training,
     :func:`~.training.choose_peak_threshold`; 0, or any value at or below seed_threshold, changes nothing).
     metrics: validation results beside the classical finder's on the same micrographs.
+    polarity: the contrast of the particles it was trained on, ``dark`` (darker than their
+    surroundings) or ``bright``; None for older finder files and for training particles of mixed
+    contrast (:func:`~.training.particle_polarity`). A micrograph of the other contrast is inverted
+    before the network sees it when the user says so (``LearnedFinder.polarity``).
     """
 
     widths: List[int]
@@ -49,6 +53,7 @@ class FinderCard:
     foreground_threshold: float = 0.5
     seed_threshold: float = 0.5
     peak_threshold: float = 0.0
+    polarity: Optional[str] = None
     arch: str = ARCH
     name: str = ""
     training: Dict[str, Any] = field(default_factory=dict)
@@ -70,7 +75,7 @@ class FinderCard:
                 "name": self.name, "widths": list(self.widths), "median_diameter_px": self.median_diameter_px,
                 "min_area_px": self.min_area_px, "foreground_threshold": self.foreground_threshold,
                 "seed_threshold": self.seed_threshold, "peak_threshold": self.peak_threshold,
-                "training": self.training, "metrics": self.metrics,
+                "polarity": self.polarity, "training": self.training, "metrics": self.metrics,
                 "data": self.data, "software": self.software, "created": self.created}
 
     @classmethod
@@ -106,12 +111,16 @@ class FinderCard:
             for key in ("name", "created"):
                 if not isinstance(d.get(key, ""), str):
                     raise ValueError(f"{key!r} must be a string")
+            polarity = d.get("polarity")
+            if polarity not in (None, *POLARITIES):
+                raise ValueError(f"polarity must be one of {', '.join(POLARITIES)} or null, got {str(polarity)[:40]!r}")
             return cls(widths=list(widths),
                        median_diameter_px=_number(d, "median_diameter_px", 1.0, 1e5, "card"),
                        min_area_px=_number(d, "min_area_px", 0.0, 1e10, "card"),
                        foreground_threshold=_number(d, "foreground_threshold", 0.01, 0.99, "card"),
                        seed_threshold=_number(d, "seed_threshold", 0.01, 0.99, "card"),
                        peak_threshold=_number(d, "peak_threshold", 0.0, 0.99, "card") if "peak_threshold" in d else 0.0,
+                       polarity=polarity,
                        name=d.get("name", ""), training=dict(d.get("training", {})),
                        metrics=dict(d.get("metrics", {})), data=dict(d.get("data", {})),
                        software={str(k): str(v) for k, v in d.get("software", {}).items()},
@@ -167,6 +176,13 @@ def format_finder_card(card: FinderCard, path=None, sha256: str = "") -> str:
               f"  thresholds: foreground {card.foreground_threshold:.2f}, seed {card.seed_threshold:.2f}"
               + (f", centre peak {card.peak_threshold:.2f}" if card.peak_threshold > card.seed_threshold else ""),
               f"  created: {card.created}"]
+    contrast = card.metrics.get("particle_contrast") if isinstance(card.metrics.get("particle_contrast"), dict) else {}
+    share = contrast.get("darker_share")
+    measured = f" ({share:.0%} of {contrast.get('particles', '?')} darker than their surroundings)" if isinstance(
+        share, (int, float)) else ""
+    lines.append(f"  particles: {card.polarity} on their background{measured}; micrographs of the other contrast need "
+                 "--polarity" if card.polarity else
+                 f"  particles: contrast not recorded{measured or ' (an older finder file)'}, so --polarity cannot be used")
     t = card.training
     if t:
         lines.append("  training: " + ", ".join(f"{k} {v}" for k, v in t.items() if not isinstance(v, (dict, list))))

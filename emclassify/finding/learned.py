@@ -20,6 +20,14 @@ Steps, on one greyscale micrograph:
    NanoShapes mostly debris, fragments at montage seams and unoutlined specks; chosen at training,
    :func:`~.training.choose_peak_threshold`).
 
+**Contrast.** The network learnt the contrast of its training particles (the card's ``polarity``,
+e.g. dark on a bright background). ``polarity`` says what the particles of these micrographs are;
+a micrograph of the other contrast is inverted before the network sees it. Nothing detects the
+wrong contrast by itself: shown NanoShapes micrographs inverted, a finder finds a few gaps between
+particles with high scores, but on synthetic liposome fields of the right contrast it finds 1.2 to
+2.4 times as many objects inverted as as given (rings enclose dark lumens), so no count rule tells
+the two apart (BENCHMARKS.md "Particles of the other contrast").
+
 ``score`` of a particle: its mean foreground probability. Particles cut by the border are kept
 and flagged (``exclude_border=True`` drops them), as in the classical finder. A micrograph whose
 particles score well under those found on the finder's own micrographs is flagged
@@ -36,7 +44,7 @@ from typing import Dict, Iterator, Optional, Tuple
 import numpy as np
 from scipy import ndimage
 
-from ..defaults import FINDER_VIEWS
+from ..defaults import FINDER_VIEWS, POLARITIES
 from ..runtime import reuse_freed_memory
 from .detections import Detections, measure, without_border_particles
 from .finderfile import LoadedFinder, load_finder
@@ -183,12 +191,15 @@ class LearnedFinder:
     micrograph, when known (step 1). exclude_border: drop particles cut by the edge. views: 8
     averages the maps over the micrograph's 8 rotations and reflections (step 2; 8 times the
     network's time for outlines closer to the drawn ones, BENCHMARKS.md "The learned finder").
+    polarity: ``dark`` or ``bright``, the contrast of these micrographs' particles; None: that of
+    the finder's training particles (module doc, "Contrast").
     """
 
     model: str
     diameter_px: Optional[float] = None
     exclude_border: bool = False
     views: int = 1
+    polarity: Optional[str] = None
     native: Optional[bool] = field(default=None, compare=False)
     # A network in memory instead of a file (validation during training, cross-validation).
     preloaded: Optional[LoadedFinder] = field(default=None, compare=False, repr=False)
@@ -199,15 +210,25 @@ class LearnedFinder:
         if self.views not in FINDER_VIEWS:
             raise ValueError(f"views must be one of {', '.join(map(str, FINDER_VIEWS))} (the micrograph's rotations and "
                              f"reflections averaged), got {self.views!r}")
-        if self.preloaded is not None:
-            return
-        if not self.model:
-            raise ValueError("the learned finder needs a finder model file (--finder-model, made by "
-                             "`emclassify train-finder`)")
-        v = self.diameter_px
-        if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-            raise ValueError(f"diameter_px must be a positive number of pixels, got {v!r}")
-        _loaded(self.model)  # a missing or foreign file is refused now, not at the first micrograph
+        if self.polarity is not None and self.polarity not in POLARITIES:
+            raise ValueError(f"polarity must be one of {', '.join(POLARITIES)}, got {self.polarity!r}")
+        if self.preloaded is None:
+            if not self.model:
+                raise ValueError("the learned finder needs a finder model file (--finder-model, made by "
+                                 "`emclassify train-finder`)")
+            v = self.diameter_px
+            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"diameter_px must be a positive number of pixels, got {v!r}")
+            _loaded(self.model)  # a missing or foreign file is refused now, not at the first micrograph
+        if self.polarity is not None and self.loaded.card.polarity is None:
+            raise ValueError("this finder file does not record the contrast of the particles it was trained on "
+                             "(trained before emclassify recorded it, or on particles of mixed contrast): leave out "
+                             "the polarity, or train the finder again")
+
+    @property
+    def inverts(self) -> bool:
+        """Whether micrographs are inverted before the network sees them (``polarity`` is not the card's)."""
+        return self.polarity is not None and self.polarity != self.loaded.card.polarity
 
     @property
     def loaded(self) -> LoadedFinder:
@@ -216,7 +237,31 @@ class LearnedFinder:
     def params(self) -> Dict:
         lf = self.loaded
         return {"finder": self.name, "model": str(self.model), "model_sha256": lf.sha256,
-                "diameter_px": self.diameter_px, "exclude_border": self.exclude_border, "views": self.views}
+                "diameter_px": self.diameter_px, "exclude_border": self.exclude_border, "views": self.views,
+                "polarity": self.polarity}
+
+    def scale(self) -> float:
+        """The resampling factor the network's input gets (1.0 when none: module doc, step 1)."""
+        trained = self.loaded.card.median_diameter_px
+        if self.diameter_px is not None and abs(trained / self.diameter_px - 1.0) > RESCALE_TOLERANCE:
+            return trained / self.diameter_px
+        return 1.0
+
+    def network_input(self, image: np.ndarray, invert: bool = False) -> np.ndarray:
+        """float32 (h, w): what the network sees of ``image``, resampled by :meth:`scale`, normalised,
+        and inverted when :attr:`inverts` (or, with ``invert``, when it does not)."""
+        from skimage.transform import resize
+
+        scale = self.scale()
+        work = np.asarray(image)
+        if scale != 1.0:
+            shape = (max(1, round(work.shape[0] * scale)), max(1, round(work.shape[1] * scale)))
+            work = resize(work.astype(np.float32, copy=False), shape, order=1, anti_aliasing=scale < 1,
+                          preserve_range=True).astype(np.float32)
+        norm = normalise_micrograph(work)
+        if self.inverts != invert:
+            np.negative(norm, out=norm)
+        return norm
 
     def maps(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray, float]:
         """(foreground, centre-ness, scale) at the micrograph's own size; scale is the resampling
@@ -227,16 +272,8 @@ class LearnedFinder:
         img = np.asarray(image)
         if intensity_range(img) is None:  # a blank micrograph: the network's maps of it hold edge artefacts
             return np.zeros(img.shape, np.float32), np.zeros(img.shape, np.float32), 1.0
-        trained = self.loaded.card.median_diameter_px
-        scale = 1.0
-        if self.diameter_px is not None and abs(trained / self.diameter_px - 1.0) > RESCALE_TOLERANCE:
-            scale = trained / self.diameter_px
-        work = img
-        if scale != 1.0:
-            shape = (max(1, round(img.shape[0] * scale)), max(1, round(img.shape[1] * scale)))
-            work = resize(img.astype(np.float32, copy=False), shape, order=1, anti_aliasing=scale < 1,
-                          preserve_range=True).astype(np.float32)
-        fg, centre = predict_maps(self.loaded.net, normalise_micrograph(work), native=self.native, views=self.views)
+        scale = self.scale()
+        fg, centre = predict_maps(self.loaded.net, self.network_input(img), native=self.native, views=self.views)
         if scale != 1.0:
             fg = resize(fg, img.shape, order=1, preserve_range=True).astype(np.float32)
             centre = resize(centre, img.shape, order=1, preserve_range=True).astype(np.float32)

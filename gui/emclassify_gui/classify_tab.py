@@ -29,6 +29,9 @@ from .workers import Job
 SORT_ROLE = Qt.UserRole + 1
 FINDER_LABELS = {"classical": "classical (threshold + watershed; no training)",
                  "learned": "learned (a U-Net trained on outlined micrographs)"}
+# The particles' contrast (core --polarity); None leaves it to the finder's default.
+POLARITY_LABELS = {None: "contrast: finder's default", "dark": "particles darker than background",
+                   "bright": "particles brighter than background"}
 
 
 def classify_job(report, cancel, folder: str, model_path: str, device: str = "auto",
@@ -198,10 +201,17 @@ class ClassifyTab(QWidget):
         self.finder_model.setPlaceholderText("finder model file (from emclassify train-finder)")
         browse_finder = QPushButton("Finder model…")
         browse_finder.clicked.connect(self.pick_finder_model)
+        self.polarity = QComboBox()
+        self.polarity.setToolTip("dark: bright-field TEM, cryo-EM; bright: negative stain. The classical finder's default "
+                                 "is dark; a learned finder's is the contrast of its training particles, and it inverts "
+                                 "micrographs of the other")
+        for value, label in POLARITY_LABELS.items():
+            self.polarity.addItem(label, value)
         self.finder_row = QWidget()
         fr = QHBoxLayout(self.finder_row)
         fr.setContentsMargins(0, 0, 0, 0)
         fr.addWidget(self.finder_name)
+        fr.addWidget(self.polarity)
         fr.addWidget(self.finder_model, 1)
         fr.addWidget(browse_finder)
         self.input_kind.currentIndexChanged.connect(self._input_kind_changed)
@@ -355,6 +365,7 @@ class ClassifyTab(QWidget):
             self.finder_name.setCurrentIndex(self.finder_name.findData(finding["finder"]))
             if finding.get("model"):
                 self.finder_model.setText(str(finding["model"]))
+            self.polarity.setCurrentIndex(max(0, self.polarity.findData(finding.get("polarity"))))
 
     def pick_finder_model(self) -> None:
         f, _ = QFileDialog.getOpenFileName(self, "Particle-finder model", str(Path(self.finder_model.text()).parent),
@@ -365,7 +376,8 @@ class ClassifyTab(QWidget):
     def make_finder(self):
         """The finder chosen in the window (core :func:`make_finder`); ValueError/ModelFileError say why not."""
         name = self.finder_name.currentData()
-        return make_finder(name, model=self.finder_model.text().strip() or None if name == "learned" else None)
+        return make_finder(name, model=self.finder_model.text().strip() or None if name == "learned" else None,
+                           polarity=self.polarity.currentData())
 
     def pick_folder(self) -> None:
         d = QFileDialog.getExistingDirectory(self, "Folder of particle images", self.folder.text())
