@@ -808,7 +808,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "surroundings (default: dark for the classical finder; for the learned one, the contrast of "
                         "its training particles: a micrograph of the other is inverted)")
     m.add_argument("--exclude-border", action="store_true",
-                   help="drop particles cut by the micrograph's edge (default: keep them, with a warning)")
+                   help="drop particles cut by the micrograph's edge or by pixels that hold no value (NaN; default: keep them, with a warning)")
     m.add_argument("--finder-views", type=int, choices=VIEW_CHOICES, default=None, help=FINDER_VIEWS_HELP)
     m.add_argument("--save-crops", metavar="DIR",
                    help="write every particle as image + mask + manifest.csv (the layout train and review read)")

@@ -31,11 +31,13 @@ import numpy as np
 from .atomic import write_bytes_atomic, write_text_atomic
 from .defaults import DEFAULT_MARGIN
 from .finding import Detections, cut_out
+from .finding.detections import cut_by, without_border_particles
 from .inference import BatchResult, CancelToken, Classifier, FileResult, batched
 from .input_decision import size_warning
 from .io import FolderListing, ImageReadError, Sample, read_image
 
-BORDER_NOTE = "particle is cut by the micrograph's edge: its size and class are less reliable"
+BORDER_NOTE = ("particle is cut by the micrograph's edge (or that of its data): its size and class are less "
+               "reliable")
 
 
 def crop_context(card) -> int:
@@ -95,17 +97,43 @@ def micrograph_warnings(rows: Iterable[FileResult]) -> List[str]:
     return list(seen)
 
 
+def fill_no_data(image: np.ndarray, max_samples: int = 1 << 20) -> Optional[np.ndarray]:
+    """Set a float micrograph's NaN and infinite pixels (no data: outside a stitched montage's
+    tiles) to the median of the others, in place, so the finders and the cut-out particles see a
+    flat background there. Returns their bool mask (H x W), or None when every pixel holds a value.
+    The median is taken from at most ``max_samples`` evenly strided pixels."""
+    if image.dtype.kind != "f":
+        return None
+    missing = ~np.isfinite(image)
+    if not missing.any():
+        return None
+    step = max(1, int(np.ceil(np.sqrt(image.size / max_samples))))
+    sample = image[::step, ::step]
+    held = sample[np.isfinite(sample)]
+    image[missing] = np.median(held) if held.size else np.median(image[~missing])
+    return missing
+
+
 def find_in(sample: Sample, finder, pixel_size_nm: Optional[float] = None) -> FoundMicrograph:
-    """Decode one micrograph and find its particles; errors are kept, never raised."""
+    """Decode one micrograph and find its particles; errors are kept, never raised. Pixels that
+    hold no value (NaN, infinite) are no data (:func:`fill_no_data`): particles next to them are
+    cut by the edge of what was imaged, flagged (and dropped with ``exclude_border``) as at the
+    micrograph's own edge."""
     try:
-        loaded = read_image(sample.path)
+        loaded = read_image(sample.path, missing_ok=True)
     except ImageReadError as exc:
         return FoundMicrograph(sample, error=exc)
+    missing = fill_no_data(loaded.array)
     pixel = pixel_size_nm if pixel_size_nm is not None else loaded.pixel_size_nm
     out = FoundMicrograph(sample, image=loaded.array, sha256=loaded.sha256, pixel_size_nm=pixel,
                           warnings=list(loaded.warnings))
     try:
-        out.detections = finder.find(loaded.array, pixel)
+        det = finder.find(loaded.array, pixel)
+        if missing is not None:
+            det = cut_by(det, missing)
+            if getattr(finder, "exclude_border", False):
+                det = without_border_particles(det, pixel)
+        out.detections = det
     except Exception as exc:  # noqa: BLE001 - one micrograph's failure is its error row; the run goes on
         out.error = ImageReadError(sample.path, f"particle finding failed: {exc or type(exc).__name__}")
     return out

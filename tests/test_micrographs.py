@@ -548,3 +548,38 @@ def test_odd_micrographs_give_rows_never_a_crash(tmp_path):
     assert by["flat.tif"][0]["status"] == "none_found" and by["trunc.tif"][0]["status"] == "error"
     assert all(r["status"] in ("ok", "error", "none_found") for rows in by.values() for r in rows)
     assert all("particle finding failed" not in r["error"] for rows in by.values() for r in rows)
+
+
+def test_pixels_without_a_value_are_no_data_and_particles_beside_them_are_cut(tmp_path):
+    """A stitched montage leaves NaN outside its tiles: the micrograph is searched where it holds data,
+    a particle at the edge of the data is flagged (dropped with --exclude-border) as at the micrograph's
+    own edge, one inside the gap is not invented, and a file with no value at all is an error row."""
+    import tifffile
+    from emclassify.io import ImageReadError
+
+    centres = [(50, 40), (50, 110), (50, 175), (150, 40), (150, 110), (150, 225)]
+    image, truth = disc_field(centres, 14, seed=3)
+    montage = image.astype(np.float32)
+    montage[:, 170:] = np.nan                      # the third disc straddles the gap; the sixth lies in it
+    root = tmp_path / "montage"
+    root.mkdir()
+    tifffile.imwrite(root / "stitched.tif", montage)
+    tifffile.imwrite(root / "empty.tif", np.full((64, 64), np.nan, np.float32))
+    with pytest.raises(ImageReadError, match="NaN"):   # a particle image must hold values everywhere
+        read_image(root / "stitched.tif")
+    for exclude in (False, True):
+        out = run_batch(root, out=tmp_path / f"m{exclude}.csv", finder=ClassicalFinder(exclude_border=exclude))
+        rows = _rows(out.csv_path)
+        empty = [r for r in rows if r["micrograph"] == "empty.tif"]
+        assert len(empty) == 1 and empty[0]["status"] == "error" and "no pixel holds a value" in empty[0]["error"]
+        found = [r for r in rows if r["micrograph"] == "stitched.tif"]
+        assert all(r["status"] == "ok" for r in found)
+        at = {truth[int(round(float(r["cy"]))), int(round(float(r["cx"])))]: r for r in found}
+        assert {1, 2, 4, 5} <= set(at) and 6 not in at and len(found) == len(at)
+        assert all(at[k]["touches_border"] == "no" for k in (1, 2, 4, 5))
+        if exclude:
+            assert 3 not in at
+        else:
+            assert at[3]["touches_border"] == "yes" and "edge" in at[3]["warnings"]
+        notes = json.loads(out.summary_path.read_text())
+        assert "hold no value" in json.dumps(notes)

@@ -9,7 +9,7 @@ the nanometre figures are these times the pixel size (nm/px), ``None`` when it i
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -132,6 +132,18 @@ def measure(labels: np.ndarray, scores: Optional[Dict[int, float]] = None,
         particles.append(Particle(k, box, centroid, ParticleSize.from_area(len(rows), pixel_size_nm),
                                   bool(border), score))
     return Detections(relabelled.astype(np.int32, copy=False), particles)
+
+
+def cut_by(det: Detections, region: np.ndarray) -> Detections:
+    """``det`` with every particle that touches ``region`` (bool H x W, e.g. pixels that hold no
+    data) or lies next to it marked ``touches_border``: cut by the edge of what was imaged, as at
+    the micrograph's own edge."""
+    near = ndimage.binary_dilation(region)
+    cut = set(np.unique(det.labels[near]).tolist()) - {0}
+    if not cut:
+        return det
+    particles = [replace(p, touches_border=True) if p.index in cut else p for p in det.particles]
+    return Detections(det.labels, particles, list(det.notes), list(det.warnings))
 
 
 def without_border_particles(det: Detections, pixel_size_nm: Optional[float] = None) -> Detections:

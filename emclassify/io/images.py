@@ -116,15 +116,22 @@ def _rgb_to_grey(path: PathLike, arr: np.ndarray, notes: List[str]) -> np.ndarra
     return np.ascontiguousarray(rgb[..., 0])
 
 
-def _normalise_dtype(path: PathLike, arr: np.ndarray, notes: List[str]) -> np.ndarray:
+def _normalise_dtype(path: PathLike, arr: np.ndarray, notes: List[str], missing_ok: bool = False) -> np.ndarray:
     if arr.dtype == np.bool_:
         return arr.astype(np.uint8) * 255
     if arr.dtype in (np.uint8, np.uint16):
         return arr
     if np.issubdtype(arr.dtype, np.floating):
         out = arr.astype(np.float32)
-        if not np.isfinite(out).all():
-            raise ImageReadError(path, "image contains NaN or infinite values")
+        finite = np.isfinite(out)
+        if not finite.all():
+            if not missing_ok:
+                raise ImageReadError(path, "image contains NaN or infinite values")
+            held = int(np.count_nonzero(finite))
+            if held == 0:
+                raise ImageReadError(path, "no pixel holds a value (all NaN or infinite)")
+            notes.append(f"{100.0 * (out.size - held) / out.size:.1f} % of the pixels hold no value (NaN or "
+                         "infinite): no data there")
         return out
     if np.issubdtype(arr.dtype, np.integer):
         if arr.dtype.itemsize > 2:
@@ -175,12 +182,16 @@ def _decode_pil(path: PathLike, data: bytes) -> np.ndarray:
         return np.asarray(im)
 
 
-def decode_image(path: PathLike, data: bytes, checksum: bool = True, with_pixel_size: bool = True) -> LoadedImage:
+def decode_image(path: PathLike, data: bytes, checksum: bool = True, with_pixel_size: bool = True,
+                 missing_ok: bool = False) -> LoadedImage:
     """Decode image bytes (already read from ``path``) into a :class:`LoadedImage`.
 
     checksum: compute the SHA-256 of the bytes (else ``sha256`` is "": masks need none).
     with_pixel_size: read the pixel size from TIFF metadata (masks need none). MRC/DM/EMD/SER
     files are decoded from ``path`` itself by their readers (:mod:`.microscope`).
+    missing_ok: NaN and infinite pixels are kept as "no data" with a note (whole micrographs:
+    stitched montages leave them outside the tiles) instead of refusing the file; an image with
+    no finite pixel is still refused.
     """
     sha = hashlib.sha256(data).hexdigest() if checksum else ""
     if len(data) == 0:
@@ -221,17 +232,18 @@ def decode_image(path: PathLike, data: bytes, checksum: bool = True, with_pixel_
     if arr.ndim != 2:
         raise ImageReadError(path, f"expected a 2-D greyscale image, got array of shape {arr.shape}")
     _check_dimensions(path, arr.shape[0], arr.shape[1])
-    arr = _normalise_dtype(path, arr, notes)
+    arr = _normalise_dtype(path, arr, notes, missing_ok)
     arr = np.ascontiguousarray(arr)
     if not arr.flags.writeable:  # PIL hands out read-only views; torch warns about those
         arr = arr.copy()
     return LoadedImage(arr, sha, notes, pixel_size)
 
 
-def read_image(path: PathLike, checksum: bool = True, with_pixel_size: bool = True) -> LoadedImage:
+def read_image(path: PathLike, checksum: bool = True, with_pixel_size: bool = True,
+               missing_ok: bool = False) -> LoadedImage:
     """Read and decode one image file. Raises :class:`ImageReadError` with the reason.
 
-    checksum, with_pixel_size: as in :func:`decode_image`.
+    checksum, with_pixel_size, missing_ok: as in :func:`decode_image`.
     """
     try:
         st = os.stat(path)
@@ -254,7 +266,7 @@ def read_image(path: PathLike, checksum: bool = True, with_pixel_size: bool = Tr
         raise ImageReadError(path, "permission denied") from None
     except OSError as exc:
         raise ImageReadError(path, f"cannot read file: {exc.strerror or exc}") from None
-    return decode_image(path, data, checksum, with_pixel_size)
+    return decode_image(path, data, checksum, with_pixel_size, missing_ok)
 
 
 def read_mask(path: PathLike, shape: Optional[tuple] = None) -> np.ndarray:
