@@ -26,6 +26,7 @@ to the background = pixels outside the mask: ``(x - bg_mean) / bg_std``):
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -33,6 +34,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 from scipy import ndimage
 
+from .atomic import write_bytes_atomic
 from .segment import auto_mask
 
 # Version 1 still: moments and Hu invariants moved to scikit-image with the same values (held to the
@@ -279,15 +281,15 @@ class FeatureCache:
             vec = np.load(path, allow_pickle=False)
             if vec.shape == (N_FEATURES,):
                 return vec
-        except (OSError, ValueError):
+        except (OSError, ValueError, EOFError):  # missing, damaged, or empty (EOFError): computed again
             pass
         vec = particle_features(image, mask)
+        buf = io.BytesIO()
+        np.save(buf, vec, allow_pickle=False)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            with open(tmp, "wb") as fh:
-                np.save(fh, vec, allow_pickle=False)
-            os.replace(tmp, path)
+            # a temporary file of its own per writer: threads of one process (a GUI job and the next)
+            # once shared one named by the process id, and one could rename the other's half-written file
+            write_bytes_atomic(path, buf.getvalue(), durable=False)
         except OSError:
             pass  # a read-only cache only costs recomputation
         return vec

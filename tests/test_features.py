@@ -79,6 +79,28 @@ def test_no_mask_uses_segmentation_and_cache(tmp_path):
     assert v1.shape == (N_FEATURES,)
 
 
+def test_a_damaged_cache_entry_is_computed_again_and_writers_never_collide(tmp_path):
+    """An empty or cut .npy (a crash, a full disk) is recomputed, not an error; threads of one
+    process writing the same entry each use their own temporary file, so no reader sees half of one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    disc = (YY - 100) ** 2 + (XX - 100) ** 2 <= 40**2
+    img = np.where(disc, 60.0, 180.0)
+    cache = FeatureCache(tmp_path)
+    want = particle_features(img, disc)
+    cache.get_or_compute("abc", img, disc)
+    [entry] = list(tmp_path.rglob("*.npy"))
+    for damaged in (b"", entry.read_bytes()[:90]):
+        entry.write_bytes(damaged)
+        np.testing.assert_array_equal(cache.get_or_compute("abc", img, disc), want)
+        np.testing.assert_array_equal(np.load(entry), want)   # and the entry is whole again
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda i: FeatureCache(tmp_path / "t").get_or_compute("same", img, disc), range(32)))
+    assert all(np.array_equal(g, want) for g in got)
+    left = [p for p in (tmp_path / "t").rglob("*") if p.is_file()]
+    assert len(left) == 1 and left[0].suffix == ".npy"   # one entry, no temporary file left behind
+
+
 @pytest.mark.parametrize("k", [2, 3, 4])
 def test_svm_decision_matches_sklearn(k):
     from sklearn.datasets import make_classification

@@ -206,7 +206,7 @@ def test_cv_view_shows_confusion_matrix_and_exports(qtbot, window, tiny_dataset,
     tab.form.epochs.setValue(2)
     with qtbot.waitSignal(tab.finished, timeout=300_000):
         tab.run()
-    assert tab.message.text() == ""
+    assert tab.message.text() == "", tab.message.text()   # the job's error, if it failed
     assert tab.show_arch.count() == 2
     assert tab.table.rowCount() == 3 and tab.table.columnCount() == 6
     assert "lipnet1 vs svm" in tab.verdict.text()
