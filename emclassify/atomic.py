@@ -36,10 +36,19 @@ def atomic_path(target, durable: bool = True) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# Read once, at import: reading it means setting it for a moment, and a file another thread created
+# in that moment (a GUI job beside an export) would get no mask at all.
+_UMASK = _read_umask()
+
+
+def _umask() -> int:
+    return _UMASK
 
 
 def write_text_atomic(target, text: str, encoding: str = "utf-8") -> Path:

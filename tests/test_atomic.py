@@ -21,3 +21,19 @@ def test_successful_write_replaces(tmp_path):
     write_text_atomic(target, '{"a": 1}\n')
     assert target.read_text() == '{"a": 1}\n'
     assert [p.name for p in target.parent.iterdir()] == ["r.json"]
+
+
+def test_writing_never_touches_the_process_umask(tmp_path, monkeypatch):
+    """Reading the umask means setting it for a moment; a file another thread created then would have
+    no mask. Outputs get the usual permissions from the umask read at import instead."""
+    import os
+    import stat
+
+    calls = []
+    real = os.umask
+    monkeypatch.setattr(os, "umask", lambda m: calls.append(m) or real(m))
+    target = write_text_atomic(tmp_path / "r.csv", "x\n")
+    assert calls == []
+    mask = real(0)
+    real(mask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask
