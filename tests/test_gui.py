@@ -311,7 +311,13 @@ def test_micrograph_mode_outlines_click_to_row_and_review(qtbot, window, tmp_pat
     tab = window.classify
     tab.input_kind.setCurrentIndex(tab.input_kind.findData("micrographs"))
     assert tab.finder_row.isVisible() and not tab.finder_model.isVisible()  # classical needs no file
+    tab.polarity.setCurrentIndex(tab.polarity.findData("dark"))   # the classical finder's default, said
     run_classify(qtbot, window, fields / "images")
+    assert tab.settings.value("classify/polarity") == "dark"   # remembered for the next session
+    from emclassify_gui.classify_tab import ClassifyTab
+    again = ClassifyTab(tab.settings)
+    qtbot.addWidget(again)
+    assert again.polarity.currentData() == "dark"
     rows = tab.model.rows
     assert rows and all(r.particle is not None for r in rows if r.status == "ok")
     assert tab.right_pages.isTabVisible(1)

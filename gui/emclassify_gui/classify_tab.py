@@ -207,6 +207,7 @@ class ClassifyTab(QWidget):
                                  "micrographs of the other")
         for value, label in POLARITY_LABELS.items():
             self.polarity.addItem(label, value)
+        self.polarity.setCurrentIndex(max(0, self.polarity.findData(settings.value("classify/polarity", ""))))
         self.finder_row = QWidget()
         fr = QHBoxLayout(self.finder_row)
         fr.setContentsMargins(0, 0, 0, 0)
@@ -423,6 +424,7 @@ class ClassifyTab(QWidget):
                 self.show_error(str(exc))
                 return
             self.settings.setValue("classify/finder_model", self.finder_model.text().strip())
+            self.settings.setValue("classify/polarity", self.polarity.currentData() or "")
         self.settings.setValue("classify/input_kind", self.input_kind.currentData())
         self.settings.setValue("classify/folder", folder)
         self.settings.setValue("classify/model", model)
