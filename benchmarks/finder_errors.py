@@ -10,8 +10,9 @@ maps in ``WORKDIR/maps-K-<name>.npz``; a later run reuses them), then scores the
 micrographs: F1 and the errors by kind (:mod:`emclassify.finding.matching`). With
 ``--classifiers DIR`` (``classifier-K.safetensors`` per fold, trained on the fold's training
 micrographs only, as ``benchmarks/finder_cv.py --crops`` leaves them in its work folder), also the
-end-to-end macro-F1, and the same with the found particles that lie where nothing is outlined left
-out of the count (a diagnostic: how much incomplete outlines can explain, not a score).
+end-to-end macro-F1, with ``find-eval``'s diagnostic ``end_to_end.unoutlined``: the same with the
+found particles that lie where nothing is outlined left out of the count (how much incomplete
+outlines can explain, not a score; the JSONs of 2026-12-06 call it ``end_to_end_without_unoutlined``).
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def main() -> int:
     data, _ = load_outlined(outlined_micrographs(folder), folder)
     truths = truth_classes(folder, outlined_micrographs(folder)) if args.classifiers else None
     parts = micrograph_folds(len(data), args.folds, 0)
-    matches, records, records_outlined_only, ignored = [], [], [], 0
+    matches, records = [], []
     for k, test_idx in enumerate(parts):
         path = work / f"finder-{k}.safetensors"
         if not path.exists():
@@ -77,17 +78,13 @@ def main() -> int:
             predicted = classify_found(d.raw, det, classifier)
             truth = outlined_classes(d, truths)
             records.append((m, predicted, truth))
-            unoutlined = {f for f, kind in m.spurious_kinds.items() if kind == "unoutlined" and f in predicted}
-            ignored += len(unoutlined)
-            records_outlined_only.append((m, {f: c for f, c in predicted.items() if f not in unoutlined}, truth))
     from emclassify.bench import machine_description
 
     out = {"date": time.strftime("%Y-%m-%d"), "machine": machine_description(),
            "command": "python benchmarks/finder_errors.py " + " ".join(sys.argv[1:]), "finder": summarise(matches)}
     if records:
         classes = sorted(set(truths.values()))
-        out["end_to_end"] = end_to_end_scores(records, classes)
-        out["end_to_end_without_unoutlined"] = {"left_out": ignored, **end_to_end_scores(records_outlined_only, classes)}
+        out["end_to_end"] = end_to_end_scores(records, classes)   # with "unoutlined": the diagnostic
     print(json.dumps(out, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1) + "\n")

@@ -493,6 +493,16 @@ def test_end_to_end_scores_count_finding_and_classifying_errors():
     # A: tp 1 (10), fp 1 (11), fn 1 (2)  -> 2/4;  B: tp 0, fp 1 (12), fn 1 (3) -> 0
     assert s["per_class_f1"] == {"A": 0.5, "B": 0.0} and s["macro_f1"] == 0.25
     assert s["matched_particles"] == 2 and s["matched_accuracy"] == 0.5
+    # nothing says where 12 lies: it counts; once it lies where nothing is outlined, the diagnostic
+    # leaves it out (B: fp 0 -> 0 still, for B's one outlined particle was called A), A unchanged
+    assert s["unoutlined"] == {"found": 0, "macro_f1_without": 0.25}
+    match.spurious_kinds = {12: "unoutlined"}
+    u = end_to_end_scores([(match, {10: "A", 11: "A", 12: "B"}, {1: "A", 2: "A", 3: "B"})], ["A", "B"])
+    assert u["macro_f1"] == 0.25 and u["unoutlined"] == {"found": 1, "macro_f1_without": 0.25}
+    # outlined 3 called B as well: B tp 1, fp 1 (12), fn 0 -> 2/3; without 12: 1.0
+    v = end_to_end_scores([(match, {10: "A", 11: "B", 12: "B"}, {1: "A", 2: "A", 3: "B"})], ["A", "B"])
+    assert v["per_class_f1"]["B"] == round(2 / 3, 4)
+    assert v["unoutlined"] == {"found": 1, "macro_f1_without": round((v["per_class_f1"]["A"] + 1.0) / 2, 4)}
 
 
 def test_micrograph_folds_partition_the_micrographs():
