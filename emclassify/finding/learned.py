@@ -66,7 +66,9 @@ def score_warning(scores, floor: Optional[float]) -> Optional[str]:
     Why: on a field of pure noise a U-Net still outlines hundreds of blobs, but it is unsure of
     them. Measured on NanoShapes (5 folds, BENCHMARKS.md "Particles unlike the finder's own"): the
     held-out micrographs' medians were 0.907-0.975 against floors of 0.861-0.883, noise fields'
-    0.71-0.83.
+    0.71-0.83. It also flagged four synthetic liposome fields shown inverted to a finder trained on
+    such fields (0.95-0.98 against 0.99), but not inverted NanoShapes micrographs (BENCHMARKS.md
+    "Particles of the other contrast"): a hint, not a contrast check.
     """
     if floor is None or len(scores) < MIN_PARTICLES_COMPARED:
         return None
@@ -75,7 +77,8 @@ def score_warning(scores, floor: Optional[float]) -> Optional[str]:
         return None
     return (f"these {len(scores)} particles are unlike those the finder was trained on: their median detection "
             f"score is {median:.2f}, where 95 % of the particles on its own micrographs scored {floor:.2f} or more "
-            "(an empty area, noise, or another kind of micrograph?): check the outlines before using these counts")
+            "(an empty area, noise, another kind of micrograph, or particles of the other contrast: see --polarity?): "
+            "check the outlines before using these counts")
 
 
 # Rows of the micrograph per pass of the per-particle statistics and per watershed band: bounded
