@@ -172,6 +172,10 @@ def cmd_batch(args) -> int:
     if not args.quiet:
         print(format_summary(s))
         print(f"model: {s['model']['name'] or s['model']['path']} ({s['model']['arch']}, sha256 {s['model']['sha256'][:12]}…)")
+        if isinstance(s.get("finding"), dict):
+            from .finding import describe_finding
+
+            print(f"finder: {describe_finding(s['finding'])}")
         print(f"wrote {outcome.csv_path}\nwrote {outcome.summary_path}")
         for extra in (s.get("micrograph_table"), (s.get("sizes") or {}).get("histogram")):
             if extra:

@@ -583,3 +583,20 @@ def test_pixels_without_a_value_are_no_data_and_particles_beside_them_are_cut(tm
             assert at[3]["touches_border"] == "yes" and "edge" in at[3]["warnings"]
         notes = json.loads(out.summary_path.read_text())
         assert "hold no value" in json.dumps(notes)
+
+
+def test_a_micrograph_run_says_what_its_finder_assumed(tmp_path, fields, capsys):
+    """The contrast and size a finder looks for decide what it finds, and neither finder can tell a
+    wrong contrast by itself: the CLI says what it assumed, from the run's record."""
+    from emclassify.finding import describe_finding
+
+    out = tmp_path / "f.csv"
+    main(["batch", str(fields / "run"), "--micrographs", "--polarity", "bright", "--particle-diameter", "30",
+          "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "finder: classical, particles brighter than their surroundings, 30 px across" in printed
+    assert "darker" in describe_finding(ClassicalFinder().params()) and "estimated" in describe_finding(
+        ClassicalFinder().params())
+    learned = {"finder": "learned", "model": "f.safetensors", "polarity": None, "diameter_px": None}
+    assert "the contrast it learnt" in describe_finding(learned)
+    assert "told the particles are darker" in describe_finding({**learned, "polarity": "dark"})

@@ -44,6 +44,26 @@ def make_finder(name: str = DEFAULT_FINDER, **params):
     return cls(**given)
 
 
+def describe_finding(finding: Dict) -> str:
+    """One line on a micrograph run's finder and the settings it ran with (its summary's ``finding``
+    record, :meth:`emclassify.batch.BatchRun.finding`), for the CLI: what a lab should see it assumed."""
+    name = finding.get("finder", "?")
+    comparative = {"dark": "darker", "bright": "brighter"}
+    polarity = comparative.get(finding.get("polarity"))
+    if name == "learned":
+        what = f"learned ({finding.get('model')}), " + (
+            f"told the particles are {polarity} than their surroundings" if polarity else
+            "particles of the contrast it learnt")
+    else:
+        what = f"{name}, particles {polarity or 'darker'} than their surroundings"
+    diameter = finding.get("diameter_px")
+    if isinstance(diameter, (int, float)):
+        what += f", {diameter:g} px across"
+    elif name == "classical":
+        what += ", diameter estimated per micrograph"
+    return what + " (--polarity, --particle-diameter to change)"
+
+
 def finder_from_record(finding: Dict):
     """The finder a micrograph run used, rebuilt from its summary's ``finding`` record
     (:meth:`emclassify.batch.BatchRun.finding`). A learned finder whose model file is gone or has
@@ -68,4 +88,4 @@ def finder_from_record(finding: Dict):
 
 
 __all__ = ["ClassicalFinder", "DEFAULT_FINDER", "Detections", "FINDERS", "LearnedFinder", "Particle", "ParticleSize", "cut_out",
-           "estimate_diameter", "finder_from_record", "list_finders", "make_finder", "measure", "sizes_by_class"]
+           "describe_finding", "estimate_diameter", "finder_from_record", "list_finders", "make_finder", "measure", "sizes_by_class"]
