@@ -23,7 +23,7 @@ def atomic_path(target, durable: bool = True) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -45,10 +45,6 @@ def _read_umask() -> int:
 # Read once, at import: reading it means setting it for a moment, and a file another thread created
 # in that moment (a GUI job beside an export) would get no mask at all.
 _UMASK = _read_umask()
-
-
-def _umask() -> int:
-    return _UMASK
 
 
 def write_text_atomic(target, text: str, encoding: str = "utf-8") -> Path:

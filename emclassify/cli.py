@@ -575,8 +575,9 @@ def _print_end_to_end(e: Dict, classifier: str = "") -> None:
 
     print(f"  end to end (found and classified vs outlined{which}): macro-F1 {e['macro_f1']:.3f} ({per}); "
           f"classes of the {e['matched_particles']} matched particles: accuracy {acc}, macro-F1 {e['matched_macro_f1']:.3f}")
-    if unoutlined_text(e):
-        print("   " + unoutlined_text(e))
+    unoutlined = unoutlined_text(e)
+    if unoutlined:
+        print("   " + unoutlined)
 
 
 def cmd_find_eval(args) -> int:

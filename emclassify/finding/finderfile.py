@@ -180,9 +180,12 @@ def format_finder_card(card: FinderCard, path=None, sha256: str = "") -> str:
     share = contrast.get("darker_share")
     measured = f" ({share:.0%} of {contrast.get('particles', '?')} darker than their surroundings)" if isinstance(
         share, (int, float)) else ""
-    lines.append(f"  particles: {card.polarity} on their background{measured}; micrographs of the other contrast need "
-                 "--polarity" if card.polarity else
-                 f"  particles: contrast not recorded{measured or ' (an older finder file)'}, so --polarity cannot be used")
+    if card.polarity:
+        lines.append(f"  particles: {card.polarity} on their background{measured}; micrographs of the other contrast "
+                     "need --polarity")
+    else:
+        lines.append(f"  particles: contrast not recorded{measured or ' (an older finder file)'}, so --polarity "
+                     "cannot be used")
     t = card.training
     if t:
         lines.append("  training: " + ", ".join(f"{k} {v}" for k, v in t.items() if not isinstance(v, (dict, list))))
