@@ -28,7 +28,7 @@ def list_finders():
 def make_finder(name: str = DEFAULT_FINDER, **params):
     """A finder by name with its parameters (None values mean the finder's default).
 
-    A parameter the finder does not take (e.g. ``polarity`` for ``learned``, which learnt it) is
+    A parameter the finder does not take (e.g. ``views`` for ``classical``, which has no network) is
     a ValueError naming it; so is a missing or foreign ``model`` file for ``learned``.
     """
     if name not in FINDERS:
