@@ -82,8 +82,10 @@ class FoundMicrograph:
 
 # The prefix of a warning that concerns the whole micrograph, in each of its particle rows.
 MICROGRAPH_WARNING = "micrograph: "
-# Posterior draws behind each micrograph's adjusted-% interval (:func:`micrograph_table`).
+# Posterior draws, and Gibbs sweeps per draw, behind each micrograph's adjusted-% interval
+# (:func:`micrograph_table`; the folder's: 2,000 and emclassify.prevalence.SWEEPS).
 MICROGRAPH_DRAWS = 500
+MICROGRAPH_SWEEPS = 50
 
 
 def micrograph_warnings(rows: Iterable[FileResult]) -> List[str]:
@@ -348,8 +350,9 @@ def micrograph_table(results: List[FileResult], classes: List[str], notes: Optio
 
     A micrograph holds tens to hundreds of particles, so its intervals are wide: that is what one
     micrograph can say, and why the whole folder's figures are the ones to report. They come from
-    :data:`MICROGRAPH_DRAWS` posterior draws each (the folder's from 2,000): ~12 ms per micrograph
-    instead of ~30, since the summary is built in the GUI's thread when a run ends.
+    :data:`MICROGRAPH_DRAWS` posterior draws of :data:`MICROGRAPH_SWEEPS` sweeps each: ~20 ms per
+    micrograph instead of ~0.1 s with the folder's settings, since the summary is built in the GUI's
+    thread when a run ends.
     """
     from .prevalence import adjusted_prevalence
 
@@ -374,7 +377,7 @@ def micrograph_table(results: List[FileResult], classes: List[str], notes: Optio
         }
         if confusion is not None:
             adjusted = adjusted_prevalence([counts[c] for c in classes], confusion, classes,
-                                           n_boot=MICROGRAPH_DRAWS)["classes"]
+                                           n_boot=MICROGRAPH_DRAWS, sweeps=MICROGRAPH_SWEEPS)["classes"]
             entry["adjusted"] = {c: {"percent": a["percent"], "ci95": a["ci95"]} for c, a in adjusted.items()}
         measured = size_summary(rows, classes)
         entry.update({

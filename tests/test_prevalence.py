@@ -99,3 +99,17 @@ def test_intervals_cover_the_true_composition_in_simulation():
                 sims += 1
     assert sims >= 200
     assert np.mean(covered) >= 0.93, np.mean(covered)
+
+
+def test_a_large_folder_where_a_class_is_never_predicted_still_has_an_interval():
+    """10,404 particles, none predicted as b and 34 as c, all of which the model's false-positive
+    rates explain: the estimate is 100 / 0 / 0 %, but the folder cannot show that the preparation
+    holds no b or c at all, so the intervals are not points (they were [100, 100] and [0, 0])."""
+    cm = np.array([[900, 30, 5], [40, 100, 3], [2, 2, 4]])
+    r = adjusted_prevalence([10370, 0, 34], cm, ["a", "b", "c"], n_boot=500)
+    assert r["classes"]["a"]["percent"] == pytest.approx(100) and r["classes"]["b"]["percent"] == pytest.approx(0)
+    lo, hi = r["classes"]["a"]["ci95"]
+    assert 99 < lo < 100 and hi == pytest.approx(100)
+    for c in "bc":
+        lo, hi = r["classes"][c]["ci95"]
+        assert lo == pytest.approx(0) and 0 < hi < 1, (c, lo, hi)
