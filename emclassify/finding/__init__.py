@@ -76,6 +76,9 @@ def finder_from_record(finding: Dict):
     name = finding["finder"]
     known = {f.name for f in dataclasses.fields(FINDERS[name])} - {"native", "preloaded"}
     params = {k: v for k, v in finding.items() if k in known and v is not None}
+    if name == "classical":
+        # a record from before the edge test existed: its particles were found without it
+        params.setdefault("min_edge_sharpness", 0.0)
     try:
         finder = make_finder(name, **params)
     except ModelFileError as exc:

@@ -26,15 +26,19 @@ Steps, on one greyscale micrograph (any dtype; float32 inside); ``d`` is the par
    fainter than ``min_score`` are dropped; objects larger than ``max_diameter`` (default ``4 d``:
    clumps the watershed could not split) are dropped; both are counted in the notes, and a
    micrograph where the faint ones outnumber those kept is flagged (:func:`faint_warning`).
-   Particles cut by the border are kept and flagged (``exclude_border=True`` drops them).
+   Objects whose edge is too gradual for a particle's are dropped and counted in the notes:
+   :func:`edge_sharpness` under ``min_edge_sharpness`` (a background blotch of about the
+   particles' size, which the rolling ball leaves, darkens towards its middle over many pixels; a
+   particle's contrast is at its edge). Particles cut by the border are kept and flagged
+   (``exclude_border=True`` drops them).
 
 ``score`` of a particle: its contrast-to-noise ratio mapped to [0, 1): ``1 - exp(-cnr / 3)``,
 where cnr = |median of the particle - median of the background| / background spread, both on
 the smoothed, flattened image (spread: 1.4826 x MAD of the background pixels, i.e. what noise
 and texture leave). 0.63 means cnr 3 (the default ``min_score``), 0.95 cnr 9.
 
-Measured (BENCHMARKS.md, "Finding particles"): on sparse synthetic liposome fields it finds
-most vesicles with tight outlines (F1 0.77, IoU 0.88); on the densely packed, touching
+Measured (BENCHMARKS.md, "Finding particles", "Background blotches"): on sparse synthetic liposome
+fields it finds most vesicles with tight outlines (F1 0.81, IoU 0.88); on the densely packed, touching
 nanocrystals of the NanoShapes micrographs it splits clusters poorly (F1 0.54 at IoU 0.5).
 Measure it on your own micrographs with ``emclassify find-eval`` before relying on counts.
 """
@@ -42,7 +46,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -57,6 +61,9 @@ ESTIMATE_SIDE = 1024        # the diameter is estimated on a copy binned to at m
 # up to this many times (estimate_diameter).
 ESTIMATE_TILES = 2
 ESTIMATE_REFINEMENTS = 3
+# A first estimate wider than this share of the binned copy's side means that pass merged the
+# particles into one object: the estimate is made on windows at full size instead (estimate_diameter).
+WHOLE_FIELD_SHARE = 0.25
 # Diameter per distance-transform maximum: 2 for a disc (2.26 would give a square's
 # equivalent-circle diameter, but the smaller scale split touching NanoShapes cubes better:
 # F1 0.657 vs 0.640 at 2.3, BENCHMARKS.md), so the estimate is on the small side for polygons.
@@ -72,6 +79,16 @@ MIN_SCORE = 0.63
 # A micrograph where more objects were dropped as too faint than were kept, and at least this
 # many, is flagged (:func:`faint_warning`).
 MIN_FAINT_FLAGGED = 10
+# Objects whose edge_sharpness is under this are dropped (module doc, step 5). Chosen on four sets of
+# synthetic liposome fields, whose backgrounds hold blotches of the vesicles' size, and the NanoShapes
+# micrographs: it dropped 58 of the 89 objects found that were not vesicles and 7 of the 286 vesicles
+# found (NanoShapes: F1 0.537 -> 0.534); on four sets made afterwards precision rose from 0.65-0.96
+# to 0.87-0.99 for 1-2 % of the vesicles (BENCHMARKS.md "Background blotches").
+MIN_EDGE_SHARPNESS = 0.4
+# The rings edge_sharpness compares, in units of r (an eighth of the particle diameter, >= 2 px):
+# the edge is r either side of the outline, the surroundings 3r..6r out, and only where no other
+# object is within 6r (between packed particles there is no open background to compare with).
+FAR_RING = (3, 6)
 
 
 def faint_warning(kept: int, faint: int) -> Optional[str]:
@@ -181,6 +198,49 @@ def _foreground(img: np.ndarray, d: float, polarity: str, native: Optional[bool]
     return morphology.opening(fg, footprint), smooth, noise
 
 
+def edge_sharpness(smooth: np.ndarray, labels: np.ndarray, ring_px: int, medians: np.ndarray) -> np.ndarray:
+    """float64 (n,): how much of each object's contrast lies at its edge; NaN where it cannot be told.
+
+    smooth: float32 (H, W), the smoothed, flattened image with particles negative (:func:`_foreground`);
+    labels: int (H, W), objects 1..n (some may be absent: NaN); ring_px: r, px; medians: float (n,),
+    each object's median of ``smooth``. For object k: (mean of the background within r outside it - mean of its own pixels
+    within r of its edge) / (mean of the background 3r..6r out - its median), background pixels
+    counted only where no other object lies within 6r (:data:`FAR_RING`). About 1 for a particle
+    whose darkening happens at its edge (a membrane ring: above 1); about 2r over the edge's width
+    for a blotch darkening gradually. NaN when fewer than 4 r^2 such surrounding pixels exist
+    (packed particles) or the surroundings are not brighter than the object.
+
+    Per object, inside its box grown by 6r: time and memory scale with the objects, not the image.
+    """
+    out = np.full(len(medians), np.nan)
+    H, W = labels.shape
+    near, far = FAR_RING
+    reach = far * ring_px + 1
+    for k, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        ys = slice(max(0, box[0].start - reach), min(H, box[0].stop + reach))
+        xs = slice(max(0, box[1].start - reach), min(W, box[1].stop + reach))
+        sub = labels[ys, xs]
+        own = sub == k
+        others = (sub > 0) & ~own
+        from_own = ndimage.distance_transform_edt(~own)
+        open_bg = ~(sub > 0)
+        if others.any():
+            open_bg &= ndimage.distance_transform_edt(~others) > far * ring_px
+        surround = open_bg & (from_own > near * ring_px) & (from_own <= far * ring_px)
+        if surround.sum() < 4 * ring_px * ring_px:
+            continue
+        outside = open_bg & (from_own <= ring_px)
+        edge = own & (ndimage.distance_transform_edt(own) <= ring_px)
+        values = smooth[ys, xs]
+        contrast = float(values[surround].mean()) - float(medians[k - 1])
+        if not outside.any() or contrast <= 0:
+            continue
+        out[k - 1] = (float(values[outside].mean()) - float(values[edge].mean())) / contrast
+    return out
+
+
 def h_maxima(image: np.ndarray, h: float, native: Optional[bool] = None) -> np.ndarray:
     """Bool ``H x W``: the h-maxima of a float image, ``skimage.morphology.h_maxima(image, h) != 0``
     exactly (the same formula, including its guard against rounding), with the reconstruction by
@@ -256,7 +316,9 @@ def estimate_diameter(image: np.ndarray, polarity: str = "dark", native: Optiona
     ``ESTIMATE_TILES`` windows of ``ESTIMATE_SIDE`` binned px where the first pass found the most
     particles, with the last estimate as the scale; up to ``ESTIMATE_REFINEMENTS`` times, until it
     moves by less than a tenth. The first pass alone made one synthetic field's particles (area-weighted
-    median 94 px) 85, 99, 150 and 226 px on its 1k, 2k, 4k and 8k crops (BENCHMARKS.md).
+    median 94 px) 85, 99, 150 and 226 px on its 1k, 2k, 4k and 8k crops (BENCHMARKS.md). Where the
+    first pass found one object across more than :data:`WHOLE_FIELD_SHARE` of the binned copy (small
+    particles packed too closely for the binning), the windows are searched at full size first.
     """
     img = np.asarray(image, dtype=np.float32)
     factor = max(1, min(int(math.ceil(max(img.shape) / ESTIMATE_SIDE)), *img.shape))  # as _bin clamps it
@@ -267,17 +329,33 @@ def estimate_diameter(image: np.ndarray, polarity: str = "dark", native: Optiona
     radii, areas, fg = found
     d = _weighted_median_diameter(radii, areas) * factor
     first_factor = factor
+
+    def windows_estimate(finer: int, guess: float) -> Optional[float]:
+        """The estimate on the busiest windows of ESTIMATE_SIDE binned px, binned by ``finer``,
+        searched at the scale ``guess`` (px of the micrograph)."""
+        pooled = [r for r in (_radii_and_areas(_bin(img[sl], finer), guess / finer, polarity, native)
+                              for sl in _busiest_tiles(fg, first_factor, img.shape, ESTIMATE_SIDE * finer, ESTIMATE_TILES))
+                  if r is not None]
+        if not pooled:
+            return None
+        return _weighted_median_diameter(np.concatenate([r[0] for r in pooled]),
+                                         np.concatenate([r[1] for r in pooled])) * finer
+
+    if factor > 1 and d / factor > max(small.shape) * WHOLE_FIELD_SHARE:
+        # One "particle" across much of the binned copy: particles packed closer than the binning
+        # and its smoothing can separate (an 8k field of 24 px particles 79 px apart came out as
+        # one 7,600 px object). Search windows at full size instead, at the first pass's relative scale.
+        at_full_size = windows_estimate(1, ESTIMATE_SIDE / 16.0)
+        if at_full_size is None:
+            return None
+        d, factor = at_full_size, 1
     for _ in range(ESTIMATE_REFINEMENTS):
         finer = min(factor, max(1, int(d // (2 * TARGET_DIAMETER_PX))))
         if finer == factor == first_factor:
             break  # the particles were large enough at the first binning
-        pooled = [r for r in (_radii_and_areas(_bin(img[sl], finer), d / finer, polarity, native)
-                              for sl in _busiest_tiles(fg, first_factor, img.shape, ESTIMATE_SIDE * finer, ESTIMATE_TILES))
-                  if r is not None]
-        if not pooled:
+        refined = windows_estimate(finer, d)
+        if refined is None:
             break
-        refined = _weighted_median_diameter(np.concatenate([r[0] for r in pooled]),
-                                            np.concatenate([r[1] for r in pooled])) * finer
         factor, settled, d = finer, abs(refined / d - 1.0) < 0.1, refined
         if settled:
             break
@@ -290,7 +368,8 @@ class ClassicalFinder:
 
     diameter_px: expected particle diameter; None estimates it per micrograph.
     min_diameter_px / max_diameter_px: equivalent-circle diameters outside are dropped (None:
-    d/4 and 4d). exclude_border: drop particles cut by the micrograph's edge.
+    d/4 and 4d). exclude_border: drop particles cut by the micrograph's edge. min_score: the
+    contrast score an object needs; min_edge_sharpness: the :func:`edge_sharpness` it needs.
     """
 
     diameter_px: Optional[float] = None
@@ -299,6 +378,7 @@ class ClassicalFinder:
     max_diameter_px: Optional[float] = None
     exclude_border: bool = False
     min_score: float = MIN_SCORE
+    min_edge_sharpness: float = MIN_EDGE_SHARPNESS   # 0: none dropped for a gradual edge
     # None: the native median and reconstruction where the library is loaded (False: SciPy and
     # scikit-image's, the same result; the benchmark compares them); not a setting of the run
     native: Optional[bool] = field(default=None, compare=False)
@@ -340,7 +420,7 @@ class ClassicalFinder:
         diam = 2.0 * np.sqrt(np.bincount(labels.ravel(), minlength=n + 1)[1:] / math.pi) * factor
         lo = self.min_diameter_px or max(4.0, d / 4.0)
         hi = self.max_diameter_px or 4.0 * d
-        scores = _contrast_scores(smooth, labels, fg, noise)
+        scores, medians = _contrast_scores(smooth, labels, fg, noise)
         keep = np.zeros(n + 1, bool)
         keep[1:] = (diam >= lo) & (diam <= hi) & (np.asarray([scores[k] for k in idx]) >= self.min_score)
         too_big = int((diam > hi).sum())
@@ -350,6 +430,16 @@ class ClassicalFinder:
         if faint:
             notes.append(f"{faint} faint object(s) dropped (contrast score under {self.min_score})")
         labels = np.where(keep[labels], labels, 0)
+        if self.min_edge_sharpness > 0 and keep.any():
+            # judged among the objects kept so far: a dropped speck is not a neighbour
+            sharpness = edge_sharpness(smooth, labels, max(2, int(round(dw / 8))), medians)
+            gradual = np.zeros(n + 1, bool)
+            gradual[1:] = keep[1:] & (sharpness < self.min_edge_sharpness)   # NaN: not told, kept
+            if gradual.any():
+                keep &= ~gradual
+                labels = np.where(keep[labels], labels, 0)
+                notes.append(f"{int(gradual.sum())} object(s) with edges too gradual for a particle dropped "
+                             f"(background blotches? edge sharpness under {self.min_edge_sharpness:g})")
         if factor > 1:  # each working pixel back to its factor x factor block, written in place
             h, w = labels.shape
             full = np.zeros(img.shape, np.int32)
@@ -365,16 +455,19 @@ class ClassicalFinder:
         return det
 
 
-def _contrast_scores(smooth: np.ndarray, labels: np.ndarray, fg: np.ndarray, noise: float) -> Dict[int, float]:
-    """Label -> 1 - exp(-cnr / 3) on the smoothed, flattened image (module doc)."""
+def _contrast_scores(smooth: np.ndarray, labels: np.ndarray, fg: np.ndarray, noise: float
+                     ) -> Tuple[Dict[int, float], np.ndarray]:
+    """(label -> 1 - exp(-cnr / 3) on the smoothed, flattened image (module doc), each label's median
+    of that image, float64 (n,))."""
     n = int(labels.max())
     if n == 0:
-        return {}
+        return {}, np.zeros(0)
+    inside = labels > 0  # SciPy sorts every pixel it is given: only the labelled ones (same result)
+    medians = np.asarray(ndimage.median(smooth[inside], labels[inside], np.arange(1, n + 1)), np.float64)
     background = ~fg
     if background.sum() < 16:
-        return {k: 1.0 for k in range(1, n + 1)}  # no background left to compare with
+        return {k: 1.0 for k in range(1, n + 1)}, medians  # no background left to compare with
     bg_median = float(np.median(smooth[background]))
-    inside = labels > 0  # SciPy sorts every pixel it is given: only the labelled ones (same result)
-    medians = ndimage.median(smooth[inside], labels[inside], np.arange(1, n + 1))
     noise = noise or 1.0
-    return {k: float(1.0 - math.exp(-abs(float(m) - bg_median) / noise / 3.0)) for k, m in enumerate(medians, 1)}
+    return ({k: float(1.0 - math.exp(-abs(float(m) - bg_median) / noise / 3.0)) for k, m in enumerate(medians, 1)},
+            medians)
