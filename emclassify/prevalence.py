@@ -31,11 +31,11 @@ the 2.5th-97.5th percentiles of the chains' last states for both quantities a la
 folder's own composition (how many of its particles are truly of each class: exactly 0 % when a
 class is absent) and the prevalence ``p`` of the preparation the particles were drawn from (whose
 posterior has no mass on the simplex's edge), and holds the point estimate. So no finite folder
-gets a zero-width interval, also where a class is never predicted among thousands of particles. (Until 2026-12-06 each draw of ``q`` and ``M`` was solved by the least squares
-above: near the edge nearly every solution was exactly 0 or 100 %, and a folder of
-10,404 particles got ``100.00 % [100.00, 100.00]``.) The method's frequentist coverage is
-checked by simulation in ``tests/test_prevalence.py`` (folders of 10 to 5,000 particles,
-several mixes).
+gets a zero-width interval, also where a class is never predicted among thousands of particles.
+(Until 2026-12-06 each posterior draw of ``q`` and ``M`` was solved by the least squares above:
+near the edge nearly every solution was exactly 0 or 100 %, and a folder of 10,404 particles got
+``100.00 % [100.00, 100.00]``.) The method's frequentist coverage is checked by simulation in
+``tests/test_prevalence.py`` (folders of 10 to 5,000 particles, several mixes).
 """
 from __future__ import annotations
 
@@ -52,8 +52,8 @@ METHOD = ("adjusted classify-and-count (misclassification rates from the model c
 PRIOR = 0.5  # Jeffreys
 # Gibbs sweeps per chain, each started at the point estimate: at 100 (50) the 95 % limits of 40 to
 # 3,340 particles stayed within 1 (2.5) points of 1,000 sweeps', for a 3-class model of 87 %
-# accuracy and for one confusing its classes half the time (a chain's sweep costs ~0.3 us per draw
-# and class pair).
+# accuracy and for one confusing its classes half the time; a folder's 2,000 chains of 100 sweeps
+# take 0.09-0.16 s (BENCHMARKS.md "Adjusted percentages near 0 and 100 %").
 SWEEPS = 100
 
 
@@ -79,6 +79,8 @@ def posterior_draws(counts: np.ndarray, rows: np.ndarray, start: np.ndarray, rng
     Each sweep draws how many of the particles predicted j are truly i (multinomial with weights
     ``p_i M_ij``), then ``p ~ Dirichlet(true totals + 0.5)``.
     """
+    if sweeps < 1:
+        raise ValueError(f"sweeps must be at least 1, got {sweeps}")
     b, k = rows.shape[0], len(counts)
     p = np.tile(np.clip(start, 1e-6, None), (b, 1))
     p /= p.sum(axis=1, keepdims=True)
