@@ -39,8 +39,8 @@ and texture leave). 0.63 means cnr 3 (the default ``min_score``), 0.95 cnr 9.
 
 Measured (BENCHMARKS.md, "Finding particles", "Background blotches"): on sparse synthetic liposome
 fields it finds most vesicles (F1 0.81, IoU 0.88 on one set; a third missed on others), with
-outlines 1-12 % larger in area than the drawn ones (the smoothing widens membrane rings: a crop-mode
-classifier then sees the vesicle a little smaller than its training particles); on the densely packed, touching
+outlines 1-12 % larger in area than the drawn ones (why is not settled; a crop-mode classifier then
+sees the vesicle a little smaller than its training particles); on the densely packed, touching
 nanocrystals of the NanoShapes micrographs it splits clusters poorly (F1 0.54 at IoU 0.5).
 Measure it on your own micrographs with ``emclassify find-eval`` before relying on counts.
 """
