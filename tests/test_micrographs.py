@@ -118,6 +118,26 @@ def test_edge_sharpness_of_a_disc_a_blotch_and_packed_particles():
     assert np.isnan(result[grid[116, 116] - 1])   # in the middle of the grid, 2 px from its neighbours
 
 
+def test_an_empty_vesicle_is_as_contrasted_as_its_membrane():
+    """Hole filling makes a vesicle's lumen part of the object; when the lumen is as bright as the
+    background, the object's contrast is its membrane's, not the lumen's (which once called it faint)."""
+    from emclassify.finding.classical import MIN_SCORE, _contrast_scores
+
+    side = 120
+    yy, xx = np.mgrid[:side, :side]
+    rho = np.hypot(yy - 40, xx - 40)
+    smooth = np.random.default_rng(0).normal(0.0, 1.0, (side, side))   # background: 0, spread 1
+    smooth[(rho >= 14) & (rho <= 18)] -= 6.0                          # a membrane ring; the lumen stays at 0
+    blob = np.hypot(yy - 80, xx - 90) <= 12
+    smooth[blob] -= 1.8                                                # a faint solid object, mostly
+    labels = np.zeros((side, side), np.int32)                          # beyond the threshold like any
+    labels[rho <= 18] = 1                                              # object the finder keeps
+    labels[blob] = 2
+    scores, medians = _contrast_scores(smooth.astype(np.float32), labels, labels > 0, 1.0, threshold=-1.0)
+    assert scores[1] >= MIN_SCORE > scores[2]
+    assert medians[0] > -1.0   # over all its pixels the vesicle is mostly lumen
+
+
 def test_a_runs_classical_finder_is_rebuilt_from_its_record_as_it_ran():
     from emclassify.finding import finder_from_record
 
