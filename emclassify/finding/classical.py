@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional
 
 import numpy as np
 from scipy import ndimage
@@ -202,21 +202,21 @@ def _foreground(img: np.ndarray, d: float, polarity: str, native: Optional[bool]
     return morphology.opening(fg, footprint), smooth, noise, t
 
 
-def edge_sharpness(smooth: np.ndarray, labels: np.ndarray, ring_px: int, medians: np.ndarray) -> np.ndarray:
-    """float64 (n,): how much of each object's contrast lies at its edge; NaN where it cannot be told.
+def edge_sharpness(smooth: np.ndarray, labels: np.ndarray, ring_px: int, count: int) -> np.ndarray:
+    """float64 (count,): how much of each object's contrast lies at its edge; NaN where it cannot be told.
 
     smooth: float32 (H, W), the smoothed, flattened image with particles negative (:func:`_foreground`);
-    labels: int (H, W), objects 1..n (some may be absent: NaN); ring_px: r, px; medians: float (n,),
-    each object's median of ``smooth``. For object k: (mean of the background within r outside it - mean of its own pixels
-    within r of its edge) / (mean of the background 3r..6r out - its median), background pixels
-    counted only where no other object lies within 6r (:data:`FAR_RING`). About 1 for a particle
+    labels: int (H, W), objects 1..count (some may be absent: NaN); ring_px: r, px. For object k:
+    (mean of the background within r outside it - mean of its own pixels within r of its edge) /
+    (mean of the background 3r..6r out - the median of its pixels), background pixels counted only
+    where no other object lies within 6r (:data:`FAR_RING`). About 1 for a particle
     whose darkening happens at its edge (a membrane ring: above 1); about 2r over the edge's width
     for a blotch darkening gradually. NaN when fewer than 4 r^2 such surrounding pixels exist
     (packed particles) or the surroundings are not brighter than the object.
 
     Per object, inside its box grown by 6r: time and memory scale with the objects, not the image.
     """
-    out = np.full(len(medians), np.nan)
+    out = np.full(count, np.nan)
     H, W = labels.shape
     near, far = FAR_RING
     reach = far * ring_px + 1
@@ -238,7 +238,7 @@ def edge_sharpness(smooth: np.ndarray, labels: np.ndarray, ring_px: int, medians
         outside = open_bg & (from_own <= ring_px)
         edge = own & (ndimage.distance_transform_edt(own) <= ring_px)
         values = smooth[ys, xs]
-        contrast = float(values[surround].mean()) - float(medians[k - 1])
+        contrast = float(values[surround].mean()) - float(np.median(values[own]))
         if not outside.any() or contrast <= 0:
             continue
         out[k - 1] = (float(values[outside].mean()) - float(values[edge].mean())) / contrast
@@ -424,7 +424,7 @@ class ClassicalFinder:
         diam = 2.0 * np.sqrt(np.bincount(labels.ravel(), minlength=n + 1)[1:] / math.pi) * factor
         lo = self.min_diameter_px or max(4.0, d / 4.0)
         hi = self.max_diameter_px or 4.0 * d
-        scores, medians = _contrast_scores(smooth, labels, fg, noise, threshold)
+        scores = _contrast_scores(smooth, labels, fg, noise, threshold)
         keep = np.zeros(n + 1, bool)
         keep[1:] = (diam >= lo) & (diam <= hi) & (np.asarray([scores[k] for k in idx]) >= self.min_score)
         too_big = int((diam > hi).sum())
@@ -436,7 +436,7 @@ class ClassicalFinder:
         labels = np.where(keep[labels], labels, 0)
         if self.min_edge_sharpness > 0 and keep.any():
             # judged among the objects kept so far: a dropped speck is not a neighbour
-            sharpness = edge_sharpness(smooth, labels, max(2, int(round(dw / 8))), medians)
+            sharpness = edge_sharpness(smooth, labels, max(2, int(round(dw / 8))), n)
             gradual = np.zeros(n + 1, bool)
             gradual[1:] = keep[1:] & (sharpness < self.min_edge_sharpness)   # NaN: not told, kept
             if gradual.any():
@@ -460,9 +460,8 @@ class ClassicalFinder:
 
 
 def _contrast_scores(smooth: np.ndarray, labels: np.ndarray, fg: np.ndarray, noise: float, threshold: float
-                     ) -> Tuple[Dict[int, float], np.ndarray]:
-    """(label -> 1 - exp(-cnr / 3) on the smoothed, flattened image (module doc), each label's median
-    of that image, float64 (n,)).
+                     ) -> Dict[int, float]:
+    """Label -> 1 - exp(-cnr / 3) on the smoothed, flattened image (module doc).
 
     The contrast is that of the object's pixels beyond ``threshold`` (all of them where none are):
     hole filling makes a vesicle's lumen, as bright as the background when it is empty, part of the
@@ -471,18 +470,19 @@ def _contrast_scores(smooth: np.ndarray, labels: np.ndarray, fg: np.ndarray, noi
     of noise unchanged)."""
     n = int(labels.max())
     if n == 0:
-        return {}, np.zeros(0)
-    idx = np.arange(1, n + 1)
-    inside = labels > 0  # SciPy sorts every pixel it is given: only the labelled ones (same result)
-    medians = np.asarray(ndimage.median(smooth[inside], labels[inside], idx), np.float64)
+        return {}
     background = ~fg
     if background.sum() < 16:
-        return {k: 1.0 for k in range(1, n + 1)}, medians  # no background left to compare with
-    dark = inside & (smooth < threshold)
+        return {k: 1.0 for k in range(1, n + 1)}  # no background left to compare with
+    idx = np.arange(1, n + 1)
+    # SciPy sorts every pixel it is given: only the labelled ones (same result)
+    dark = (labels > 0) & (smooth < threshold)
     with np.errstate(invalid="ignore"):
-        dark_medians = np.asarray(ndimage.median(smooth[dark], labels[dark], idx), np.float64)
-    contrast_medians = np.where(np.isfinite(dark_medians), dark_medians, medians)
+        medians = np.asarray(ndimage.median(smooth[dark], labels[dark], idx), np.float64)
+    missing = ~np.isfinite(medians)
+    if missing.any():   # objects with no pixel beyond the threshold: all of their pixels
+        inside = np.isin(labels, idx[missing])
+        medians[missing] = np.asarray(ndimage.median(smooth[inside], labels[inside], idx[missing]), np.float64)
     bg_median = float(np.median(smooth[background]))
     noise = noise or 1.0
-    return ({k: float(1.0 - math.exp(-abs(float(m) - bg_median) / noise / 3.0))
-             for k, m in enumerate(contrast_medians, 1)}, medians)
+    return {k: float(1.0 - math.exp(-abs(float(m) - bg_median) / noise / 3.0)) for k, m in enumerate(medians, 1)}
