@@ -79,6 +79,8 @@ def finder_from_record(finding: Dict):
     if name == "classical":
         # a record from before the edge test existed: its particles were found without it
         params.setdefault("min_edge_sharpness", 0.0)
+        # ... and before outlines were moved onto the particles' edges
+        params.setdefault("refine_outlines", False)
     try:
         finder = make_finder(name, **params)
     except ModelFileError as exc:

@@ -31,6 +31,9 @@ Steps, on one greyscale micrograph (any dtype; float32 inside); ``d`` is the par
    particles' size, which the rolling ball leaves, darkens towards its middle over many pixels; a
    particle's contrast is at its edge). Particles cut by the border are kept and flagged
    (``exclude_border=True`` drops them).
+6. **Outlines.** Each outline is moved onto the particle's own edge, measured at full resolution on
+   the lightly smoothed micrograph (:mod:`emclassify.finding.outlines`): the smoothing of step 2
+   had put the threshold's outlines on the tail of a thin membrane, several pixels outside it.
 
 ``score`` of a particle: its contrast-to-noise ratio mapped to [0, 1): ``1 - exp(-cnr / 3)``,
 where cnr = |median of the particle's pixels beyond the threshold (a vesicle's membrane, not the
@@ -38,11 +41,11 @@ lumen that hole filling added) - median of the background| / background spread, 
 the smoothed, flattened image (spread: 1.4826 x MAD of the background pixels, i.e. what noise
 and texture leave). 0.63 means cnr 3 (the default ``min_score``), 0.95 cnr 9.
 
-Measured (BENCHMARKS.md, "Finding particles", "Background blotches"): on sparse synthetic liposome
-fields it finds most vesicles (F1 0.81, IoU 0.88 on one set; a third missed on others), with
-outlines 1-12 % larger in area than the drawn ones (why is not settled; a crop-mode classifier then
-sees the vesicle a little smaller than its training particles); on the densely packed, touching
-nanocrystals of the NanoShapes micrographs it splits clusters poorly (F1 0.54 at IoU 0.5).
+Measured (BENCHMARKS.md, "Finding particles", "Background blotches", "Outlines on the particle's own
+edge"): on sparse synthetic liposome fields it finds most vesicles (F1 0.84, IoU 0.90 on one set; a
+third missed on others), with outlines 2-6 % larger in area than the drawn ones (7 % smaller on
+vesicles with dark content); on the densely packed, touching nanocrystals of the NanoShapes
+micrographs it splits clusters poorly (F1 0.60 at IoU 0.5, IoU 0.77).
 Measure it on your own micrographs with ``emclassify find-eval`` before relying on counts.
 """
 from __future__ import annotations
@@ -57,6 +60,7 @@ from scipy import ndimage
 from .. import ops
 from ..defaults import POLARITIES
 from .detections import Detections, measure, without_border_particles
+from .outlines import move_outlines_to_edges
 
 TARGET_DIAMETER_PX = 24.0   # particles are found at about this size (px) after binning
 ESTIMATE_SIDE = 1024        # the diameter is estimated on a copy binned to at most this side
@@ -373,7 +377,8 @@ class ClassicalFinder:
     diameter_px: expected particle diameter; None estimates it per micrograph.
     min_diameter_px / max_diameter_px: equivalent-circle diameters outside are dropped (None:
     d/4 and 4d). exclude_border: drop particles cut by the micrograph's edge. min_score: the
-    contrast score an object needs; min_edge_sharpness: the :func:`edge_sharpness` it needs.
+    contrast score an object needs; min_edge_sharpness: the :func:`edge_sharpness` it needs;
+    refine_outlines: move each outline onto the particle's own edge (module doc, step 6).
     """
 
     diameter_px: Optional[float] = None
@@ -383,6 +388,7 @@ class ClassicalFinder:
     exclude_border: bool = False
     min_score: float = MIN_SCORE
     min_edge_sharpness: float = MIN_EDGE_SHARPNESS   # 0: none dropped for a gradual edge
+    refine_outlines: bool = True   # False: outlines where the smoothed threshold put them (step 6)
     # None: the native median and reconstruction where the library is loaded (False: SciPy and
     # scikit-image's, the same result; the benchmark compares them); not a setting of the run
     native: Optional[bool] = field(default=None, compare=False)
@@ -449,6 +455,8 @@ class ClassicalFinder:
             full = np.zeros(img.shape, np.int32)
             full[: h * factor, : w * factor].reshape(h, factor, w, factor)[...] = labels[:, None, :, None]
             labels = full
+        if self.refine_outlines and keep.any():
+            labels = move_outlines_to_edges(img, labels, self.polarity, native=self.native)[0]
         det = measure(labels, scores, pixel_size_nm)
         if self.exclude_border:
             det = without_border_particles(det, pixel_size_nm)
