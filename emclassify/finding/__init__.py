@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict
 
-from .classical import ClassicalFinder, estimate_diameter
+from .classical import MIN_SCORE, ClassicalFinder, estimate_diameter
 from .detections import Detections, Particle, ParticleSize, cut_out, measure, sizes_by_class
 from .learned import LearnedFinder
 
@@ -81,6 +81,8 @@ def finder_from_record(finding: Dict):
         params.setdefault("min_edge_sharpness", 0.0)
         # ... and before outlines were moved onto the particles' edges
         params.setdefault("refine_outlines", False)
+        # ... and before faint objects with sharp edges were kept
+        params.setdefault("sharp_min_score", params.get("min_score", MIN_SCORE))
     try:
         finder = make_finder(name, **params)
     except ModelFileError as exc:

@@ -23,7 +23,9 @@ Steps, on one greyscale micrograph (any dtype; float32 inside); ``d`` is the par
    least 1 px, on the distance map smoothed by 1 px): one marker per convex blob, so two
    touching discs become two particles.
 5. **Filters.** Objects smaller than ``min_diameter`` (default ``d / 4``, at least 4 px) or
-   fainter than ``min_score`` are dropped; objects larger than ``max_diameter`` (default ``4 d``:
+   fainter than ``min_score`` are dropped (unless their score is at least ``sharp_min_score`` and
+   their edge, measured at full resolution, is sharp: :data:`SHARP_MIN_SCORE`); objects larger than
+   ``max_diameter`` (default ``4 d``:
    clumps the watershed could not split) are dropped; both are counted in the notes, and a
    micrograph where the faint ones outnumber those kept is flagged (:func:`faint_warning`).
    Objects whose edge is too gradual for a particle's are dropped and counted in the notes:
@@ -42,10 +44,12 @@ the smoothed, flattened image (spread: 1.4826 x MAD of the background pixels, i.
 and texture leave). 0.63 means cnr 3 (the default ``min_score``), 0.95 cnr 9.
 
 Measured (BENCHMARKS.md, "Finding particles", "Background blotches", "Outlines on the particle's own
-edge"): on sparse synthetic liposome fields it finds most vesicles (F1 0.84, IoU 0.90 on one set; a
-third missed on others), with outlines 2-6 % larger in area than the drawn ones (7 % smaller on
-vesicles with dark content); on the densely packed, touching nanocrystals of the NanoShapes
-micrographs it splits clusters poorly (F1 0.60 at IoU 0.5, IoU 0.77).
+edge", "Faint vesicles with sharp edges"): on sparse synthetic liposome fields it finds most vesicles
+(F1 0.90, IoU 0.89 on one set; recall 0.49-0.90 across sets, merged neighbours the main misses), with
+outlines 2-6 % larger in area than the drawn ones (7 % smaller on vesicles with dark content); on
+fields of vesicles with dark content it did not find the rare empty ones; on the densely packed,
+touching nanocrystals of the NanoShapes micrographs it splits clusters poorly (F1 0.61 at IoU 0.5,
+IoU 0.77).
 Measure it on your own micrographs with ``emclassify find-eval`` before relying on counts.
 """
 from __future__ import annotations
@@ -60,7 +64,7 @@ from scipy import ndimage
 from .. import ops
 from ..defaults import POLARITIES
 from .detections import Detections, measure, without_border_particles
-from .outlines import move_outlines_to_edges
+from .outlines import move_outlines_to_edges, object_profiles
 
 TARGET_DIAMETER_PX = 24.0   # particles are found at about this size (px) after binning
 ESTIMATE_SIDE = 1024        # the diameter is estimated on a copy binned to at most this side
@@ -83,6 +87,16 @@ NOISE_MULTIPLE = 2.0
 SEPARATED_SHARE = 0.6
 # Found objects whose contrast-to-noise score is below this are dropped (noise, texture).
 MIN_SCORE = 0.63
+# ... unless their score is at least this and their edge, measured at full resolution on the
+# perimeter-averaged profile (outlines.ObjectProfile.relative_width), is under SHARP_EDGE_WIDTH of
+# their diameter. Why: the working scale's smoothing dilutes a thin membrane, and a unilamellar vesicle
+# whose lumen is as bright as the background scored as faint (a third of the missed vesicles on some
+# synthetic fields, and the faint ones were mostly unilamellar: the counts leaned to multilamellar);
+# at full resolution its edge is a few pixels wide (median 0.04-0.06 d), while noise blobs and
+# background texture of the particles' size darken over 0.2-0.25 d (BENCHMARKS.md "Faint vesicles
+# with sharp edges").
+SHARP_MIN_SCORE = 0.5
+SHARP_EDGE_WIDTH = 0.08
 # A micrograph where more objects were dropped as too faint than were kept, and at least this
 # many, is flagged (:func:`faint_warning`).
 MIN_FAINT_FLAGGED = 10
@@ -377,7 +391,8 @@ class ClassicalFinder:
     diameter_px: expected particle diameter; None estimates it per micrograph.
     min_diameter_px / max_diameter_px: equivalent-circle diameters outside are dropped (None:
     d/4 and 4d). exclude_border: drop particles cut by the micrograph's edge. min_score: the
-    contrast score an object needs; min_edge_sharpness: the :func:`edge_sharpness` it needs;
+    contrast score an object needs; sharp_min_score: the score an object whose edge is sharp at full
+    resolution needs (step 5); min_edge_sharpness: the :func:`edge_sharpness` it needs;
     refine_outlines: move each outline onto the particle's own edge (module doc, step 6).
     """
 
@@ -387,6 +402,7 @@ class ClassicalFinder:
     max_diameter_px: Optional[float] = None
     exclude_border: bool = False
     min_score: float = MIN_SCORE
+    sharp_min_score: float = SHARP_MIN_SCORE   # >= min_score: no faint object kept for its sharp edge
     min_edge_sharpness: float = MIN_EDGE_SHARPNESS   # 0: none dropped for a gradual edge
     refine_outlines: bool = True   # False: outlines where the smoothed threshold put them (step 6)
     # None: the native median and reconstruction where the library is loaded (False: SciPy and
@@ -431,14 +447,21 @@ class ClassicalFinder:
         lo = self.min_diameter_px or max(4.0, d / 4.0)
         hi = self.max_diameter_px or 4.0 * d
         scores = _contrast_scores(smooth, labels, fg, noise, threshold)
+        score_of = np.asarray([scores[k] for k in idx])
+        sized = (diam >= lo) & (diam <= hi)
         keep = np.zeros(n + 1, bool)
-        keep[1:] = (diam >= lo) & (diam <= hi) & (np.asarray([scores[k] for k in idx]) >= self.min_score)
+        keep[1:] = sized & (score_of >= self.min_score)
+        # faint objects that may still be particles, judged by their edge at full resolution below
+        maybe = np.zeros(n + 1, bool)
+        if self.sharp_min_score < self.min_score:
+            maybe[1:] = sized & (score_of >= self.sharp_min_score) & ~keep[1:]
         too_big = int((diam > hi).sum())
-        faint = int(((diam >= lo) & (diam <= hi)).sum() - keep.sum())
+        faint = int(sized.sum() - keep.sum())
+        # the warning's counts are by the contrast score alone, as it was measured (faint_warning)
+        flagged = faint_warning(int(keep.sum()), faint)
         if too_big:
             notes.append(f"{too_big} object(s) over {hi:.0f} px across dropped (clumps that could not be split?)")
-        if faint:
-            notes.append(f"{faint} faint object(s) dropped (contrast score under {self.min_score})")
+        found = labels
         labels = np.where(keep[labels], labels, 0)
         if self.min_edge_sharpness > 0 and keep.any():
             # judged among the objects kept so far: a dropped speck is not a neighbour
@@ -447,21 +470,31 @@ class ClassicalFinder:
             gradual[1:] = keep[1:] & (sharpness < self.min_edge_sharpness)   # NaN: not told, kept
             if gradual.any():
                 keep &= ~gradual
-                labels = np.where(keep[labels], labels, 0)
                 notes.append(f"{int(gradual.sum())} object(s) with edges too gradual for a particle dropped "
                              f"(background blotches? edge sharpness under {self.min_edge_sharpness:g})")
+        labels = np.where((keep | maybe)[found], found, 0)
         if factor > 1:  # each working pixel back to its factor x factor block, written in place
             h, w = labels.shape
             full = np.zeros(img.shape, np.int32)
             full[: h * factor, : w * factor].reshape(h, factor, w, factor)[...] = labels[:, None, :, None]
             labels = full
+        if maybe.any():
+            sharp = [k for k, obj in object_profiles(img, labels, self.polarity, only=np.flatnonzero(maybe), native=self.native)
+                     if (obj.relative_width() or math.inf) < SHARP_EDGE_WIDTH]
+            keep[sharp] = True
+            faint -= len(sharp)
+            labels = np.where(keep[labels], labels, 0)
+            if sharp:
+                notes.append(f"{len(sharp)} faint object(s) kept for their sharp edges (contrast score "
+                             f"{self.sharp_min_score:g} to {self.min_score:g})")
+        if faint:
+            notes.append(f"{faint} faint object(s) dropped (contrast score under {self.min_score})")
         if self.refine_outlines and keep.any():
             labels = move_outlines_to_edges(img, labels, self.polarity, native=self.native)[0]
         det = measure(labels, scores, pixel_size_nm)
         if self.exclude_border:
             det = without_border_particles(det, pixel_size_nm)
         det.notes.extend(notes)
-        flagged = faint_warning(int(keep.sum()), faint)
         if flagged:
             det.warnings.append(flagged)
         return det
