@@ -75,7 +75,7 @@ def test_a_field_where_faint_objects_outnumber_the_kept_ones_is_flagged():
     assert any("faint object(s) dropped" in n for n in det.notes)
     assert faint_warning(0, MIN_FAINT_FLAGGED - 1) is None   # too few to say anything
     assert faint_warning(MIN_FAINT_FLAGGED, MIN_FAINT_FLAGGED) is None
-    assert f"more than the {MIN_FAINT_FLAGGED} kept" in faint_warning(MIN_FAINT_FLAGGED, MIN_FAINT_FLAGGED + 1)
+    assert f"more than the {MIN_FAINT_FLAGGED} kept by contrast" in faint_warning(MIN_FAINT_FLAGGED, MIN_FAINT_FLAGGED + 1)
 
 
 def _with_blotch(img, centre, sigma, depth=75.0):

@@ -124,7 +124,7 @@ def faint_warning(kept: int, faint: int) -> Optional[str]:
     """
     if faint < MIN_FAINT_FLAGGED or faint <= kept:
         return None
-    return (f"{faint} objects were dropped as too faint (contrast-to-noise under 3), more than the {kept} kept: "
+    return (f"{faint} objects were too faint (contrast-to-noise under 3), more than the {kept} kept by contrast: "
             "low-contrast particles may be missing from these counts, or this is an empty area or noise; check "
             "the outlines (a learned finder trained on micrographs like these may do better)")
 
