@@ -4,8 +4,8 @@ outlines are moved onto it) and how wide it is (faint objects with a sharp edge 
 Why: the classical finder thresholds a micrograph smoothed at the particles' scale (sigma ``d / 15``
 at its working scale: 5-6 px on 80-100 px vesicles), and a thin dark membrane smoothed that much
 crosses the threshold on its Gaussian tail, several pixels outside the membrane. Its outlines ran a
-median 8-16 % too large in area on synthetic liposome fields, 14-22 % too small on the NanoShapes
-nanocrystals, and a crop-mode classifier then saw the vesicles smaller than its training particles
+median 8-17 % too large in area on synthetic lamellar vesicles, 13 % too small on vesicles with dark
+content and 22 % on the NanoShapes nanocrystals, and a crop-mode classifier then saw the vesicles smaller than its training particles
 (74 % of the matched vesicles right against 89 % from the drawn outlines on one set;
 BENCHMARKS.md "Outlines on the particle's own edge").
 
@@ -17,7 +17,7 @@ the particles, not the micrograph): the micrograph, 3x3-median filtered and smoo
 this object than to any other, and the distance inside is to the background, so the line along which
 the watershed split two touching particles is not an edge and stays where it is. The profile's
 background ``B`` is its median beyond ``BACKGROUND_FROM * d``, the particle's darkest level ``M`` its
-minimum up to ``0.05 d`` outside; the edge is the outermost crossing of ``B - EDGE_LEVEL * (B - M)``
+minimum up to ``0.05 d`` outside; the edge is the first crossing of ``B - EDGE_LEVEL * (B - M)``
 going out from that minimum, and the object is shrunk to it or grown to it (into background nearer to
 it than to any other object), by at most ``SHRINK_LIMIT * d`` / ``GROW_LIMIT * d``. An object whose
 profile shows no edge (no background brighter than it, nothing to compare with) keeps its outline.
@@ -46,7 +46,8 @@ from .. import ops
 # The edge is where the profile has come this share of the way from the background to the particle's
 # darkest level. Drawn outlines sit near the foot of an edge: at 0.35 (IQR 0.30-0.41) of the contrast
 # on synthetic lamellar vesicles, 0.20 on vesicles with dark content, 0.29 (IQR 0.15-0.40) on the
-# NanoShapes crystals (measured on each drawn outline's own profile). Chosen on those sets (BENCHMARKS.md).
+# NanoShapes crystals (measured on each drawn outline's own profile). 0.4 keeps each of those sets'
+# median area within 10 % of the drawn one and the bundled lamellarity model at its best (BENCHMARKS.md).
 EDGE_LEVEL = 0.4
 PROFILE_SMOOTH_PX = 1.0   # Gaussian sigma before the profile: shot noise, without moving a thin membrane's edge
 PROFILE_STEP_PX = 0.5     # shell width of the profile
