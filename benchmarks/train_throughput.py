@@ -81,6 +81,8 @@ RECIPES = {
                                 "autocast_validation": False},
     "bf16": {"memory_format": torch.channels_last, "bn_samples": 512, "precision": "bfloat16"},
     "bf16-bn256": {"memory_format": torch.channels_last, "bn_samples": 256, "precision": "bfloat16"},
+    "bf16-b128": {"memory_format": torch.channels_last, "bn_samples": 512, "precision": "bfloat16", "batch_size": 128},
+    "bf16-b32": {"memory_format": torch.channels_last, "bn_samples": 512, "precision": "bfloat16", "batch_size": 32},
 }
 DEFAULT_RECIPES = "nchw-bn1024,bf16-aten,bf16-sixth,bf16-float32-validation,bf16"
 
@@ -104,7 +106,7 @@ def worker(args) -> int:
     recipe = dict(RECIPES[args.worker])
     recipe.pop("malloc_tuning", None)  # the driver set EMCLASSIFY_MALLOC_TUNING for this process
     cfg = TrainConfig(arch=args.arch, epochs=args.epochs, patience=args.epochs + 1,
-                      precision=recipe.pop("precision", "float32"))
+                      precision=recipe.pop("precision", "float32"), **({"batch_size": recipe.pop("batch_size")} if "batch_size" in recipe else {}))
     t0 = time.perf_counter()
     with training_ops(recipe.pop("training_ops", True)):
         res = fit(train_set, val_set, len(ds.classes), cfg, **recipe)
