@@ -106,7 +106,7 @@ def worker(args) -> int:
     recipe = dict(RECIPES[args.worker])
     recipe.pop("malloc_tuning", None)  # the driver set EMCLASSIFY_MALLOC_TUNING for this process
     cfg = TrainConfig(arch=args.arch, epochs=args.epochs, patience=args.epochs + 1,
-                      precision=recipe.pop("precision", "float32"), **({"batch_size": recipe.pop("batch_size")} if "batch_size" in recipe else {}))
+                      precision=recipe.pop("precision", "float32"), batch_size=recipe.pop("batch_size", TrainConfig.batch_size))
     t0 = time.perf_counter()
     with training_ops(recipe.pop("training_ops", True)):
         res = fit(train_set, val_set, len(ds.classes), cfg, **recipe)

@@ -479,8 +479,9 @@ class ClassicalFinder:
             full[: h * factor, : w * factor].reshape(h, factor, w, factor)[...] = labels[:, None, :, None]
             labels = full
         if maybe.any():
-            sharp = [k for k, obj in object_profiles(img, labels, self.polarity, only=np.flatnonzero(maybe), native=self.native)
-                     if (obj.relative_width() or math.inf) < SHARP_EDGE_WIDTH]
+            widths = {k: obj.relative_width() for k, obj in
+                      object_profiles(img, labels, self.polarity, only=np.flatnonzero(maybe), native=self.native)}
+            sharp = [k for k, width in widths.items() if width is not None and width < SHARP_EDGE_WIDTH]
             keep[sharp] = True
             faint -= len(sharp)
             labels = np.where(keep[labels], labels, 0)
