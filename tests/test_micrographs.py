@@ -209,8 +209,9 @@ def test_finder_on_synthetic_micrographs_with_touching_vesicles():
     s, u = summarise(matches), summarise(unfiltered)
     # Measured figures of this finder on such fields: BENCHMARKS.md ("Finding particles").
     assert s["precision"] >= 0.6 and s["recall"] >= 0.4 and s["mean_iou"] >= 0.75
-    # the generator's background blotches: the edge test drops some of what was found, no vesicle
-    assert s["found"] < u["found"] and s["matched"] == u["matched"]
+    # the generator's background blotches: the edge test drops some of what was found, no vesicle (a
+    # blotch it drops can uncover a vesicle the ring search then finds: one more matched here)
+    assert s["found"] < u["found"] and s["matched"] >= u["matched"]
 
 
 @settings(max_examples=150, deadline=None)

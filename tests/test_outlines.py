@@ -123,12 +123,14 @@ def test_any_image_and_labels_give_labels_of_the_same_objects(h, w, seed, scale,
 
 def test_the_classical_finders_outlines_match_drawn_vesicles_in_area():
     """Vesicles 80-100 px across, searched binned: before outlines were moved onto the edges the found
-    areas ran a median 12 % larger than the drawn ones on such fields (BENCHMARKS.md)."""
+    areas ran a median 12 % larger than the drawn ones on such fields (BENCHMARKS.md). Without the ring
+    search in both runs: the vesicles it adds are outlined on their membrane from the start, and they
+    are not what this step was measured on."""
     ratios = {True: [], False: []}
     for i in range(2):
         m = render_micrograph("lamellarity", 42, i, side=1024, n=24)
         for refine in ratios:
-            found = ClassicalFinder(refine_outlines=refine).find(m.image).labels
+            found = ClassicalFinder(refine_outlines=refine, find_rings=False).find(m.image).labels
             fa, ta = np.bincount(found.ravel()), np.bincount(m.labels.ravel())
             ratios[refine] += [fa[f] / ta[t] for f, t, _ in match_instances(found, m.labels).pairs]
     assert len(ratios[True]) >= 20
@@ -145,9 +147,10 @@ def test_faint_vesicles_with_sharp_edges_are_kept_and_noise_stays_flagged():
     """Sparse synthetic lamellarity fields of 80-100 px vesicles, where the working scale's smoothing
     made many light-lumen vesicles faint; and fields of smoothed noise (an empty carbon area)."""
     gained = matched_gain = 0
-    for i in range(2):
+    for i in range(2):   # without the ring search, which finds many of the same vesicles (tests/test_rings.py)
         m = render_micrograph("lamellarity", 52, i, side=2048, n=60)
-        strict, default = (ClassicalFinder(sharp_min_score=1.0).find(m.image), ClassicalFinder().find(m.image))
+        strict, default = (ClassicalFinder(sharp_min_score=1.0, find_rings=False).find(m.image),
+                           ClassicalFinder(find_rings=False).find(m.image))
         gained += len(default) - len(strict)
         matched_gain += match_instances(default.labels, m.labels).tp - match_instances(strict.labels, m.labels).tp
     assert gained > 0 and matched_gain >= 0.75 * gained

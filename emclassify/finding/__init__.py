@@ -83,6 +83,8 @@ def finder_from_record(finding: Dict):
         params.setdefault("refine_outlines", False)
         # ... and before faint objects with sharp edges were kept
         params.setdefault("sharp_min_score", params.get("min_score", MIN_SCORE))
+        # ... and before particles were found by their membrane ring alone
+        params.setdefault("find_rings", False)
     try:
         finder = make_finder(name, **params)
     except ModelFileError as exc:

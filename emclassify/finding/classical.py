@@ -33,6 +33,13 @@ Steps, on one greyscale micrograph (any dtype; float32 inside); ``d`` is the par
    particles' size, which the rolling ball leaves, darkens towards its middle over many pixels; a
    particle's contrast is at its edge). Particles cut by the border are kept and flagged
    (``exclude_border=True`` drops them).
+   **Rings.** Particles no darker inside than the background (an empty liposome: a thin dark
+   membrane around a lumen as bright as the background or brighter) never cross the threshold: the
+   smoothing cancels the membrane against the lumen. They are found by their closed membrane ring
+   (:mod:`emclassify.finding.rings`, at the working scale) and added where the particles kept so far
+   cover at most :data:`RING_OVERLAP` of them, then kept only if their edge at full resolution is as
+   sharp as a membrane's (:data:`SHARP_EDGE_WIDTH`, as for the faint objects above); counted in the
+   notes.
 6. **Outlines.** Each outline is moved onto the particle's own edge, measured at full resolution on
    the lightly smoothed micrograph (:mod:`emclassify.finding.outlines`): the smoothing of step 2
    had put the threshold's outlines on the tail of a thin membrane, several pixels outside it.
@@ -44,12 +51,13 @@ the smoothed, flattened image (spread: 1.4826 x MAD of the background pixels, i.
 and texture leave). 0.63 means cnr 3 (the default ``min_score``), 0.95 cnr 9.
 
 Measured (BENCHMARKS.md, "Finding particles", "Background blotches", "Outlines on the particle's own
-edge", "Faint vesicles with sharp edges"): on sparse synthetic liposome fields it finds most vesicles
-(F1 0.90, IoU 0.89 on one set; recall 0.49-0.90 across sets, merged neighbours the main misses), with
-outlines 2-6 % larger in area than the drawn ones (7 % smaller on vesicles with dark content); on
-fields of vesicles with dark content it did not find the rare empty ones; on the densely packed,
-touching nanocrystals of the NanoShapes micrographs it splits clusters poorly (F1 0.61 at IoU 0.5,
-IoU 0.77).
+edge", "Faint vesicles with sharp edges", "Empty vesicles found by their membrane"): on sparse
+synthetic liposome fields it finds most vesicles (recall 0.75-0.92 on lamellarity sets, merged
+neighbours the main misses), with outlines 2-6 % larger in area than the drawn ones (7 % smaller on
+vesicles with dark content); on encapsulation fields it finds the empty vesicles by their membrane
+(none before the ring search), except where background texture merges with them; on the densely
+packed, touching nanocrystals of the NanoShapes micrographs it splits clusters poorly (F1 0.61 at
+IoU 0.5, IoU 0.77).
 Measure it on your own micrographs with ``emclassify find-eval`` before relying on counts.
 """
 from __future__ import annotations
@@ -65,6 +73,7 @@ from .. import ops
 from ..defaults import POLARITIES
 from .detections import Detections, measure, without_border_particles
 from .outlines import move_outlines_to_edges, object_profiles
+from .rings import ring_objects
 
 TARGET_DIAMETER_PX = 24.0   # particles are found at about this size (px) after binning
 ESTIMATE_SIDE = 1024        # the diameter is estimated on a copy binned to at most this side
@@ -110,6 +119,13 @@ MIN_EDGE_SHARPNESS = 0.4
 # the edge is r either side of the outline, the surroundings 3r..6r out, and only where no other
 # object is within 6r (between packed particles there is no open background to compare with).
 FAR_RING = (3, 6)
+# A closed ring (rings.ring_objects) is added as a particle only where at most this share of it lies on
+# particles the dark search kept (more: it is that particle's own membrane or edge).
+RING_OVERLAP = 0.2
+# A faint object of the dark search (still to be judged by its edge) with more than this share of its area
+# within an added ring is that particle found faintly: the ring replaces it. Without this, such objects
+# blocked the ring and then failed the edge test (a field of only empty vesicles: 15 of 40 found, now 23).
+PENDING_INSIDE = 0.5
 
 
 def faint_warning(kept: int, faint: int) -> Optional[str]:
@@ -393,7 +409,8 @@ class ClassicalFinder:
     d/4 and 4d). exclude_border: drop particles cut by the micrograph's edge. min_score: the
     contrast score an object needs; sharp_min_score: the score an object whose edge is sharp at full
     resolution needs (step 5); min_edge_sharpness: the :func:`edge_sharpness` it needs;
-    refine_outlines: move each outline onto the particle's own edge (module doc, step 6).
+    refine_outlines: move each outline onto the particle's own edge (module doc, step 6);
+    find_rings: also find particles by a closed membrane ring (module doc, step 5).
     """
 
     diameter_px: Optional[float] = None
@@ -405,6 +422,7 @@ class ClassicalFinder:
     sharp_min_score: float = SHARP_MIN_SCORE   # >= min_score: no faint object kept for its sharp edge
     min_edge_sharpness: float = MIN_EDGE_SHARPNESS   # 0: none dropped for a gradual edge
     refine_outlines: bool = True   # False: outlines where the smoothed threshold put them (step 6)
+    find_rings: bool = True        # False: no particles found by their membrane ring alone (step 5)
     # None: the native median and reconstruction where the library is loaded (False: SciPy and
     # scikit-image's, the same result; the benchmark compares them); not a setting of the run
     native: Optional[bool] = field(default=None, compare=False)
@@ -472,6 +490,13 @@ class ClassicalFinder:
                 keep &= ~gradual
                 notes.append(f"{int(gradual.sum())} object(s) with edges too gradual for a particle dropped "
                              f"(background blotches? edge sharpness under {self.min_edge_sharpness:g})")
+        ringed = np.zeros(n + 1, bool)
+        if self.find_rings:
+            found, ringed, absorbed, ring_scores = _add_rings(work, found, keep, maybe, lo / factor, hi / factor,
+                                                              self.polarity, self.native)
+            scores.update(ring_scores)
+            grown = len(ringed) - len(keep)
+            keep, maybe = np.pad(keep & ~absorbed, (0, grown)), np.pad(maybe & ~absorbed, (0, grown)) | ringed
         labels = np.where((keep | maybe)[found], found, 0)
         if factor > 1:  # each working pixel back to its factor x factor block, written in place
             h, w = labels.shape
@@ -483,11 +508,15 @@ class ClassicalFinder:
                       object_profiles(img, labels, self.polarity, only=np.flatnonzero(maybe), native=self.native)}
             sharp = [k for k, width in widths.items() if width is not None and width < SHARP_EDGE_WIDTH]
             keep[sharp] = True
-            faint -= len(sharp)
+            rings_kept = int(ringed[sharp].sum())
+            faint -= len(sharp) - rings_kept
             labels = np.where(keep[labels], labels, 0)
-            if sharp:
-                notes.append(f"{len(sharp)} faint object(s) kept for their sharp edges (contrast score "
+            if len(sharp) > rings_kept:
+                notes.append(f"{len(sharp) - rings_kept} faint object(s) kept for their sharp edges (contrast score "
                              f"{self.sharp_min_score:g} to {self.min_score:g})")
+            if rings_kept:
+                notes.append(f"{rings_kept} particle(s) found by a closed membrane ring alone (inside no darker than "
+                             "the background: empty vesicles?)")
         if faint:
             notes.append(f"{faint} faint object(s) dropped (contrast score under {self.min_score})")
         if self.refine_outlines and keep.any():
@@ -499,6 +528,51 @@ class ClassicalFinder:
         if flagged:
             det.warnings.append(flagged)
         return det
+
+
+def _add_rings(work: np.ndarray, found: np.ndarray, kept: np.ndarray, pending: np.ndarray, lo: float, hi: float,
+               polarity: str, native: Optional[bool]):
+    """The closed rings of ``work`` (:func:`emclassify.finding.rings.ring_objects`) added to ``found``.
+
+    found: int (H, W), working scale, objects 1..n; kept / pending: bool (n + 1,), the objects the dark
+    search keeps and those it may keep (faint ones whose edge is still to be judged); lo, hi: the
+    diameters allowed, working px. A ring ``lo``..``hi`` across is added as object n+1.. unless kept
+    objects cover more than :data:`RING_OVERLAP` of it (the dark search found that particle, or the
+    ring is its edge or membrane). Pending objects lying mostly within an added ring (more than
+    :data:`PENDING_INSIDE` of their area: the particle, found faintly) are absorbed into it, and where a
+    ring overlaps a dropped object the ring wins.
+
+    Returns (found with the rings, bool (n + m + 1,) marking the added objects, bool (n + 1,) marking
+    the absorbed ones, their scores: label -> 1 - exp(-s / 3), s the ring's ridge strength in spreads,
+    like the contrast score's cnr).
+    """
+    n = len(kept) - 1
+    rings, strength = ring_objects(work, polarity, lo, native)
+    m = len(strength)
+    if m == 0:
+        return found, np.zeros(n + 1, bool), np.zeros(n + 1, bool), {}
+    area = np.bincount(rings.ravel(), minlength=m + 1)
+    # overlap of each (ring j, kept or pending object k) pair, and the share of k inside j
+    on = (rings > 0) & (kept | pending)[found]
+    pairs, inter = np.unique(rings[on].astype(np.int64) * (n + 1) + found[on], return_counts=True)
+    j, k = pairs // (n + 1), pairs % (n + 1)
+    share = inter / np.bincount(found.ravel(), minlength=n + 1)[k]
+    blocking = kept[k]
+    cover = np.bincount(j[blocking], weights=inter[blocking], minlength=m + 1)
+    diam = 2.0 * np.sqrt(area / math.pi)
+    added = (cover <= RING_OVERLAP * area) & (diam >= lo) & (diam <= hi)
+    added[0] = False
+    absorbed = np.zeros(n + 1, bool)
+    absorbed[k[added[j] & ~blocking & (share > PENDING_INSIDE)]] = True
+    renumber = np.zeros(m + 1, np.int64)
+    renumber[added] = n + np.arange(1, int(added.sum()) + 1)
+    new = renumber[rings]
+    stays = (kept | pending)[found] & ~absorbed[found]
+    out = np.where((new > 0) & ~stays, new, found).astype(found.dtype, copy=False)
+    ringed = np.zeros(n + int(added.sum()) + 1, bool)
+    ringed[n + 1:] = True
+    scores = {int(renumber[r]): float(1.0 - math.exp(-strength[r - 1] / 3.0)) for r in np.flatnonzero(added)}
+    return out, ringed, absorbed, scores
 
 
 def _contrast_scores(smooth: np.ndarray, labels: np.ndarray, fg: np.ndarray, noise: float, threshold: float

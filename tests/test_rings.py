@@ -1,0 +1,107 @@
+"""Particles found by a closed membrane ring (emclassify.finding.rings and the classical finder's use of it)."""
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from emclassify.finding import finder_from_record
+from emclassify.finding.classical import ClassicalFinder
+from emclassify.finding.matching import match_instances
+from emclassify.finding.rings import ring_objects
+from emclassify.synth import render_micrograph
+
+
+def ring_image(rings, side=128, background=180.0, lumen=195.0, membrane=120.0, width=2.0, noise=3.0, seed=0):
+    """float32 image of dark membrane rings ((cy, cx, radius) each, radii in px) around lumens brighter
+    than the background, with Gaussian noise."""
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float32)
+    img = np.full((side, side), background, np.float32)
+    for cy, cx, r in rings:
+        rho = np.hypot(yy - cy, xx - cx)
+        img[rho < r - width] = lumen
+    for cy, cx, r in rings:
+        rho = np.hypot(yy - cy, xx - cx)
+        img[np.abs(rho - r) <= width / 2 + 0.5] = membrane
+    return img + np.random.default_rng(seed).normal(0, noise, img.shape).astype(np.float32)
+
+
+def disc(side, cy, cx, r):
+    yy, xx = np.mgrid[0:side, 0:side]
+    return np.hypot(yy - cy, xx - cx) <= r
+
+
+def test_a_membrane_around_a_bright_lumen_is_one_object_with_its_lumen():
+    labels, strength = ring_objects(ring_image([(64, 64, 20)]))
+    assert labels.max() == 1 and len(strength) == 1 and strength[0] > 4
+    truth = disc(128, 64, 64, 21)
+    iou = (truth & (labels == 1)).sum() / (truth | (labels == 1)).sum()
+    assert iou > 0.85
+
+
+def test_touching_rings_are_two_objects_and_nested_membranes_one():
+    labels, _ = ring_objects(ring_image([(64, 42, 18), (64, 80, 19)]))   # membranes touching
+    assert labels.max() == 2
+    assert labels[64, 42] != labels[64, 80] and labels[64, 42] > 0 and labels[64, 80] > 0
+    nested = ring_image([(64, 64, 30)])
+    inner = ring_image([(64, 64, 22)], noise=0.0) - 180.0 * 0   # a second bilayer inside the first
+    nested = np.minimum(nested, inner)
+    labels, _ = ring_objects(nested)
+    assert labels.max() == 1 and labels[64, 64] == 1
+
+
+def test_gaps_between_packed_dark_particles_are_not_rings():
+    """Between packed particles the inner edges of the particles around a gap of background close a
+    'ring' too (the NanoShapes micrographs): its surroundings are as dark as its membrane."""
+    side = 160
+    img = np.full((side, side), 190.0, np.float32)
+    for y in range(10, 150, 30):
+        for x in range(10, 150, 30):
+            img[y:y + 26, x:x + 26] = 90.0    # squares 26 px, gaps 4 px
+    img[70:100, 70:100] = 190.0               # one particle missing: a square gap enclosed by particles
+    img += np.random.default_rng(1).normal(0, 3, img.shape).astype(np.float32)
+    labels, _ = ring_objects(img)
+    assert labels[85, 85] == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays(np.float32, st.tuples(st.integers(1, 40), st.integers(1, 40)),
+              elements=st.floats(-1e6, 1e6, width=32)),
+       st.sampled_from(["dark", "bright"]))
+def test_ring_objects_takes_any_image(image, polarity):
+    labels, strength = ring_objects(image, polarity)
+    assert labels.shape == image.shape and labels.dtype == np.int32
+    assert labels.max() == len(strength)
+    assert set(np.unique(labels)) == set(range(labels.max() + 1))   # consecutive labels
+    assert np.isfinite(strength).all()
+
+
+def test_empty_vesicles_among_full_ones_are_found():
+    """The generator's empty vesicles (a thin membrane around a lumen brighter than the background),
+    which the dark search alone never found (BENCHMARKS.md "Empty vesicles found by their membrane");
+    the test runs both settings."""
+    m = render_micrograph("encapsulation", 81, 0, side=1536, n=40, proportions=(0.6, 0.35, 0.05))
+    empty = {p["particle"] for p in m.particles if p["label"] == "empty"}
+    full = {p["particle"] for p in m.particles if p["label"] == "full"}
+    found = {}
+    for rings in (False, True):
+        det = ClassicalFinder(find_rings=rings).find(m.image)
+        found[rings] = {t for _, t, _ in match_instances(det.labels, m.labels).pairs}
+    assert len(empty) >= 10
+    assert len(found[False] & empty) <= 0.2 * len(empty)
+    assert len(found[True] & empty) >= 0.8 * len(empty)
+    assert len(found[True] & full) >= len(found[False] & full)   # nothing the dark search found is lost
+
+
+def test_fields_of_noise_gain_no_rings():
+    from scipy import ndimage
+
+    for sigma in (2, 4, 8):
+        noise = ndimage.gaussian_filter(np.random.default_rng(0).normal(0, 1, (512, 512)), sigma).astype(np.float32)
+        det = ClassicalFinder().find(noise)
+        assert not any("ring" in note for note in det.notes)
+
+
+def test_a_record_from_before_rings_rebuilds_without_them():
+    old = {k: v for k, v in ClassicalFinder().params().items() if k != "find_rings"}
+    assert finder_from_record(old).find_rings is False
+    assert finder_from_record(ClassicalFinder().params()).find_rings is True
