@@ -495,6 +495,7 @@ class ClassicalFinder:
             found, ringed, absorbed, ring_scores = _add_rings(work, found, keep, maybe, lo / factor, hi / factor,
                                                               self.polarity, self.native)
             scores.update(ring_scores)
+            faint -= int(absorbed.sum())   # faint objects that became part of a ring were not dropped as faint
             grown = len(ringed) - len(keep)
             keep, maybe = np.pad(keep & ~absorbed, (0, grown)), np.pad(maybe & ~absorbed, (0, grown)) | ringed
         labels = np.where((keep | maybe)[found], found, 0)
