@@ -52,7 +52,7 @@ and texture leave). 0.63 means cnr 3 (the default ``min_score``), 0.95 cnr 9.
 
 Measured (BENCHMARKS.md, "Finding particles", "Background blotches", "Outlines on the particle's own
 edge", "Faint vesicles with sharp edges", "Empty vesicles found by their membrane"): on sparse
-synthetic liposome fields it finds most vesicles (recall 0.75-0.92 on lamellarity sets, merged
+synthetic liposome fields it finds most vesicles (recall 0.63-0.94 on 12 lamellarity sets, merged
 neighbours the main misses), with outlines 2-6 % larger in area than the drawn ones (7 % smaller on
 vesicles with dark content); on encapsulation fields it finds the empty vesicles by their membrane
 (none before the ring search), except where background texture merges with them; on the densely
