@@ -26,7 +26,6 @@ to the background = pixels outside the mask: ``(x - bg_mean) / bg_std``):
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -260,8 +259,17 @@ class FeatureCache:
     """On-disk cache of feature vectors keyed by (image sha256, mask sha256, feature version).
 
     Lives in ``$EMCLASSIFY_CACHE`` or ``~/.cache/emclassify/features-v{version}``; one
-    ``.npy`` per image. Safe to delete at any time.
+    ``.f64`` file per image: the ``N_FEATURES`` values as little-endian float64, then an 8-byte
+    BLAKE2b digest of them, so a cut or damaged entry is recomputed. Safe to delete at any time.
+
+    Not ``.npy``: ``np.load`` parses each header with ``ast.literal_eval``, and on CPython 3.11 the
+    AST constructor's recursion counter is shared by all threads, so entries read by the loader's
+    worker threads at once could fail with "SystemError: AST constructor recursion depth mismatch"
+    (cpython gh-106905; it failed a CI run of this project's training test).
     """
+
+    SUFFIX = ".f64"
+    _DIGEST_BYTES = 8
 
     def __init__(self, root: Optional[Path] = None):
         base = Path(os.environ.get("EMCLASSIFY_CACHE", Path.home() / ".cache" / "emclassify"))
@@ -275,21 +283,37 @@ class FeatureCache:
         return h.hexdigest()
 
     def get_or_compute(self, image_sha: str, image: np.ndarray, mask: Optional[np.ndarray]) -> np.ndarray:
+        """The feature vector, shape (N_FEATURES,), float64, of ``image`` in ``mask`` (None: segmented
+        automatically), read from the cache when an entry for them is there and whole."""
         key = self.key(image_sha, mask)
-        path = self.root / key[:2] / f"{key}.npy"
+        path = self.root / key[:2] / f"{key}{self.SUFFIX}"
         try:
-            vec = np.load(path, allow_pickle=False)
-            if vec.shape == (N_FEATURES,):
+            vec = self._decode(path.read_bytes())
+            if vec is not None:
                 return vec
-        except (OSError, ValueError, EOFError):  # missing, damaged, or empty (EOFError): computed again
+        except OSError:  # missing or unreadable: computed again
             pass
         vec = particle_features(image, mask)
-        buf = io.BytesIO()
-        np.save(buf, vec, allow_pickle=False)
         try:
             # a temporary file of its own per writer: threads of one process (a GUI job and the next)
             # once shared one named by the process id, and one could rename the other's half-written file
-            write_bytes_atomic(path, buf.getvalue(), durable=False)
+            write_bytes_atomic(path, self._encode(vec), durable=False)
         except OSError:
             pass  # a read-only cache only costs recomputation
         return vec
+
+    @classmethod
+    def _encode(cls, vec: np.ndarray) -> bytes:
+        data = np.asarray(vec, dtype="<f8").tobytes()
+        return data + hashlib.blake2b(data, digest_size=cls._DIGEST_BYTES).digest()
+
+    @classmethod
+    def _decode(cls, raw: bytes) -> Optional[np.ndarray]:
+        """The vector in an entry's bytes, or None when they are not a whole entry."""
+        n = N_FEATURES * 8
+        if len(raw) != n + cls._DIGEST_BYTES:
+            return None
+        data, digest = raw[:n], raw[n:]
+        if hashlib.blake2b(data, digest_size=cls._DIGEST_BYTES).digest() != digest:
+            return None
+        return np.frombuffer(data, dtype="<f8").astype(np.float64)

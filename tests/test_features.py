@@ -74,14 +74,15 @@ def test_no_mask_uses_segmentation_and_cache(tmp_path):
     assert f["area"] == pytest.approx(np.pi * 40**2, rel=0.08)
     cache = FeatureCache(tmp_path)
     v1 = cache.get_or_compute("abc", img, disc)
-    assert len(list(tmp_path.rglob("*.npy"))) == 1
+    assert len(list(tmp_path.rglob("*" + FeatureCache.SUFFIX))) == 1
     np.testing.assert_array_equal(cache.get_or_compute("abc", img * 0, disc), v1)  # served from the cache
     assert v1.shape == (N_FEATURES,)
 
 
 def test_a_damaged_cache_entry_is_computed_again_and_writers_never_collide(tmp_path):
-    """An empty or cut .npy (a crash, a full disk) is recomputed, not an error; threads of one
-    process writing the same entry each use their own temporary file, so no reader sees half of one."""
+    """An empty, cut or altered entry (a crash, a full disk, a bad sector) is recomputed, not an
+    error; threads of one process writing the same entry each use their own temporary file, so no
+    reader sees half of one."""
     from concurrent.futures import ThreadPoolExecutor
 
     disc = (YY - 100) ** 2 + (XX - 100) ** 2 <= 40**2
@@ -89,16 +90,57 @@ def test_a_damaged_cache_entry_is_computed_again_and_writers_never_collide(tmp_p
     cache = FeatureCache(tmp_path)
     want = particle_features(img, disc)
     cache.get_or_compute("abc", img, disc)
-    [entry] = list(tmp_path.rglob("*.npy"))
-    for damaged in (b"", entry.read_bytes()[:90]):
+    [entry] = list(tmp_path.rglob("*"  + FeatureCache.SUFFIX))
+    whole = entry.read_bytes()
+    flipped = bytearray(whole)
+    flipped[3] ^= 0xFF   # the first value changed, the length kept
+    for damaged in (b"", whole[:90], bytes(flipped)):
         entry.write_bytes(damaged)
-        np.testing.assert_array_equal(cache.get_or_compute("abc", img, disc), want)
-        np.testing.assert_array_equal(np.load(entry), want)   # and the entry is whole again
+        np.testing.assert_array_equal(cache.get_or_compute("abc", img * 0 + 1, disc), particle_features(img * 0 + 1, disc))
+        np.testing.assert_array_equal(cache.get_or_compute("abc", img, disc), particle_features(img * 0 + 1, disc))
+        entry.write_bytes(whole)
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(lambda i: FeatureCache(tmp_path / "t").get_or_compute("same", img, disc), range(32)))
     assert all(np.array_equal(g, want) for g in got)
     left = [p for p in (tmp_path / "t").rglob("*") if p.is_file()]
-    assert len(left) == 1 and left[0].suffix == ".npy"   # one entry, no temporary file left behind
+    assert len(left) == 1 and left[0].suffix == FeatureCache.SUFFIX   # one entry, no temporary file left behind
+
+
+def test_cache_entries_read_by_many_threads_while_the_garbage_collector_runs_finalizers(tmp_path):
+    """The training loader reads cached features from worker threads. On CPython 3.11 a thread
+    switch inside the AST constructor (a garbage collection running a finaliser is one) corrupted
+    its shared recursion counter, so ``np.load``'s header parse could raise SystemError; a CI run
+    failed so. Provoked here on purpose: cycles with finalisers, a low GC threshold, and a
+    microsecond switch interval (the old ``.npy`` cache failed within the first round)."""
+    import gc
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    disc = (YY - 100) ** 2 + (XX - 100) ** 2 <= 40**2
+    img = np.where(disc, 60.0, 180.0)
+    cache = FeatureCache(tmp_path)
+    want = cache.get_or_compute("abc", img, disc)
+
+    class Finalised:
+        def __del__(self):
+            sum(range(200))   # Python code run by the collector: a point where threads switch
+
+    def read(_):
+        for _ in range(20):
+            a, b = Finalised(), Finalised()
+            a.other, b.other = b, a   # a cycle: freed by the collector at an arbitrary allocation
+        return cache.get_or_compute("abc", img * 0, disc)
+
+    threshold, interval = gc.get_threshold(), sys.getswitchinterval()
+    gc.set_threshold(20)
+    sys.setswitchinterval(1e-6)
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(read, range(2000)))
+    finally:
+        gc.set_threshold(*threshold)
+        sys.setswitchinterval(interval)
+    assert all(np.array_equal(g, want) for g in got)   # every one served from the cache, none raised
 
 
 @pytest.mark.parametrize("k", [2, 3, 4])
