@@ -68,4 +68,8 @@ TORCH_LIBRARY(emclassify, m) {
   // 3 x 3 median of a float32 | float64 H x W finite image, the edge pixel repeated beyond the edge.
   // CPU only. Semantics: scipy.ndimage.median_filter(image, 3), through emclassify.ops.median3x3.
   m.def("median3x3(Tensor image) -> Tensor");
+  // Exact Euclidean distance transform of a bool H x W mask holding at least one zero pixel: float64,
+  // each nonzero pixel's distance to the nearest zero pixel (zero pixels 0). CPU only. Semantics:
+  // scipy.ndimage.distance_transform_edt(mask), through emclassify.ops.distance_transform_edt.
+  m.def("distance_transform_edt(Tensor mask) -> Tensor");
 }

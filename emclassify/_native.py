@@ -112,6 +112,10 @@ def _register_fakes() -> None:
     def _(image):
         return torch.empty_like(image, memory_format=torch.contiguous_format)
 
+    @torch.library.register_fake("emclassify::distance_transform_edt")
+    def _(mask):
+        return torch.empty_like(mask, dtype=torch.float64, memory_format=torch.contiguous_format)
+
 
 def _register_autograd() -> None:
     """Backward formulas of the differentiable training ops (``emclassify::bn_relu_train``,

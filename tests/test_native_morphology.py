@@ -1,5 +1,6 @@
 """The classical finder's native image-analysis ops against SciPy and scikit-image (the oracles):
-reconstruction by dilation (h-maxima) and the 3 x 3 median must give their results exactly."""
+reconstruction by dilation (h-maxima), the 3 x 3 median and the Euclidean distance transform must
+give their results exactly."""
 from __future__ import annotations
 
 
@@ -19,7 +20,8 @@ pytestmark = NATIVE_OP_TESTS
 
 def test_library_has_the_ops():
     assert native_available()
-    assert hasattr(torch.ops.emclassify, "reconstruct_by_dilation") and hasattr(torch.ops.emclassify, "median3x3")
+    for op in ("reconstruct_by_dilation", "median3x3", "distance_transform_edt"):
+        assert hasattr(torch.ops.emclassify, op), op
 
 
 shapes = st.tuples(st.integers(1, 24), st.integers(1, 24))
@@ -75,6 +77,47 @@ def test_median3x3_takes_scipy_for_images_the_kernel_refuses():
         ops.median3x3(image, native=True)
 
 
+@settings(max_examples=400, deadline=None)
+@given(shapes, st.integers(0, 2**32 - 1), st.floats(0.0, 1.0))
+def test_distance_transform_equals_scipy(shape, seed, inside_share):
+    """Any share of the mask inside: single rows and columns, columns without a zero pixel (the
+    row pass then has gaps), a single zero; ties between equally near zeros everywhere."""
+    rng = np.random.default_rng(seed)
+    mask = rng.random(shape) < inside_share
+    if mask.all():
+        mask[rng.integers(0, shape[0]), rng.integers(0, shape[1])] = False
+    out = ops.distance_transform_edt(mask, native=True)
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, ndimage.distance_transform_edt(mask))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(40, 300), st.integers(40, 300), st.integers(0, 2**32 - 1))
+def test_distance_transform_equals_scipy_on_particles(h, w, seed):
+    """The finder's use: discs and their complement, large enough to be split between threads."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    fg = np.zeros((h, w), bool)
+    for _ in range(rng.integers(1, 12)):
+        fg |= (yy - rng.uniform(0, h)) ** 2 + (xx - rng.uniform(0, w)) ** 2 <= rng.uniform(2, 40) ** 2
+    for mask in (fg, ~fg):
+        if not mask.all():
+            np.testing.assert_array_equal(ops.distance_transform_edt(mask, native=True),
+                                          ndimage.distance_transform_edt(mask))
+
+
+def test_distance_transform_takes_scipy_for_masks_the_kernel_refuses():
+    """No zero pixel (SciPy then measures from a pixel outside the image), empty, not 2-D, not bool."""
+    for mask in (np.ones((3, 4), bool), np.ones((0, 4), bool), np.ones((2, 3, 3), bool), np.eye(4, dtype=np.uint8)):
+        np.testing.assert_array_equal(ops.distance_transform_edt(mask), ndimage.distance_transform_edt(mask))
+    with pytest.raises(RuntimeError, match="zero pixel"):
+        ops.distance_transform_edt(np.ones((3, 4), bool), native=True)
+    with pytest.raises(RuntimeError, match="2-D"):
+        torch.ops.emclassify.distance_transform_edt(torch.zeros(2, 3, 3, dtype=torch.bool))
+    with pytest.raises(RuntimeError, match="bool"):
+        torch.ops.emclassify.distance_transform_edt(torch.zeros(3, 3))
+
+
 @pytest.mark.parametrize("seed, mask, message", [
     (np.ones((3, 3)), np.zeros((3, 3)), "must not exceed the mask"),
     (np.zeros((3, 3)), np.zeros((3, 4)), "differ in shape"),
@@ -92,6 +135,7 @@ def test_opcheck():
     mask = torch.from_numpy(rng.random((9, 7)))
     torch.library.opcheck(torch.ops.emclassify.reconstruct_by_dilation.default, (mask * 0.5, mask))
     torch.library.opcheck(torch.ops.emclassify.median3x3.default, (mask.float(),))
+    torch.library.opcheck(torch.ops.emclassify.distance_transform_edt.default, (mask > 0.5,))
 
 
 def test_classical_finder_finds_the_same_particles_without_the_native_ops():

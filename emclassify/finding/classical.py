@@ -64,7 +64,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -236,7 +236,8 @@ def _foreground(img: np.ndarray, d: float, polarity: str, native: Optional[bool]
     return morphology.opening(fg, footprint), smooth, noise, t
 
 
-def edge_sharpness(smooth: np.ndarray, labels: np.ndarray, ring_px: int, count: int) -> np.ndarray:
+def edge_sharpness(smooth: np.ndarray, labels: np.ndarray, ring_px: int, count: int,
+                   native: Optional[bool] = None) -> np.ndarray:
     """float64 (count,): how much of each object's contrast lies at its edge; NaN where it cannot be told.
 
     smooth: float32 (H, W), the smoothed, flattened image with particles negative (:func:`_foreground`);
@@ -262,15 +263,15 @@ def edge_sharpness(smooth: np.ndarray, labels: np.ndarray, ring_px: int, count: 
         sub = labels[ys, xs]
         own = sub == k
         others = (sub > 0) & ~own
-        from_own = ndimage.distance_transform_edt(~own)
+        from_own = ops.distance_transform_edt(~own, native=native)
         open_bg = ~(sub > 0)
         if others.any():
-            open_bg &= ndimage.distance_transform_edt(~others) > far * ring_px
+            open_bg &= ops.distance_transform_edt(~others, native=native) > far * ring_px
         surround = open_bg & (from_own > near * ring_px) & (from_own <= far * ring_px)
         if surround.sum() < 4 * ring_px * ring_px:
             continue
         outside = open_bg & (from_own <= ring_px)
-        edge = own & (ndimage.distance_transform_edt(own) <= ring_px)
+        edge = own & (ops.distance_transform_edt(own, native=native) <= ring_px)
         values = smooth[ys, xs]
         contrast = float(values[surround].mean()) - float(np.median(values[own]))
         if not outside.any() or contrast <= 0:
@@ -290,13 +291,15 @@ def h_maxima(image: np.ndarray, h: float, native: Optional[bool] = None) -> np.n
     return (image - ops.reconstruct_by_dilation(image - h - resolution, image, native=native)) >= h
 
 
-def _split(fg: np.ndarray, d: float, native: Optional[bool] = None) -> np.ndarray:
+def _split(fg: np.ndarray, d: float, native: Optional[bool] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """(labels, dist): the foreground ``fg`` split into objects by a watershed of its distance map
+    from h-maxima seeds, and that map (float64, px), which the diameter estimate reads too."""
     from skimage import segmentation
 
-    dist = ndimage.distance_transform_edt(fg)
+    dist = ops.distance_transform_edt(fg, native=native)
     peaks = h_maxima(ndimage.gaussian_filter(dist, 1.0), max(1.0, d / 12.0), native)
     markers, _ = ndimage.label(peaks)
-    return segmentation.watershed(-dist, markers, mask=fg)
+    return segmentation.watershed(-dist, markers, mask=fg), dist
 
 
 def _radii_and_areas(img: np.ndarray, guess: float, polarity: str, native: Optional[bool]):
@@ -305,8 +308,7 @@ def _radii_and_areas(img: np.ndarray, guess: float, polarity: str, native: Optio
     fg = _foreground(img, guess, polarity, native)[0]
     if not fg.any():
         return None
-    dist = ndimage.distance_transform_edt(fg)
-    labels = _split(fg, guess, native)
+    labels, dist = _split(fg, guess, native)
     n = int(labels.max())
     if n == 0:
         return None
@@ -457,7 +459,7 @@ class ClassicalFinder:
         work = _bin(img, factor)
         dw = d / factor
         fg, smooth, noise, threshold = _foreground(work, dw, self.polarity, self.native)
-        labels = _split(fg, dw, self.native)
+        labels = _split(fg, dw, self.native)[0]
         n = int(labels.max())
         idx = np.arange(1, n + 1)
         # Filters, at the working scale (areas in working px, limits converted).
@@ -483,7 +485,7 @@ class ClassicalFinder:
         labels = np.where(keep[labels], labels, 0)
         if self.min_edge_sharpness > 0 and keep.any():
             # judged among the objects kept so far: a dropped speck is not a neighbour
-            sharpness = edge_sharpness(smooth, labels, max(2, int(round(dw / 8))), n)
+            sharpness = edge_sharpness(smooth, labels, max(2, int(round(dw / 8))), n, self.native)
             gradual = np.zeros(n + 1, bool)
             gradual[1:] = keep[1:] & (sharpness < self.min_edge_sharpness)   # NaN: not told, kept
             if gradual.any():

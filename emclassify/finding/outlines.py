@@ -152,13 +152,13 @@ def object_profiles(image: np.ndarray, labels: np.ndarray, polarity: str = "dark
             continue   # no background in reach: nothing to place an edge against
         values = np.ascontiguousarray(image[ys, xs], dtype=np.float32) * sign
         smooth = ndimage.gaussian_filter(ops.median3x3(values, native=native), PROFILE_SMOOTH_PX)
-        from_own = ndimage.distance_transform_edt(~own)
+        from_own = ops.distance_transform_edt(~own, native=native)
         others = objects & ~own
         nearer_own = ~objects
         if others.any():
-            nearer_own &= from_own < ndimage.distance_transform_edt(~others)
+            nearer_own &= from_own < ops.distance_transform_edt(~others, native=native)
         # pixel centres: the outline lies half a pixel beyond the last pixel inside
-        signed = np.where(own, 0.5 - ndimage.distance_transform_edt(objects), from_own - 0.5)
+        signed = np.where(own, 0.5 - ops.distance_transform_edt(objects, native=native), from_own - 0.5)
         lo, hi = -SHRINK_LIMIT * d, PROFILE_REACH * d
         used = (own | nearer_own) & (signed >= lo) & (signed <= hi)
         shell = ((signed[used] - lo) / PROFILE_STEP_PX).astype(np.int64)

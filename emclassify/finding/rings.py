@@ -110,7 +110,8 @@ def _per_object_mean(values: np.ndarray, labels: np.ndarray, where: np.ndarray, 
         return np.where(counts > 0, sums / counts, np.nan)
 
 
-def _outside_medians(values: np.ndarray, labels: np.ndarray, which: np.ndarray) -> np.ndarray:
+def _outside_medians(values: np.ndarray, labels: np.ndarray, which: np.ndarray,
+                     native: Optional[bool] = None) -> np.ndarray:
     """float64 (len(which),): for objects ``which + 1``, the median of ``values`` over the pixels
     :data:`OUTSIDE_BAND` px beyond each, whatever lies there (other objects included); NaN where none.
     Per object in its box: time scales with the objects."""
@@ -124,7 +125,7 @@ def _outside_medians(values: np.ndarray, labels: np.ndarray, which: np.ndarray) 
             continue
         ys = slice(max(0, box[0].start - reach), min(H, box[0].stop + reach))
         xs = slice(max(0, box[1].start - reach), min(W, box[1].stop + reach))
-        beyond = ndimage.distance_transform_edt(labels[ys, xs] != k)
+        beyond = ops.distance_transform_edt(labels[ys, xs] != k, native=native)
         band = (beyond > OUTSIDE_BAND[0]) & (beyond <= OUTSIDE_BAND[1])
         if band.any():
             out[i] = float(np.median(values[ys, xs][band]))
@@ -220,7 +221,7 @@ def ring_objects(image: np.ndarray, polarity: str = "dark", min_diameter: float 
     ringlike = (lumen_share >= MIN_LUMEN_SHARE) & (area >= math.pi / 4 * min_diameter ** 2)
     # only where the lumen is brighter than the membrane can the surroundings be "as dark as the membrane"
     judged = np.flatnonzero(ringlike & (L > R))
-    O = _outside_medians(smooth, labels, judged)
+    O = _outside_medians(smooth, labels, judged, native)
     with np.errstate(invalid="ignore"):
         ringlike[judged] &= ~((L[judged] - O) / (L[judged] - R[judged]) > MAX_OUTSIDE_SHARE)
     keep = np.concatenate([[False], ringlike])

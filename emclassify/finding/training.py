@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from skimage.segmentation import relabel_sequential
 
+from .. import ops
 from ..defaults import FINDER_TRAINING
 from ..events import FinderStep, Progress, emit
 from ..io import ImageReadError, read_image
@@ -110,7 +111,7 @@ def centreness_target(labels: np.ndarray) -> np.ndarray:
         if box is None:
             continue
         mask = labels[box] == k
-        dist = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+        dist = ops.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
         peak = dist.max()
         if peak > 0:
             out[box][mask] = (dist / peak)[mask]
