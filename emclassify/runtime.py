@@ -1,5 +1,5 @@
 """What every long-running call shares, below training, evaluation, inference and the GUI:
-a cancel flag that crosses threads and the device choice.
+a cancel flag that crosses threads, the device choice and the CPU threads a step may use.
 
 (They lived in :mod:`emclassify.inference`, which training, evaluation and the GUI then imported
 for these alone; :mod:`emclassify.inference` still re-exports them.)
@@ -10,7 +10,8 @@ import ctypes
 import os
 import sys
 import threading
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import torch
 
@@ -27,6 +28,30 @@ class CancelToken:
     @property
     def cancelled(self) -> bool:
         return self._event.is_set()
+
+
+@contextmanager
+def cpu_threads_beside(busy: int) -> Iterator[int]:
+    """Within it, torch's CPU ops started from this thread use ``busy`` fewer threads (at least one)
+    than before, for as long as other work keeps ``busy`` cores busy; yields the count they use.
+
+    Why: an OpenMP team of as many threads as cores, sharing them with another busy thread, waits at
+    each barrier for whichever of its threads the kernel has descheduled. On 2 cores the classifier's
+    conv trunk ran 3x slower beside one busy Python thread (the micrograph finder's), and a run of
+    NanoShapes micrographs went 10-14 % faster with the classifier on one thread beside the finder
+    (BENCHMARKS.md "Finding particles"). The OpenMP thread count is per calling thread, so only
+    work started from this thread is affected.
+    """
+    before = torch.get_num_threads()
+    wanted = max(1, before - max(0, int(busy)))
+    if wanted == before:
+        yield before
+        return
+    torch.set_num_threads(wanted)
+    try:
+        yield wanted
+    finally:
+        torch.set_num_threads(before)
 
 
 def resolve_device(device: str = "auto") -> torch.device:

@@ -688,3 +688,66 @@ def test_a_micrograph_run_says_what_its_finder_assumed(tmp_path, fields, capsys)
     learned = {"finder": "learned", "model": "f.safetensors", "polarity": None, "diameter_px": None}
     assert "the contrast it learnt" in describe_finding(learned)
     assert "told the particles are darker" in describe_finding({**learned, "polarity": "dark"})
+
+
+def test_micrographs_are_searched_ahead_in_order_and_classified_beside_the_search(tmp_path, monkeypatch):
+    """While one micrograph is classified the next ``FIND_AHEAD`` are searched (never more); results
+    come in the listing's order; classification uses one CPU thread fewer while a search runs beside
+    it, all of them for the last micrograph, and the count is as before once the run is over."""
+    import threading
+
+    import torch
+
+    from emclassify import micrographs
+
+    generate_micrographs(tmp_path / "m", "lamellarity", 6, seed=9, side=256, per_micrograph=3)
+    run = BatchRun(tmp_path / "m" / "images", None, finder=make_finder("classical"))
+    names = [s.relpath for s in run.listing.samples]
+    ahead = micrographs.FIND_AHEAD
+    searched, classified, threads = [], [], []
+    changed = threading.Condition()
+
+    class SpyFinder:
+        def find(self, image, pixel_size_nm=None):
+            with changed:
+                searched.append(len(classified))   # how many were classified when this search began
+                changed.notify_all()
+            return run.finder.find(image, pixel_size_nm)
+
+    real_rows = micrographs.micrograph_rows
+
+    def spy_rows(found, *args):
+        i = len(classified)
+        with changed:   # the searches of the next FIND_AHEAD micrographs begin before this one is classified
+            assert changed.wait_for(lambda: len(searched) >= min(len(names), i + 1 + ahead), timeout=60)
+        threads.append(torch.get_num_threads())
+        rows = real_rows(found, *args)
+        classified.append(found.sample.relpath)
+        return rows
+
+    monkeypatch.setattr(micrographs, "micrograph_rows", spy_rows)
+    before = torch.get_num_threads()
+    results = list(micrographs.classify_micrographs(run.listing, run.classifier, SpyFinder()))
+    assert [r.results[0].path for r in results] == names == classified
+    assert all(j - done <= ahead for j, done in enumerate(searched))   # never more than FIND_AHEAD ahead
+    fewer = max(1, before - 1)
+    assert threads == [fewer] * (len(names) - 1) + [before]
+    assert torch.get_num_threads() == before
+
+
+def test_cpu_threads_beside_restores_the_count_even_after_an_error():
+    import torch
+
+    from emclassify.runtime import cpu_threads_beside
+
+    before = torch.get_num_threads()
+    with pytest.raises(ValueError):
+        with cpu_threads_beside(1) as used:
+            assert used == torch.get_num_threads() == max(1, before - 1)
+            raise ValueError("a failed batch")
+    assert torch.get_num_threads() == before
+    with cpu_threads_beside(before + 5) as used:
+        assert used == torch.get_num_threads() == 1   # never fewer than one
+    with cpu_threads_beside(0) as used:
+        assert used == before
+    assert torch.get_num_threads() == before
