@@ -7,7 +7,7 @@ from hypothesis.extra.numpy import arrays
 from emclassify.finding import finder_from_record
 from emclassify.finding.classical import ClassicalFinder
 from emclassify.finding.matching import match_instances
-from emclassify.finding.rings import ring_objects
+from emclassify.finding.rings import fill_holes, ring_objects
 from emclassify.synth import render_micrograph
 
 
@@ -73,6 +73,17 @@ def test_ring_objects_takes_any_image(image, polarity):
     assert labels.max() == len(strength)
     assert set(np.unique(labels)) == set(range(labels.max() + 1))   # consecutive labels
     assert np.isfinite(strength).all()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.tuples(st.integers(0, 30), st.integers(0, 30)), st.integers(0, 2**32 - 1), st.floats(0.0, 1.0))
+def test_fill_holes_equals_scipy(shape, seed, share):
+    """The finder fills every mask with it: holes touching the edge, diagonal-only links (holes for a
+    4-connected background), empty and single-pixel masks."""
+    from scipy import ndimage
+
+    mask = np.random.default_rng(seed).random(shape) < share
+    np.testing.assert_array_equal(fill_holes(mask), ndimage.binary_fill_holes(mask))
 
 
 def test_empty_vesicles_among_full_ones_are_found():

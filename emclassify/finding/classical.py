@@ -73,7 +73,7 @@ from .. import ops
 from ..defaults import POLARITIES
 from .detections import Detections, measure, without_border_particles
 from .outlines import move_outlines_to_edges, object_profiles
-from .rings import ring_objects
+from .rings import fill_holes, ring_objects
 
 TARGET_DIAMETER_PX = 24.0   # particles are found at about this size (px) after binning
 ESTIMATE_SIDE = 1024        # the diameter is estimated on a copy binned to at most this side
@@ -219,10 +219,10 @@ def _foreground(img: np.ndarray, d: float, polarity: str, native: Optional[bool]
         return np.zeros(img.shape, bool), smooth, 0.0, 0.0
     noise = _background_noise(smooth, t)
     footprint = morphology.disk(max(1, int(round(d / 20.0))))
-    whole = ndimage.binary_fill_holes(morphology.closing(smooth < t, footprint))
+    whole = fill_holes(morphology.closing(smooth < t, footprint))
     local = filters.threshold_local(smooth, _odd(1.5 * d), method="mean")
     separated = (smooth < t) & (smooth < local - NOISE_MULTIPLE * _smoothed_noise(img, sigma, native))
-    separated = ndimage.binary_fill_holes(morphology.opening(separated, footprint))
+    separated = fill_holes(morphology.opening(separated, footprint))
     # Per object of the global mask: its locally separated version where that keeps most of it
     # (touching particles split along their brighter gaps), else the whole object (a membrane ring
     # whose lumen is as bright as the background keeps only its rim under the local test).

@@ -134,7 +134,11 @@ def _outside_medians(values: np.ndarray, labels: np.ndarray, which: np.ndarray,
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """``scipy.ndimage.binary_fill_holes(mask)`` (4-connected background), by labelling the background
-    once instead of dilating from the border: 3 instead of 9-12 ms on a 416 x 416 mask (measured)."""
+    once instead of dilating from the border: 3 instead of 9-12 ms on a 416 x 416 mask (measured).
+    mask: bool (H, W); returns bool (H, W). The classical finder's dark search fills its masks so too."""
+    mask = np.asarray(mask, bool)
+    if mask.size == 0:
+        return mask.copy()
     background, count = ndimage.label(~mask)
     outside = np.zeros(count + 1, bool)
     outside[np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])] = True
