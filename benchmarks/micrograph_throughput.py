@@ -10,7 +10,7 @@ also each finder's F1 against them, untimed, so that a speed-up from searching a
 Micrographs are synthetic (``emclassify.synth.render_micrograph``: sparse liposomes, ~30 %
 touching), or with ``--folder`` the micrographs in DIR (e.g. the NanoShapes micrographs: dense,
 small particles, where the classical finder works at full resolution); the bundled model classifies,
-or ``--model``. The classical finder runs twice, with the native median and reconstruction and with
+or ``--model``. The classical finder runs twice, with the native median, reconstruction and distance transform and with
 SciPy's and scikit-image's (``native=False``, the same particles), alone and end to end. Prints a
 Markdown table for BENCHMARKS.md.
 """
@@ -55,7 +55,7 @@ def main() -> None:
         files = sorted(f for f in folder.iterdir() if f.suffix.lower() in (".tif", ".tiff"))
         mpx = sum(read_image(f).array.size for f in files) / 1e6
         rows, result, quality = [], {}, {}
-        finders = [("classical (native median and reconstruction)", make_finder("classical"), None),
+        finders = [("classical (native median, reconstruction and distance transform)", make_finder("classical"), None),
                    ("classical (SciPy and scikit-image)", make_finder("classical", native=False), None)]
         if args.finder_model:
             finders += [("learned (native conv blocks)", make_finder("learned", model=args.finder_model), None),
