@@ -16,8 +16,8 @@ micrograph:
 The next micrographs are decoded and searched in a background thread while the current one is
 classified: up to :data:`FIND_AHEAD` of them while the micrographs are small (at most
 :data:`FIND_AHEAD_MAX_PX` pixels), one otherwise, so memory holds at most ``FIND_AHEAD + 1``
-micrographs at a time whatever their number, and two in a folder of large ones. While the search runs beside it, classification uses
-one CPU thread fewer (:func:`emclassify.runtime.cpu_threads_beside`).
+micrographs at a time whatever their number, and two in a folder of large ones. While the search
+runs beside it, classification uses one CPU thread fewer (:func:`emclassify.runtime.cpu_threads_beside`).
 """
 from __future__ import annotations
 

@@ -39,8 +39,9 @@ def cpu_threads_beside(busy: int) -> Iterator[int]:
     each barrier for whichever of its threads the kernel has descheduled. On 2 cores the classifier's
     conv trunk ran 3x slower beside one busy Python thread (the micrograph finder's), and a run of
     NanoShapes micrographs went 10-14 % faster with the classifier on one thread beside the finder
-    (BENCHMARKS.md "Finding particles"). The OpenMP thread count is per calling thread, so only
-    work started from this thread is affected.
+    (BENCHMARKS.md "Native distance transforms, and the search ahead of classification"). The
+    OpenMP thread count is per calling thread, so work already running in other threads keeps its
+    own; a thread starting torch's CPU work for the first time meanwhile takes the lowered count.
     """
     before = torch.get_num_threads()
     wanted = max(1, before - max(0, int(busy)))
