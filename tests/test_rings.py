@@ -49,6 +49,39 @@ def test_touching_rings_are_two_objects_and_nested_membranes_one():
     assert labels.max() == 1 and labels[64, 64] == 1
 
 
+def test_a_ring_cut_by_the_edge_is_closed_by_it_and_the_open_background_is_not():
+    image = ring_image([(64, 64, 20), (8, 40, 20)])     # the second ring is cut by the top edge
+    labels, _ = ring_objects(image)
+    assert labels.max() == 1 and labels[3, 40] == 0     # unclosed: not a ring
+    labels, _ = ring_objects(image, edge_closes_up_to=60)
+    assert labels.max() == 2 and labels[3, 40] > 0 and labels[3, 40] != labels[64, 64]
+    assert labels[120, 120] == 0 and labels[3, 120] == 0   # the background, closed by the edge too, is larger
+    cut = (labels == labels[3, 40])
+    truth = disc(128, 8, 40, 21)
+    assert (truth & cut).sum() / (truth | cut).sum() > 0.85
+    labels, _ = ring_objects(image, edge_closes_up_to=20)   # a cut ring larger than the largest particle
+    assert labels.max() == 1
+
+
+def test_vesicles_cut_by_the_edge_are_found_and_nothing_else_is_lost():
+    """A window of a generator field: its edges cut vesicles, most of them empty or full, which the
+    ring search found only when their ring closed inside the window (BENCHMARKS.md "Rings cut by the
+    micrograph's edge"); the test runs both settings."""
+    m = render_micrograph("encapsulation", 92, 1, side=1024, n=24, proportions=(0.5, 0.5, 0))
+    window = (slice(204, 878), slice(221, 895))
+    image, truth = m.image[window], m.labels[window]
+    cut = set(np.unique(np.concatenate([truth[0], truth[-1], truth[:, 0], truth[:, -1]]))) - {0}
+    found, spurious = {}, {}
+    for edge in (False, True):
+        det = ClassicalFinder(edge_rings=edge).find(image)
+        match = match_instances(det.labels, truth)
+        found[edge] = {t for _, t, _ in match.pairs}
+        spurious[edge] = len(det) - len(match.pairs)
+    assert len(cut) >= 5
+    assert len(found[True] & cut) > len(found[False] & cut)
+    assert found[True] >= found[False] and spurious[True] <= spurious[False]
+
+
 def test_gaps_between_packed_dark_particles_are_not_rings():
     """Between packed particles the inner edges of the particles around a gap of background close a
     'ring' too (the NanoShapes micrographs): its surroundings are as dark as its membrane."""
@@ -113,6 +146,9 @@ def test_fields_of_noise_gain_no_rings():
 
 
 def test_a_record_from_before_rings_rebuilds_without_them():
-    old = {k: v for k, v in ClassicalFinder().params().items() if k != "find_rings"}
-    assert finder_from_record(old).find_rings is False
-    assert finder_from_record(ClassicalFinder().params()).find_rings is True
+    old = {k: v for k, v in ClassicalFinder().params().items() if k not in ("find_rings", "edge_rings")}
+    assert finder_from_record(old).find_rings is False and finder_from_record(old).edge_rings is False
+    before_edge = {k: v for k, v in ClassicalFinder().params().items() if k != "edge_rings"}
+    assert finder_from_record(before_edge).find_rings is True and finder_from_record(before_edge).edge_rings is False
+    now = finder_from_record(ClassicalFinder().params())
+    assert now.find_rings is True and now.edge_rings is True

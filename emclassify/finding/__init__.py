@@ -85,6 +85,8 @@ def finder_from_record(finding: Dict):
         params.setdefault("sharp_min_score", params.get("min_score", MIN_SCORE))
         # ... and before particles were found by their membrane ring alone
         params.setdefault("find_rings", False)
+        # ... and before rings cut by the micrograph's edge counted as closed by it
+        params.setdefault("edge_rings", False)
     try:
         finder = make_finder(name, **params)
     except ModelFileError as exc:

@@ -36,7 +36,8 @@ Steps, on one greyscale micrograph (any dtype; float32 inside); ``d`` is the par
    **Rings.** Particles no darker inside than the background (an empty liposome: a thin dark
    membrane around a lumen as bright as the background or brighter) never cross the threshold: the
    smoothing cancels the membrane against the lumen. They are found by their closed membrane ring
-   (:mod:`emclassify.finding.rings`, at the working scale) and added where the particles kept so far
+   (:mod:`emclassify.finding.rings`, at the working scale; a ring cut by the micrograph's edge is
+   closed by it) and added where the particles kept so far
    cover at most :data:`RING_OVERLAP` of them, then kept only if their edge at full resolution is as
    sharp as a membrane's (:data:`SHARP_EDGE_WIDTH`, as for the faint objects above); counted in the
    notes.
@@ -412,7 +413,8 @@ class ClassicalFinder:
     contrast score an object needs; sharp_min_score: the score an object whose edge is sharp at full
     resolution needs (step 5); min_edge_sharpness: the :func:`edge_sharpness` it needs;
     refine_outlines: move each outline onto the particle's own edge (module doc, step 6);
-    find_rings: also find particles by a closed membrane ring (module doc, step 5).
+    find_rings: also find particles by a closed membrane ring (module doc, step 5); edge_rings: a ring
+    cut by the micrograph's edge counts as closed by it.
     """
 
     diameter_px: Optional[float] = None
@@ -425,6 +427,7 @@ class ClassicalFinder:
     min_edge_sharpness: float = MIN_EDGE_SHARPNESS   # 0: none dropped for a gradual edge
     refine_outlines: bool = True   # False: outlines where the smoothed threshold put them (step 6)
     find_rings: bool = True        # False: no particles found by their membrane ring alone (step 5)
+    edge_rings: bool = True        # False: a ring must close within the micrograph
     # None: the native median and reconstruction where the library is loaded (False: SciPy and
     # scikit-image's, the same result; the benchmark compares them); not a setting of the run
     native: Optional[bool] = field(default=None, compare=False)
@@ -495,7 +498,7 @@ class ClassicalFinder:
         ringed = np.zeros(n + 1, bool)
         if self.find_rings:
             found, ringed, absorbed, ring_scores = _add_rings(work, found, keep, maybe, lo / factor, hi / factor,
-                                                              self.polarity, self.native)
+                                                              self.polarity, self.native, self.edge_rings)
             scores.update(ring_scores)
             faint -= int(absorbed.sum())   # faint objects that became part of a ring were not dropped as faint
             grown = len(ringed) - len(keep)
@@ -534,12 +537,13 @@ class ClassicalFinder:
 
 
 def _add_rings(work: np.ndarray, found: np.ndarray, kept: np.ndarray, pending: np.ndarray, lo: float, hi: float,
-               polarity: str, native: Optional[bool]):
+               polarity: str, native: Optional[bool], edge_rings: bool = True):
     """The closed rings of ``work`` (:func:`emclassify.finding.rings.ring_objects`) added to ``found``.
 
     found: int (H, W), working scale, objects 1..n; kept / pending: bool (n + 1,), the objects the dark
     search keeps and those it may keep (faint ones whose edge is still to be judged); lo, hi: the
-    diameters allowed, working px. A ring ``lo``..``hi`` across is added as object n+1.. unless kept
+    diameters allowed, working px; edge_rings: rings cut by the micrograph's edge count, closed by it.
+    A ring ``lo``..``hi`` across is added as object n+1.. unless kept
     objects cover more than :data:`RING_OVERLAP` of it (the dark search found that particle, or the
     ring is its edge or membrane). Pending objects lying mostly within an added ring (more than
     :data:`PENDING_INSIDE` of their area: the particle, found faintly) are absorbed into it, and where a
@@ -550,7 +554,7 @@ def _add_rings(work: np.ndarray, found: np.ndarray, kept: np.ndarray, pending: n
     like the contrast score's cnr).
     """
     n = len(kept) - 1
-    rings, strength = ring_objects(work, polarity, lo, native)
+    rings, strength = ring_objects(work, polarity, lo, native, edge_closes_up_to=hi if edge_rings else None)
     m = len(strength)
     if m == 0:
         return found, np.zeros(n + 1, bool), np.zeros(n + 1, bool), {}
