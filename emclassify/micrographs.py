@@ -45,7 +45,7 @@ from .runtime import cpu_threads_beside
 # with many particles was classified, and the classifier idle after one with few; three smoothed that
 # out (NanoShapes, 416 x 416: 10-14 % faster end to end with the classifier's threads below).
 FIND_AHEAD = 3
-FIND_AHEAD_MAX_PX = 4096 * 1024   # ... while the last one held at most this many pixels; one beyond
+FIND_AHEAD_MAX_PX = 2048 * 2048   # ... while the last one held at most this many pixels (4 Mpx); one beyond
 
 BORDER_NOTE = ("particle is cut by the micrograph's edge (or that of its data): its size and class are less "
                "reliable")

@@ -99,9 +99,9 @@ def test_gaps_between_packed_dark_particles_are_not_rings():
 @settings(max_examples=40, deadline=None)
 @given(arrays(np.float32, st.tuples(st.integers(1, 40), st.integers(1, 40)),
               elements=st.floats(-1e6, 1e6, width=32)),
-       st.sampled_from(["dark", "bright"]))
-def test_ring_objects_takes_any_image(image, polarity):
-    labels, strength = ring_objects(image, polarity)
+       st.sampled_from(["dark", "bright"]), st.sampled_from([None, 10.0]))
+def test_ring_objects_takes_any_image(image, polarity, edge_closes_up_to):
+    labels, strength = ring_objects(image, polarity, edge_closes_up_to=edge_closes_up_to)
     assert labels.shape == image.shape and labels.dtype == np.int32
     assert labels.max() == len(strength)
     assert set(np.unique(labels)) == set(range(labels.max() + 1))   # consecutive labels

@@ -428,8 +428,8 @@ class ClassicalFinder:
     refine_outlines: bool = True   # False: outlines where the smoothed threshold put them (step 6)
     find_rings: bool = True        # False: no particles found by their membrane ring alone (step 5)
     edge_rings: bool = True        # False: a ring must close within the micrograph
-    # None: the native median and reconstruction where the library is loaded (False: SciPy and
-    # scikit-image's, the same result; the benchmark compares them); not a setting of the run
+    # None: the native median, reconstruction and distance transform where the library is loaded (False:
+    # SciPy's and scikit-image's, the same result; the benchmark compares them); not a setting of the run
     native: Optional[bool] = field(default=None, compare=False)
 
     name = "classical"
