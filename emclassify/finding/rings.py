@@ -147,6 +147,37 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     return ~outside[background]
 
 
+def _closed_by_edge(membrane: np.ndarray, enclosed: np.ndarray, largest: float) -> np.ndarray:
+    """bool (H, W): the regions ``membrane`` encloses only together with the image's edge (a ring cut by
+    the micrograph's edge) that are at most a disc ``largest`` px across, touch the edge along at most
+    twice as many pixels as they touch their membrane (a cut disc's chord is shorter than its arc; the
+    pixel rim undercounts a diagonal arc) and touch no two opposite edges. The open background is
+    larger than a particle; in an image not much larger than one it lies along the edges or spans the
+    image (a property test found a 1 x 2 image made one "ring" of the whole image), and an image no
+    larger than a particle on either side gets none."""
+    if min(membrane.shape) <= largest:
+        return np.zeros(membrane.shape, bool)   # no room beside a cut particle for the background to be larger
+    framed = np.pad(membrane, 1, constant_values=True)
+    regions, count = ndimage.label(fill_holes(framed)[1:-1, 1:-1] & ~enclosed)
+    if count == 0:
+        return np.zeros(membrane.shape, bool)
+    area = np.bincount(regions.ravel(), minlength=count + 1)
+    border = np.ones(regions.shape, bool)
+    border[1:-1, 1:-1] = False
+    on_edge = np.bincount(regions[border], minlength=count + 1)
+    rim = (regions > 0) & ~ndimage.binary_erosion(regions > 0) & ~border
+    on_membrane = np.bincount(regions[rim], minlength=count + 1)
+
+    def touches(side):
+        return np.bincount(side, minlength=count + 1) > 0
+
+    # cut twice, by opposite edges: wider than the image, not a particle in it
+    across = (touches(regions[0]) & touches(regions[-1])) | (touches(regions[:, 0]) & touches(regions[:, -1]))
+    ring = (area <= math.pi / 4 * largest ** 2) & (on_edge <= 2 * on_membrane) & ~across
+    ring[0] = False
+    return ring[regions]
+
+
 def _split_between_lumens(enclosed: np.ndarray, lumens: np.ndarray, n: int) -> np.ndarray:
     """int32 labels 1..m of the rings: each region of ``enclosed`` with one lumen (of ``lumens``, 1..n)
     is one ring; a region with several is split between the lumens whose inscribed radius
@@ -215,14 +246,7 @@ def ring_objects(image: np.ndarray, polarity: str = "dark", min_diameter: float 
     membrane = morphology.closing(membrane, morphology.disk(1))
     enclosed = fill_holes(membrane)
     if edge_closes_up_to:
-        # A ring cut by the micrograph's edge: its lumen is closed by the edge. Regions closed only with
-        # the edge's help, up to this diameter's disc (not the open background), are enclosed too.
-        framed = np.pad(membrane, 1, constant_values=True)
-        by_edge, count = ndimage.label(fill_holes(framed)[1:-1, 1:-1] & ~enclosed)
-        if count:
-            small = np.bincount(by_edge.ravel(), minlength=count + 1) <= math.pi / 4 * edge_closes_up_to ** 2
-            small[0] = False
-            enclosed |= small[by_edge]
+        enclosed |= _closed_by_edge(membrane, enclosed, edge_closes_up_to)
     # A lumen nested in another's hole (the bilayers of one multilamellar vesicle) joins it.
     lumens, n = ndimage.label(fill_holes(enclosed & ~membrane))
     if n == 0:
