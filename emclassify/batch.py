@@ -36,7 +36,9 @@ from ._native import backend_description
 from ._version import __version__
 from .assets import default_model_path
 from .events import BatchClassified, BatchStarted, Progress, emit
-from .inference import DEFAULT_BATCH_SIZE, BatchResult, CancelToken, Classifier, FileResult, classify_folder
+from .inference import (DEFAULT_BATCH_SIZE, BatchResult, CancelToken, Classifier, FileResult, classify_folder,
+                        region_fell_back)
+from .input_decision import trained_on_masks
 from .atomic import write_bytes_atomic, write_text_atomic
 from .io import IMAGE_EXTENSIONS, DatasetError, FolderListing, list_images
 from .modelfile import ModelFileError, file_sha256, load_model, software_versions, utc_now
@@ -378,6 +380,9 @@ def build_summary(
         "sizes": {**size_summary(results, list(card.classes)),
                   **({"histogram": size_histogram} if size_histogram else {})},
         "size_warnings": sum(1 for r in results if any(SIZE_NOTE in w for w in r.warnings)),
+        # particles classified from a region not cut by their mask, by a model that learnt mask-cut ones
+        "mask_fallbacks": (sum(1 for r in results if r.ok and region_fell_back(r.warnings))
+                           if trained_on_masks(card.preprocess, card.training) else 0),
         "errors": errors,
         "ignored_non_image": ignored,
         "unreadable_entries": [{"path": p, "reason": why} for p, why in unreadable],

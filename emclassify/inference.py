@@ -174,6 +174,17 @@ LARGE_IMAGE_PIXELS = 2**20
 from .defaults import DEFAULT_BATCH_SIZE  # noqa: E402
 # Activation memory one batch may take (see Classifier.images_per_batch).
 BATCH_MEMORY_BYTES = 2**30
+# How a row's warnings say that no given mask cut its region (load_for_model); the run counts such rows
+# (emclassify.batch.build_summary) because a model trained on mask-cut particles sees another view in them.
+NO_MASK_NOTE = "no mask found"
+EMPTY_MASK_NOTE = "mask is empty"
+
+
+def region_fell_back(warnings: Sequence[str]) -> bool:
+    """True when a row of a model whose input uses masks (``crop``, ``mask``) was cut without a given
+    mask: a warning starts with :data:`NO_MASK_NOTE` or :data:`EMPTY_MASK_NOTE`. Only the prefix is
+    compared, since a record read back from its CSV has its warnings split at "; "."""
+    return any(w.startswith((NO_MASK_NOTE, EMPTY_MASK_NOTE)) for w in warnings)
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -224,15 +235,15 @@ def load_for_model(sample: Sample, root: Path, cfg: PreprocessConfig, want_featu
             return _Loaded(result)
         result.mask = _relative(sample.mask, root)
         if cfg.uses_mask and not given.any():
-            result.warnings.append(f"mask is empty; central crop with {cfg.margin} px margin used")
+            result.warnings.append(f"{EMPTY_MASK_NOTE}; central crop with {cfg.margin} px margin used")
     auto = None
     if given is None and (cfg.mode == "mask" or want_features):
         auto = auto_mask(loaded.array)
     if cfg.mode == "mask" and given is None:
-        result.warnings.append("no mask found; automatic segmentation used"
+        result.warnings.append(f"{NO_MASK_NOTE}; automatic segmentation used"
                                + ("" if auto.any() else f" (found nothing; central crop with {cfg.margin} px margin)"))
     elif cfg.mode == "crop" and given is None:
-        result.warnings.append(f"no mask found; central crop with {cfg.margin} px margin used")
+        result.warnings.append(f"{NO_MASK_NOTE}; central crop with {cfg.margin} px margin used")
     if want_features and given is None:
         result.warnings.append("no mask found; handcrafted features from automatic segmentation")
     region_mask = given if given is not None else (auto if cfg.mode == "mask" else None)

@@ -75,6 +75,24 @@ def image_side_stats(samples: Sequence[Sample], seed: int = 0) -> Dict:
             "shorter_median": int(np.median(shorter))}
 
 
+def trained_on_masks(preprocess: PreprocessConfig, training: Dict) -> bool:
+    """Whether a model's network saw particles cut out by given masks in training: its input mode uses
+    a mask (``crop``, ``mask``) and its training images had masks for at least
+    :data:`MASK_SHARE_FOR_CROP` of them (the card's ``training.input_decision``). A card without that
+    record (models made before it, the bundled one among them) counts as trained on masks when its mode
+    uses them: a ``crop`` model trained on margin crops records its decision.
+
+    preprocess: the card's :class:`PreprocessConfig`; training: the card's ``training`` dict.
+    """
+    if not preprocess.uses_mask:
+        return False
+    decision = training.get("input_decision") or {}
+    images, with_mask = decision.get("images"), decision.get("with_mask")
+    if not images or with_mask is None:
+        return True
+    return with_mask / images >= MASK_SHARE_FOR_CROP
+
+
 def size_warning(height: int, width: int, stats: Dict) -> str:
     """A row warning when an image is far larger (or smaller) than the model's training images, else ""."""
     if not stats:
@@ -201,4 +219,4 @@ def describe(pcfg: PreprocessConfig, record: Dict) -> str:
 
 
 __all__ = ["AUTO", "DEFAULT_MARGIN", "DEFAULT_MODE", "DEFAULT_SIZE", "auto_size", "decide_preprocess", "describe",
-           "image_side_stats", "size_warning"]
+           "image_side_stats", "size_warning", "trained_on_masks"]

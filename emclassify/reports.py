@@ -281,6 +281,26 @@ def doubt_headline(summary: Dict) -> Optional[str]:
             "whose particles are in doubt (their rows' warnings say why)")
 
 
+def run_warnings(summary: Dict) -> List[str]:
+    """What a batch summary says degrades the whole run's figures, one sentence each, for the CLI and
+    the GUI alike (the micrographs in doubt have their own lines: :func:`doubt_headline`)."""
+    out = []
+    if summary.get("size_warnings"):
+        out.append(f"{summary['size_warnings']} image(s) are far larger or smaller than the images this model was "
+                   "trained on (whole micrographs?); their predictions are unreliable (see 'warnings' in the CSV)")
+    fallbacks = summary.get("mask_fallbacks")
+    if fallbacks:
+        pre = summary.get("model", {}).get("preprocess", {})
+        how = ("by automatic segmentation" if pre.get("mode") == "mask"
+               else f"as a central crop with a {pre.get('margin', '?')} px margin")
+        ok = summary.get("files", {}).get("ok", fallbacks)
+        out.append(f"{fallbacks} of the {ok} images classified had no mask, but this model learnt particles cut out "
+                   f"by their masks: these were cut {how} instead, and their predictions are much less reliable. "
+                   "Give the masks (a masks/ folder mirroring the images, <name>_mask files beside them, or a 'mask' "
+                   "column in manifest.csv), or train a model on images like these")
+    return out
+
+
 def format_summary(summary: Dict) -> str:
     """Terminal text of a batch summary."""
     files = summary["files"]
@@ -323,10 +343,7 @@ def format_summary(summary: Dict) -> str:
     if measured:
         lines.append(f"  diameter ({unit_name}, median [IQR]): " + "; ".join(
             f"{c} {v['median']:.1f} [{v['q1']:.1f}-{v['q3']:.1f}]" for c, v in measured.items()))
-    if summary.get("size_warnings"):
-        lines.append(f"  WARNING: {summary['size_warnings']} image(s) are far larger or smaller than the images this "
-                     "model was trained on (whole micrographs?); their predictions are unreliable (see 'warnings' in "
-                     "the CSV)")
+    lines.extend(f"  WARNING: {w}" for w in run_warnings(summary))
     flagged = flagged_micrographs(summary)
     if flagged:
         lines.append(f"  WARNING: {doubt_headline(summary)}:")

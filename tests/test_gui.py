@@ -264,6 +264,22 @@ def test_selftest_entry_point(tmp_path):
     assert not [p for p in scratch.iterdir() if p.name.startswith("emclassify-selftest-")]  # its settings removed
 
 
+def test_a_run_whose_images_lack_the_masks_the_model_learnt_says_so(window, tmp_path):
+    """The run-level warning of the core (emclassify.reports.run_warnings) reaches the window."""
+    import shutil
+    from pathlib import Path
+
+    import emclassify
+
+    bare = tmp_path / "bare"
+    shutil.copytree(Path(emclassify.__file__).parent / "data" / "samples" / "images", bare)  # the masks left behind
+    out = tmp_path / "bare.csv"
+    run_batch(bare, out=out)
+    tab = window.classify
+    assert tab.open_results(out)
+    assert "40 of the 40 images classified had no mask" in tab.message.text()
+
+
 def test_open_headless_results_for_review_and_unsaved_warning(qtbot, window, folder_with_corrupt_file, tmp_path,
                                                               monkeypatch):
     from PySide6.QtWidgets import QMessageBox

@@ -473,6 +473,55 @@ def test_batch_warns_about_images_unlike_the_training_images(tmp_path):
     assert outcome.summary["size_warnings"] == 1
 
 
+def test_trained_on_masks_reads_the_cards_input_decision():
+    from emclassify.input_decision import trained_on_masks
+
+    crop, surround = PreprocessConfig(mode="crop"), PreprocessConfig(mode="surround")
+    assert trained_on_masks(crop, {})   # no record (models made before it): its mode uses masks
+    assert trained_on_masks(crop, {"input_decision": {"images": 10, "with_mask": 5}})
+    assert not trained_on_masks(crop, {"input_decision": {"images": 10, "with_mask": 4}})   # margin crops
+    assert not trained_on_masks(surround, {})
+    assert trained_on_masks(PreprocessConfig(mode="mask"), {"input_decision": {"images": 3, "with_mask": 3}})
+
+
+def test_batch_warns_when_a_model_trained_on_masks_meets_images_without_them(tmp_path, capsys):
+    """A model that learnt mask-cut particles sees central crops where images have no masks (on the
+    bundled samples 23 of 40 right against 36 of 40): counted in the summary, a WARNING in the CLI."""
+    import shutil
+
+    from emclassify.batch import run_batch
+
+    synth.generate(tmp_path / "d", "lamellarity", 30, seed=7, proportions=(0.5, 0.4, 0.1))
+    model = tmp_path / "m.safetensors"
+    assert main(["train", str(tmp_path / "d"), "--out", str(model), "--arch", "lipnet1", "--size", "24",
+                 "--epochs", "1"]) == 0
+    card = read_card(model)
+    assert card.preprocess.mode == "crop" and card.training["input_decision"]["with_mask"] == 30
+    masked = run_batch(tmp_path / "d", model=model, out=tmp_path / "masked.csv")
+    assert masked.summary["mask_fallbacks"] == 0
+    bare = tmp_path / "bare"
+    shutil.copytree(tmp_path / "d" / "images", bare)
+    outcome = run_batch(bare, model=model, out=tmp_path / "bare.csv")
+    assert outcome.summary["mask_fallbacks"] == outcome.summary["files"]["ok"] == 30
+    from emclassify.batch import BatchRun
+
+    reopened = BatchRun.from_csv(tmp_path / "bare.csv")   # the record read back (its warnings split at "; ")
+    assert reopened.summary(tmp_path / "bare.csv")["mask_fallbacks"] == 30
+    capsys.readouterr()
+    main(["batch", str(bare), "--model", str(model), "--out", str(tmp_path / "bare2.csv")])
+    printed = capsys.readouterr().out
+    assert "WARNING: 30 of the 30 images classified had no mask" in printed and "central crop" in printed
+
+    # a crop model trained on margin crops (no masks) sees in them what it learnt: no warning
+    unmasked = tmp_path / "u"
+    shutil.copytree(bare, unmasked / "images")
+    plain = tmp_path / "plain.safetensors"
+    assert main(["train", str(unmasked), "--out", str(plain), "--arch", "lipnet1", "--mode", "crop", "--size", "24",
+                 "--epochs", "1"]) == 0
+    assert read_card(plain).training["input_decision"]["with_mask"] == 0
+    assert run_batch(bare, model=plain, out=tmp_path / "plain.csv").summary["mask_fallbacks"] == 0
+
+
 def test_test_time_augmentation_averages_the_eight_views():
     from emclassify.models import create_model, d4_views, model_logits
 

@@ -18,7 +18,7 @@ from emclassify.batch import BatchError, BatchRun
 from emclassify.events import BatchClassified, BatchStarted
 from emclassify.inference import DEFAULT_BATCH_SIZE, FileResult
 from emclassify.modelfile import ModelFileError, load_model
-from emclassify.reports import doubt_headline, flagged_micrographs
+from emclassify.reports import doubt_headline, flagged_micrographs, run_warnings
 
 from .charts import CompositionChart
 from .imaging import ThumbnailCache
@@ -509,9 +509,7 @@ class ClassifyTab(QWidget):
             first = self.summary["errors"][0]
             notes.append(f"{errors} file(s) could not be classified, e.g. {first['path']}: {first['error']}. "
                          "Tick 'errors only' to see them all.")
-        if self.summary.get("size_warnings"):
-            notes.append(f"{self.summary['size_warnings']} image(s) are far larger or smaller than the images this "
-                         "model was trained on (whole micrographs?): their predictions are unreliable.")
+        notes.extend(f"{w}." for w in run_warnings(self.summary))
         doubt = doubt_headline(self.summary)
         if doubt:
             first = flagged_micrographs(self.summary)[0]
