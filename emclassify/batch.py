@@ -30,7 +30,7 @@ import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ._native import backend_description
 from ._version import __version__
@@ -38,6 +38,7 @@ from .assets import default_model_path
 from .events import BatchClassified, BatchStarted, Progress, emit
 from .inference import (DEFAULT_BATCH_SIZE, BatchResult, CancelToken, Classifier, FileResult, classify_folder,
                         region_fell_back)
+from .contrast import card_polarity, has_other_contrast_note
 from .input_decision import trained_on_masks
 from .atomic import write_bytes_atomic, write_text_atomic
 from .io import IMAGE_EXTENSIONS, DatasetError, FolderListing, list_images
@@ -383,11 +384,22 @@ def build_summary(
         # particles classified from a region not cut by their mask, by a model that learnt mask-cut ones
         "mask_fallbacks": (sum(1 for r in results if r.ok and region_fell_back(r.warnings))
                            if trained_on_masks(card.preprocess, card.training) else 0),
+        **({"other_contrast": other_contrast_count(results, polarity)}
+           if (polarity := card_polarity(card.data)) else {}),
         "errors": errors,
         "ignored_non_image": ignored,
         "unreadable_entries": [{"path": p, "reason": why} for p, why in unreadable],
         "elapsed_s": round(elapsed, 3),
     }
+
+
+def other_contrast_count(results: Sequence[FileResult], polarity: str) -> Dict:
+    """The summary's ``other_contrast``: the model's training particles' ``polarity``, the classified
+    particles with a mask (a given one, or the finder's) and how many of those are of the other
+    contrast (:func:`emclassify.contrast.other_contrast_warning` on their rows)."""
+    masked = [r for r in results if r.ok and (r.mask or r.particle is not None)]
+    return {"polarity": polarity, "with_mask": len(masked),
+            "particles": sum(1 for r in masked if has_other_contrast_note(r.warnings))}
 
 
 class BatchRun:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from . import ops
+from .contrast import card_polarity, mask_contrast, other_contrast_warning
 from .features import FeatureCache, particle_features
 from .finding.detections import Particle, ParticleSize
 from .input_decision import size_warning
@@ -125,6 +126,20 @@ class Classifier:
         return max(1, min(requested, BATCH_MEMORY_BYTES // per_image))
 
     @property
+    def training_image_sides(self) -> Optional[dict]:
+        """The card's ``data.image_sides_px`` (:func:`~emclassify.input_decision.image_side_stats`) when
+        complete, else None (models made before it): what :func:`size_warning` compares with."""
+        sides = self.card.data.get("image_sides_px") if isinstance(self.card.data, dict) else None
+        keys = ("longer_p95", "shorter_p5", "shorter_median", "longer_median")
+        return sides if isinstance(sides, dict) and all(isinstance(sides.get(k), int) for k in keys) else None
+
+    @property
+    def particle_polarity(self) -> Optional[str]:
+        """``dark`` or ``bright``: the contrast of the particles the model learnt (the card's
+        ``data.particle_contrast``, :mod:`emclassify.contrast`); None when mixed or not recorded."""
+        return card_polarity(self.card.data)
+
+    @property
     def needs_features(self) -> bool:
         """True when the model takes handcrafted features (SVM, fusion)."""
         return self.kind != "image"
@@ -196,7 +211,7 @@ def _relative(path: Path, root: Path) -> str:
 
 def load_for_model(sample: Sample, root: Path, cfg: PreprocessConfig, want_features: bool = False,
                    cache: Optional[FeatureCache] = None, prepare_large: bool = False,
-                   pixel_size_nm: Optional[float] = None) -> _Loaded:
+                   pixel_size_nm: Optional[float] = None, polarity: Optional[str] = None) -> _Loaded:
     """Decode one sample and its mask as the model needs; errors become an error row.
 
     Mask rule: ``surround`` reads no mask (unless features are wanted). ``crop`` uses
@@ -207,7 +222,9 @@ def load_for_model(sample: Sample, root: Path, cfg: PreprocessConfig, want_featu
 
     A region under :data:`~emclassify.preprocess.MIN_REGION_SIDE` px is an error row (too small
     to classify). prepare_large: preprocess images over :data:`LARGE_IMAGE_PIXELS` here and keep
-    only the model input. pixel_size_nm: overrides the file's own (for the nm sizes).
+    only the model input. pixel_size_nm: overrides the file's own (for the nm sizes). polarity: the
+    contrast of the model's training particles (:attr:`Classifier.particle_polarity`); a particle with a
+    given mask of the other contrast is noted on its row (:func:`emclassify.contrast.other_contrast_warning`).
     """
     result = FileResult(path=sample.relpath)
     if has_undecodable_name(sample.path):
@@ -236,6 +253,9 @@ def load_for_model(sample: Sample, root: Path, cfg: PreprocessConfig, want_featu
         result.mask = _relative(sample.mask, root)
         if cfg.uses_mask and not given.any():
             result.warnings.append(f"{EMPTY_MASK_NOTE}; central crop with {cfg.margin} px margin used")
+        note = other_contrast_warning(mask_contrast(loaded.array, given), polarity) if polarity else ""
+        if note:
+            result.warnings.append(note)
     auto = None
     if given is None and (cfg.mode == "mask" or want_features):
         auto = auto_mask(loaded.array)
@@ -325,13 +345,12 @@ def classify_folder(
     done = 0
 
     prepare_large = classifier.kind != "features"
-    sides = classifier.card.data.get("image_sides_px") if isinstance(classifier.card.data, dict) else None
-    keys = ("longer_p95", "shorter_p5", "shorter_median", "longer_median")
-    sides = sides if isinstance(sides, dict) and all(isinstance(sides.get(k), int) for k in keys) else None
+    sides = classifier.training_image_sides
+    polarity = classifier.particle_polarity
 
     def load_batch(batch: Sequence[Sample]) -> List[_Loaded]:
         return list(pool.map(lambda s: load_for_model(s, listing.root, cfg, classifier.needs_features, cache,
-                                                      prepare_large, pixel_size_nm), batch))
+                                                      prepare_large, pixel_size_nm, polarity), batch))
 
     workers = default_decode_workers() if workers is None else max(1, workers)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="emclassify-read") as pool:

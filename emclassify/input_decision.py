@@ -36,7 +36,8 @@ from typing import Dict, Sequence, Tuple
 import numpy as np
 
 from .defaults import AUTO, AUTO_SIZE_RANGE, DEFAULT_MARGIN, DEFAULT_MODE, DEFAULT_SIZE
-from .io import ImageReadError, Sample, read_image
+from .contrast import mask_contrast, polarity_record
+from .io import ImageReadError, Sample, read_image, read_mask
 from .preprocess import MIN_REGION_SIDE, PreprocessConfig
 
 MASK_SHARE_FOR_CROP = 0.5
@@ -47,12 +48,17 @@ SIZE_SAMPLE = 400  # images measured for the decision (a seeded sample of larger
 UNIFORM_SHARE = 0.9  # share of square regions of the median side that makes a set "one size"
 
 
-def _image_sides(samples: Sequence[Sample], seed: int = 0) -> np.ndarray:
+def _seeded_sample(samples: Sequence[Sample], seed: int) -> Sequence[Sample]:
+    """At most :data:`SIZE_SAMPLE` of ``samples``, a seeded random choice kept in their order."""
+    if len(samples) <= SIZE_SAMPLE:
+        return samples
     rng = np.random.default_rng(seed)
-    pick = samples if len(samples) <= SIZE_SAMPLE else [samples[i] for i in
-                                                        sorted(rng.choice(len(samples), SIZE_SAMPLE, replace=False))]
+    return [samples[i] for i in sorted(rng.choice(len(samples), SIZE_SAMPLE, replace=False))]
+
+
+def _image_sides(samples: Sequence[Sample], seed: int = 0) -> np.ndarray:
     sides = []
-    for s in pick:
+    for s in _seeded_sample(samples, seed):
         try:
             img = read_image(s.path, checksum=False).array
         except ImageReadError:
@@ -73,6 +79,26 @@ def image_side_stats(samples: Sequence[Sample], seed: int = 0) -> Dict:
     return {"n": int(len(sides)), "longer_median": int(np.median(longer)),
             "longer_p95": int(np.percentile(longer, 95)), "shorter_p5": int(np.percentile(shorter, 5)),
             "shorter_median": int(np.median(shorter))}
+
+
+def particle_contrast_stats(samples: Sequence[Sample], seed: int = 0) -> Dict:
+    """The contrast of the masked training particles (:func:`emclassify.contrast.polarity_record`: how
+    many were measured, the share darker than the ring around their mask, the polarity), from a seeded
+    sample of at most ``SIZE_SAMPLE`` of them; {} without masks. Stored in the model card
+    (``data.particle_contrast``) so ``batch`` can flag particles of the other contrast."""
+    masked = [s for s in samples if s.mask is not None]
+    if not masked:
+        return {}
+    diffs = []
+    for s in _seeded_sample(masked, seed):
+        try:
+            img = read_image(s.path, checksum=False).array
+            diff = mask_contrast(img, read_mask(s.mask, img.shape))
+        except ImageReadError:
+            continue
+        if diff is not None:
+            diffs.append(diff)
+    return polarity_record(diffs)
 
 
 def trained_on_masks(preprocess: PreprocessConfig, training: Dict) -> bool:
@@ -111,12 +137,8 @@ def size_warning(height: int, width: int, stats: Dict) -> str:
 
 def _mask_regions(samples: Sequence[Sample], seed: int = 0) -> np.ndarray:
     """Longer side (px) of the mask's bounding box for a seeded sample of the masked images."""
-    rng = np.random.default_rng(seed)
-    masked = [s for s in samples if s.mask is not None]
-    if len(masked) > SIZE_SAMPLE:
-        masked = [masked[i] for i in sorted(rng.choice(len(masked), SIZE_SAMPLE, replace=False))]
     out = []
-    for s in masked:
+    for s in _seeded_sample([s for s in samples if s.mask is not None], seed):
         try:
             m = read_image(s.mask, checksum=False).array != 0
         except ImageReadError:
@@ -219,4 +241,4 @@ def describe(pcfg: PreprocessConfig, record: Dict) -> str:
 
 
 __all__ = ["AUTO", "DEFAULT_MARGIN", "DEFAULT_MODE", "DEFAULT_SIZE", "auto_size", "decide_preprocess", "describe",
-           "image_side_stats", "size_warning", "trained_on_masks"]
+           "image_side_stats", "particle_contrast_stats", "size_warning", "trained_on_masks"]

@@ -37,6 +37,7 @@ from .defaults import DEFAULT_MARGIN
 from .finding import Detections, cut_out
 from .finding.detections import cut_by, without_border_particles
 from .inference import BatchResult, CancelToken, Classifier, FileResult, batched
+from .contrast import mask_contrast, other_contrast_warning
 from .input_decision import size_warning
 from .io import FolderListing, ImageReadError, Sample, read_image
 from .runtime import cpu_threads_beside
@@ -166,6 +167,7 @@ def micrograph_rows(found: FoundMicrograph, classifier: Classifier, context: int
                            height=found.image.shape[0], width=found.image.shape[1],
                            warnings=found.notes + found.doubts + ["no particles found"])]
     cfg = classifier.config
+    polarity = classifier.particle_polarity
     rows: List[FileResult] = []
     todo = []
     for p in det.particles:
@@ -174,6 +176,9 @@ def micrograph_rows(found: FoundMicrograph, classifier: Classifier, context: int
                        size=p.size, particle=p, warnings=found.doubts)
         if p.touches_border:
             r.warnings.append(BORDER_NOTE)
+        contrast = other_contrast_warning(mask_contrast(crop, mask), polarity) if polarity else ""
+        if contrast:
+            r.warnings.append(contrast)
         problem = cfg.region_problem(crop.shape[0], crop.shape[1], mask)
         if problem is not None:
             r.status, r.error = "error", problem
@@ -219,9 +224,7 @@ def classify_micrographs(
     total = len(todo)
     context = crop_context(classifier.card)
     batch_size = classifier.images_per_batch(batch_size)
-    sides = classifier.card.data.get("image_sides_px") if isinstance(classifier.card.data, dict) else None
-    keys = ("longer_p95", "shorter_p5", "shorter_median", "longer_median")
-    sides = sides if isinstance(sides, dict) and all(isinstance(sides.get(k), int) for k in keys) else None
+    sides = classifier.training_image_sides
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="emclassify-find") as pool:
         searches = deque([pool.submit(find_in, todo[0], finder, pixel_size_nm)] if todo else [])

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
 from .atomic import write_text_atomic
+from .contrast import OTHER_CONTRAST_RUN_SHARE
 from .finding.detections import Particle, ParticleSize
 from .inference import FileResult
 from .io import sort_key
@@ -298,6 +299,13 @@ def run_warnings(summary: Dict) -> List[str]:
                    f"by their masks: these were cut {how} instead, and their predictions are much less reliable. "
                    "Give the masks (a masks/ folder mirroring the images, <name>_mask files beside them, or a 'mask' "
                    "column in manifest.csv), or train a model on images like these")
+    other = summary.get("other_contrast") or {}
+    if other.get("particles") and other["particles"] > OTHER_CONTRAST_RUN_SHARE * other.get("with_mask", 0):
+        this, learnt = ("brighter", "darker") if other.get("polarity") == "dark" else ("darker", "brighter")
+        out.append(f"{other['particles']} of the {other['with_mask']} particles measured against their masks are {this} "
+                   f"than their surroundings, but this model learnt {learnt} particles (negative stain, or inverted "
+                   "images?): their predictions are unreliable; classify them with a model trained on particles of "
+                   "their contrast")
     return out
 
 

@@ -18,9 +18,10 @@ from emclassify.finding.evaluate import end_to_end_scores, micrograph_folds
 from emclassify.finding.finderfile import FinderCard, format_finder_card, load_finder, save_finder
 from emclassify.finding.learned import MIN_PARTICLES_COMPARED, instances_from_maps
 from emclassify.finding.matching import InstanceMatch, match_instances
-from emclassify.finding.training import (PEAK_THRESHOLDS, POLARITY_AGREEMENT, FinderTrainSettings,
+from emclassify.contrast import POLARITY_AGREEMENT, particle_contrasts
+from emclassify.finding.training import (PEAK_THRESHOLDS, FinderTrainSettings,
                                          FinderTrainingError, OutlinedMicrograph, centreness_target,
-                                         choose_peak_threshold, load_outlined, particle_contrasts, particle_polarity,
+                                         choose_peak_threshold, load_outlined, particle_polarity,
                                          train_finder, train_network)
 from emclassify.finding.evaluate import outlined_micrographs
 from emclassify.finding.unet import FinderNet, normalise_micrograph, predict_maps

@@ -30,6 +30,7 @@ from scipy import ndimage
 from skimage.segmentation import relabel_sequential
 
 from .. import ops
+from ..contrast import particle_contrasts, polarity_record
 from ..defaults import FINDER_TRAINING
 from ..events import FinderStep, Progress, emit
 from ..io import ImageReadError, read_image
@@ -49,11 +50,6 @@ PEAK_THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
 # one micrograph): ~1.5 min of the network on 2 cores (BENCHMARKS.md "Throughput of the learned
 # finder"), whatever the micrographs' number and size. All 31 NanoShapes micrographs are 5.4 Mpx.
 PEAK_CHOICE_MEGAPIXELS = 64.0
-# A finder's training particles have one contrast (the card's polarity) when at least this share of
-# them is darker (or brighter) than a ring POLARITY_RING_PX wide around them: on the 31 NanoShapes
-# micrographs 98.9 % of the 3,231 particles with unoutlined pixels around them are darker.
-POLARITY_AGREEMENT = 0.8
-POLARITY_RING_PX = 3
 MIN_AREA_SHARE = 0.25   # objects under this share of the training particles' 5th-percentile area are dropped
 MIN_MICROGRAPHS = 2
 
@@ -322,33 +318,13 @@ def choose_peak_threshold(finder: LearnedFinder, data: Sequence[OutlinedMicrogra
                   "detection_scores": detection_score_reference(found_scores[best])}
 
 
-def particle_contrasts(norm: np.ndarray, labels: np.ndarray, ring_px: int = POLARITY_RING_PX) -> np.ndarray:
-    """float64 (n,): per outlined particle of ``labels`` (int H x W), its mean intensity in ``norm``
-    (float32 H x W, normalised by :func:`normalise_micrograph`) minus that of the unoutlined pixels
-    within ``ring_px`` of it; negative for a dark particle. Particles with no such pixels around them
-    (packed in) are left out."""
-    ids = np.unique(labels[labels > 0])
-    if not len(ids):
-        return np.zeros(0)
-    # each unoutlined pixel near particles takes the label of one of them (the largest id within reach)
-    ring = np.where(labels == 0, ndimage.grey_dilation(labels, size=2 * ring_px + 1), 0)
-    inside = np.asarray(ndimage.mean(norm, labels, ids))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        around = np.asarray(ndimage.mean(norm, ring, ids))   # NaN where a particle has no ring pixel
-    diff = inside - around
-    return diff[np.isfinite(diff)]
-
-
 def particle_polarity(data: Sequence[OutlinedMicrograph]) -> Tuple[Optional[str], Dict]:
-    """The contrast of the outlined particles: ``dark`` or ``bright`` when at least
-    :data:`POLARITY_AGREEMENT` of them agree (:func:`particle_contrasts`), else None (mixed), with
-    a record for the card (particles compared, share darker)."""
+    """The contrast of the outlined particles (:func:`emclassify.contrast.polarity_record`): ``dark`` or
+    ``bright`` when at least :data:`~emclassify.contrast.POLARITY_AGREEMENT` of them agree, else None
+    (mixed), with a record for the card (particles compared, share darker)."""
     diffs = np.concatenate([particle_contrasts(d.image, d.labels) for d in data]) if data else np.zeros(0)
-    if not len(diffs):
-        return None, {"particles": 0}
-    dark = float(np.mean(diffs < 0))
-    polarity = "dark" if dark >= POLARITY_AGREEMENT else "bright" if 1 - dark >= POLARITY_AGREEMENT else None
-    return polarity, {"particles": int(len(diffs)), "darker_share": round(dark, 4)}
+    record = polarity_record(diffs)
+    return record.pop("polarity"), record
 
 
 def detection_score_reference(scores: Sequence[float]) -> Dict:

@@ -34,7 +34,7 @@ def train(dataset: Dataset, pcfg: PreprocessConfig, cfg: TrainConfig, out, progr
     progress: receives :class:`~emclassify.events.Decoding` and :class:`~emclassify.events.EpochEnded`."""
     from .._version import __version__
     from ..assess import fit_assessed  # assess builds on this module's fitting
-    from ..input_decision import image_side_stats
+    from ..input_decision import image_side_stats, particle_contrast_stats
     from ..modelfile import ModelCard, save_model
 
     data = load_inputs(dataset.samples, pcfg, dataset.classes, want_features=True,
@@ -77,7 +77,9 @@ def train(dataset: Dataset, pcfg: PreprocessConfig, cfg: TrainConfig, out, progr
               "groups": len(set(groups)) if groups else 0, "group_aware_split": groups is not None,
               # which micrographs it learned from, so that find-eval can tell when it scores one of them
               "group_names": sorted({str(g) for g in groups if g is not None})[:MAX_GROUP_NAMES] if groups else [],
-              "image_sides_px": image_side_stats(dataset.samples), "emclassify": __version__},
+              "image_sides_px": image_side_stats(dataset.samples),
+              **({"particle_contrast": contrast} if (contrast := particle_contrast_stats(dataset.samples)) else {}),
+              "emclassify": __version__},
         features={"version": FEATURES_VERSION, "n": N_FEATURES} if uses_features else {},
     )
     path = save_model(out, res.model, card)
