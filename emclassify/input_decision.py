@@ -46,6 +46,10 @@ MASK_MODE_NOTE = ("mask mode generalises worse to micrographs not seen in traini
                   "or crop unless you have measured mask mode on held-out micrographs of your own")
 SIZE_SAMPLE = 400  # images measured for the decision (a seeded sample of larger sets)
 UNIFORM_SHARE = 0.9  # share of square regions of the median side that makes a set "one size"
+# A "micrograph" whose longer side is at most this many times the 95th percentile of the model's training
+# images is more likely one of those particle images (particle_image_warning). The bundled model's
+# sample images (~200 px) are under it, NanoShapes' 416 px micrographs against its ~80 px crops far over.
+PARTICLE_IMAGE_FACTOR = 1.5
 
 
 def _seeded_sample(samples: Sequence[Sample], seed: int) -> Sequence[Sample]:
@@ -71,7 +75,12 @@ def image_side_stats(samples: Sequence[Sample], seed: int = 0) -> Dict:
     """Shorter/longer image sides (px) of the training images: median and 5th/95th percentiles, from a
     seeded sample of at most ``SIZE_SAMPLE`` images. Stored in the model card (``data.image_sides_px``)
     so ``batch`` can warn about images far outside what the model was trained on."""
-    sides = _image_sides(samples, seed)
+    return side_stats(_image_sides(samples, seed))
+
+
+def side_stats(sides: np.ndarray) -> Dict:
+    """:func:`image_side_stats` of an int (n, 2) array of image (height, width); {} when empty."""
+    sides = np.asarray(sides, dtype=np.int64).reshape(-1, 2)
     if not len(sides):
         return {}
     longer = sides.max(axis=1)
@@ -133,6 +142,17 @@ def size_warning(height: int, width: int, stats: Dict) -> str:
         return ""
     return (f"image is {width}x{height} px but the model was trained on images of about "
             f"{stats['shorter_median']}-{stats['longer_median']} px ({what}); this prediction is unreliable")
+
+
+def particle_image_warning(height: int, width: int, stats: Dict) -> str:
+    """A warning for a file given as a whole micrograph that is about the size of the particle images
+    the model was trained on (its longer side at most :data:`PARTICLE_IMAGE_FACTOR` times their 95th
+    percentile), else "". Written without "; " (micrograph warnings are read back from the CSV)."""
+    if not stats or max(height, width) > PARTICLE_IMAGE_FACTOR * stats["longer_p95"]:
+        return ""
+    return (f"the file is {width}x{height} px, about the size of the particle images the model was trained on "
+            f"({stats['shorter_median']}-{stats['longer_median']} px): a particle image rather than a micrograph? "
+            "Classify particle images without --micrographs")
 
 
 def _mask_regions(samples: Sequence[Sample], seed: int = 0) -> np.ndarray:
@@ -241,4 +261,5 @@ def describe(pcfg: PreprocessConfig, record: Dict) -> str:
 
 
 __all__ = ["AUTO", "DEFAULT_MARGIN", "DEFAULT_MODE", "DEFAULT_SIZE", "auto_size", "decide_preprocess", "describe",
-           "image_side_stats", "particle_contrast_stats", "size_warning", "trained_on_masks"]
+           "image_side_stats", "particle_contrast_stats", "particle_image_warning", "side_stats", "size_warning",
+           "trained_on_masks"]

@@ -38,7 +38,7 @@ from .finding import Detections, cut_out
 from .finding.detections import cut_by, without_border_particles
 from .inference import BatchResult, CancelToken, Classifier, FileResult, batched
 from .contrast import mask_contrast, other_contrast_warning
-from .input_decision import size_warning
+from .input_decision import particle_image_warning, size_warning
 from .io import FolderListing, ImageReadError, Sample, read_image
 from .runtime import cpu_threads_beside
 
@@ -156,16 +156,21 @@ def find_in(sample: Sample, finder, pixel_size_nm: Optional[float] = None) -> Fo
 def micrograph_rows(found: FoundMicrograph, classifier: Classifier, context: int, batch_size: int,
                     sides: Optional[Dict]) -> List[FileResult]:
     """The CSV rows of one searched micrograph (steps 3-4 of the module doc): one per particle, or
-    one ``error`` / ``none_found`` row. sides: the model's training image sides (size warnings)."""
+    one ``error`` / ``none_found`` row. sides: the model's training image sides (size warnings, and the
+    doubt on a "micrograph" the size of those particle images)."""
     rel = found.sample.relpath
     if found.error is not None:
         return [FileResult(path=rel, sha256=found.sha256, status="error", error=found.error.reason,
                            warnings=list(found.warnings))]
     det = found.detections
+    doubts = found.doubts
+    small = particle_image_warning(found.image.shape[0], found.image.shape[1], sides) if sides else ""
+    if small:
+        doubts.append(MICROGRAPH_WARNING + small)
     if not det.particles:
         return [FileResult(path=rel, sha256=found.sha256, status="none_found",
                            height=found.image.shape[0], width=found.image.shape[1],
-                           warnings=found.notes + found.doubts + ["no particles found"])]
+                           warnings=found.notes + doubts + ["no particles found"])]
     cfg = classifier.config
     polarity = classifier.particle_polarity
     rows: List[FileResult] = []
@@ -173,7 +178,7 @@ def micrograph_rows(found: FoundMicrograph, classifier: Classifier, context: int
     for p in det.particles:
         crop, mask, _ = cut_out(found.image, det.labels, p, context)
         r = FileResult(path=rel, sha256=found.sha256, height=crop.shape[0], width=crop.shape[1],
-                       size=p.size, particle=p, warnings=found.doubts)
+                       size=p.size, particle=p, warnings=list(doubts))
         if p.touches_border:
             r.warnings.append(BORDER_NOTE)
         contrast = other_contrast_warning(mask_contrast(crop, mask), polarity) if polarity else ""

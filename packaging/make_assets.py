@@ -28,6 +28,7 @@ import torch
 from emclassify import metrics, ops, synth
 from emclassify.assets import DEFAULT_MODEL_NAME, data_dir
 from emclassify.contrast import mask_contrast, polarity_record
+from emclassify.input_decision import side_stats
 from emclassify.modelfile import ModelCard, save_model
 from emclassify.preprocess import PreprocessConfig
 from emclassify.training import InputSet, TrainConfig, fit, predict_logits
@@ -55,12 +56,14 @@ def tensors(n: int, seed: int, proportions, cfg: PreprocessConfig):
     return InputSet(x, None, y, [], [])
 
 
-def training_contrast() -> dict:
-    """The card's ``data.particle_contrast`` (:mod:`emclassify.contrast`): the training particles'
-    contrast against the ring around their masks (all 3,000; ``train`` samples 400 of larger sets)."""
-    items = synth.iter_particles(PROBLEM, TRAIN_N, seed=TRAIN_SEED, proportions=TRAIN_PROPORTIONS)
+def training_data_record() -> dict:
+    """What ``train`` records of its data for ``batch``'s checks, from all 3,000 training particles
+    (``train`` samples 400 of larger sets): ``image_sides_px`` (size warnings, and the doubt on a
+    "micrograph" the size of a particle image) and ``particle_contrast`` (:mod:`emclassify.contrast`)."""
+    items = list(synth.iter_particles(PROBLEM, TRAIN_N, seed=TRAIN_SEED, proportions=TRAIN_PROPORTIONS))
     diffs = [mask_contrast(it.image, it.mask) for it in items]
-    return polarity_record([d for d in diffs if d is not None])
+    return {"image_sides_px": side_stats([it.image.shape[:2] for it in items]),
+            "particle_contrast": polarity_record([d for d in diffs if d is not None])}
 
 
 def make_model(root: Path, epochs: int) -> None:
@@ -105,7 +108,7 @@ def make_model(root: Path, epochs: int) -> None:
             "validation": {"n": VAL_N, "seed": VAL_SEED, "proportions": list(TRAIN_PROPORTIONS)},
             "test": {"n": TEST_N, "seed": TEST_SEED, "proportions": list(synth.PROBLEMS[PROBLEM][1])},
             "fingerprint": f"synth:{PROBLEM}:train={TRAIN_SEED}x{TRAIN_N}",
-            "particle_contrast": training_contrast(),
+            **training_data_record(),
         },
     )
     path = save_model(root / "models" / DEFAULT_MODEL_NAME, res.model, card)

@@ -13,6 +13,7 @@ from emclassify import synth
 from emclassify.calibration import calibrate, expected_calibration_error, fit_temperature
 from emclassify.cli import main
 from emclassify.evaluation import cross_validate
+from emclassify.finding import make_finder
 from emclassify.guardrails import LATE_GAIN_MARGIN, MIN_CLASS_EXAMPLES, flags, majority_scores
 from emclassify.input_decision import decide_preprocess
 from emclassify.io import load_dataset
@@ -471,6 +472,33 @@ def test_batch_warns_about_images_unlike_the_training_images(tmp_path):
     assert any("whole micrograph?" in w for w in by["micrograph.tif"].warnings)
     assert not any("trained on images" in w for w in by["particle.tif"].warnings)
     assert outcome.summary["size_warnings"] == 1
+
+
+def test_the_bundled_model_knows_its_training_images_sizes(tmp_path):
+    """Its card records the sizes of its training images (packaging/make_assets.py), so a whole
+    micrograph given as a particle image is flagged, and particle images given as micrographs are too."""
+    import shutil
+
+    from emclassify.assets import default_model_path
+    from emclassify.batch import run_batch
+
+    sides = read_card(default_model_path()).data["image_sides_px"]
+    assert sides["n"] == 3000 and 150 < sides["shorter_median"] <= sides["longer_median"] < sides["longer_p95"]
+    folder = tmp_path / "one"
+    write_tiff(folder / "micrograph.tif", np.random.default_rng(0).integers(0, 255, (2048, 2048), dtype=np.uint8))
+    outcome = run_batch(folder, out=tmp_path / "r.csv")
+    assert outcome.summary["size_warnings"] == 1
+
+    particles = tmp_path / "particles"
+    shutil.copytree(default_model_path().parents[1] / "samples" / "images", particles)
+    outcome = run_batch(particles, out=tmp_path / "m.csv", finder=make_finder("classical"))
+    table = outcome.summary["micrographs"]
+    assert len(table) == 40
+    assert all(any("a particle image rather than a micrograph?" in w for w in m["warnings"]) for m in table)
+    fields = tmp_path / "fields"
+    synth.generate_micrographs(fields, "lamellarity", 1, seed=5, side=512, per_micrograph=6)
+    field = run_batch(fields / "images", out=tmp_path / "f.csv", finder=make_finder("classical"))
+    assert not any("particle image rather" in w for m in field.summary["micrographs"] for w in m["warnings"])
 
 
 def test_trained_on_masks_reads_the_cards_input_decision():
