@@ -110,6 +110,27 @@ def particle_contrast_stats(samples: Sequence[Sample], seed: int = 0) -> Dict:
     return polarity_record(diffs)
 
 
+def training_data_summary(card_data: Dict) -> str:
+    """One line on what a classifier's training images were like, from its card's ``data`` (what
+    ``batch`` compares new images with: their size and their particles' contrast); "" when the card
+    records neither (models made before)."""
+    parts = []
+    sides = card_data.get("image_sides_px") if isinstance(card_data, dict) else None
+    if isinstance(sides, dict) and "shorter_median" in sides and "longer_median" in sides:
+        parts.append(f"images of about {sides['shorter_median']}-{sides['longer_median']} px")
+    contrast = card_data.get("particle_contrast") if isinstance(card_data, dict) else None
+    if isinstance(contrast, dict) and contrast.get("particles"):
+        darker = 100 * float(contrast.get("darker_share", 0.0))
+        polarity = contrast.get("polarity")
+        if polarity == "dark":
+            parts.append(f"particles darker than their surroundings ({darker:.1f} % of them)")
+        elif polarity == "bright":
+            parts.append(f"particles brighter than their surroundings ({100 - darker:.1f} % of them)")
+        else:
+            parts.append(f"particles of mixed contrast ({darker:.1f} % darker than their surroundings)")
+    return ", ".join(parts)
+
+
 def trained_on_masks(preprocess: PreprocessConfig, training: Dict) -> bool:
     """Whether a model's network saw particles cut out by given masks in training: its input mode uses
     a mask (``crop``, ``mask``) and its training images had masks for at least
@@ -262,4 +283,4 @@ def describe(pcfg: PreprocessConfig, record: Dict) -> str:
 
 __all__ = ["AUTO", "DEFAULT_MARGIN", "DEFAULT_MODE", "DEFAULT_SIZE", "auto_size", "decide_preprocess", "describe",
            "image_side_stats", "particle_contrast_stats", "particle_image_warning", "side_stats", "size_warning",
-           "trained_on_masks"]
+           "trained_on_masks", "training_data_summary"]

@@ -278,6 +278,9 @@ def test_a_run_whose_images_lack_the_masks_the_model_learnt_says_so(window, tmp_
     tab = window.classify
     assert tab.open_results(out)
     assert "40 of the 40 images classified had no mask" in tab.message.text()
+    # and what the model learnt from is shown with it (emclassify.input_decision.training_data_summary)
+    assert "trained on: images of about" in tab.card.toPlainText()
+    assert "particles darker than their surroundings" in tab.card.toPlainText()
 
 
 def test_open_headless_results_for_review_and_unsaved_warning(qtbot, window, folder_with_corrupt_file, tmp_path,

@@ -15,7 +15,7 @@ from emclassify.cli import main
 from emclassify.evaluation import cross_validate
 from emclassify.finding import make_finder
 from emclassify.guardrails import LATE_GAIN_MARGIN, MIN_CLASS_EXAMPLES, flags, majority_scores
-from emclassify.input_decision import decide_preprocess
+from emclassify.input_decision import decide_preprocess, training_data_summary
 from emclassify.io import load_dataset
 from emclassify.modelfile import load_model, read_card
 from emclassify.preprocess import MIN_REGION_SIDE, PreprocessConfig
@@ -482,8 +482,15 @@ def test_the_bundled_model_knows_its_training_images_sizes(tmp_path):
     from emclassify.assets import default_model_path
     from emclassify.batch import run_batch
 
-    sides = read_card(default_model_path()).data["image_sides_px"]
+    data = read_card(default_model_path()).data
+    sides = data["image_sides_px"]
     assert sides["n"] == 3000 and 150 < sides["shorter_median"] <= sides["longer_median"] < sides["longer_p95"]
+    summary = training_data_summary(data)   # what the window shows of the model
+    assert f"images of about {sides['shorter_median']}-{sides['longer_median']} px" in summary
+    assert "particles darker than their surroundings" in summary
+    assert training_data_summary({}) == ""
+    assert "mixed contrast" in training_data_summary({"particle_contrast": {"particles": 9, "darker_share": 0.5,
+                                                                            "polarity": None}})
     folder = tmp_path / "one"
     write_tiff(folder / "micrograph.tif", np.random.default_rng(0).integers(0, 255, (2048, 2048), dtype=np.uint8))
     outcome = run_batch(folder, out=tmp_path / "r.csv")

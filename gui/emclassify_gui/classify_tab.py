@@ -17,6 +17,7 @@ from emclassify.finding import make_finder
 from emclassify.batch import BatchError, BatchRun
 from emclassify.events import BatchClassified, BatchStarted
 from emclassify.inference import DEFAULT_BATCH_SIZE, FileResult
+from emclassify.input_decision import training_data_summary
 from emclassify.modelfile import ModelFileError, load_model
 from emclassify.reports import doubt_headline, flagged_micrographs, run_warnings
 
@@ -50,6 +51,9 @@ def describe_card(trained) -> str:
     lines = [f"<b>{c.name or Path(trained.path).name}</b>", f"architecture: {c.arch}",
              f"classes: {', '.join(c.classes)}",
              f"input: {p.mode}, {p.size}×{p.size} px, {p.normalize} normalisation"]
+    learnt = training_data_summary(c.data)
+    if learnt:
+        lines.append(f"trained on: {html.escape(learnt)}")
     for key in ("cv", "validation"):
         m = c.metrics.get(key)
         if isinstance(m, dict) and "macro_f1" in m:
