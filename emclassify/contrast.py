@@ -50,18 +50,27 @@ def particle_contrasts(image: np.ndarray, labels: np.ndarray, ring_px: int = POL
     return diff[np.isfinite(diff)]
 
 
-def mask_contrast(image: np.ndarray, mask: np.ndarray) -> Optional[float]:
-    """One particle's contrast (:func:`particle_contrasts`): ``mask`` (bool-like H x W) against its
-    ring in ``image``; None when the mask is empty, covers the image, or leaves no ring pixel."""
+def mask_contrast(image: np.ndarray, mask: np.ndarray, others: Optional[np.ndarray] = None) -> Optional[float]:
+    """One particle's contrast: its mean in ``image`` (real H x W) over ``mask`` (bool-like H x W) minus
+    the mean of the pixels within :data:`POLARITY_RING_PX` of it (the square reach of
+    :func:`particle_contrasts`), leaving out ``others`` (bool-like H x W: other particles, e.g. a
+    micrograph's neighbours of a cut-out particle, which would darken its ring). None when the mask is
+    empty, covers the image, or no ring pixel is left. Only the mask's box grown by the ring is read:
+    the time is the particle's, not the image's."""
     m = np.asarray(mask) != 0
     if not m.any() or m.all():
         return None
-    # only the mask's box grown by the ring is read: the time is the particle's, not the image's
     rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
     r = POLARITY_RING_PX
     box = (slice(max(0, rows[0] - r), rows[-1] + r + 1), slice(max(0, cols[0] - r), cols[-1] + r + 1))
-    diffs = particle_contrasts(np.asarray(image)[box], m[box].astype(np.int32))
-    return float(diffs[0]) if len(diffs) else None
+    own = m[box]
+    ring = ndimage.binary_dilation(own, structure=np.ones((2 * r + 1, 2 * r + 1), bool)) & ~own
+    if others is not None:
+        ring &= ~(np.asarray(others)[box] != 0)
+    if not ring.any():
+        return None
+    values = np.asarray(image)[box].astype(np.float64)
+    return float(values[own].mean() - values[ring].mean())
 
 
 def polarity_record(diffs: Sequence[float]) -> Dict:

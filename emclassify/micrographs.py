@@ -176,12 +176,14 @@ def micrograph_rows(found: FoundMicrograph, classifier: Classifier, context: int
     rows: List[FileResult] = []
     todo = []
     for p in det.particles:
-        crop, mask, _ = cut_out(found.image, det.labels, p, context)
+        crop, mask, (x0, y0, x1, y1) = cut_out(found.image, det.labels, p, context)
         r = FileResult(path=rel, sha256=found.sha256, height=crop.shape[0], width=crop.shape[1],
                        size=p.size, particle=p, warnings=list(doubts))
         if p.touches_border:
             r.warnings.append(BORDER_NOTE)
-        contrast = other_contrast_warning(mask_contrast(crop, mask), polarity) if polarity else ""
+        # measured against the background around it, not its neighbours
+        contrast = (other_contrast_warning(mask_contrast(crop, mask, (det.labels[y0:y1, x0:x1] > 0) & ~mask), polarity)
+                    if polarity else "")
         if contrast:
             r.warnings.append(contrast)
         problem = cfg.region_problem(crop.shape[0], crop.shape[1], mask)

@@ -34,6 +34,11 @@ def test_a_particles_contrast_is_its_mean_against_the_ring_around_its_mask():
     assert mask_contrast(_disc(20.0)[0], mask) == pytest.approx(20.0)
     assert mask_contrast(dark, np.zeros_like(mask)) is None     # no particle
     assert mask_contrast(dark, np.ones_like(mask)) is None      # no surroundings
+    # a dark neighbour beside it does not count as its surroundings
+    neighbour = np.roll(mask, 21, axis=1) & ~mask
+    field = np.where(neighbour, 50.0, dark)
+    assert mask_contrast(field, mask) > mask_contrast(field, mask, others=neighbour) == pytest.approx(-30.0)
+    assert mask_contrast(dark, mask, others=~mask) is None      # nothing but other particles around it
 
 
 @settings(max_examples=60, deadline=None)
@@ -46,8 +51,8 @@ def test_contrast_changes_sign_with_the_image_and_ignores_an_offset(image, data)
     if diff is None:
         assert not mask.any() or mask.all() or mask_contrast(image + 5.0, mask) is None
         return
-    whole = particle_contrasts(image, mask.astype(np.int32))   # on the whole image, not the mask's box
-    assert len(whole) == 1 and diff == pytest.approx(whole[0], rel=1e-9, abs=1e-9)
+    whole = particle_contrasts(image, mask.astype(np.int32))   # the finders' measure, on the whole image
+    assert len(whole) == 1 and diff == pytest.approx(whole[0], rel=1e-9, abs=1e-9 * (1 + np.abs(image).max()))
     assert mask_contrast(-image, mask) == pytest.approx(-diff, abs=1e-6 * (1 + abs(diff)))
     assert mask_contrast(image + 1000.0, mask) == pytest.approx(diff, abs=1e-6 * (1e3 + abs(diff)))
 
