@@ -22,6 +22,8 @@ from emclassify.io.microscope import PIXEL_SIZE_RANGE_NM, PixelSizeError, parse_
 from emclassify.runtime import CancelToken
 from emclassify.synth import generate_micrographs, render_micrograph
 
+from conftest import write_tiff
+
 
 def disc_field(centres, radius, side=256, seed=0, background=180.0, particle=110.0, noise=6.0):
     """Dark discs on a bright, noisy background: (uint8 image, int32 true labels). Each disc is
@@ -76,6 +78,46 @@ def test_a_field_where_faint_objects_outnumber_the_kept_ones_is_flagged():
     assert faint_warning(0, MIN_FAINT_FLAGGED - 1) is None   # too few to say anything
     assert faint_warning(MIN_FAINT_FLAGGED, MIN_FAINT_FLAGGED) is None
     assert f"more than the {MIN_FAINT_FLAGGED} kept by contrast" in faint_warning(MIN_FAINT_FLAGGED, MIN_FAINT_FLAGGED + 1)
+
+
+@pytest.mark.parametrize("side,noise", [(256, "gauss"), (512, "gauss"), (512, "poisson"), (1024, "gauss")])
+def test_a_field_of_white_or_shot_noise_is_flagged(side, noise):
+    """Nothing in white or shot noise stands out by contrast: what the classical finder keeps there are
+    a few blobs whose edge happens to be sharp, at least as many as those kept by contrast."""
+    rng = np.random.default_rng(side)
+    image = rng.normal(100, 10, (side, side)) if noise == "gauss" else rng.poisson(3, (side, side))
+    det = ClassicalFinder().find(image.astype(np.float32))
+    assert len(det.warnings) == 1 and ("empty area or noise" in det.warnings[0])
+
+
+def test_the_rescued_rule_and_real_fields():
+    from emclassify.finding.classical import rescued_warning
+
+    assert rescued_warning(0, 0) is None and rescued_warning(3, 4) is None
+    assert "3 of the 5 objects kept" in rescued_warning(3, 2) and rescued_warning(1, 1)
+    for i in range(2):   # generator fields, sparse and dense: never flagged by it
+        m = render_micrograph("lamellarity", 42, i, side=1024, n=24)
+        assert not any("kept only for their sharp edges" in w for w in ClassicalFinder().find(m.image).warnings)
+
+
+def test_micrograph_warnings_survive_the_csv(tmp_path):
+    """A micrograph's doubts are read back whole from its rows (warnings are joined by "; " in the CSV,
+    so no warning may hold one)."""
+    folder = tmp_path / "fields"
+    rng = np.random.default_rng(512)
+    write_tiff(folder / "noise.tif", rng.normal(100, 10, (512, 512)).astype(np.float32))
+    write_tiff(folder / "faint.tif", ndimage_smoothed_noise(512))
+    outcome = run_batch(folder, out=tmp_path / "r.csv", finder=ClassicalFinder())
+    fresh = {m["micrograph"]: m["warnings"] for m in outcome.summary["micrographs"]}
+    assert all(fresh.values()) and all("; " not in w for ws in fresh.values() for w in ws)
+    reread = BatchRun.from_csv(tmp_path / "r.csv").summary(tmp_path / "r.csv")
+    assert {m["micrograph"]: m["warnings"] for m in reread["micrographs"]} == fresh
+
+
+def ndimage_smoothed_noise(side: int) -> np.ndarray:
+    from scipy import ndimage
+
+    return ndimage.gaussian_filter(np.random.default_rng(0).normal(0, 1, (side, side)), 4).astype(np.float32)
 
 
 def _with_blotch(img, centre, sigma, depth=75.0):
