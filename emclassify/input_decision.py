@@ -162,7 +162,7 @@ def size_warning(height: int, width: int, stats: Dict) -> str:
     else:
         return ""
     return (f"image is {width}x{height} px but the model was trained on images of about "
-            f"{stats['shorter_median']}-{stats['longer_median']} px ({what}); this prediction is unreliable")
+            f"{stats['shorter_median']}-{stats['longer_median']} px ({what}): this prediction is unreliable")
 
 
 def particle_image_warning(height: int, width: int, stats: Dict) -> str:
@@ -205,6 +205,15 @@ def _uniform_square_side(region_sides: np.ndarray) -> int:
     if not len(values) or counts.max() < UNIFORM_SHARE * len(region_sides):
         return 0
     return int(values[counts.argmax()])
+
+
+def mixed_masks_note(with_mask: int, images: int, mode: str, margin: int) -> str:
+    """The decision's note when only some training images have a mask: in ``crop`` / ``mask`` mode the
+    others are cut another way, so the network learns two views of a particle."""
+    other = f"as a central crop with a {margin} px margin" if mode == "crop" else "by automatic segmentation"
+    return (f"{images - with_mask} of the {images} images have no mask: in {mode} mode they are cut {other}, the "
+            f"{with_mask} with one by its mask, two views of a particle for the network to learn (and batch to meet). "
+            "Give every image its mask, or leave out the images without one")
 
 
 def decide_preprocess(samples: Sequence[Sample], mode: str = DEFAULT_MODE, size=DEFAULT_SIZE,
@@ -250,6 +259,8 @@ def decide_preprocess(samples: Sequence[Sample], mode: str = DEFAULT_MODE, size=
             reason = (f"no masks; a {margin} px margin crop would keep only {median_crop} px (median) of the "
                       f"{target} px input: the whole image is used")
     record.update(chosen=chosen, reason=reason)
+    if chosen in ("crop", "mask") and 0 < with_mask < n:
+        record["note"] = " ".join(filter(None, [record.get("note"), mixed_masks_note(with_mask, n, chosen, margin)]))
     if size == AUTO:
         if chosen != "surround" and masked:
             median, what = record["median_mask_box"], "mask bounding box"
@@ -282,5 +293,5 @@ def describe(pcfg: PreprocessConfig, record: Dict) -> str:
 
 
 __all__ = ["AUTO", "DEFAULT_MARGIN", "DEFAULT_MODE", "DEFAULT_SIZE", "auto_size", "decide_preprocess", "describe",
-           "image_side_stats", "particle_contrast_stats", "particle_image_warning", "side_stats", "size_warning",
+           "image_side_stats", "mixed_masks_note", "particle_contrast_stats", "particle_image_warning", "side_stats", "size_warning",
            "trained_on_masks", "training_data_summary"]

@@ -572,6 +572,28 @@ def test_test_time_augmentation_averages_the_eight_views():
         assert torch.allclose(model_logits(model, symmetric, tta=True), model(symmetric), atol=1e-5)
 
 
+def test_a_set_where_only_some_images_have_masks_gets_a_note(tmp_path):
+    """In crop mode the images without a mask are cut by a margin, those with one by its box: the
+    decision says so (printed by train and cv, recorded in the card)."""
+    synth.generate(tmp_path, "lamellarity", 10, seed=9)
+    manifest = tmp_path / "manifest.csv"
+    rows = list(csv.DictReader(open(manifest, newline="")))
+    for r in rows[:4]:   # four images lose their mask
+        (tmp_path / r["mask"]).unlink()
+        r["mask"] = ""
+    with open(manifest, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    pcfg, record = decide_preprocess(load_dataset(tmp_path).samples)
+    assert pcfg.mode == "crop" and record["with_mask"] == 6
+    assert record["note"].startswith("4 of the 10 images have no mask: in crop mode they are cut as a central crop")
+    _, masked_mode = decide_preprocess(load_dataset(tmp_path).samples, mode="mask")
+    assert "held-out micrographs" in masked_mode["note"] and "by automatic segmentation" in masked_mode["note"]
+    _, surround = decide_preprocess(load_dataset(tmp_path).samples, mode="surround")
+    assert "note" not in surround   # no mask is read there
+
+
 def test_explicit_mask_mode_carries_the_evidence_note(tmp_path):
     synth.generate(tmp_path, "lamellarity", 10, seed=9)
     pcfg, record = decide_preprocess(load_dataset(tmp_path).samples, mode="mask")
