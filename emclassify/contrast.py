@@ -8,7 +8,7 @@ particles has one contrast (its *polarity*) when at least :data:`POLARITY_AGREEM
 Why: a network trained on one contrast fails silently on the other. The learned finder found 65 of
 3,257 NanoShapes particles inverted (BENCHMARKS.md "Particles of the other contrast"), and the bundled
 classifier called 19 of its 40 sample particles right inverted against 36 as they are, with no
-warning (BENCHMARKS.md "Particles of the other contrast, for classifiers"). Finder cards record their
+warning (BENCHMARKS.md "Particle images without their masks, or of the other contrast"). Finder cards record their
 training particles' polarity (``--polarity`` then inverts a micrograph of the other contrast);
 classifier cards record it as ``data.particle_contrast``, and ``batch`` flags each particle of the other
 contrast and the run where most of them are.
@@ -26,8 +26,8 @@ from scipy import ndimage
 POLARITY_AGREEMENT = 0.8
 POLARITY_RING_PX = 3
 # A run is flagged when more than this share of its particles that could be measured has the other
-# contrast than the model's training particles (single particles of the other contrast occur: 1.1 %
-# of NanoShapes').
+# contrast than the model's training particles (single particles of the other contrast occur: 1.9 % of
+# the NanoShapes crops, 0.5 % of the particles in its micrographs measured without their neighbours).
 OTHER_CONTRAST_RUN_SHARE = 0.5
 # How a row's warnings say so (other_contrast_warning); the run counts such rows.
 OTHER_CONTRAST_NOTE = "particle is"
