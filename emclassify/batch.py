@@ -386,11 +386,33 @@ def build_summary(
                            if trained_on_masks(card.preprocess, card.training) else 0),
         **({"other_contrast": other_contrast_count(results, polarity)}
            if (polarity := card_polarity(card.data)) else {}),
+        **({"duplicates": copies} if (copies := duplicate_files(results)) else {}),
         "errors": errors,
         "ignored_non_image": ignored,
         "unreadable_entries": [{"path": p, "reason": why} for p, why in unreadable],
         "elapsed_s": round(elapsed, 3),
     }
+
+
+# At most this many copies are listed by name in the summary (all are counted).
+MAX_DUPLICATES_LISTED = 100
+
+
+def duplicate_files(results: Sequence[FileResult]) -> Dict:
+    """The files of a run that are byte-for-byte copies of another of its files (the same SHA-256),
+    each with the first file (in path order) it copies: {"files": count, "listed": [{"path",
+    "same_as"}, ...] (at most :data:`MAX_DUPLICATES_LISTED`)}, or {} when there are none.
+
+    Why: a folder copied into itself, or a re-export beside the original, counts the same particles
+    twice in the percentages, and nothing else in the record would show it."""
+    first: Dict[str, str] = {}
+    copies = []
+    for path, sha in sorted({(r.path, r.sha256) for r in results if r.sha256}):
+        if sha in first:
+            copies.append({"path": path, "same_as": first[sha]})
+        else:
+            first[sha] = path
+    return {"files": len(copies), "listed": copies[:MAX_DUPLICATES_LISTED]} if copies else {}
 
 
 def other_contrast_count(results: Sequence[FileResult], polarity: str) -> Dict:

@@ -299,6 +299,14 @@ def run_warnings(summary: Dict) -> List[str]:
                    f"by their masks: these were cut {how} instead, and their predictions are much less reliable. "
                    "Give the masks (a masks/ folder mirroring the images, <name>_mask files beside them, or a 'mask' "
                    "column in manifest.csv), or train a model on images like these")
+    copies = summary.get("duplicates") or {}
+    if copies.get("files"):
+        first = copies["listed"][0] if copies.get("listed") else None
+        example = f", e.g. {first['path']} is {first['same_as']}" if first else ""
+        what = "particles are" if summary.get("particles") is not None else "particle is"
+        out.append(f"{copies['files']} file(s) are byte-for-byte copies of other files of this run (the same "
+                   f"SHA-256){example}: each copy's {what} counted again in the percentages (see 'duplicates' in the "
+                   "summary JSON)")
     other = summary.get("other_contrast") or {}
     if other.get("particles") and other["particles"] > OTHER_CONTRAST_RUN_SHARE * other.get("with_mask", 0):
         this, learnt = ("brighter", "darker") if other.get("polarity") == "dark" else ("darker", "brighter")

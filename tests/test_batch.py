@@ -239,3 +239,36 @@ def test_reopening_a_record_with_a_hand_edited_summary_never_crashes(tmp_path, m
         summary_path.write_text(broken)
         with pytest.raises(BatchError):
             BatchRun.from_csv(out)
+
+
+def test_copies_of_the_same_file_are_counted_and_said(tmp_path, capsys):
+    """A folder copied into itself counts its particles twice: the record says which files are copies."""
+    import shutil
+
+    from emclassify.assets import default_model_path
+    from emclassify.batch import duplicate_files
+
+    one = default_model_path().parents[1] / "samples" / "images" / "unilamellar"
+    folder = tmp_path / "run"
+    shutil.copytree(one, folder / "a")
+    shutil.copytree(one, folder / "a" / "again")
+    n = len(list(one.iterdir()))
+    outcome = run_batch(folder, out=tmp_path / "r.csv")
+    copies = outcome.summary["duplicates"]
+    assert copies["files"] == n
+    assert {frozenset((c["path"], c["same_as"])) for c in copies["listed"]} == {
+        frozenset((f"a/{p.name}", f"a/again/{p.name}")) for p in one.iterdir()}
+    main(["batch", str(folder), "--out", str(tmp_path / "cli.csv")])
+    assert f"WARNING: {n} file(s) are byte-for-byte copies" in capsys.readouterr().out
+    assert "duplicates" not in run_batch(one, out=tmp_path / "one.csv").summary
+
+    # a micrograph given twice: its rows share one file, counted once as a copy
+    fields = tmp_path / "fields"
+    synth.generate_micrographs(fields, "lamellarity", 1, seed=5, side=256, per_micrograph=3)
+    image = next((fields / "images").iterdir())
+    shutil.copy(image, fields / "images" / ("copy-" + image.name))
+    from emclassify.finding import ClassicalFinder
+
+    twice = run_batch(fields / "images", out=tmp_path / "m.csv", finder=ClassicalFinder())
+    assert twice.summary["duplicates"] == {"files": 1, "listed": [{"path": image.name, "same_as": "copy-" + image.name}]}
+    assert duplicate_files([]) == {}
