@@ -31,7 +31,7 @@ particles up to 48 px blurred the texture they are told apart by (BENCHMARKS.md)
 from __future__ import annotations
 
 import math
-from typing import Dict, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -46,6 +46,7 @@ MASK_MODE_NOTE = ("mask mode generalises worse to micrographs not seen in traini
                   "or crop unless you have measured mask mode on held-out micrographs of your own")
 SIZE_SAMPLE = 400  # images measured for the decision (a seeded sample of larger sets)
 UNIFORM_SHARE = 0.9  # share of square regions of the median side that makes a set "one size"
+MIN_CONFOUND_IMAGES = 5  # a class with fewer sampled images is not judged by class_confounds
 # A "micrograph" whose longer side is at most this many times the 95th percentile of the model's training
 # images is more likely one of those particle images (particle_image_warning). The bundled model's
 # sample images (~200 px) are under it, NanoShapes' 416 px micrographs against its ~80 px crops far over.
@@ -207,6 +208,47 @@ def _uniform_square_side(region_sides: np.ndarray) -> int:
     return int(values[counts.argmax()])
 
 
+def class_confounds(samples: Sequence[Sample], seed: int = 0) -> List[str]:
+    """Properties of the image files that alone tell a class apart, one sentence each: a class whose
+    images' longer sides, or pixel types, share no value with those of every other class (in a seeded
+    sample of at most ``SIZE_SAMPLE`` images; classes with fewer than :data:`MIN_CONFOUND_IMAGES` there
+    are not judged).
+
+    Why: classes exported separately (another session, another export setting) can differ in how the
+    files were made rather than in their particles, and a network learns whatever tells them apart. On
+    NanoShapes the three classes' crops overlap in size (30-168 px) and all are 8-bit: nothing is said.
+    """
+    sides: Dict[str, List[int]] = {}
+    types: Dict[str, set] = {}
+    for s in _seeded_sample([s for s in samples if s.label is not None], seed):
+        try:
+            img = read_image(s.path, checksum=False).array
+        except ImageReadError:
+            continue
+        sides.setdefault(s.label, []).append(max(img.shape[:2]))
+        types.setdefault(s.label, set()).add(str(img.dtype))
+    judged = [c for c, v in sides.items() if len(v) >= MIN_CONFOUND_IMAGES]
+    if len(judged) < 2:
+        return []
+    out = []
+    for c in judged[:1] if len(judged) == 2 else judged:   # of two classes, one sentence says it
+        rest = [o for o in judged if o != c]
+        theirs = f"the '{rest[0]}' ones" if len(rest) == 1 else "those of the other classes"
+        others = [v for o in rest for v in sides[o]]
+        lo, hi = min(sides[c]), max(sides[c])
+        if hi < min(others) or lo > max(others):
+            out.append(f"the '{c}' images are {lo}-{hi} px (longer side), {theirs} {min(others)}-{max(others)} px: "
+                       "a network can tell the classes apart by the image size alone")
+        other_types = set().union(*(types[o] for o in rest))
+        if not types[c] & other_types:
+            out.append(f"the '{c}' images are {'/'.join(sorted(types[c]))}, {theirs} {'/'.join(sorted(other_types))}: "
+                       "a network can tell the classes apart by how the files were made")
+    if out:
+        out.append("export every class the same way, or check that the model learnt the particles (saliency in the "
+                   "Review view)")
+    return out
+
+
 def mixed_masks_note(with_mask: int, images: int, mode: str, margin: int) -> str:
     """The decision's note when only some training images have a mask: in ``crop`` / ``mask`` mode the
     others are cut another way, so the network learns two views of a particle."""
@@ -259,8 +301,15 @@ def decide_preprocess(samples: Sequence[Sample], mode: str = DEFAULT_MODE, size=
             reason = (f"no masks; a {margin} px margin crop would keep only {median_crop} px (median) of the "
                       f"{target} px input: the whole image is used")
     record.update(chosen=chosen, reason=reason)
+    notes = [record.get("note")]
     if chosen in ("crop", "mask") and 0 < with_mask < n:
-        record["note"] = " ".join(filter(None, [record.get("note"), mixed_masks_note(with_mask, n, chosen, margin)]))
+        notes.append(mixed_masks_note(with_mask, n, chosen, margin))
+    confounds = class_confounds(samples)
+    if confounds:
+        advice = confounds[-1]
+        notes.append("; ".join(confounds[:-1]) + ". " + advice[:1].upper() + advice[1:])
+    if any(notes):
+        record["note"] = " ".join(filter(None, notes))
     if size == AUTO:
         if chosen != "surround" and masked:
             median, what = record["median_mask_box"], "mask bounding box"
@@ -292,6 +341,6 @@ def describe(pcfg: PreprocessConfig, record: Dict) -> str:
     return f"input: mode {pcfg.mode} ({record['reason']}), {pcfg.size}x{pcfg.size} px{sized}, {pcfg.normalize}"
 
 
-__all__ = ["AUTO", "DEFAULT_MARGIN", "DEFAULT_MODE", "DEFAULT_SIZE", "auto_size", "decide_preprocess", "describe",
-           "image_side_stats", "mixed_masks_note", "particle_contrast_stats", "particle_image_warning", "side_stats", "size_warning",
-           "trained_on_masks", "training_data_summary"]
+__all__ = ["AUTO", "DEFAULT_MARGIN", "DEFAULT_MODE", "DEFAULT_SIZE", "auto_size", "class_confounds", "decide_preprocess",
+           "describe", "image_side_stats", "mixed_masks_note", "particle_contrast_stats", "particle_image_warning",
+           "side_stats", "size_warning", "trained_on_masks", "training_data_summary"]

@@ -594,6 +594,25 @@ def test_a_set_where_only_some_images_have_masks_gets_a_note(tmp_path):
     assert "note" not in surround   # no mask is read there
 
 
+def test_classes_told_apart_by_how_their_files_were_made_get_a_note(tmp_path):
+    """Classes exported separately can differ in image size or pixel type rather than in their
+    particles; the decision says so."""
+    from emclassify.input_decision import class_confounds
+
+    items = list(synth.iter_particles("lamellarity", 36, seed=3, proportions=(0.5, 0.5, 0)))
+    for i, it in enumerate(items):
+        img = it.image
+        if it.label == "multilamellar":   # another export: a larger frame, 16-bit
+            img = np.pad(img.astype(np.uint16) * 257, 120, mode="reflect")
+        write_tiff(tmp_path / "d" / it.label / f"{i}.tif", img)
+    _, record = decide_preprocess(load_dataset(tmp_path / "d").samples)
+    assert "the 'multilamellar' images are" in record["note"] and "by the image size alone" in record["note"]
+    assert "are uint16, the 'unilamellar' ones uint8" in record["note"]
+    assert record["note"].endswith("(saliency in the Review view)")
+    synth.generate(tmp_path / "same", "lamellarity", 40, seed=9, proportions=(0.5, 0.5, 0))
+    assert class_confounds(load_dataset(tmp_path / "same").samples) == []   # one export: nothing to say
+
+
 def test_explicit_mask_mode_carries_the_evidence_note(tmp_path):
     synth.generate(tmp_path, "lamellarity", 10, seed=9)
     pcfg, record = decide_preprocess(load_dataset(tmp_path).samples, mode="mask")
