@@ -36,8 +36,8 @@ from ._native import backend_description
 from ._version import __version__
 from .assets import default_model_path
 from .events import BatchClassified, BatchStarted, Progress, emit
-from .inference import (DEFAULT_BATCH_SIZE, BatchResult, CancelToken, Classifier, FileResult, classify_folder,
-                        region_fell_back)
+from .inference import (BACKGROUND_MASK_NOTE, DEFAULT_BATCH_SIZE, BatchResult, CancelToken, Classifier, FileResult,
+                        classify_folder, region_fell_back)
 from .contrast import card_polarity, has_other_contrast_note
 from .input_decision import trained_on_masks
 from .atomic import write_bytes_atomic, write_text_atomic
@@ -387,6 +387,7 @@ def build_summary(
         **({"other_contrast": other_contrast_count(results, polarity)}
            if (polarity := card_polarity(card.data)) else {}),
         **({"duplicates": copies} if (copies := duplicate_files(results)) else {}),
+        "background_masks": sum(1 for r in results if any(w.startswith(BACKGROUND_MASK_NOTE) for w in r.warnings)),
         "errors": errors,
         "ignored_non_image": ignored,
         "unreadable_entries": [{"path": p, "reason": why} for p, why in unreadable],

@@ -91,7 +91,7 @@ def other_contrast_warning(diff: Optional[float], polarity: Optional[str]) -> st
         return ""
     this, learnt = ("brighter", "darker") if polarity == "dark" else ("darker", "brighter")
     return (f"{OTHER_CONTRAST_NOTE} {this} than its surroundings but the model learnt {learnt} particles "
-            "(negative stain, or an inverted image?): this prediction is unreliable")
+            "(negative stain, an inverted image, or a mask marking the background?): this prediction is unreliable")
 
 
 def card_polarity(card_data) -> Optional[str]:

@@ -195,6 +195,35 @@ NO_MASK_NOTE = "no mask found"
 EMPTY_MASK_NOTE = "mask is empty"
 
 
+BACKGROUND_MASK_NOTE = "mask covers the image's border all round"
+# A mask touching all four borders of its image and covering more than this share of it marks the
+# background, not a particle (masks of the other convention: particle 0, background non-zero).
+BACKGROUND_MASK_SHARE = 0.5
+
+
+def background_mask_warning(mask: np.ndarray) -> str:
+    """A row warning when a given mask (bool H x W) looks like it marks the background: it touches all
+    four borders, covers more than :data:`BACKGROUND_MASK_SHARE` of the image, and encloses a hole of at
+    least 1 % of it (the particle); else "". A particle cropped tightly touches the borders too, but what
+    it leaves out are the corners, which touch them: no hole.
+
+    Why: masks saved with the other convention (particle 0, background 255) were read as a particle the
+    size of the image: the bundled model then called 38 of its 40 samples "uncertain", and the sizes
+    were the background's, with no word but the contrast note."""
+    from scipy import ndimage
+
+    if mask.size == 0 or not (mask[0].any() and mask[-1].any() and mask[:, 0].any() and mask[:, -1].any()):
+        return ""
+    share = float(mask.mean())
+    if share <= BACKGROUND_MASK_SHARE:
+        return ""
+    hole = ndimage.binary_fill_holes(mask) & ~mask
+    if hole.sum() < 0.01 * mask.size:
+        return ""
+    return (f"{BACKGROUND_MASK_NOTE} and {100 * share:.0f} % of it: does it mark the background? (non-zero pixels "
+            "are read as the particle)")
+
+
 def region_fell_back(warnings: Sequence[str]) -> bool:
     """True when a row of a model whose input uses masks (``crop``, ``mask``) was cut without a given
     mask: a warning starts with :data:`NO_MASK_NOTE` or :data:`EMPTY_MASK_NOTE`. Only the prefix is
@@ -253,9 +282,10 @@ def load_for_model(sample: Sample, root: Path, cfg: PreprocessConfig, want_featu
         result.mask = _relative(sample.mask, root)
         if cfg.uses_mask and not given.any():
             result.warnings.append(f"{EMPTY_MASK_NOTE}; central crop with {cfg.margin} px margin used")
-        note = other_contrast_warning(mask_contrast(loaded.array, given), polarity) if polarity else ""
-        if note:
-            result.warnings.append(note)
+        for note in (background_mask_warning(given),
+                     other_contrast_warning(mask_contrast(loaded.array, given), polarity) if polarity else ""):
+            if note:
+                result.warnings.append(note)
     auto = None
     if given is None and (cfg.mode == "mask" or want_features):
         auto = auto_mask(loaded.array)

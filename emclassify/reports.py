@@ -299,6 +299,10 @@ def run_warnings(summary: Dict) -> List[str]:
                    f"by their masks: these were cut {how} instead, and their predictions are much less reliable. "
                    "Give the masks (a masks/ folder mirroring the images, <name>_mask files beside them, or a 'mask' "
                    "column in manifest.csv), or train a model on images like these")
+    if summary.get("background_masks"):
+        out.append(f"{summary['background_masks']} mask(s) cover their image's border all round and most of the image: "
+                   "masks that mark the background (particle 0)? Non-zero mask pixels are read as the particle, so "
+                   "these regions, sizes and predictions are the background's (see 'warnings' in the CSV)")
     copies = summary.get("duplicates") or {}
     if copies.get("files"):
         first = copies["listed"][0] if copies.get("listed") else None

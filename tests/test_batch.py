@@ -272,3 +272,30 @@ def test_copies_of_the_same_file_are_counted_and_said(tmp_path, capsys):
     twice = run_batch(fields / "images", out=tmp_path / "m.csv", finder=ClassicalFinder())
     assert twice.summary["duplicates"] == {"files": 1, "listed": [{"path": image.name, "same_as": "copy-" + image.name}]}
     assert duplicate_files([]) == {}
+
+
+def test_masks_that_mark_the_background_are_said(tmp_path, capsys):
+    """Masks of the other convention (particle 0, background non-zero) are read as a particle the size of
+    the image; a tightly cropped particle touches the borders too, but encloses no hole."""
+    import shutil
+
+    from emclassify.assets import default_model_path
+    from emclassify.inference import background_mask_warning
+
+    yy, xx = np.mgrid[:64, :64] - 31.5
+    small = yy ** 2 + xx ** 2 <= 15 ** 2
+    assert "does it mark the background?" in background_mask_warning(~small)
+    assert background_mask_warning(small) == ""
+    assert background_mask_warning(yy ** 2 + xx ** 2 <= 32 ** 2) == ""   # tight crop: the corners touch the border
+    assert background_mask_warning(np.ones((64, 64), bool)) == ""        # a particle filling its image
+
+    samples = tmp_path / "samples"
+    shutil.copytree(default_model_path().parents[1] / "samples", samples)
+    assert run_batch(samples, out=tmp_path / "as_made.csv").summary["background_masks"] == 0
+    for p in (samples / "masks").rglob("*.tif"):
+        m = read_image(p).array
+        write_tiff(p, np.where(m > 0, 0, 255).astype(np.uint8))
+    outcome = run_batch(samples, out=tmp_path / "inverted.csv")
+    assert outcome.summary["background_masks"] == 40
+    main(["batch", str(samples), "--out", str(tmp_path / "cli.csv")])
+    assert "WARNING: 40 mask(s) cover their image's border all round" in capsys.readouterr().out
