@@ -36,10 +36,11 @@ from ._native import backend_description
 from ._version import __version__
 from .assets import default_model_path
 from .events import BatchClassified, BatchStarted, Progress, emit
-from .inference import (BACKGROUND_MASK_NOTE, DEFAULT_BATCH_SIZE, BatchResult, CancelToken, Classifier, FileResult,
-                        classify_folder, region_fell_back)
+from .inference import (DEFAULT_BATCH_SIZE, BatchResult, CancelToken, Classifier, FileResult, classify_folder,
+                        region_fell_back)
 from .contrast import card_polarity, has_other_contrast_note
 from .input_decision import trained_on_masks
+from .segment import BACKGROUND_MASK_NOTE
 from .atomic import write_bytes_atomic, write_text_atomic
 from .io import IMAGE_EXTENSIONS, DatasetError, FolderListing, list_images
 from .modelfile import ModelFileError, file_sha256, load_model, software_versions, utc_now

@@ -32,7 +32,7 @@ from .modelfile import TrainedModel, load_model
 from .models import input_kind, model_logits
 from .preprocess import PreprocessConfig
 from .runtime import CancelToken, resolve_device  # noqa: F401 - re-exported (their home is emclassify.runtime)
-from .segment import auto_mask
+from .segment import auto_mask, background_mask_warning
 
 
 @dataclass
@@ -193,35 +193,6 @@ BATCH_MEMORY_BYTES = 2**30
 # (emclassify.batch.build_summary) because a model trained on mask-cut particles sees another view in them.
 NO_MASK_NOTE = "no mask found"
 EMPTY_MASK_NOTE = "mask is empty"
-
-
-BACKGROUND_MASK_NOTE = "mask covers the image's border all round"
-# A mask touching all four borders of its image and covering more than this share of it marks the
-# background, not a particle (masks of the other convention: particle 0, background non-zero).
-BACKGROUND_MASK_SHARE = 0.5
-
-
-def background_mask_warning(mask: np.ndarray) -> str:
-    """A row warning when a given mask (bool H x W) looks like it marks the background: it touches all
-    four borders, covers more than :data:`BACKGROUND_MASK_SHARE` of the image, and encloses a hole of at
-    least 1 % of it (the particle); else "". A particle cropped tightly touches the borders too, but what
-    it leaves out are the corners, which touch them: no hole.
-
-    Why: masks saved with the other convention (particle 0, background 255) were read as a particle the
-    size of the image: the bundled model then called 38 of its 40 samples "uncertain", and the sizes
-    were the background's, with no word but the contrast note."""
-    from scipy import ndimage
-
-    if mask.size == 0 or not (mask[0].any() and mask[-1].any() and mask[:, 0].any() and mask[:, -1].any()):
-        return ""
-    share = float(mask.mean())
-    if share <= BACKGROUND_MASK_SHARE:
-        return ""
-    hole = ndimage.binary_fill_holes(mask) & ~mask
-    if hole.sum() < 0.01 * mask.size:
-        return ""
-    return (f"{BACKGROUND_MASK_NOTE} and {100 * share:.0f} % of it: does it mark the background? (non-zero pixels "
-            "are read as the particle)")
 
 
 def region_fell_back(warnings: Sequence[str]) -> bool:

@@ -280,7 +280,7 @@ def test_masks_that_mark_the_background_are_said(tmp_path, capsys):
     import shutil
 
     from emclassify.assets import default_model_path
-    from emclassify.inference import background_mask_warning
+    from emclassify.segment import background_mask_warning
 
     yy, xx = np.mgrid[:64, :64] - 31.5
     small = yy ** 2 + xx ** 2 <= 15 ** 2
@@ -299,3 +299,10 @@ def test_masks_that_mark_the_background_are_said(tmp_path, capsys):
     assert outcome.summary["background_masks"] == 40
     main(["batch", str(samples), "--out", str(tmp_path / "cli.csv")])
     assert "WARNING: 40 mask(s) cover their image's border all round" in capsys.readouterr().out
+    # and before training on them
+    from emclassify.input_decision import decide_preprocess
+    from emclassify.io import load_dataset
+
+    assert "40 of the 40 masks looked at cover" in decide_preprocess(load_dataset(samples).samples)[1]["note"]
+    shutil.copytree(default_model_path().parents[1] / "samples", tmp_path / "fine")
+    assert "note" not in decide_preprocess(load_dataset(tmp_path / "fine").samples)[1]
