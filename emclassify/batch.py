@@ -40,7 +40,7 @@ from .inference import (DEFAULT_BATCH_SIZE, BatchResult, CancelToken, Classifier
                         region_fell_back)
 from .contrast import card_polarity, has_other_contrast_note
 from .input_decision import trained_on_masks
-from .segment import BACKGROUND_MASK_NOTE
+from .segment import MASK_CHECKS, mask_problem
 from .atomic import write_bytes_atomic, write_text_atomic
 from .io import IMAGE_EXTENSIONS, DatasetError, FolderListing, list_images
 from .modelfile import ModelFileError, file_sha256, load_model, software_versions, utc_now
@@ -388,7 +388,9 @@ def build_summary(
         **({"other_contrast": other_contrast_count(results, polarity)}
            if (polarity := card_polarity(card.data)) else {}),
         **({"duplicates": copies} if (copies := duplicate_files(results)) else {}),
-        "background_masks": sum(1 for r in results if any(w.startswith(BACKGROUND_MASK_NOTE) for w in r.warnings)),
+        # given masks that look like something else than one particle's, by check (segment.MASK_CHECKS)
+        "mask_problems": {k: sum(1 for r in results if any(mask_problem(w) == k for w in r.warnings))
+                          for k in MASK_CHECKS},
         "errors": errors,
         "ignored_non_image": ignored,
         "unreadable_entries": [{"path": p, "reason": why} for p, why in unreadable],

@@ -32,7 +32,7 @@ from .modelfile import TrainedModel, load_model
 from .models import input_kind, model_logits
 from .preprocess import PreprocessConfig
 from .runtime import CancelToken, resolve_device  # noqa: F401 - re-exported (their home is emclassify.runtime)
-from .segment import auto_mask, background_mask_warning
+from .segment import auto_mask, mask_warnings
 
 
 @dataclass
@@ -253,10 +253,10 @@ def load_for_model(sample: Sample, root: Path, cfg: PreprocessConfig, want_featu
         result.mask = _relative(sample.mask, root)
         if cfg.uses_mask and not given.any():
             result.warnings.append(f"{EMPTY_MASK_NOTE}; central crop with {cfg.margin} px margin used")
-        for note in (background_mask_warning(given),
-                     other_contrast_warning(mask_contrast(loaded.array, given), polarity) if polarity else ""):
-            if note:
-                result.warnings.append(note)
+        result.warnings.extend(mask_warnings(given))
+        note = other_contrast_warning(mask_contrast(loaded.array, given), polarity) if polarity else ""
+        if note:
+            result.warnings.append(note)
     auto = None
     if given is None and (cfg.mode == "mask" or want_features):
         auto = auto_mask(loaded.array)

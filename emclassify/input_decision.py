@@ -39,7 +39,7 @@ from .defaults import AUTO, AUTO_SIZE_RANGE, DEFAULT_MARGIN, DEFAULT_MODE, DEFAU
 from .contrast import mask_contrast, polarity_record
 from .io import ImageReadError, Sample, read_image, read_mask
 from .preprocess import MIN_REGION_SIDE, PreprocessConfig
-from .segment import background_mask_warning
+from .segment import describe_mask_problems, mask_problem, mask_warnings
 
 MASK_SHARE_FOR_CROP = 0.5
 MASK_MODE_NOTE = ("mask mode generalises worse to micrographs not seen in training: on NanoShapes particles of 7 "
@@ -250,22 +250,21 @@ def class_confounds(samples: Sequence[Sample], seed: int = 0) -> List[str]:
     return out
 
 
-def background_masks_note(samples: Sequence[Sample], seed: int = 0) -> str:
-    """The decision's note when masks of a seeded sample (at most ``SIZE_SAMPLE``) look like they mark
-    the background (:func:`emclassify.segment.background_mask_warning`), else ""."""
-    looked = flagged = 0
+def mask_problems_note(samples: Sequence[Sample], seed: int = 0) -> str:
+    """The decision's note when masks of a seeded sample (at most ``SIZE_SAMPLE``) look like something
+    else than one particle's (:func:`emclassify.segment.mask_warnings`: the background, several
+    particles), else ""."""
+    looked = 0
+    found: Dict[str, int] = {}
     for s in _seeded_sample([s for s in samples if s.mask is not None], seed):
         try:
             mask = read_image(s.mask, checksum=False).array != 0
         except ImageReadError:
             continue
         looked += 1
-        flagged += bool(background_mask_warning(mask))
-    if not flagged:
-        return ""
-    return (f"{flagged} of the {looked} masks looked at cover their image's border all round and most of the image, "
-            "enclosing a hole: masks that mark the background (particle 0)? Non-zero mask pixels are read as the "
-            "particle, so the network would learn the background")
+        for w in mask_warnings(mask):
+            found[mask_problem(w)] = found.get(mask_problem(w), 0) + 1
+    return " ".join(f"{s}." for s in describe_mask_problems(found, f"of the {looked} masks looked at"))
 
 
 def mixed_masks_note(with_mask: int, images: int, mode: str, margin: int) -> str:
@@ -320,7 +319,7 @@ def decide_preprocess(samples: Sequence[Sample], mode: str = DEFAULT_MODE, size=
             reason = (f"no masks; a {margin} px margin crop would keep only {median_crop} px (median) of the "
                       f"{target} px input: the whole image is used")
     record.update(chosen=chosen, reason=reason)
-    notes = [record.get("note"), background_masks_note(samples) if with_mask else ""]
+    notes = [record.get("note"), mask_problems_note(samples) if with_mask else ""]
     if chosen in ("crop", "mask") and 0 < with_mask < n:
         notes.append(mixed_masks_note(with_mask, n, chosen, margin))
     confounds = class_confounds(samples)
@@ -360,7 +359,6 @@ def describe(pcfg: PreprocessConfig, record: Dict) -> str:
     return f"input: mode {pcfg.mode} ({record['reason']}), {pcfg.size}x{pcfg.size} px{sized}, {pcfg.normalize}"
 
 
-__all__ = ["AUTO", "DEFAULT_MARGIN", "DEFAULT_MODE", "DEFAULT_SIZE", "auto_size", "background_masks_note",
-           "class_confounds", "decide_preprocess",
-           "describe", "image_side_stats", "mixed_masks_note", "particle_contrast_stats", "particle_image_warning",
-           "side_stats", "size_warning", "trained_on_masks", "training_data_summary"]
+__all__ = ["AUTO", "DEFAULT_MARGIN", "DEFAULT_MODE", "DEFAULT_SIZE", "auto_size", "class_confounds", "decide_preprocess",
+           "describe", "image_side_stats", "mask_problems_note", "mixed_masks_note", "particle_contrast_stats",
+           "particle_image_warning", "side_stats", "size_warning", "trained_on_masks", "training_data_summary"]

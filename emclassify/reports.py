@@ -31,6 +31,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 from .atomic import write_text_atomic
 from .contrast import OTHER_CONTRAST_RUN_SHARE
+from .segment import describe_mask_problems
 from .finding.detections import Particle, ParticleSize
 from .inference import FileResult
 from .io import sort_key
@@ -299,10 +300,9 @@ def run_warnings(summary: Dict) -> List[str]:
                    f"by their masks: these were cut {how} instead, and their predictions are much less reliable. "
                    "Give the masks (a masks/ folder mirroring the images, <name>_mask files beside them, or a 'mask' "
                    "column in manifest.csv), or train a model on images like these")
-    if summary.get("background_masks"):
-        out.append(f"{summary['background_masks']} mask(s) cover their image's border all round and most of the image: "
-                   "masks that mark the background (particle 0)? Non-zero mask pixels are read as the particle, so "
-                   "these regions, sizes and predictions are the background's (see 'warnings' in the CSV)")
+    problems = summary.get("mask_problems")
+    if isinstance(problems, dict):
+        out.extend(f"{s} (see 'warnings' in the CSV)" for s in describe_mask_problems(problems, "mask(s)"))
     copies = summary.get("duplicates") or {}
     if copies.get("files"):
         first = copies["listed"][0] if copies.get("listed") else None

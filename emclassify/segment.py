@@ -14,8 +14,9 @@ records a warning on that row), and by the handcrafted features. The rule:
 Returns a bool (H, W) mask; all-false when nothing stands out (flat image), in
 which case preprocessing falls back to the margin crop.
 
-Given masks are checked for the other convention (particle 0, background non-zero):
-:func:`background_mask_warning`.
+Given masks are checked (:func:`mask_warnings`) for the other convention (particle 0, background
+non-zero: :func:`background_mask_warning`) and for several particles in one mask
+(:func:`several_particles_warning`).
 """
 from __future__ import annotations
 
@@ -98,3 +99,56 @@ def background_mask_warning(mask: np.ndarray) -> str:
         return ""
     return (f"{BACKGROUND_MASK_NOTE} and {100 * share:.0f} % of it: does it mark the background? (non-zero pixels "
             "are read as the particle)")
+
+
+SEVERAL_PARTICLES_NOTE = "mask holds"
+# A mask whose second-largest separate region is at least this share of its largest holds several
+# particles (crops cut from an instance image without isolating the label). NanoShapes' 3,182 masks:
+# one region each but one, whose second is 0.6 % of its first.
+SEVERAL_PARTICLES_SHARE = 0.25
+
+
+def several_particles_warning(mask: np.ndarray) -> str:
+    """A row warning when a given mask (bool H x W) holds separate regions (8-connected) whose
+    second-largest is at least :data:`SEVERAL_PARTICLES_SHARE` of the largest; else "". The whole mask
+    is the particle: its box is the region a crop-mode model sees and its area the particle's size."""
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if n < 2:
+        return ""
+    sizes = np.sort(np.bincount(labels.ravel())[1:])[::-1]
+    if sizes[1] < SEVERAL_PARTICLES_SHARE * sizes[0]:
+        return ""
+    return (f"{SEVERAL_PARTICLES_NOTE} {n} separate regions, the second {100 * sizes[1] / sizes[0]:.0f} % of the "
+            "largest: several particles? The box around all of them is classified and their area is taken as one "
+            "particle's")
+
+
+# The checks of a given mask, by the summary key that counts the rows they flag, and how each row says so.
+MASK_CHECKS = {"background": BACKGROUND_MASK_NOTE, "several_particles": SEVERAL_PARTICLES_NOTE}
+
+
+def mask_warnings(mask: np.ndarray) -> list:
+    """The row warnings of a given mask (bool H x W): :func:`background_mask_warning`,
+    :func:`several_particles_warning`; [] when it looks like one particle's."""
+    return [w for w in (background_mask_warning(mask), several_particles_warning(mask)) if w]
+
+
+# What each check found, said of several masks (the run's warning, the training decision's note).
+MASK_PROBLEMS = {
+    "background": ("cover their image's border all round and most of the image, enclosing a hole: masks that mark "
+                   "the background (particle 0)? Non-zero mask pixels are read as the particle, so the region and "
+                   "the size are the background's"),
+    "several_particles": ("hold several separate regions of comparable size: several particles in one mask? The box "
+                          "around all of them is the region, and their area is taken as one particle's"),
+}
+
+
+def describe_mask_problems(counts: dict, what: str) -> list:
+    """One sentence per check with a count in ``counts`` (:data:`MASK_CHECKS` key -> masks), each
+    ``"{count} {what} {description}"``; e.g. ``what="mask(s)"``."""
+    return [f"{n} {what} {MASK_PROBLEMS[k]}" for k, n in counts.items() if n and k in MASK_PROBLEMS]
+
+
+def mask_problem(warning: str):
+    """The :data:`MASK_CHECKS` key a row warning belongs to, or None."""
+    return next((k for k, note in MASK_CHECKS.items() if warning.startswith(note)), None)

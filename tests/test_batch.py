@@ -280,7 +280,7 @@ def test_masks_that_mark_the_background_are_said(tmp_path, capsys):
     import shutil
 
     from emclassify.assets import default_model_path
-    from emclassify.segment import background_mask_warning
+    from emclassify.segment import background_mask_warning, mask_warnings, several_particles_warning
 
     yy, xx = np.mgrid[:64, :64] - 31.5
     small = yy ** 2 + xx ** 2 <= 15 ** 2
@@ -289,14 +289,19 @@ def test_masks_that_mark_the_background_are_said(tmp_path, capsys):
     assert background_mask_warning(yy ** 2 + xx ** 2 <= 32 ** 2) == ""   # tight crop: the corners touch the border
     assert background_mask_warning(np.ones((64, 64), bool)) == ""        # a particle filling its image
 
+    two = small | np.roll(small, 34, axis=1)
+    assert "mask holds 2 separate regions" in several_particles_warning(two)
+    assert several_particles_warning(small | (np.abs(yy - 30) + np.abs(xx - 30) < 2)) == ""   # a speck beside it
+    assert mask_warnings(small) == []
+
     samples = tmp_path / "samples"
     shutil.copytree(default_model_path().parents[1] / "samples", samples)
-    assert run_batch(samples, out=tmp_path / "as_made.csv").summary["background_masks"] == 0
+    assert run_batch(samples, out=tmp_path / "as_made.csv").summary["mask_problems"] == {"background": 0, "several_particles": 0}
     for p in (samples / "masks").rglob("*.tif"):
         m = read_image(p).array
         write_tiff(p, np.where(m > 0, 0, 255).astype(np.uint8))
     outcome = run_batch(samples, out=tmp_path / "inverted.csv")
-    assert outcome.summary["background_masks"] == 40
+    assert outcome.summary["mask_problems"]["background"] == 40
     main(["batch", str(samples), "--out", str(tmp_path / "cli.csv")])
     assert "WARNING: 40 mask(s) cover their image's border all round" in capsys.readouterr().out
     # and before training on them
@@ -304,5 +309,12 @@ def test_masks_that_mark_the_background_are_said(tmp_path, capsys):
     from emclassify.io import load_dataset
 
     assert "40 of the 40 masks looked at cover" in decide_preprocess(load_dataset(samples).samples)[1]["note"]
+    # masks holding two particles each
+    for p in (samples / "masks").rglob("*.tif"):
+        m = read_image(p).array == 0   # the particle again
+        write_tiff(p, ((m | np.roll(m, m.shape[1] // 2, axis=1)) * 255).astype(np.uint8))
+    doubled = run_batch(samples, out=tmp_path / "doubled.csv")
+    assert doubled.summary["mask_problems"]["several_particles"] >= 35
+    assert "masks looked at hold several separate regions" in decide_preprocess(load_dataset(samples).samples)[1]["note"]
     shutil.copytree(default_model_path().parents[1] / "samples", tmp_path / "fine")
     assert "note" not in decide_preprocess(load_dataset(tmp_path / "fine").samples)[1]
