@@ -35,12 +35,12 @@ OTHER_CONTRAST_NOTE = "particle is"
 
 def particle_contrasts(image: np.ndarray, labels: np.ndarray, ring_px: int = POLARITY_RING_PX) -> np.ndarray:
     """float64 (n,): per particle of ``labels`` (int H x W, 0 background), its mean intensity in
-    ``image`` (real H x W) minus that of the unlabelled pixels within ``ring_px`` of it; negative for a
-    dark particle. Particles with no such pixels around them (packed in) are left out."""
+    ``image`` (real H x W) minus that of the unlabelled pixels within ``ring_px`` of it (a square reach; a
+    pixel within reach of several counts for the largest label); negative for a dark particle.
+    Particles with no such pixels around them (packed in) are left out."""
     ids = np.unique(labels[labels > 0])
     if not len(ids):
         return np.zeros(0)
-    # each unlabelled pixel near particles takes the label of one of them (the largest id within reach)
     ring = np.where(labels == 0, ndimage.grey_dilation(labels, size=2 * ring_px + 1), 0)
     values = np.asarray(image, dtype=np.float64)
     inside = np.asarray(ndimage.mean(values, labels, ids))
@@ -51,12 +51,15 @@ def particle_contrasts(image: np.ndarray, labels: np.ndarray, ring_px: int = POL
 
 
 def mask_contrast(image: np.ndarray, mask: np.ndarray, others: Optional[np.ndarray] = None) -> Optional[float]:
-    """One particle's contrast: its mean in ``image`` (real H x W) over ``mask`` (bool-like H x W) minus
-    the mean of the pixels within :data:`POLARITY_RING_PX` of it (the square reach of
-    :func:`particle_contrasts`), leaving out ``others`` (bool-like H x W: other particles, e.g. a
-    micrograph's neighbours of a cut-out particle, which would darken its ring). None when the mask is
-    empty, covers the image, or no ring pixel is left. Only the mask's box grown by the ring is read:
-    the time is the particle's, not the image's."""
+    """One particle's contrast, :func:`particle_contrasts`' measure: ``mask`` (bool-like H x W) against the
+    pixels within :data:`POLARITY_RING_PX` of it in ``image`` (real H x W), leaving out ``others``
+    (bool-like H x W: other particles, e.g. a micrograph's neighbours of a cut-out particle, which would
+    darken its ring). None when the mask is empty, covers the image, or no ring pixel is left.
+
+    Its own code for one particle because ``batch`` runs it on every file with a mask: only the mask's
+    box grown by the ring is read, and the ring is a separable maximum filter (0.18 against 0.43 ms per
+    200 x 200 sample image through :func:`particle_contrasts`; the same values, a property test holds them
+    together)."""
     m = np.asarray(mask) != 0
     if not m.any() or m.all():
         return None
@@ -64,13 +67,13 @@ def mask_contrast(image: np.ndarray, mask: np.ndarray, others: Optional[np.ndarr
     r = POLARITY_RING_PX
     box = (slice(max(0, rows[0] - r), rows[-1] + r + 1), slice(max(0, cols[0] - r), cols[-1] + r + 1))
     own = m[box]
-    ring = ndimage.binary_dilation(own, structure=np.ones((2 * r + 1, 2 * r + 1), bool)) & ~own
+    ring = ndimage.maximum_filter(own, size=2 * r + 1) & ~own
     if others is not None:
         ring &= ~(np.asarray(others)[box] != 0)
     if not ring.any():
         return None
-    values = np.asarray(image)[box].astype(np.float64)
-    return float(values[own].mean() - values[ring].mean())
+    values = np.asarray(image)[box]
+    return float(values[own].mean(dtype=np.float64) - values[ring].mean(dtype=np.float64))
 
 
 def polarity_record(diffs: Sequence[float]) -> Dict:

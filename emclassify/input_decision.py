@@ -31,13 +31,17 @@ particles up to 48 px blurred the texture they are told apart by (BENCHMARKS.md)
 from __future__ import annotations
 
 import math
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
 from .defaults import AUTO, AUTO_SIZE_RANGE, DEFAULT_MARGIN, DEFAULT_MODE, DEFAULT_SIZE
 from .contrast import mask_contrast, polarity_record
-from .io import ImageReadError, Sample, read_image, read_mask
+from .io import ImageReadError, Sample, read_image
 from .preprocess import MIN_REGION_SIDE, PreprocessConfig
 from .segment import describe_mask_problems, mask_problem, mask_warnings
 
@@ -62,22 +66,110 @@ def _seeded_sample(samples: Sequence[Sample], seed: int) -> Sequence[Sample]:
     return [samples[i] for i in sorted(rng.choice(len(samples), SIZE_SAMPLE, replace=False))]
 
 
-def _image_sides(samples: Sequence[Sample], seed: int = 0) -> np.ndarray:
-    sides = []
-    for s in _seeded_sample(samples, seed):
+@dataclass(frozen=True)
+class Survey:
+    """What a seeded sample of the training images and masks looks like, each file read once.
+
+    sides: int (n, 2), (height, width) of the readable images among ``_seeded_sample(samples)``;
+    longest: {class: [longer side, ...]} and types: {class: {dtype name}} of the labelled images among
+    ``_seeded_sample(labelled samples)``; boxes: int (m,), the longer side of each nonempty mask's bounding
+    box among ``_seeded_sample(masked samples)``; masks_looked and mask_problems ({check: masks},
+    :func:`emclassify.segment.mask_warnings`) over the readable ones; contrasts: float64, each
+    :func:`emclassify.contrast.mask_contrast` there that could be measured (mask of its image's shape).
+    """
+
+    sides: np.ndarray
+    longest: Dict[str, List[int]]
+    types: Dict[str, set]
+    boxes: np.ndarray
+    masks_looked: int
+    mask_problems: Dict[str, int]
+    contrasts: np.ndarray
+    any_masks: bool
+
+
+def _file_key(path) -> tuple:
+    if path is None:
+        return (None,)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (str(path),)
+    return (str(path), st.st_mtime_ns, st.st_size)
+
+
+def _survey(samples: Sequence[Sample], seed: int) -> Survey:
+    images = _seeded_sample(samples, seed)
+    labelled = _seeded_sample([s for s in samples if s.label is not None], seed)
+    masked = _seeded_sample([s for s in samples if s.mask is not None], seed)
+    in_images, in_labelled, in_masked = ({id(s) for s in group} for group in (images, labelled, masked))
+    sides, boxes, contrasts = [], [], []
+    longest: Dict[str, List[int]] = {}
+    types: Dict[str, set] = {}
+    problems: Dict[str, int] = {}
+    looked = 0
+    for s in samples:   # in the samples' order: each file of the three samples read once
+        wanted = id(s) in in_images, id(s) in in_labelled, id(s) in in_masked
+        if not any(wanted):
+            continue
         try:
             img = read_image(s.path, checksum=False).array
         except ImageReadError:
+            img = None
+        if img is not None and wanted[0]:
+            sides.append(img.shape[:2])
+        if img is not None and wanted[1]:
+            longest.setdefault(s.label, []).append(max(img.shape[:2]))
+            types.setdefault(s.label, set()).add(str(img.dtype))
+        if not wanted[2]:
             continue
-        sides.append(img.shape)
-    return np.asarray(sides, dtype=np.int64).reshape(-1, 2)
+        try:
+            mask = read_image(s.mask, checksum=False).array != 0
+        except ImageReadError:
+            continue
+        looked += 1
+        if mask.any():
+            ys, xs = np.nonzero(mask)
+            boxes.append(max(int(ys.max() - ys.min()) + 1, int(xs.max() - xs.min()) + 1))
+        for w in mask_warnings(mask):
+            problems[mask_problem(w)] = problems.get(mask_problem(w), 0) + 1
+        if img is not None and mask.shape == img.shape:
+            diff = mask_contrast(img, mask)
+            if diff is not None:
+                contrasts.append(diff)
+    return Survey(np.asarray(sides, dtype=np.int64).reshape(-1, 2), longest, types, np.asarray(boxes, dtype=np.int64),
+                  looked, problems, np.asarray(contrasts, dtype=np.float64), bool(masked))
+
+
+# The last surveys, by the samples' files (with their modification times and sizes: an edited file is
+# another key, so a long-lived process such as the GUI never reuses a stale one) and the seed.
+_SURVEYS: "OrderedDict[tuple, Survey]" = OrderedDict()
+_SURVEYS_LOCK = threading.Lock()
+SURVEYS_KEPT = 2
+
+
+def survey(samples: Sequence[Sample], seed: int = 0) -> Survey:
+    """:class:`Survey` of ``samples`` (at most ``SIZE_SAMPLE`` files of each kind read, each once), kept
+    for the last :data:`SURVEYS_KEPT` sets asked about: the input decision (mode, size, notes) and
+    ``train``'s card (sizes, contrast) survey the same set."""
+    key = (tuple((_file_key(s.path), _file_key(s.mask), s.label) for s in samples), seed)
+    with _SURVEYS_LOCK:
+        if key in _SURVEYS:
+            _SURVEYS.move_to_end(key)
+            return _SURVEYS[key]
+    found = _survey(samples, seed)
+    with _SURVEYS_LOCK:
+        _SURVEYS[key] = found
+        while len(_SURVEYS) > SURVEYS_KEPT:
+            _SURVEYS.popitem(last=False)
+    return found
 
 
 def image_side_stats(samples: Sequence[Sample], seed: int = 0) -> Dict:
     """Shorter/longer image sides (px) of the training images: median and 5th/95th percentiles, from a
     seeded sample of at most ``SIZE_SAMPLE`` images. Stored in the model card (``data.image_sides_px``)
     so ``batch`` can warn about images far outside what the model was trained on."""
-    return side_stats(_image_sides(samples, seed))
+    return side_stats(survey(samples, seed).sides)
 
 
 def side_stats(sides: np.ndarray) -> Dict:
@@ -97,19 +189,8 @@ def particle_contrast_stats(samples: Sequence[Sample], seed: int = 0) -> Dict:
     many were measured, the share darker than the ring around their mask, the polarity), from a seeded
     sample of at most ``SIZE_SAMPLE`` of them; {} without masks. Stored in the model card
     (``data.particle_contrast``) so ``batch`` can flag particles of the other contrast."""
-    masked = [s for s in samples if s.mask is not None]
-    if not masked:
-        return {}
-    diffs = []
-    for s in _seeded_sample(masked, seed):
-        try:
-            img = read_image(s.path, checksum=False).array
-            diff = mask_contrast(img, read_mask(s.mask, img.shape))
-        except ImageReadError:
-            continue
-        if diff is not None:
-            diffs.append(diff)
-    return polarity_record(diffs)
+    found = survey(samples, seed)
+    return polarity_record(found.contrasts) if found.any_masks else {}
 
 
 def training_data_summary(card_data: Dict) -> str:
@@ -178,20 +259,6 @@ def particle_image_warning(height: int, width: int, stats: Dict) -> str:
             "Classify particle images without --micrographs")
 
 
-def _mask_regions(samples: Sequence[Sample], seed: int = 0) -> np.ndarray:
-    """Longer side (px) of the mask's bounding box for a seeded sample of the masked images."""
-    out = []
-    for s in _seeded_sample([s for s in samples if s.mask is not None], seed):
-        try:
-            m = read_image(s.mask, checksum=False).array != 0
-        except ImageReadError:
-            continue
-        if m.any():
-            ys, xs = np.nonzero(m)
-            out.append(max(int(ys.max() - ys.min()) + 1, int(xs.max() - xs.min()) + 1))
-    return np.asarray(out, dtype=np.int64)
-
-
 def auto_size(median_region: int) -> int:
     """``--size auto`` for regions of median side ``median_region`` px (see the module doc)."""
     lo, hi = AUTO_SIZE_RANGE
@@ -219,15 +286,8 @@ def class_confounds(samples: Sequence[Sample], seed: int = 0) -> List[str]:
     files were made rather than in their particles, and a network learns whatever tells them apart. On
     NanoShapes the three classes' crops overlap in size (30-168 px) and all are 8-bit: nothing is said.
     """
-    sides: Dict[str, List[int]] = {}
-    types: Dict[str, set] = {}
-    for s in _seeded_sample([s for s in samples if s.label is not None], seed):
-        try:
-            img = read_image(s.path, checksum=False).array
-        except ImageReadError:
-            continue
-        sides.setdefault(s.label, []).append(max(img.shape[:2]))
-        types.setdefault(s.label, set()).add(str(img.dtype))
+    found = survey(samples, seed)
+    sides, types = found.longest, found.types
     judged = [c for c, v in sides.items() if len(v) >= MIN_CONFOUND_IMAGES]
     if len(judged) < 2:
         return []
@@ -254,17 +314,9 @@ def mask_problems_note(samples: Sequence[Sample], seed: int = 0) -> str:
     """The decision's note when masks of a seeded sample (at most ``SIZE_SAMPLE``) look like something
     else than one particle's (:func:`emclassify.segment.mask_warnings`: the background, several
     particles), else ""."""
-    looked = 0
-    found: Dict[str, int] = {}
-    for s in _seeded_sample([s for s in samples if s.mask is not None], seed):
-        try:
-            mask = read_image(s.mask, checksum=False).array != 0
-        except ImageReadError:
-            continue
-        looked += 1
-        for w in mask_warnings(mask):
-            found[mask_problem(w)] = found.get(mask_problem(w), 0) + 1
-    return " ".join(f"{s}." for s in describe_mask_problems(found, f"of the {looked} masks looked at"))
+    found = survey(samples, seed)
+    return " ".join(f"{s}." for s in describe_mask_problems(found.mask_problems, f"of the {found.masks_looked} "
+                                                            "masks looked at"))
 
 
 def mixed_masks_note(with_mask: int, images: int, mode: str, margin: int) -> str:
@@ -290,11 +342,11 @@ def decide_preprocess(samples: Sequence[Sample], mode: str = DEFAULT_MODE, size=
     masked = share >= MASK_SHARE_FOR_CROP
     record: Dict = {"requested": mode, "images": n, "with_mask": with_mask}
     measure = AUTO in (mode, size)
-    sides = _image_sides(samples) if measure else np.zeros((0, 2), np.int64)
+    sides = survey(samples).sides if measure else np.zeros((0, 2), np.int64)
     if len(sides):
         record["median_image_side"] = int(np.median(sides.min(axis=1)))
     if measure and masked:
-        boxes = _mask_regions(samples)
+        boxes = survey(samples).boxes
         record["median_mask_box"] = int(np.median(boxes)) if len(boxes) else 0
     # the input side a margin crop is compared with, before the input size itself is decided
     target = AUTO_SIZE_RANGE[1] if size == AUTO else size
@@ -361,4 +413,4 @@ def describe(pcfg: PreprocessConfig, record: Dict) -> str:
 
 __all__ = ["AUTO", "DEFAULT_MARGIN", "DEFAULT_MODE", "DEFAULT_SIZE", "auto_size", "class_confounds", "decide_preprocess",
            "describe", "image_side_stats", "mask_problems_note", "mixed_masks_note", "particle_contrast_stats",
-           "particle_image_warning", "side_stats", "size_warning", "trained_on_masks", "training_data_summary"]
+           "particle_image_warning", "side_stats", "size_warning", "survey", "trained_on_masks", "training_data_summary"]

@@ -112,7 +112,12 @@ def several_particles_warning(mask: np.ndarray) -> str:
     """A row warning when a given mask (bool H x W) holds separate regions (8-connected) whose
     second-largest is at least :data:`SEVERAL_PARTICLES_SHARE` of the largest; else "". The whole mask
     is the particle: its box is the region a crop-mode model sees and its area the particle's size."""
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return ""
+    # every region lies within the mask's box: label only that (batch checks every given mask)
+    box = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    labels, n = ndimage.label(box, structure=np.ones((3, 3), bool))
     if n < 2:
         return ""
     sizes = np.sort(np.bincount(labels.ravel())[1:])[::-1]

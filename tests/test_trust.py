@@ -613,6 +613,30 @@ def test_classes_told_apart_by_how_their_files_were_made_get_a_note(tmp_path):
     assert class_confounds(load_dataset(tmp_path / "same").samples) == []   # one export: nothing to say
 
 
+def test_the_survey_reads_each_file_once_and_sees_edited_files(tmp_path, monkeypatch):
+    """The input decision and train's card survey the same images; an edited file is surveyed again."""
+    import emclassify.input_decision as decision
+
+    synth.generate(tmp_path, "lamellarity", 12, seed=9)
+    reads = []
+    real = decision.read_image
+    monkeypatch.setattr(decision, "read_image", lambda path, **kw: reads.append(path) or real(path, **kw))
+    samples = load_dataset(tmp_path).samples
+    decide_preprocess(samples)
+    assert len(reads) == len(set(reads)) == 24   # 12 images and 12 masks, each once
+    decision.image_side_stats(samples)
+    assert decision.particle_contrast_stats(samples)["polarity"] == "dark" and len(reads) == 24
+    first = samples[0].mask
+    write_tiff(first, (read_image_array(first) == 0).astype(np.uint8) * 255)   # one mask saved the other way
+    assert decision.survey(load_dataset(tmp_path).samples).mask_problems == {"background": 1}
+
+
+def read_image_array(path):
+    from emclassify.io import read_image
+
+    return read_image(path).array
+
+
 def test_explicit_mask_mode_carries_the_evidence_note(tmp_path):
     synth.generate(tmp_path, "lamellarity", 10, seed=9)
     pcfg, record = decide_preprocess(load_dataset(tmp_path).samples, mode="mask")
