@@ -404,14 +404,15 @@ MAX_DUPLICATES_LISTED = 100
 
 def duplicate_files(results: Sequence[FileResult]) -> Dict:
     """The files of a run that are byte-for-byte copies of another of its files (the same SHA-256),
-    each with the first file (in path order) it copies: {"files": count, "listed": [{"path",
-    "same_as"}, ...] (at most :data:`MAX_DUPLICATES_LISTED`)}, or {} when there are none.
+    among those with a classified row (only those count in the percentages), each with the first file
+    (in path order) it copies: {"files": count, "listed": [{"path", "same_as"}, ...] (at most
+    :data:`MAX_DUPLICATES_LISTED`)}, or {} when there are none.
 
     Why: a folder copied into itself, or a re-export beside the original, counts the same particles
     twice in the percentages, and nothing else in the record would show it."""
     first: Dict[str, str] = {}
     copies = []
-    for path, sha in sorted({(r.path, r.sha256) for r in results if r.sha256}):
+    for path, sha in sorted({(r.path, r.sha256) for r in results if r.sha256 and r.ok}):
         if sha in first:
             copies.append({"path": path, "same_as": first[sha]})
         else:
