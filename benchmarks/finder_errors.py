@@ -17,7 +17,6 @@ outlines can explain, not a score; the JSONs of 2026-12-06 call it ``end_to_end_
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -78,16 +77,13 @@ def main() -> int:
             predicted = classify_found(d.raw, det, classifier)
             truth = outlined_classes(d, truths)
             records.append((m, predicted, truth))
-    from emclassify.bench import machine_description
+    from outlined_fold import write_result
 
-    out = {"date": time.strftime("%Y-%m-%d"), "machine": machine_description(),
-           "command": "python benchmarks/finder_errors.py " + " ".join(sys.argv[1:]), "finder": summarise(matches)}
+    out = {"finder": summarise(matches)}
     if records:
         classes = sorted(set(truths.values()))
         out["end_to_end"] = end_to_end_scores(records, classes)   # with "unoutlined": the diagnostic
-    print(json.dumps(out, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+    write_result("finder_errors.py", out, args.json)
     return 0
 
 

@@ -2,8 +2,11 @@
 
     from outlined_fold import load_fold   # a script run as ``python benchmarks/<script>.py``
 """
+import json
+import sys
+import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -30,3 +33,15 @@ def found_probabilities(image, detections, classifier) -> Dict[int, np.ndarray]:
     found = FoundMicrograph(Sample(path=Path("micrograph"), relpath="micrograph"), image=image, detections=detections)
     rows = micrograph_rows(found, classifier, crop_context(classifier.card), classifier.images_per_batch(64), None)
     return {r.particle.index: np.asarray(r.probabilities) for r in rows if r.particle is not None and r.probabilities}
+
+
+def write_result(script: str, fields: Dict, json_path: Optional[str]) -> Dict:
+    """Print (and with ``json_path`` write) a result with its date, machine and command line."""
+    from emclassify.bench import machine_description
+
+    out = {"date": time.strftime("%Y-%m-%d"), "machine": machine_description(),
+           "command": f"python benchmarks/{script} " + " ".join(sys.argv[1:]), **fields}
+    print(json.dumps(out, indent=1))
+    if json_path:
+        Path(json_path).write_text(json.dumps(out, indent=1) + "\n")
+    return out

@@ -571,13 +571,13 @@ def _print_end_to_end(e: Dict, classifier: str = "") -> None:
     per = ", ".join(f"{c} {v:.3f}" for c, v in e["per_class_f1"].items())
     acc = "n/a" if e["matched_accuracy"] is None else f"{e['matched_accuracy']:.3f}"
     which = f", classifier {classifier}" if classifier else ""
-    from .finding.evaluate import unoutlined_text
+    from .finding.evaluate import on_outlines_text, unoutlined_text
 
     print(f"  end to end (found and classified vs outlined{which}): macro-F1 {e['macro_f1']:.3f} ({per}); "
           f"classes of the {e['matched_particles']} matched particles: accuracy {acc}, macro-F1 {e['matched_macro_f1']:.3f}")
-    unoutlined = unoutlined_text(e)
-    if unoutlined:
-        print("   " + unoutlined)
+    for sentence in (on_outlines_text(e), unoutlined_text(e)):
+        if sentence:
+            print("   " + sentence)
 
 
 def cmd_find_eval(args) -> int:

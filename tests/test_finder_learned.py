@@ -504,6 +504,15 @@ def test_end_to_end_scores_count_finding_and_classifying_errors():
     v = end_to_end_scores([(match, {10: "A", 11: "B", 12: "B"}, {1: "A", 2: "A", 3: "B"})], ["A", "B"])
     assert v["per_class_f1"]["B"] == round(2 / 3, 4)
     assert v["unoutlined"] == {"found": 1, "macro_f1_without": round((v["per_class_f1"]["A"] + 1.0) / 2, 4)}
+    assert "on_outlines" not in v
+    # the classifier alone, on the three outlined particles as if found: 1 and 2 called A (right),
+    # 3 called A (wrong) -> A: tp 2, fp 1 -> 0.8; B: fn 1 -> 0
+    perfect = InstanceMatch(3, 3, [(1, 1, 1.0), (2, 2, 1.0), (3, 3, 1.0)])
+    w = end_to_end_scores([(match, {10: "A", 11: "A", 12: "B"}, {1: "A", 2: "A", 3: "B"})], ["A", "B"],
+                          [(perfect, {1: "A", 2: "A", 3: "A"}, {1: "A", 2: "A", 3: "B"})])
+    assert w["on_outlines"] == {"macro_f1": 0.4, "per_class_f1": {"A": 0.8, "B": 0.0}, "matched_particles": 3,
+                                "matched_accuracy": round(2 / 3, 4)}
+    assert w["macro_f1"] == s["macro_f1"]   # the end-to-end figure itself is untouched
 
 
 def test_micrograph_folds_partition_the_micrographs():
@@ -558,6 +567,10 @@ def test_cli_train_finder_info_batch_and_find_eval(fields, tmp_path, capsys):
     assert 0 <= m["end_to_end"]["macro_f1"] <= 1 and m["overall"]["micrographs"] == 4
     report = metrics.with_suffix(".md").read_text()
     assert "End to end with the learned finder" in report and report.count("synth") >= 4
+    # the classifier alone on the outlined particles: every outlined particle is its own match
+    perfect = m["end_to_end"]["on_outlines"]
+    assert perfect["matched_particles"] == m["overall"]["true"]
+    assert "perfect finder" in report and "perfect finder" in captured.out
     o = m["overall"]   # every error has a kind, in the JSON, the report and the CLI
     assert sum(o["missed_by_kind"].values()) == o["true"] - o["matched"]
     assert sum(o["spurious_by_kind"].values()) == o["found"] - o["matched"]
@@ -888,6 +901,9 @@ def test_find_eval_folds_can_train_a_classifier_on_the_found_particles(fields, t
     r = json.loads(cv.read_text())
     by = r["learned"]["end_to_end_by_classifier"]
     assert list(by) == ["trained on found particles"] and r["learned"]["end_to_end"] == by["trained on found particles"]
+    # the classifier alone on the outlined particles: each counts once, in a fold without a classifier as missed
+    perfect = by["trained on found particles"]["on_outlines"]
+    assert perfect["matched_particles"] == r["learned"]["overall"]["true"]
     for fold in r["per_fold"]:
         got = fold["found_classifier"]
         assert got["context_px"] >= 2

@@ -13,7 +13,9 @@ class c, a found particle predicted c that matches an outlined c particle is a t
 predicted c that matches nothing or another class is a false positive; an outlined c particle
 not found, or found and called otherwise, is a false negative. The end-to-end macro-F1 therefore
 counts finding and classifying errors together; the classification-only macro-F1 over matched
-particles is reported beside it. The classifier must not have been trained on these micrographs;
+particles is reported beside it, and so is the classifier alone on the outlined particles cut out as
+if found (``on_outlines``: what a perfect finder would leave; the end-to-end figure's gap to it is what
+finding costs). The classifier must not have been trained on these micrographs;
 a warning says so when its card lists some of them among its training micrographs
 (:func:`classifier_saw`). With ``--folds --train-classifier`` a classifier is trained per fold on
 the particles that fold's finder finds in its training micrographs (:func:`classifier_on_found`).
@@ -147,11 +149,15 @@ def classify_found(image: np.ndarray, detections, classifier, batch_size: int = 
 
 
 def end_to_end_scores(records: Sequence[Tuple[InstanceMatch, Dict[int, str], Dict[int, str]]],
-                      classes: Sequence[str]) -> Dict:
+                      classes: Sequence[str], on_outlines: Optional[Sequence[tuple]] = None) -> Dict:
     """Per-class and macro F1 of finding + classifying (module doc).
 
     records: per micrograph (match, found index -> predicted class, true index -> true class).
     Found particles without a prediction (region too small) count as predicted "none".
+    on_outlines: the same records with the outlined particles themselves as the found ones
+    (:func:`outlined_as_found`); their scores are ``on_outlines``, the classifier's share of the
+    error. A classifier trained on a finder's particles learnt that finder's outlines, not these,
+    so for it this is a rough bound, not an exact one.
     ``unoutlined``: how many found particles lie where nothing is outlined (:mod:`.matching`'s
     kind), and the macro-F1 without them. Outlines are often incomplete (on NanoShapes about half of
     such particles were whole particles nobody outlined): a diagnostic for reading the score, not a
@@ -162,7 +168,20 @@ def end_to_end_scores(records: Sequence[Tuple[InstanceMatch, Dict[int, str], Dic
             for m, predicted, truth in records]
     left_out = sum(len(r[1]) - len(k[1]) for r, k in zip(records, kept))
     scores["unoutlined"] = {"found": left_out, "macro_f1_without": _end_to_end(kept, classes)["macro_f1"]}
+    if on_outlines is not None:
+        o = _end_to_end(on_outlines, classes)
+        scores["on_outlines"] = {k: o[k] for k in ("macro_f1", "per_class_f1", "matched_particles", "matched_accuracy")}
     return scores
+
+
+def outlined_as_found(truth: np.ndarray) -> tuple:
+    """(detections, match): the outlined particles of ``truth`` (instance labels) as if a finder had
+    found them with these outlines, and their (perfect) match to ``truth``; for
+    :func:`end_to_end_scores`' ``on_outlines``."""
+    from .detections import measure
+
+    outlined = measure(truth)
+    return outlined, match_instances(outlined.labels, truth)
 
 
 def _end_to_end(records, classes) -> Dict:
@@ -209,6 +228,17 @@ def _end_to_end(records, classes) -> Dict:
             "matched_macro_f1": round(float(np.mean(list(matched_f1.values()))), 4)}
 
 
+def on_outlines_text(e: Dict) -> str:
+    """A sentence on the classifier alone on the outlined particles (:func:`end_to_end_scores`), or ""."""
+    o = e.get("on_outlines")
+    if not o:
+        return ""
+    acc = "" if o["matched_accuracy"] is None else f", {100 * o['matched_accuracy']:.1f} % right"
+    return (f" On the outlined particles themselves, cut out as if found (a perfect finder), the classifier "
+            f"scores macro-F1 {o['macro_f1']:.3f}{acc}: the gap from there to the end-to-end figure is what "
+            f"finding costs, the rest the classifier's.")
+
+
 def unoutlined_text(e: Dict) -> str:
     """A sentence on the found particles where nothing is outlined (:func:`end_to_end_scores`), or ""."""
     u = e.get("unoutlined") or {}
@@ -252,6 +282,7 @@ def _evaluate_pairs(folder: Path, pairs, finder, overlays=None, classifiers: Opt
     classifiers = classifiers or {}
     per, matches, errors = [], [], []
     records: Dict[str, list] = {name: [] for name in classifiers}
+    outline_records: Dict[str, list] = {name: [] for name in classifiers}
     start = time.perf_counter()
     pixels = 0
     for i, (image_path, instance_path) in enumerate(pairs, 1):
@@ -267,10 +298,13 @@ def _evaluate_pairs(folder: Path, pairs, finder, overlays=None, classifiers: Opt
         row = {"micrograph": rel, **{k: v for k, v in summarise([m]).items() if k != "micrographs"},
                "notes": det.notes, "warnings": det.warnings}
         true_cls = {k: c for (name, k), c in (truths or {}).items() if name == rel}
+        outlined, perfect = outlined_as_found(truth) if classifiers else (None, None)
         for name, classifier in classifiers.items():
             # None: no classifier could be trained, so nothing found is classified (all count as missed)
             predicted = classify_found(image, det, classifier) if classifier is not None else {}
             records[name].append((m, predicted, true_cls))
+            outline_records[name].append((perfect, classify_found(image, outlined, classifier)
+                                          if classifier is not None else {}, true_cls))
             classes = _classes_of(classifier, truths)
             counts = {"found_by_class": {c: sum(1 for p in predicted.values() if p == c) for c in classes},
                       "true_by_class": {c: sum(1 for t in true_cls.values() if t == c) for c in classes}}
@@ -286,9 +320,10 @@ def _evaluate_pairs(folder: Path, pairs, finder, overlays=None, classifiers: Opt
     elapsed = time.perf_counter() - start
     out = {"finder": finder.params(), "overall": summarise(matches), "per_micrograph": per, "errors": errors,
            "seconds": round(elapsed, 2), "megapixels_per_s": round(pixels / 1e6 / elapsed, 3) if elapsed else None,
-           "_matches": matches, "_records": records}
+           "_matches": matches, "_records": records, "_outline_records": outline_records}
     if classifiers:
-        out["end_to_end_by_classifier"] = {name: end_to_end_scores(recs, _classes_of(classifiers[name], truths))
+        out["end_to_end_by_classifier"] = {name: end_to_end_scores(recs, _classes_of(classifiers[name], truths),
+                                                                   outline_records[name])
                                            for name, recs in records.items()}
         out["end_to_end"] = next(iter(out["end_to_end_by_classifier"].values()))
     return out
@@ -365,6 +400,7 @@ def evaluate_finder(folder, finder, overlays=None, progress: Optional[Callable[[
     out = _evaluate_pairs(folder, pairs, finder, overlays, {"classifier": classifier} if classifier else None,
                           truths, progress)
     out.pop("_records")
+    out.pop("_outline_records")
     out.pop("_matches")
     out.pop("end_to_end_by_classifier", None)
     warnings = []
@@ -537,7 +573,8 @@ def cross_validate_finders(folder, folds: int = 5, settings=None, classical=None
         merged = {"overall": summarise(matches) if rs else None,
                   "per_micrograph": [row for r in rs for row in r["per_micrograph"]]}
         if scored and rs and "end_to_end_by_classifier" in rs[0]:
-            by = {c: end_to_end_scores([rec for r in rs for rec in r["_records"][c]], e["classes"])
+            by = {c: end_to_end_scores([rec for r in rs for rec in r["_records"][c]], e["classes"],
+                                       [rec for r in rs for rec in r["_outline_records"][c]])
                   for c, e in rs[0]["end_to_end_by_classifier"].items()}
             merged["end_to_end_by_classifier"] = by
             merged["end_to_end"] = next(iter(by.values()))
@@ -603,7 +640,7 @@ def report_markdown(result: Dict, overlays: Optional[str] = None) -> str:
             by = f", classifier {which}" if which else ""
             lines += ["", f"End to end with the {n} finder{by} (found and classified vs outlined): macro-F1 "
                       f"**{e['macro_f1']:.3f}** ({per}); classes of the {e['matched_particles']} matched particles: "
-                      f"macro-F1 {e['matched_macro_f1']:.3f}." + unoutlined_text(e)]
+                      f"macro-F1 {e['matched_macro_f1']:.3f}." + on_outlines_text(e) + unoutlined_text(e)]
     lines += ["", "## Per micrograph", "", f"| micrograph | finder | {columns}", "|---|---|---|---|---|---|---|---|---|---|"]
     for n, r in named:
         for row in r.get("per_micrograph", []):
