@@ -242,14 +242,21 @@ def load_for_model(sample: Sample, root: Path, cfg: PreprocessConfig, want_featu
     # see the same pixels, in training and in batch alike): the given mask; in ``mask`` mode,
     # automatic segmentation when none is given; in ``crop`` mode without one, the margin crop.
     # The feature mask (given, else automatic segmentation) only feeds the handcrafted features.
+    # A given mask is read even when the model does not look at it (surround, no features): the
+    # particle's size, the mask checks and its contrast come from it. Only a model that needs it
+    # loses the row to an unreadable one.
     given = None
-    if sample.mask is not None and (cfg.uses_mask or want_features):
+    if sample.mask is not None:
         try:
             given = read_mask(sample.mask, loaded.array.shape)
         except ImageReadError as exc:
-            result.status = "error"
-            result.error = f"mask {_relative(Path(exc.path), root)}: {exc.reason}"
-            return _Loaded(result)
+            problem = f"mask {_relative(Path(exc.path), root)}: {exc.reason}"
+            if cfg.uses_mask or want_features:
+                result.status, result.error = "error", problem
+                return _Loaded(result)
+            result.warnings.append(problem.replace("; ", ", ") + " (this model does not need it: classified "
+                                   "without it, and no size is given)")
+    if given is not None:
         result.mask = _relative(sample.mask, root)
         if cfg.uses_mask and not given.any():
             result.warnings.append(f"{EMPTY_MASK_NOTE}; central crop with {cfg.margin} px margin used")

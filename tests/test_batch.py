@@ -318,3 +318,31 @@ def test_masks_that_mark_the_background_are_said(tmp_path, capsys):
     assert "masks looked at hold several separate regions" in decide_preprocess(load_dataset(samples).samples)[1]["note"]
     shutil.copytree(default_model_path().parents[1] / "samples", tmp_path / "fine")
     assert "note" not in decide_preprocess(load_dataset(tmp_path / "fine").samples)[1]
+
+
+def test_a_model_that_does_not_look_at_masks_still_reads_them(tmp_path):
+    """A surround model without features classifies the whole image, but a given mask still gives the
+    particle's size, the mask checks and its contrast; an unreadable mask costs it only the size."""
+    import shutil
+
+    from emclassify.assets import default_model_path
+
+    model = make_model_file(tmp_path / "surround.safetensors", mode="surround")
+    assert not Classifier.from_file(model, device="cpu").config.uses_mask
+    samples = tmp_path / "samples"
+    shutil.copytree(default_model_path().parents[1] / "samples", samples)
+    rows = {r.path: r for r in run_batch(samples, model=model, out=tmp_path / "a.csv").results}
+    assert all(r.ok and r.mask and r.size is not None and r.size.area_px > 0 for r in rows.values())
+    # the size is the mask's, not the image's
+    some = next(iter(rows.values()))
+    assert some.size.area_px < some.height * some.width
+    mask_files = sorted((samples / "masks").rglob("*.tif"))
+    mask_files[0].write_bytes(b"not a tiff")
+    for p in mask_files[1:]:   # masks of the other convention: said, though the model does not use them
+        write_tiff(p, np.where(read_image(p).array > 0, 0, 255).astype(np.uint8))
+    outcome = run_batch(samples, model=model, out=tmp_path / "b.csv")
+    assert outcome.summary["mask_problems"]["background"] == len(mask_files) - 1
+    broken = [r for r in outcome.results if r.path.endswith(mask_files[0].name)]
+    assert len(broken) == 1 and broken[0].ok and broken[0].size is None
+    assert any("does not need it" in w and "; " not in w for w in broken[0].warnings)
+    assert all(r.ok for r in outcome.results)
