@@ -76,8 +76,10 @@ def test_mixed_folder_rows_columns_exit_code(tmp_path, mixed_folder, model_file)
     assert sum(summary["percentages"].values()) == pytest.approx(100)
     assert summary["model"]["sha256"] and summary["model"]["arch"] == "lipnet-fcn" and summary["complete"]
     assert {e["path"] for e in summary["errors"]} == set(BAD)
-    # atomic: nothing but the two outputs in the output folder
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["result.csv", "result.summary.json"]
+    # atomic: nothing but the outputs in the output folder (the size histogram from the given masks,
+    # which this surround model reads for the sizes though it does not look at them)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["result.csv", "result.sizes.png",
+                                                                    "result.summary.json"]
 
 
 def test_crop_model_uses_found_masks_and_notes_missing_ones(tmp_path, mixed_folder):
