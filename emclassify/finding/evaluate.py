@@ -275,14 +275,19 @@ def _classes_of(classifier, truths) -> List[str]:
 
 
 def _evaluate_pairs(folder: Path, pairs, finder, overlays=None, classifiers: Optional[Dict[str, object]] = None,
-                    truths=None, progress: Optional[Callable[[int, int], None]] = None) -> Dict:
-    """Scores of ``finder`` on ``pairs``; classifiers: name -> Classifier for end-to-end scores."""
+                    truths=None, progress: Optional[Callable[[int, int], None]] = None,
+                    on_outlines: Optional[Dict] = None) -> Dict:
+    """Scores of ``finder`` on ``pairs``; classifiers: name -> Classifier for end-to-end scores.
+    on_outlines: a dict kept across finders scored on the same micrographs with the same classifiers
+    (cross-validation), so that the outlined particles, which do not depend on the finder, are
+    classified once; (classifier name, micrograph) -> its ``on_outlines`` record."""
     from ..atomic import write_bytes_atomic
 
     classifiers = classifiers or {}
     per, matches, errors = [], [], []
     records: Dict[str, list] = {name: [] for name in classifiers}
     outline_records: Dict[str, list] = {name: [] for name in classifiers}
+    on_outlines = {} if on_outlines is None else on_outlines
     start = time.perf_counter()
     pixels = 0
     for i, (image_path, instance_path) in enumerate(pairs, 1):
@@ -298,13 +303,16 @@ def _evaluate_pairs(folder: Path, pairs, finder, overlays=None, classifiers: Opt
         row = {"micrograph": rel, **{k: v for k, v in summarise([m]).items() if k != "micrographs"},
                "notes": det.notes, "warnings": det.warnings}
         true_cls = {k: c for (name, k), c in (truths or {}).items() if name == rel}
-        outlined, perfect = outlined_as_found(truth) if classifiers else (None, None)
+        if classifiers and not all((name, rel) in on_outlines for name in classifiers):
+            outlined, perfect = outlined_as_found(truth)
+            for name, classifier in classifiers.items():
+                on_outlines[(name, rel)] = (perfect, classify_found(image, outlined, classifier)
+                                            if classifier is not None else {}, true_cls)
         for name, classifier in classifiers.items():
             # None: no classifier could be trained, so nothing found is classified (all count as missed)
             predicted = classify_found(image, det, classifier) if classifier is not None else {}
             records[name].append((m, predicted, true_cls))
-            outline_records[name].append((perfect, classify_found(image, outlined, classifier)
-                                          if classifier is not None else {}, true_cls))
+            outline_records[name].append(on_outlines[(name, rel)])
             classes = _classes_of(classifier, truths)
             counts = {"found_by_class": {c: sum(1 for p in predicted.values() if p == c) for c in classes},
                       "true_by_class": {c: sum(1 for t in true_cls.values() if t == c) for c in classes}}
@@ -532,6 +540,7 @@ def cross_validate_finders(folder, folds: int = 5, settings=None, classical=None
                "peak_threshold_choice": loaded.card.metrics.get("peak_threshold"), "training": loaded.card.training,
                "flags": loaded.card.metrics.get("flags", [])}
         classifiers: Dict[str, object] = {}
+        on_outlines: Dict = {}   # the fold's classifiers on its outlined particles, shared by its finders
         with tempfile.TemporaryDirectory(prefix="emclassify-fold-") as workdir:
             if train_classifier:
                 context = found_crop_context(loaded.card.median_diameter_px)
@@ -558,7 +567,7 @@ def cross_validate_finders(folder, folds: int = 5, settings=None, classical=None
             finders = [(learned_key(v), LearnedFinder("", preloaded=loaded, views=v)) for v in learned_views]
             for name, finder in finders + [("classical", classical)]:
                 r = _evaluate_pairs(folder, test_pairs, finder, overlays if name == names[0] else None, classifiers,
-                                    truths)
+                                    truths, on_outlines=on_outlines)
                 results[name].append(r)
                 row[name] = dict(r["overall"])
                 if "end_to_end" in r:
